@@ -1,0 +1,388 @@
+// Package node assembles one kanade backend node: NATS (embedded or
+// external), the agent streams, the SQLite store, the services this node is
+// given, and the gateway. Run owns every part it starts and stops them in
+// one written-down order.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kanade-go/kanade/embedded"
+	"github.com/kanade-go/kanade/gateway"
+	"github.com/kanade-go/kanade/services/projector"
+	"github.com/kanade-go/kanade/services/results"
+	"github.com/kanade-go/kanade/services/scheduler"
+	"github.com/kanade-go/kanade/store"
+	"github.com/kanade-go/kanade/streams"
+)
+
+// Service names accepted by Options.Services.
+const (
+	ServiceGateway   = "gateway"
+	ServiceResults   = "results"
+	ServiceProjector = "projector"
+	ServiceScheduler = "scheduler"
+)
+
+// AllServices is what "all" means.
+var AllServices = []string{ServiceGateway, ServiceResults, ServiceProjector, ServiceScheduler}
+
+// Options configure a node. cmd/kanade fills them from flags and env.
+type Options struct {
+	DataDir    string
+	HTTP       string // gateway listen address
+	NATSListen string // embedded client listener; "off" = in-process only
+	NATSSync   embedded.Sync
+	NATSConfig string // optional nats-server config file for the embedded server
+
+	// External mode: connect here instead of embedding a server.
+	NATSURL      string
+	NATSCreds    string
+	NATSUser     string
+	NATSPassword string
+	NATSToken    string
+
+	Services []string
+	NodeName string
+	Replicas int
+	Logger   *slog.Logger
+
+	Gateway   gateway.Options
+	Projector projector.Options
+	Results   results.Options
+	Scheduler scheduler.Options
+}
+
+// Ready tells where a started node listens.
+type Ready struct {
+	HTTP string // "" when this node runs no gateway
+	NATS string // the URL agents use; "" when in-process only
+}
+
+// Line is the ready line printed to stderr.
+func (r Ready) Line() string {
+	h, n := r.HTTP, r.NATS
+	if h == "" {
+		h = "off"
+	}
+	if n == "" {
+		n = "off"
+	}
+	return fmt.Sprintf("kanade ready http=%s nats=%s", h, n)
+}
+
+// ParseServices turns "all" or a comma list into service names.
+func ParseServices(s string) ([]string, error) {
+	if strings.TrimSpace(s) == "" || s == "all" {
+		return slices.Clone(AllServices), nil
+	}
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		p = strings.TrimSpace(p)
+		if !slices.Contains(AllServices, p) {
+			return nil, fmt.Errorf("unknown service %q (want all or a comma list of %s)", p, strings.Join(AllServices, ","))
+		}
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+var nodeNameRe = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
+
+// DefaultNodeName is the host name, cleaned to what consumer names allow.
+func DefaultNodeName() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "kanade"
+	}
+	return nodeNameRe.ReplaceAllString(h, "_")
+}
+
+// Run starts the node, calls ready once everything listens, and blocks
+// until ctx is cancelled; then it stops everything and returns.
+func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if o.NodeName == "" {
+		o.NodeName = DefaultNodeName()
+	}
+	if len(o.Services) == 0 {
+		o.Services = slices.Clone(AllServices)
+	}
+	has := func(s string) bool { return slices.Contains(o.Services, s) }
+	needStore := has(ServiceResults) || has(ServiceProjector) || has(ServiceScheduler)
+	embed := o.NATSURL == ""
+
+	// Shutdown order, written down once: HTTP, services, consumers, NATS
+	// connections drained, SQLite, embedded server, data dir lock. Each
+	// start pushes its stop; they run in reverse.
+	var stops []func()
+	defer func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}()
+
+	if embed || needStore {
+		if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
+			return fmt.Errorf("data dir: %w", err)
+		}
+		unlock, err := lockDataDir(o.DataDir)
+		if err != nil {
+			return err
+		}
+		stops = append(stops, unlock)
+	}
+
+	var srv *embedded.Server
+	natsURL := ""
+	if embed {
+		srv, err = embedded.Start(embedded.Options{
+			StoreDir:   filepath.Join(o.DataDir, "nats"),
+			Listen:     o.NATSListen,
+			ServerName: "kanade-" + o.NodeName,
+			Sync:       o.NATSSync,
+			Logger:     log,
+			ConfigFile: o.NATSConfig,
+		})
+		if err != nil {
+			return err
+		}
+		stops = append(stops, func() { srv.Shutdown(); log.Debug("embedded nats stopped") })
+		natsURL = srv.ClientURL()
+	} else {
+		natsURL = o.NATSURL
+	}
+
+	var conns []*nats.Conn
+	connect := func(name string) (*nats.Conn, error) {
+		name = "kanade-" + o.NodeName + "-" + name
+		var nc *nats.Conn
+		var err error
+		if embed {
+			nc, err = srv.Connect(name)
+		} else {
+			nc, err = connectExternal(ctx, o, name, log)
+		}
+		if err != nil {
+			return nil, err
+		}
+		conns = append(conns, nc)
+		return nc, nil
+	}
+
+	boot, err := connect("bootstrap")
+	if err != nil {
+		return err
+	}
+	js, err := jetstream.New(boot)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	if err := ensureStreams(ctx, js, o.Replicas, log); err != nil {
+		return err
+	}
+
+	var db *store.DB
+	if needStore {
+		db, err = store.Open(ctx, filepath.Join(o.DataDir, "kanade.db"), store.Options{})
+		if err != nil {
+			return err
+		}
+		stops = append(stops, func() {
+			if err := db.Close(); err != nil {
+				log.Warn("close store", "err", err)
+			}
+		})
+	}
+
+	// Registered after the store so that connections drain before SQLite
+	// closes: a handler in flight may still be reading.
+	stops = append(stops, func() {
+		for _, nc := range conns {
+			nc.Drain()
+		}
+		for _, nc := range conns {
+			for nc.IsDraining() {
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+	})
+
+	if has(ServiceProjector) {
+		nc, err := connect("projector")
+		if err != nil {
+			return err
+		}
+		po := o.Projector
+		po.Conn, po.DB, po.NodeName, po.Logger = nc, db, o.NodeName, log.With("component", "projector")
+		p, err := projector.Start(ctx, po)
+		if err != nil {
+			return fmt.Errorf("start projector: %w", err)
+		}
+		stops = append(stops, func() { logStop(log, "projector", p.Stop()) })
+	}
+	if has(ServiceResults) {
+		nc, err := connect("results")
+		if err != nil {
+			return err
+		}
+		ro := o.Results
+		ro.Conn, ro.DB, ro.NodeName, ro.Logger = nc, db, o.NodeName, log.With("component", "results")
+		s, err := results.Start(ctx, ro)
+		if err != nil {
+			return fmt.Errorf("start results: %w", err)
+		}
+		stops = append(stops, func() { logStop(log, "results", s.Stop()) })
+	}
+	if has(ServiceScheduler) {
+		nc, err := connect("scheduler")
+		if err != nil {
+			return err
+		}
+		so := o.Scheduler
+		so.Conn, so.DB, so.NodeName, so.Logger = nc, db, o.NodeName, log.With("component", "scheduler")
+		s, err := scheduler.Start(ctx, so)
+		if err != nil {
+			return fmt.Errorf("start scheduler: %w", err)
+		}
+		stops = append(stops, func() { logStop(log, "scheduler", s.Stop()) })
+	}
+
+	var r Ready
+	if embed {
+		r.NATS = natsURL
+	} else {
+		r.NATS = o.NATSURL
+	}
+	if has(ServiceGateway) {
+		nc, err := connect("gateway")
+		if err != nil {
+			return err
+		}
+		gwo := o.Gateway
+		gwo.Conn, gwo.Addr, gwo.Logger = nc, o.HTTP, log
+		g, err := gateway.Start(gwo)
+		if err != nil {
+			return err
+		}
+		stops = append(stops, func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			logStop(log, "gateway", g.Shutdown(sctx))
+		})
+		r.HTTP = g.URL()
+	}
+
+	if ready != nil {
+		ready(r)
+	}
+	<-ctx.Done()
+	log.Info("stopping")
+	return nil
+}
+
+func logStop(log *slog.Logger, what string, err error) {
+	if err != nil {
+		log.Warn("stop "+what, "err", err)
+	}
+}
+
+// ensureStreams retries while an external cluster has no JetStream leader
+// yet, which is normal for a few seconds after a cluster starts.
+func ensureStreams(ctx context.Context, js jetstream.JetStream, replicas int, log *slog.Logger) error {
+	for attempt := 1; ; attempt++ {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := streams.Ensure(cctx, js, replicas, log)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil || attempt >= 30 {
+			return fmt.Errorf("bootstrap streams: %w", err)
+		}
+		log.Warn("bootstrap streams: retrying", "err", err, "attempt", attempt)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// connectExternal connects to an external NATS, retrying with a log line
+// until it answers (as agents do), and reconnecting forever afterwards.
+func connectExternal(ctx context.Context, o Options, name string, log *slog.Logger) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.DrainTimeout(5 * time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "conn", name, "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "conn", name, "url", nc.ConnectedUrl()) }),
+	}
+	switch {
+	case o.NATSCreds != "":
+		opts = append(opts, nats.UserCredentials(o.NATSCreds))
+	case o.NATSUser != "":
+		opts = append(opts, nats.UserInfo(o.NATSUser, o.NATSPassword))
+	case o.NATSToken != "":
+		opts = append(opts, nats.Token(o.NATSToken))
+	}
+	for attempt := 1; ; attempt++ {
+		nc, err := nats.Connect(o.NATSURL, opts...)
+		if err == nil {
+			return nc, nil
+		}
+		if errors.Is(err, nats.ErrAuthorization) || strings.Contains(err.Error(), "Authorization") {
+			return nil, fmt.Errorf("connect %s: %w", o.NATSURL, err)
+		}
+		log.Warn("nats not reachable; retrying", "url", o.NATSURL, "err", err, "attempt", attempt)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("connect %s: %w", o.NATSURL, err)
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// lockDataDir takes an exclusive lock on the data dir, so a second node on
+// the same dir refuses to start instead of corrupting the store.
+func lockDataDir(dir string) (func(), error) {
+	path := filepath.Join(dir, "kanade.lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("data dir %s: %w", dir, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("data dir %s is in use by another kanade (lock %s): %w", dir, path, err)
+	}
+	f.Truncate(0)
+	fmt.Fprintf(f, "%d\n", os.Getpid())
+	return func() {
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
+}

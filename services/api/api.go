@@ -1,0 +1,269 @@
+// Package api is the shape every kanade micro service shares: endpoints on
+// subjects under "kanade.", errors that carry an HTTP status, JSON request
+// decoding that names the bad parameter, a bounded pool so one slow request
+// does not queue the rest, and endpoint metadata naming the HTTP route the
+// gateway maps onto it.
+//
+// A service package keeps its logic in plain Go and binds it here in a thin
+// micro.go; the gateway learns the routes from $SRV.INFO.
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+)
+
+// Version is the backend's version: micro service versions and /api/version.
+const Version = "0.1.0"
+
+// Metadata keys on endpoints, read by the gateway.
+const (
+	// MetaHTTP names the route: "GET /api/results/{result_id}". Path
+	// parameters become keys of the JSON request body.
+	MetaHTTP = "http"
+	// MetaIntParams lists query parameters (comma separated) that the
+	// gateway must send as JSON numbers.
+	MetaIntParams = "int_params"
+)
+
+// Error is an error with the HTTP status it answers with; its message is
+// the plain-text body.
+type Error struct {
+	Status  int
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Errorf makes an *Error.
+func Errorf(status int, format string, args ...any) error {
+	return &Error{Status: status, Message: fmt.Sprintf(format, args...)}
+}
+
+// BadRequest is a 400.
+func BadRequest(format string, args ...any) error {
+	return Errorf(http.StatusBadRequest, format, args...)
+}
+
+// NotFound is a 404.
+func NotFound(format string, args ...any) error { return Errorf(http.StatusNotFound, format, args...) }
+
+// Conflict is a 409.
+func Conflict(format string, args ...any) error { return Errorf(http.StatusConflict, format, args...) }
+
+// Unavailable is a 503.
+func Unavailable(format string, args ...any) error {
+	return Errorf(http.StatusServiceUnavailable, format, args...)
+}
+
+// Request is one call of an endpoint.
+type Request struct {
+	Subject string
+	Data    []byte
+	Header  micro.Headers
+}
+
+// ContentType is the request's Content-Type header ("" if none).
+func (r Request) ContentType() string { return r.Header.Get("Content-Type") }
+
+// Handler answers a request. It returns a value to encode as JSON, raw JSON
+// as []byte or json.RawMessage, or nil for an empty reply (HTTP 204). An
+// error that is an *Error answers with its status; any other is a 500 and
+// is logged.
+type Handler func(ctx context.Context, r Request) (any, error)
+
+// Endpoint is one request/reply capability.
+type Endpoint struct {
+	Name      string // micro endpoint name: A-Za-z0-9_- only
+	Subject   string // "kanade.results.list"
+	HTTP      string // "GET /api/results"; empty = not on HTTP
+	IntParams []string
+	Handler   Handler
+}
+
+// Service describes a micro service.
+type Service struct {
+	Name        string
+	Description string
+	Endpoints   []Endpoint
+	// Workers bounds concurrent handlers across the service's endpoints
+	// (default 8): micro calls a handler one request at a time per
+	// endpoint, so without a pool one slow query queues every other.
+	Workers int
+	// Timeout is each request's deadline (default 9 s, under the
+	// gateway's 10 s so the service answers first).
+	Timeout  time.Duration
+	Metadata map[string]string
+	Logger   *slog.Logger
+}
+
+// Running is a started service.
+type Running struct {
+	svc micro.Service
+	wg  sync.WaitGroup
+	ctx context.Context
+	end context.CancelFunc
+}
+
+// Start registers the service on nc and starts answering.
+func Start(nc *nats.Conn, s Service) (*Running, error) {
+	if s.Workers <= 0 {
+		s.Workers = 8
+	}
+	if s.Timeout <= 0 {
+		s.Timeout = 9 * time.Second
+	}
+	if s.Logger == nil {
+		s.Logger = slog.Default()
+	}
+	log := s.Logger.With("service", s.Name)
+	svc, err := micro.AddService(nc, micro.Config{
+		Name:        s.Name,
+		Version:     Version,
+		Description: s.Description,
+		Metadata:    s.Metadata,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("add service %s: %w", s.Name, err)
+	}
+	ctx, end := context.WithCancel(context.Background())
+	r := &Running{svc: svc, ctx: ctx, end: end}
+	sem := make(chan struct{}, s.Workers)
+	for _, ep := range s.Endpoints {
+		meta := map[string]string{}
+		if ep.HTTP != "" {
+			meta[MetaHTTP] = ep.HTTP
+		}
+		if len(ep.IntParams) > 0 {
+			meta[MetaIntParams] = strings.Join(ep.IntParams, ",")
+		}
+		h := ep.Handler
+		name := ep.Name
+		handler := micro.HandlerFunc(func(req micro.Request) {
+			sem <- struct{}{}
+			r.wg.Add(1)
+			go func() {
+				defer func() { <-sem; r.wg.Done() }()
+				rctx, cancel := context.WithTimeout(ctx, s.Timeout)
+				defer cancel()
+				respond(rctx, log.With("endpoint", name), req, h)
+			}()
+		})
+		if err := svc.AddEndpoint(ep.Name, handler, micro.WithEndpointSubject(ep.Subject), micro.WithEndpointMetadata(meta)); err != nil {
+			svc.Stop()
+			end()
+			return nil, fmt.Errorf("add endpoint %s.%s: %w", s.Name, ep.Name, err)
+		}
+	}
+	return r, nil
+}
+
+// Stop leaves the queue group and waits for requests in flight to answer.
+func (r *Running) Stop() error {
+	err := r.svc.Stop()
+	r.wg.Wait()
+	r.end()
+	return err
+}
+
+// Info is the micro service's info, for tests and status pages.
+func (r *Running) Info() micro.Info { return r.svc.Info() }
+
+func respond(ctx context.Context, log *slog.Logger, req micro.Request, h Handler) {
+	defer func() {
+		if p := recover(); p != nil {
+			log.Error("handler panicked", "panic", p)
+			req.Error("500", "internal error", []byte("internal error"))
+		}
+	}()
+	out, err := h(ctx, Request{Subject: req.Subject(), Data: req.Data(), Header: req.Headers()})
+	if err != nil {
+		var e *Error
+		switch {
+		case errors.As(err, &e):
+		case errors.Is(err, context.DeadlineExceeded):
+			e = &Error{Status: http.StatusServiceUnavailable, Message: "request timed out"}
+		default:
+			log.Error("request failed", "err", err)
+			e = &Error{Status: http.StatusInternalServerError, Message: "internal error"}
+		}
+		if rerr := req.Error(strconv.Itoa(e.Status), e.Message, []byte(e.Message)); rerr != nil {
+			log.Warn("reply failed", "err", rerr)
+		}
+		return
+	}
+	var body []byte
+	switch v := out.(type) {
+	case nil:
+	case []byte:
+		body = v
+	case json.RawMessage:
+		body = v
+	default:
+		body, err = json.Marshal(v)
+		if err != nil {
+			log.Error("encode reply", "err", err)
+			req.Error("500", "internal error", []byte("internal error"))
+			return
+		}
+	}
+	if err := req.Respond(body); err != nil {
+		log.Warn("reply failed", "err", err)
+	}
+}
+
+// Decode decodes a JSON request object into v. An empty body leaves v's
+// defaults. Unknown keys and wrong types are 400s naming the parameter.
+func Decode(data []byte, v any) error {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		var se *json.SyntaxError
+		switch {
+		case errors.As(err, &te):
+			return BadRequest("parameter %s: must be %s", te.Field, kind(te.Type.Kind().String()))
+		case errors.As(err, &se):
+			return BadRequest("request body is not valid JSON: %v", err)
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			return BadRequest("unknown parameter %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
+		default:
+			return BadRequest("request body: %v", err)
+		}
+	}
+	if dec.More() {
+		return BadRequest("request body: one JSON object expected")
+	}
+	return nil
+}
+
+func kind(k string) string {
+	switch {
+	case strings.HasPrefix(k, "int"), strings.HasPrefix(k, "uint"):
+		return "an integer"
+	case k == "string":
+		return "a string"
+	case k == "bool":
+		return "true or false"
+	case k == "struct", k == "map":
+		return "an object"
+	case k == "slice":
+		return "a list"
+	}
+	return "a " + k
+}
