@@ -7,6 +7,7 @@ package streams
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -139,4 +140,20 @@ func Diff(have, want jetstream.StreamConfig) []string {
 		add("max_msgs_per_subject", have.MaxMsgsPerSubject, want.MaxMsgsPerSubject)
 	}
 	return d
+}
+
+// ExecutionRecord is published on ExecutionSubject(exec_id), with the
+// exec_id as the JetStream message id, by the node that fires an exec (exec
+// now or a scheduled tick). Every projector turns it into an executions row.
+type ExecutionRecord struct {
+	ExecID      string          `json:"exec_id"`
+	RequestID   string          `json:"request_id"`
+	JobID       string          `json:"job_id"`
+	Version     string          `json:"version"`
+	InitiatedBy string          `json:"initiated_by"` // "api", "schedule:<id>", …
+	InitiatedAt time.Time       `json:"initiated_at"`
+	TargetCount int             `json:"target_count"`
+	Target      json.RawMessage `json:"target"` // {"all":true} | {"groups":[…]} | {"pcs":[…]}
+	TimeoutSecs int64           `json:"timeout_secs"`
+	DeadlineAt  *time.Time      `json:"deadline_at,omitempty"`
 }

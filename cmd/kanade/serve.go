@@ -27,6 +27,11 @@ func serve(args []string) error {
 	nodeName := f.String("node-name", node.DefaultNodeName(), "this node's name; names its durable consumers, so it must be unique per node")
 	replicas := f.Int("replicas", 1, "replicas of the streams this node creates (3 on a cluster)")
 	logLevel := f.String("log-level", "info", "debug, info, warn or error")
+	// Each capability declares its own flags in flags_<capability>.go and
+	// returns how they fill node.Options.
+	apply := []func(*node.Options){
+		gatewayFlags(f), projectorFlags(f), resultsFlags(f), schedulerFlags(f), clusterFlags(f),
+	}
 	if err := f.parse(args); err != nil {
 		return err
 	}
@@ -56,6 +61,9 @@ func serve(args []string) error {
 		NodeName:     *nodeName,
 		Replicas:     *replicas,
 		Logger:       log,
+	}
+	for _, a := range apply {
+		a(&o)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
