@@ -164,11 +164,13 @@ func (s *stream) progress() {
 		return
 	}
 	s.lastLog = now
+	// Percent of the stream, by sequence: exact for RESULTS (one subject
+	// space), close enough for the filtered EVENTS.
 	seq := s.applied.Load()
-	done := s.count.Load()
+	took := now.Sub(s.startedAt).Seconds()
 	s.log.Info("projector catching up", "seq", seq, "pending", pending,
-		"percent", fmt.Sprintf("%.1f", 100*float64(done)/float64(done+pending)),
-		"rate_per_sec", int(s.rate.perSec(now)))
+		"percent", fmt.Sprintf("%.1f", 100*float64(seq)/float64(seq+pending)),
+		"rate_per_sec", int(float64(s.count.Load())/max(took, 0.001)))
 }
 
 // rateMeter counts events per second over the last ten seconds.
