@@ -148,7 +148,7 @@ func runChild(url, dbPath string) error {
 	return p.Stop()
 }
 
-func startChild(t *testing.T, url, dbPath string) *exec.Cmd {
+func startChild(t testing.TB, url, dbPath string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnvURL+"="+url, childEnvDB+"="+dbPath)
@@ -163,6 +163,11 @@ func startChild(t *testing.T, url, dbPath string) *exec.Cmd {
 // publishResults publishes n results of execs of perExec targets each, with
 // their execution records, asynchronously; it returns the exec count.
 func publishResults(t testing.TB, js jetstream.JetStream, n, perExec, stdoutBytes int) int {
+	return publishResultsWith(t, js, n, perExec, stdoutBytes, func(i int) string { return fmt.Sprintf("%08d-r", i) })
+}
+
+// publishResultsWith names result i with id(i).
+func publishResultsWith(t testing.TB, js jetstream.JetStream, n, perExec, stdoutBytes int, id func(int) string) int {
 	t.Helper()
 	ctx := context.Background()
 	execs := (n + perExec - 1) / perExec
@@ -178,10 +183,7 @@ func publishResults(t testing.TB, js jetstream.JetStream, n, perExec, stdoutByte
 		out[i] = 'a' + byte(i%26)
 	}
 	for i := range n {
-		x := i / perExec
-		r := mkResult(fmt.Sprintf("%08d-%s", i, "r"), fmt.Sprintf("x%d", x), fmt.Sprintf("PC%04d", i%perExec), int64(i%5/4))
-		r.Stdout = string(out)
-		r.ManifestID = ptr(fmt.Sprintf("job-%d", x%20))
+		r := genResult(i, perExec, out, id)
 		b, _ := json.Marshal(r)
 		if _, err := js.PublishAsync(wire.Results(r.RequestID), b); err != nil {
 			t.Fatal(err)
@@ -193,6 +195,15 @@ func publishResults(t testing.TB, js jetstream.JetStream, n, perExec, stdoutByte
 		t.Fatal("publish did not complete")
 	}
 	return execs
+}
+
+// genResult is the i-th result of publishResults: every fifth fails.
+func genResult(i, perExec int, stdout []byte, id func(int) string) wire.ExecResult {
+	x := i / perExec
+	r := mkResult(id(i), fmt.Sprintf("x%d", x), fmt.Sprintf("PC%04d", i%perExec), int64(i%5/4))
+	r.Stdout = string(stdout)
+	r.ManifestID = ptr(fmt.Sprintf("job-%d", x%20))
+	return r
 }
 
 func offsetOf(t testing.TB, db *store.DB, stream string) uint64 {
