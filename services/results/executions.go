@@ -178,20 +178,21 @@ func ExecutionDetail(ctx context.Context, db *store.DB, execID string, now time.
 }
 
 // Kill publishes an empty kill.{exec_id} for every execution of the job
-// that may still have runs: those stored pending or running (including
-// ones shown expired, whose runs can outlive the deadline), and any exec
-// with a run in flight that the executions table does not know. It returns
-// the exec ids it signalled; none is not an error.
+// that may still have runs: every one not completed (pending, running, and
+// expired too, since a run that started before the deadline can outlive
+// it; a kill that reaches nothing is harmless), and any exec with a run in
+// flight that the executions table does not know. It returns the exec ids
+// it signalled; none is not an error.
 func Kill(ctx context.Context, db *store.DB, nc *nats.Conn, jobID string, log *slog.Logger) ([]string, error) {
 	if jobID == "" {
 		return nil, api.BadRequest("parameter job_id: required")
 	}
 	rows, err := db.R.QueryContext(ctx, `
-		SELECT exec_id FROM executions WHERE job_id = ? AND status IN ('pending', 'running')
+		SELECT exec_id FROM executions WHERE job_id = ? AND (`+executionStatus+`) <> 'completed'
 		UNION
 		SELECT exec_id FROM execution_results INDEXED BY idx_results_running
 			WHERE finished_at IS NULL AND job_id = ? AND exec_id IS NOT NULL
-		ORDER BY exec_id`, jobID, jobID)
+		ORDER BY exec_id`, jobID, store.FormatTime(time.Now()), jobID)
 	if err != nil {
 		return nil, queryError(ctx, "kill", err)
 	}

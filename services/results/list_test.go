@@ -233,7 +233,7 @@ func TestListMatchesContractModel(t *testing.T) {
 	var recs []rec
 	for range 3000 {
 		r := rec{id: fmt.Sprintf("%08x", rng.Uint32()), pc: fmt.Sprintf("PC%03d", rng.IntN(300)),
-			stdout: []string{"ok", "error: disk", "warn\nerror: net", ""}[rng.IntN(4)],
+			stdout:  []string{"ok", "error: disk", "warn\nerror: net", ""}[rng.IntN(4)],
 			started: t0.Add(time.Duration(rng.IntN(5000)) * time.Second)}
 		if rng.IntN(5) > 0 {
 			r.job = fmt.Sprintf("job-%d", rng.IntN(12))
