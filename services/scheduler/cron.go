@@ -38,6 +38,19 @@ func ParseCron(expr, tz string) (*Spec, error) {
 	if err != nil {
 		return nil, err
 	}
+	if rest, ok := strings.CutPrefix(expr, "@every "); ok {
+		d, err := time.ParseDuration(strings.TrimSpace(rest))
+		if err != nil {
+			d, err = ParseHumanDuration(rest)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("invalid cron %q: %v", expr, err)
+		}
+		if d < time.Second || d%time.Second != 0 {
+			return nil, fmt.Errorf("invalid cron %q: @every needs whole seconds, at least 1s", expr)
+		}
+		return &Spec{expr: expr, loc: loc, every: d}, nil
+	}
 	parsed, err := cronParser.Parse(expr)
 	if err != nil {
 		return nil, fmt.Errorf("invalid cron %q: %v", expr, err)
@@ -47,11 +60,6 @@ func ParseCron(expr, tz string) (*Spec, error) {
 	case *cron.SpecSchedule:
 		s.spec = p
 		s.wall = p.Hour&(1<<63) == 0
-	case cron.ConstantDelaySchedule:
-		if p.Delay < time.Second {
-			return nil, fmt.Errorf("invalid cron %q: @every needs at least 1s", expr)
-		}
-		s.every = p.Delay
 	default:
 		return nil, fmt.Errorf("invalid cron %q: unsupported form", expr)
 	}
