@@ -3,6 +3,7 @@ package scheduler
 import (
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/robfig/cron/v3"
@@ -70,6 +71,10 @@ func ParseCron(expr, tz string) (*Spec, error) {
 	return s, nil
 }
 
+// zones caches loaded time zones: time.LoadLocation reads and parses the
+// zone file on every call, and thousands of schedules share a few zones.
+var zones sync.Map // name -> *time.Location
+
 func loadTZ(tz string) (*time.Location, error) {
 	if tz == "" || tz == "UTC" {
 		return time.UTC, nil
@@ -77,10 +82,14 @@ func loadTZ(tz string) (*time.Location, error) {
 	if tz == "Local" {
 		return nil, fmt.Errorf("invalid tz %q: name an IANA time zone", tz)
 	}
+	if loc, ok := zones.Load(tz); ok {
+		return loc.(*time.Location), nil
+	}
 	loc, err := time.LoadLocation(tz)
 	if err != nil {
 		return nil, fmt.Errorf("invalid tz %q: not an IANA time zone name", tz)
 	}
+	zones.Store(tz, loc)
 	return loc, nil
 }
 

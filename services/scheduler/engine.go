@@ -59,6 +59,7 @@ type claimState struct {
 type EngineOptions struct {
 	Schedules jetstream.KeyValue
 	Jobs      jetstream.KeyValue
+	JobCache  *Mirror[Manifest] // optional: jobs without a round trip
 	Claims    jetstream.KeyValue
 	Firer     *Firer
 	Clock     Clock
@@ -135,7 +136,7 @@ func StartEngine(ctx context.Context, o EngineOptions) (*Engine, error) {
 		o.Clock = realClock{}
 	}
 	if o.Workers <= 0 {
-		o.Workers = 32
+		o.Workers = 128
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -317,9 +318,18 @@ func (e *Engine) remove(s *slot) {
 // while no engine ran. Within starting_deadline it fires once; beyond, it
 // is logged.
 func (e *Engine) checkMissed(s *slot, now time.Time, initial bool) {
-	p := s.c.Spec.Prev(now)
 	_, last := s.claimPos()
-	if p.IsZero() || p.Before(s.created) || !p.After(last) {
+	lower := s.created
+	if last.After(lower) {
+		lower = last
+	}
+	// One Next call settles the usual case, no tick since: a Prev search
+	// for each of thousands of schedules at start is not free.
+	if first := s.c.Spec.Next(lower); first.IsZero() || first.After(now) {
+		return
+	}
+	p := s.c.Spec.Prev(now)
+	if p.IsZero() || !p.After(lower) {
 		return
 	}
 	r := tickReq{c: s.c, tick: p, catchUp: true}
@@ -432,20 +442,23 @@ func (e *Engine) handle(s *slot, r tickReq) {
 		log.Debug("tick fired by another node")
 		return
 	}
-	var m Manifest
-	err = e.retry(ctx, r, func() error {
-		en, err := e.o.Jobs.Get(ctx, r.c.JobID)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return errJobGone
-		}
+	m, ok := e.o.JobCache.Get(r.c.JobID)
+	if !ok {
+		// Not mirrored (yet): ask the bucket.
+		err = e.retry(ctx, r, func() error {
+			en, err := e.o.Jobs.Get(ctx, r.c.JobID)
+			if errors.Is(err, jetstream.ErrKeyNotFound) {
+				return errJobGone
+			}
+			if err != nil {
+				return err
+			}
+			return json.Unmarshal(en.Value(), &m)
+		})
 		if err != nil {
-			return err
+			log.Error("tick not fired: read job", "job_id", r.c.JobID, "err", err)
+			return
 		}
-		return json.Unmarshal(en.Value(), &m)
-	})
-	if err != nil {
-		log.Error("tick not fired: read job", "job_id", r.c.JobID, "err", err)
-		return
 	}
 	f := Fire{
 		ExecID: execID, RequestID: requestID, Job: m, Target: r.c.Target, Jitter: r.c.Jitter,

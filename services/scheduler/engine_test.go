@@ -14,7 +14,7 @@ import (
 
 // catalogOf opens the catalog buckets directly, for setting things up
 // before any scheduler runs.
-func catalogOf(t *testing.T, n *nodetest.Node) *Catalog {
+func catalogOf(t testing.TB, n *nodetest.Node) *Catalog {
 	t.Helper()
 	js := n.JetStream(t)
 	ctx := context.Background()
@@ -100,6 +100,14 @@ func TestEngineFollowsKV(t *testing.T) {
 	// Deleted: only b is left; and b picks up the edited job.
 	mustCall(t, nc, "kanade.schedules.delete", "", `{"id":"a"}`)
 	mustCall(t, nc, "kanade.jobs.put", "", `{"id":"echo","version":"1.0.1","execute":{"shell":"sh","script":"echo v2","timeout":"1m"}}`)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if m, _ := s.Engine.o.JobCache.Get("echo"); m.Version == "1.0.1" {
+			break // the job mirror has the edit
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the job edit never reached the engine")
+		}
+	}
 	clock.waitArmed(t, t0.Add(125*time.Second))
 	clock.Set(t0.Add(125 * time.Second))
 	c, _ = cmds.next(t)

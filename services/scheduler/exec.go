@@ -76,9 +76,9 @@ func (f Fire) Command() wire.Command {
 	return c
 }
 
-// Firer publishes executions. The execution record goes first (the
-// projector turns it into the executions row), then the one Command to every
-// subject of the target, through JetStream so that EXEC keeps it for agents
+// Firer publishes executions: the execution record (the projector turns it
+// into the executions row) and the one Command to every subject of the
+// target, through JetStream so that EXEC keeps it for agents
 // that are offline. Message ids make a repeated publish of the same fire a
 // no-op within the streams' duplicate windows.
 type Firer struct {
@@ -115,16 +115,20 @@ func (p *Firer) Publish(ctx context.Context, f Fire) (ExecReply, error) {
 	if err != nil {
 		return ExecReply{}, fmt.Errorf("encode command: %w", err)
 	}
-	if _, err := p.JS.Publish(ctx, streams.ExecutionSubject(f.ExecID), recData, jetstream.WithMsgID(f.ExecID)); err != nil {
-		return ExecReply{}, fmt.Errorf("publish execution record %s: %w", f.ExecID, err)
-	}
-	// The subjects are published together and awaited together; each has
-	// its own message id, since ids are unique per stream, not per subject.
-	acks := make([]jetstream.PubAckFuture, 0, len(subjects))
-	for _, s := range subjects {
-		a, err := p.JS.PublishAsync(s, cmdData, jetstream.WithMsgID(f.ExecID+"/"+s))
+	// The record and the Commands go out together and are awaited
+	// together: one round trip. The projector counts results that arrive
+	// before their record, so the order does not matter. Each message has
+	// its own id, since ids are unique per stream, not per subject.
+	subjs := append([]string{streams.ExecutionSubject(f.ExecID)}, subjects...)
+	acks := make([]jetstream.PubAckFuture, 0, len(subjs))
+	for i, s := range subjs {
+		data, id := cmdData, f.ExecID+"/"+s
+		if i == 0 {
+			data, id = recData, f.ExecID
+		}
+		a, err := p.JS.PublishAsync(s, data, jetstream.WithMsgID(id))
 		if err != nil {
-			return ExecReply{}, fmt.Errorf("publish command %s on %s: %w", f.ExecID, s, err)
+			return ExecReply{}, fmt.Errorf("publish exec %s on %s: %w", f.ExecID, s, err)
 		}
 		acks = append(acks, a)
 	}
@@ -132,9 +136,9 @@ func (p *Firer) Publish(ctx context.Context, f Fire) (ExecReply, error) {
 		select {
 		case <-a.Ok():
 		case err := <-a.Err():
-			return ExecReply{}, fmt.Errorf("publish command %s on %s: %w", f.ExecID, subjects[i], err)
+			return ExecReply{}, fmt.Errorf("publish exec %s on %s: %w", f.ExecID, subjs[i], err)
 		case <-ctx.Done():
-			return ExecReply{}, fmt.Errorf("publish command %s on %s: %w", f.ExecID, subjects[i], ctx.Err())
+			return ExecReply{}, fmt.Errorf("publish exec %s on %s: %w", f.ExecID, subjs[i], ctx.Err())
 		}
 	}
 	return ExecReply{ExecID: f.ExecID, JobID: f.Job.ID, Version: f.Job.Version, TargetCount: count, Subjects: subjects}, nil
@@ -209,8 +213,8 @@ const AliveWindow = 2 * time.Minute
 // the agent_groups bucket. The alive set is cached for a second so that a
 // burst of fires costs one query.
 type AgentCounter struct {
-	DB     *store.DB // nil: no agents known
-	Groups *GroupCache
+	DB     *store.DB         // nil: no agents known
+	Groups *Mirror[[]string] // agent_groups: pc_id -> groups
 	Now    func() time.Time
 	Log    *slog.Logger
 
@@ -240,7 +244,8 @@ func (a *AgentCounter) Count(ctx context.Context, t Target) int {
 		if covered[pc] {
 			continue
 		}
-		for _, g := range a.Groups.Of(pc) {
+		groups, _ := a.Groups.Get(pc)
+		for _, g := range groups {
 			if want[g] {
 				covered[pc] = true
 				break
@@ -282,69 +287,4 @@ func (a *AgentCounter) aliveAgents(ctx context.Context) []string {
 	}
 	a.alive, a.at = out, now
 	return out
-}
-
-// GroupCache mirrors the agent_groups bucket (key pc_id, value a JSON list
-// of group names) through a watcher, so counting a group target costs no
-// round trip.
-type GroupCache struct {
-	mu     sync.RWMutex
-	groups map[string][]string
-	synced chan struct{}
-}
-
-// Of is the groups of one PC.
-func (g *GroupCache) Of(pc string) []string {
-	if g == nil {
-		return nil
-	}
-	g.mu.RLock()
-	defer g.mu.RUnlock()
-	return g.groups[pc]
-}
-
-// WatchGroups starts mirroring kv until ctx ends; wg tracks the goroutine.
-func WatchGroups(ctx context.Context, kv jetstream.KeyValue, wg *sync.WaitGroup, log *slog.Logger) (*GroupCache, error) {
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("watch %s: %w", wire.BucketAgentGroups, err)
-	}
-	g := &GroupCache{groups: map[string][]string{}, synced: make(chan struct{})}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		defer w.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e == nil {
-					close(g.synced)
-					continue
-				}
-				g.apply(e, log)
-			}
-		}
-	}()
-	return g, nil
-}
-
-func (g *GroupCache) apply(e jetstream.KeyValueEntry, log *slog.Logger) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if e.Operation() != jetstream.KeyValuePut {
-		delete(g.groups, e.Key())
-		return
-	}
-	var groups []string
-	if err := json.Unmarshal(e.Value(), &groups); err != nil {
-		log.Warn("agent_groups: value is not a list of names", "pc_id", e.Key(), "err", err)
-		delete(g.groups, e.Key())
-		return
-	}
-	g.groups[e.Key()] = groups
 }

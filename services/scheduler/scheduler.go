@@ -36,7 +36,7 @@ type Options struct {
 
 	// Replicas of the schedule_claims bucket when this node creates it.
 	Replicas int
-	// Workers bounds the fires in flight at once (default 32).
+	// Workers bounds the fires in flight at once (default 128).
 	Workers int
 	// Clock is the engine's time source (default the system clock).
 	Clock Clock
@@ -97,14 +97,19 @@ func Start(ctx context.Context, o Options) (*Scheduler, error) {
 	s := &Scheduler{Catalog: &Catalog{Jobs: jobs, Schedules: scheds}}
 	bg, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	groups, err := WatchGroups(bg, groupsKV, &s.wg, o.Logger)
+	groups, err := WatchMirror[[]string](bg, groupsKV, &s.wg, o.Logger)
+	if err != nil {
+		s.Stop()
+		return nil, err
+	}
+	jobCache, err := WatchMirror[Manifest](bg, jobs, &s.wg, o.Logger)
 	if err != nil {
 		s.Stop()
 		return nil, err
 	}
 	firer := &Firer{JS: js, Agents: &AgentCounter{DB: o.DB, Groups: groups, Now: o.Clock.Now, Log: o.Logger}}
 	s.Engine, err = StartEngine(ctx, EngineOptions{
-		Schedules: scheds, Jobs: jobs, Claims: claims, Firer: firer, Clock: o.Clock,
+		Schedules: scheds, Jobs: jobs, JobCache: jobCache, Claims: claims, Firer: firer, Clock: o.Clock,
 		Instance: o.NodeName + "-" + uuid.NewString()[:8], Workers: o.Workers, Logger: o.Logger,
 	})
 	if err != nil {
