@@ -3,7 +3,6 @@ package scheduler
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -183,10 +182,9 @@ func ExecNow(ctx context.Context, cat *Catalog, p *Firer, req ExecRequest, now t
 		InitiatedAt: now,
 	})
 	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrNoStreamResponse) {
-			return rep, api.Unavailable("exec %s: %v", req.JobID, err)
-		}
-		return rep, err
+		// NATS or JetStream is not answering: the client may retry (a new
+		// exec; nothing reached an agent, or agents de-duplicate).
+		return rep, api.Unavailable("exec %s: %v", req.JobID, err)
 	}
 	return rep, nil
 }
