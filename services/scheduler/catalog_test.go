@@ -5,7 +5,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go/micro"
+
 	"github.com/kanade-go/kanade/nodetest"
+	"github.com/kanade-go/kanade/services/api"
 )
 
 func TestJobsCatalog(t *testing.T) {
@@ -161,5 +164,25 @@ func TestSchedulesAPI(t *testing.T) {
 	}
 	if code, msg := call(t, nc, "kanade.schedules.get", "", `{"id":"berlin","bogus":1}`); code != 400 || !strings.Contains(msg, "bogus") {
 		t.Errorf("unknown parameter: %d %s", code, msg)
+	}
+}
+
+// A body that is not JSON (a YAML manifest forwarded verbatim) carries the
+// path parameters as Kanade-Param-<name> headers.
+func TestParamsFromHeaders(t *testing.T) {
+	var p struct {
+		JobID string `json:"job_id"`
+	}
+	r := api.Request{Data: []byte("id: x\n"), Header: micro.Headers{"Kanade-Param-job_id": []string{"inv"}}}
+	if err := params(r, &p); err != nil || p.JobID != "inv" {
+		t.Errorf("params from headers: %+v %v", p, err)
+	}
+	r = api.Request{Data: []byte(`{"job_id":"a"}`)}
+	if err := params(r, &p); err != nil || p.JobID != "a" {
+		t.Errorf("params from JSON: %+v %v", p, err)
+	}
+	r = api.Request{Data: []byte(`{"job":"a"}`)}
+	if err := params(r, &p); err == nil || !strings.Contains(err.Error(), "job") {
+		t.Errorf("unknown parameter accepted: %v", err)
 	}
 }
