@@ -261,6 +261,7 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		}
 		so := o.Scheduler
 		so.Conn, so.DB, so.NodeName, so.Logger = nc, db, o.NodeName, log.With("component", "scheduler")
+		so.Replicas = o.Replicas
 		s, err := scheduler.Start(ctx, so)
 		if err != nil {
 			return fmt.Errorf("start scheduler: %w", err)
