@@ -111,6 +111,11 @@ func startService(t *testing.T, nc *nats.Conn, s api.Service) *api.Running {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.Stop() })
+	// The server has the subscriptions once the flush returns; other
+	// connections may publish to them from then on.
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	return r
 }
 
@@ -573,5 +578,40 @@ func TestMergeRoutes(t *testing.T) {
 	}
 	if p := pathParams("/api/a/{x}/b/{rest...}/{$}"); !slices.Equal(p, []string{"x", "rest"}) {
 		t.Fatalf("params %v", p)
+	}
+}
+
+func TestDiscover(t *testing.T) {
+	n := nodetest.Start(t)
+	nc := n.Conn(t)
+	if routes, bad, err := Discover(context.Background(), nc, 2*time.Second, 50*time.Millisecond); err != nil || len(routes)+len(bad) != 0 {
+		t.Fatalf("no services: %v %v %v", routes, bad, err)
+	}
+	// Two instances of one service, and a service claiming a path outside /api/.
+	startService(t, n.Conn(t), testService(nil, nil))
+	startService(t, n.Conn(t), testService(nil, nil))
+	startService(t, n.Conn(t), api.Service{Name: "rogue", Endpoints: []api.Endpoint{
+		{Name: "h", Subject: "kanade.rogue.h", HTTP: "GET /health", Handler: echo},
+	}})
+	routes, bad, err := Discover(context.Background(), nc, 2*time.Second, 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bad) != 1 || !strings.Contains(bad[0].Error(), "/health") {
+		t.Fatalf("bad routes %v (routes %d)", bad, len(routes))
+	}
+	got := map[string]Route{}
+	for _, r := range merge(routes, nil, nil) {
+		got[r.Pattern()] = r
+	}
+	want := testService(nil, nil).Endpoints
+	if len(got) != len(want) {
+		t.Fatalf("routes %v, want %d", got, len(want))
+	}
+	for _, ep := range want {
+		r, ok := got[ep.HTTP]
+		if !ok || r.Subject != ep.Subject || r.Service != "testsvc" || !slices.Equal(r.IntParams, ep.IntParams) {
+			t.Errorf("%s: got %+v", ep.HTTP, r)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -110,8 +111,7 @@ func pathParams(path string) []string {
 // services (and instances) answering is unknown.
 func Discover(ctx context.Context, nc *nats.Conn, maxWait, quiet time.Duration) ([]Route, []error, error) {
 	inbox := nc.NewRespInbox()
-	ch := make(chan *nats.Msg, 64)
-	sub, err := nc.ChanSubscribe(inbox, ch)
+	sub, err := nc.SubscribeSync(inbox)
 	if err != nil {
 		return nil, nil, fmt.Errorf("discover routes: subscribe: %w", err)
 	}
@@ -123,43 +123,50 @@ func Discover(ctx context.Context, nc *nats.Conn, maxWait, quiet time.Duration) 
 	if err := nc.PublishRequest(subj, inbox, nil); err != nil {
 		return nil, nil, fmt.Errorf("discover routes: publish %s: %w", subj, err)
 	}
-	deadline := time.NewTimer(maxWait)
-	defer deadline.Stop()
-	var gap <-chan time.Time
+	deadline := time.Now().Add(maxWait)
 	var routes []Route
 	var bad []error
 	seen := map[string]bool{} // instance IDs: each instance of a service answers
 	for {
-		select {
-		case <-ctx.Done():
-			return routes, bad, ctx.Err()
-		case <-deadline.C:
+		wait := time.Until(deadline)
+		if len(seen) > 0 || len(bad) > 0 {
+			wait = min(wait, quiet)
+		}
+		if wait <= 0 {
 			return routes, bad, nil
-		case <-gap:
-			return routes, bad, nil
-		case m := <-ch:
-			gap = time.After(quiet)
-			var info micro.Info
-			if err := json.Unmarshal(m.Data, &info); err != nil {
-				bad = append(bad, fmt.Errorf("discover routes: bad INFO reply: %w", err))
+		}
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		m, err := sub.NextMsgWithContext(wctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return routes, bad, ctx.Err()
+			}
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrNoResponders) {
+				return routes, bad, nil // no (more) services
+			}
+			return routes, bad, fmt.Errorf("discover routes: %w", err)
+		}
+		var info micro.Info
+		if err := json.Unmarshal(m.Data, &info); err != nil {
+			bad = append(bad, fmt.Errorf("discover routes: bad INFO reply: %w", err))
+			continue
+		}
+		if seen[info.ID] {
+			continue
+		}
+		seen[info.ID] = true
+		for _, ep := range info.Endpoints {
+			h := ep.Metadata[api.MetaHTTP]
+			if h == "" {
 				continue
 			}
-			if seen[info.ID] {
+			r, err := ParseRoute(info.Name, ep.Subject, h, ep.Metadata[api.MetaIntParams])
+			if err != nil {
+				bad = append(bad, err)
 				continue
 			}
-			seen[info.ID] = true
-			for _, ep := range info.Endpoints {
-				h := ep.Metadata[api.MetaHTTP]
-				if h == "" {
-					continue
-				}
-				r, err := ParseRoute(info.Name, ep.Subject, h, ep.Metadata[api.MetaIntParams])
-				if err != nil {
-					bad = append(bad, err)
-					continue
-				}
-				routes = append(routes, r)
-			}
+			routes = append(routes, r)
 		}
 	}
 }
@@ -235,6 +242,13 @@ func (rt *router) refreshLocked(ctx context.Context) error {
 	}
 	if err != nil {
 		return err
+	}
+	claimed := map[string]string{}
+	for _, r := range live {
+		if s, ok := claimed[r.Pattern()]; ok && s != r.Subject {
+			rt.warnOnce(fmt.Sprintf("route %s claimed by both %s and %s; one is ignored", r.Pattern(), s, r.Subject))
+		}
+		claimed[r.Pattern()] = r.Subject
 	}
 	routes := merge(live, rt.known, rt.static)
 	rt.known = map[string]Route{}
