@@ -437,6 +437,8 @@ func TestToken(t *testing.T) {
 		{"wrong token", "/api/test/x", "Bearer s3cre", 401},
 		{"wrong scheme", "/api/test/x", "Basic s3cret", 401},
 		{"unknown API path still guarded", "/api/nothing", "", 401},
+		{"dot segments redirect, then meet the token", "/assets/../api/test/x", "", 307},
+		{"nor do escapes", "/%61pi/test/x", "", 401},
 		{"right token", "/api/test/x", "Bearer s3cret", 200},
 		{"version is public", "/api/version", "", 200},
 		{"health is public", "/health", "", 200},
