@@ -128,46 +128,8 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 	if o.Conn == nil {
 		return nil, errors.New("sim: a connection is required")
 	}
-	if o.Agents < 1 {
-		return nil, fmt.Errorf("sim: agents must be at least 1, not %d", o.Agents)
-	}
-	if o.Prefix == "" {
-		o.Prefix = "sim-pc-"
-	}
-	if o.First == 0 {
-		o.First = 1
-	}
-	if o.Mix == (Mix{}) {
-		o.Mix = DefaultMix()
-	}
-	if o.Heartbeat <= 0 {
-		o.Heartbeat = 30 * time.Second
-	}
-	if o.Subscriptions == "" {
-		o.Subscriptions = Shared
-	}
-	if o.Subscriptions != Shared && o.Subscriptions != PerAgent {
-		return nil, fmt.Errorf("sim: subscriptions must be %s or %s, not %q", Shared, PerAgent, o.Subscriptions)
-	}
-	if o.AgentVersion == "" {
-		o.AgentVersion = "sim-0.1.0"
-	}
-	if o.OSFamily == "" {
-		o.OSFamily = "linux"
-	}
-	if o.KeepFinished <= 0 {
-		o.KeepFinished = 60 * time.Second
-	}
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
-	for _, g := range o.Groups {
-		if !wire.ValidToken(g) {
-			return nil, fmt.Errorf("sim: group %q cannot be a subject token", g)
-		}
-	}
-	if !wire.ValidToken(o.Prefix) {
-		return nil, fmt.Errorf("sim: prefix %q cannot start a subject token", o.Prefix)
+	if err := o.withDefaults(); err != nil {
+		return nil, err
 	}
 	js, err := jetstream.New(o.Conn)
 	if err != nil {
@@ -215,6 +177,55 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 	}
 	f.spawn(f.housekeeping)
 	return f, nil
+}
+
+// Validate checks the options (all but Conn) without starting anything.
+func (o Options) Validate() error { return o.withDefaults() }
+
+// withDefaults fills the zero options and checks the rest.
+func (o *Options) withDefaults() error {
+	if o.Agents < 1 {
+		return fmt.Errorf("sim: agents must be at least 1, not %d", o.Agents)
+	}
+	if o.Prefix == "" {
+		o.Prefix = "sim-pc-"
+	}
+	if o.First == 0 {
+		o.First = 1
+	}
+	if o.Mix == (Mix{}) {
+		o.Mix = DefaultMix()
+	}
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = 30 * time.Second
+	}
+	if o.Subscriptions == "" {
+		o.Subscriptions = Shared
+	}
+	if o.Subscriptions != Shared && o.Subscriptions != PerAgent {
+		return fmt.Errorf("sim: subscriptions must be %s or %s, not %q", Shared, PerAgent, o.Subscriptions)
+	}
+	if o.AgentVersion == "" {
+		o.AgentVersion = "sim-0.1.0"
+	}
+	if o.OSFamily == "" {
+		o.OSFamily = "linux"
+	}
+	if o.KeepFinished <= 0 {
+		o.KeepFinished = 60 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	for _, g := range o.Groups {
+		if !wire.ValidToken(g) {
+			return fmt.Errorf("sim: group %q cannot be a subject token", g)
+		}
+	}
+	if !wire.ValidToken(o.Prefix) {
+		return fmt.Errorf("sim: prefix %q cannot start a subject token", o.Prefix)
+	}
+	return nil
 }
 
 // Stop stops the runs in flight (their results are not published, as with
