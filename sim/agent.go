@@ -19,6 +19,11 @@ import (
 // seenTTL is how long an agent remembers a request_id it ran.
 const seenTTL = 6 * time.Hour
 
+// ackWait bounds one publish attempt. Generous: with fsync on every write
+// a burst of thousands of results queues for seconds, and retrying a
+// queued publish only adds load (the msg id makes the retry harmless).
+const ackWait = 15 * time.Second
+
 var (
 	errKilled   = errors.New("killed")
 	errTimedOut = errors.New("timed out")
@@ -309,7 +314,7 @@ func (f *Fleet) spawn(fn func()) bool {
 func (f *Fleet) retry(what string, try func(ctx context.Context) error) bool {
 	backoff := 100 * time.Millisecond
 	for {
-		ctx, cancel := context.WithTimeout(f.ctx, 5*time.Second)
+		ctx, cancel := context.WithTimeout(f.ctx, ackWait)
 		err := try(ctx)
 		cancel()
 		if err == nil {

@@ -74,7 +74,7 @@ func TestSimCommand(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		info, err := s.Info(context.Background(), jetstream.WithSubjectFilter(wire.Results(c.RequestID)))
-		if err == nil && info.State.Msgs == 3 { // g1 = agents 1, 3, 5
+		if err == nil && info.State.Subjects[wire.Results(c.RequestID)] == 3 { // g1 = agents 1, 3, 5
 			break
 		}
 		if time.Now().After(deadline) {
