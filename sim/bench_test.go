@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-		"runtime"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
