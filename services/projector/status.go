@@ -14,6 +14,12 @@ type Status struct {
 	CaughtUp bool           `json:"caught_up"`
 	Streams  []StreamStatus `json:"streams"`
 	Rows     RowCounts      `json:"rows"`
+	// Heartbeats counts heartbeat messages since start; invalid ones
+	// (not JSON, no pc_id) are dropped, as they are in no stream.
+	Heartbeats struct {
+		Received uint64 `json:"received"`
+		Invalid  uint64 `json:"invalid"`
+	} `json:"heartbeats"`
 }
 
 // StreamStatus is one projected stream.
@@ -83,6 +89,7 @@ func (p *Projector) Status(ctx context.Context) (Status, error) {
 		}
 		st.Streams = append(st.Streams, ss)
 	}
+	st.Heartbeats.Received, st.Heartbeats.Invalid = p.hb.received.Load(), p.hb.invalid.Load()
 	st.Rows = RowCounts{
 		Results: p.rowsResults.Load(), Executions: p.rowsExecutions.Load(),
 		Agents: p.rowsAgents.Load(), Rejects: rejects,
