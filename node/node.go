@@ -47,6 +47,11 @@ type Options struct {
 	NATSListen string // embedded client listener; "off" = in-process only
 	NATSSync   embedded.Sync
 	NATSConfig string // optional nats-server config file for the embedded server
+	// NATSAccount is the config's account the in-process connections join
+	// (empty = global account); see embedded.InternalUser.
+	NATSAccount string
+	// Cluster routes the embedded server to other nodes' (see embedded.Cluster).
+	Cluster embedded.Cluster
 
 	// External mode: connect here instead of embedding a server.
 	NATSURL      string
@@ -161,6 +166,8 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 			Sync:       o.NATSSync,
 			Logger:     log,
 			ConfigFile: o.NATSConfig,
+			Account:    o.NATSAccount,
+			Cluster:    o.Cluster,
 		})
 		if err != nil {
 			return err
