@@ -25,12 +25,18 @@ const InternalUser = "kanade-internal"
 //   - a single user/password: it becomes a users list with the generated
 //     user beside it.
 //   - a token: the in-process connections present the token.
+//
+// InternalInboxPrefix is the reply-subject prefix of in-process connections
+// under authorization: agents may subscribe to _INBOX.> (their publish acks
+// come there), so the backend's replies must not.
+const InternalInboxPrefix = "_INBOX_kanade"
+
 func internalAuth(opts *server.Options, account string) (nats.Option, error) {
 	if opts.Authorization != "" {
 		if account != "" {
 			return nil, fmt.Errorf("embedded nats: an account was named but the config authorizes by token")
 		}
-		return nats.Token(opts.Authorization), nil
+		return inProcessAuth(nats.Token(opts.Authorization)), nil
 	}
 	if opts.Username != "" {
 		opts.Users = append(opts.Users, &server.User{Username: opts.Username, Password: opts.Password})
@@ -63,11 +69,21 @@ func internalAuth(opts *server.Options, account string) (nats.Option, error) {
 		}
 	}
 	opts.Users = append(opts.Users, u)
-	return nats.UserInfo(u.Username, u.Password), nil
+	return inProcessAuth(nats.UserInfo(u.Username, u.Password)), nil
 }
 
 func randomSecret() string {
 	b := make([]byte, 24)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// inProcessAuth bundles the credentials with the private inbox prefix.
+func inProcessAuth(cred nats.Option) nats.Option {
+	return func(o *nats.Options) error {
+		if err := cred(o); err != nil {
+			return err
+		}
+		return nats.CustomInboxPrefix(InternalInboxPrefix)(o)
+	}
 }
