@@ -1,11 +1,13 @@
 package embedded
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 )
@@ -103,4 +105,21 @@ func (s *Server) ClusterURL() string {
 		return ""
 	}
 	return "nats://" + a.String()
+}
+
+// WaitJetStream waits until JetStream can take API requests: at once for a
+// single server; for a clustered one, until the meta group has a leader
+// and this server is current with it (a quorum of the nodes is up).
+// Without it, the first stream lookups would each wait out their timeout.
+func (s *Server) WaitJetStream(ctx context.Context) error {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for !s.ns.JetStreamIsCurrent() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("embedded nats: no JetStream meta leader: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
 }

@@ -174,6 +174,12 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		}
 		stops = append(stops, func() { srv.Shutdown(); log.Debug("embedded nats stopped") })
 		natsURL = srv.ClientURL()
+		if o.Cluster.Listen != "" {
+			log.Info("waiting for the cluster's JetStream meta leader", "cluster", srv.ClusterURL())
+			if err := srv.WaitJetStream(ctx); err != nil {
+				return err
+			}
+		}
 	} else {
 		natsURL = o.NATSURL
 	}
