@@ -16,6 +16,8 @@
 package natsauth
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"strings"
 
@@ -177,4 +179,36 @@ func writeRule(b *strings.Builder, name string, allow, deny []string) {
 // strings literally, so "$JS.API..." is not taken for a variable.
 func quote(s string) string {
 	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+}
+
+// Fleet lists a backend user, an operator and one agent user per pc (user
+// name = pc_id), each with a new random password. An empty backend or
+// operator name leaves that role out.
+func Fleet(pcs []string, backend, operator string) ([]User, error) {
+	var users []User
+	if backend != "" {
+		users = append(users, User{Name: backend, Password: NewPassword(), Comment: "backend: everything"})
+	}
+	if operator != "" {
+		op := Operator()
+		users = append(users, User{Name: operator, Password: NewPassword(), Permissions: &op,
+			Comment: "operator: nats --inbox-prefix " + OperatorInboxPrefix + " ..."})
+	}
+	for _, pc := range pcs {
+		p, err := Agent(pc)
+		if err != nil {
+			return nil, err
+		}
+		users = append(users, User{Name: pc, Password: NewPassword(), Permissions: &p, Comment: "agent " + pc})
+	}
+	return users, nil
+}
+
+// NewPassword is 24 random bytes, hex encoded.
+func NewPassword() string {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand does not fail on supported systems
+	}
+	return hex.EncodeToString(b)
 }

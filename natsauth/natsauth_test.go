@@ -300,3 +300,40 @@ func TestPermissionsOfTheThreeRoles(t *testing.T) {
 		}
 	})
 }
+
+func TestFleetConfigLoads(t *testing.T) {
+	users, err := Fleet([]string{"PC1", "PC2"}, "backend", "operator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf, err := Render(users)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "auth.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := embedded.Start(embedded.Options{StoreDir: t.TempDir(), Listen: "127.0.0.1:0", Sync: embedded.SyncInterval,
+		Logger: nodetest.Logger(t), ConfigFile: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	pw := map[string]string{}
+	for _, u := range users {
+		pw[u.Name] = u.Password
+	}
+	if pw["PC1"] == pw["PC2"] || len(pw) != 4 {
+		t.Fatalf("passwords not one per user: %v", pw)
+	}
+	nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo("PC1", pw["PC1"]))
+	if err != nil {
+		t.Fatalf("PC1 with its password: %v", err)
+	}
+	nc.Close()
+	if nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo("PC1", pw["PC2"])); err == nil {
+		nc.Close()
+		t.Fatal("PC1 logged in with PC2's password")
+	}
+}

@@ -16,6 +16,7 @@ const usage = `kanade: the kanade backend.
 
 Usage:
   kanade serve [flags]   run a backend node (embedded NATS by default)
+  kanade nats-users      print NATS users for agents, operator, backend (--nats-config)
   kanade version         print the version
 
 Run "kanade serve -h" for the flags. Every flag has an environment twin
@@ -29,6 +30,8 @@ func run(args []string) error {
 	switch args[0] {
 	case "serve":
 		return serve(args[1:])
+	case "nats-users":
+		return natsUsers(args[1:])
 	case "version", "--version", "-v":
 		fmt.Println("kanade", api.Version)
 		return nil
