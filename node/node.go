@@ -52,6 +52,10 @@ type Options struct {
 	NATSAccount string
 	// Cluster routes the embedded server to other nodes' (see embedded.Cluster).
 	Cluster embedded.Cluster
+	// ResultsJoinLag and ResultsLeaveLag bound how far this node's
+	// projection may be behind for its read services to join and to stay
+	// in their queue groups (see resultsGate; defaults 1 s and 10 s).
+	ResultsJoinLag, ResultsLeaveLag time.Duration
 
 	// External mode: connect here instead of embedding a server.
 	NATSURL      string
