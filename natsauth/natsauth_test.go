@@ -258,6 +258,43 @@ func TestPermissionsOfTheThreeRoles(t *testing.T) {
 		av.waitFor(t, "subscription", "job.tail.PC2")
 	})
 
+	t.Run("agent replays its commands and reads its groups", func(t *testing.T) {
+		kv, err := bjs.KeyValue(ctx, wire.BucketAgentGroups)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kv.Put(ctx, "PC1", []byte(`["lab"]`))
+		kv.Put(ctx, "PC2", []byte(`["office"]`))
+		ajs, _ := jetstream.New(agent)
+		akv, err := ajs.KeyValue(ctx, wire.BucketAgentGroups)
+		if err != nil {
+			t.Fatalf("agent opens agent_groups: %v", err)
+		}
+		if e, err := akv.Get(ctx, "PC1"); err != nil || string(e.Value()) != `["lab"]` {
+			t.Fatalf("agent reads its groups: %v", err)
+		}
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		if _, err := akv.Get(sctx, "PC2"); err == nil {
+			t.Fatal("agent PC1 read PC2's groups")
+		}
+		// The latest Command per subject, replayed on reconnect.
+		s, err := ajs.Stream(ctx, wire.StreamExec)
+		if err != nil {
+			t.Fatalf("agent EXEC info: %v", err)
+		}
+		c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{"commands.all", "commands.pc.PC1"},
+		})
+		if err != nil {
+			t.Fatalf("agent consumer on EXEC: %v", err)
+		}
+		m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil || m.Subject() != "commands.pc.PC1" {
+			t.Fatalf("agent replays its command: %v", err)
+		}
+	})
+
 	var ov violations
 	op, err := nats.Connect(srv.ClientURL(), nats.UserInfo("operator", "operator-secret"),
 		nats.CustomInboxPrefix(OperatorInboxPrefix), nats.ErrorHandler(ov.handler))
