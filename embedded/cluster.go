@@ -123,3 +123,26 @@ func (s *Server) WaitJetStream(ctx context.Context) error {
 	}
 	return nil
 }
+
+// WaitStreamsCurrent waits until this server's replicas of the named
+// streams have caught up with their leaders (at once when not clustered).
+// A node restarted after a crash must not read its own replica before
+// then: a consumer led from a stale replica reports "nothing pending"
+// while the stream has moved on. account "" is the global account.
+func (s *Server) WaitStreamsCurrent(ctx context.Context, account string, names ...string) error {
+	if account == "" {
+		account = server.DEFAULT_GLOBAL_ACCOUNT
+	}
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for _, name := range names {
+		for !s.ns.JetStreamIsStreamCurrent(account, name) {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("embedded nats: replica of stream %s not current: %w", name, ctx.Err())
+			case <-t.C:
+			}
+		}
+	}
+	return nil
+}

@@ -216,6 +216,17 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 	if err := ensureStreams(ctx, js, o.Replicas, log); err != nil {
 		return err
 	}
+	if embed && o.Cluster.Listen != "" {
+		// After a crash this node's replicas are behind: the projector must
+		// not read them before they catch up.
+		var names []string
+		for _, c := range streams.Configs(o.Replicas) {
+			names = append(names, c.Name)
+		}
+		if err := srv.WaitStreamsCurrent(ctx, o.NATSAccount, names...); err != nil {
+			return err
+		}
+	}
 
 	var db *store.DB
 	if needStore {
