@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/nats-io/nats.go"
 )
 
 // Defaults of the results gate.
@@ -27,8 +29,11 @@ type resultsGate struct {
 	// caughtUp reports whether every projected stream is current or
 	// behind by no more than max; nil when this node runs no projector
 	// (the services then start at once: nothing here can tell freshness).
-	caughtUp    func(max time.Duration) bool
-	start       func() (stopper, error)
+	caughtUp func(max time.Duration) bool
+	start    func() (stopper, error)
+	// conn is the services' connection: flushed after they stop, so the
+	// server has seen them leave before the gate says they are out.
+	conn        *nats.Conn
 	join, leave time.Duration
 	log         *slog.Logger
 
@@ -39,14 +44,14 @@ type resultsGate struct {
 	joinOne sync.Once
 }
 
-func newResultsGate(caughtUp func(time.Duration) bool, start func() (stopper, error), join, leave time.Duration, log *slog.Logger) *resultsGate {
+func newResultsGate(caughtUp func(time.Duration) bool, start func() (stopper, error), conn *nats.Conn, join, leave time.Duration, log *slog.Logger) *resultsGate {
 	if join <= 0 {
 		join = DefaultResultsJoinLag
 	}
 	if leave < join {
 		leave = max(DefaultResultsLeaveLag, join)
 	}
-	return &resultsGate{caughtUp: caughtUp, start: start, join: join, leave: leave, log: log, joined: make(chan struct{})}
+	return &resultsGate{caughtUp: caughtUp, start: start, conn: conn, join: join, leave: leave, log: log, joined: make(chan struct{})}
 }
 
 // run checks the projection every 250 ms until ctx ends, then stops the
@@ -116,6 +121,9 @@ func (g *resultsGate) stopLocked(why string) {
 	}
 	if err := g.svc.Stop(); err != nil {
 		g.log.Warn("results: stop", "err", err)
+	}
+	if err := g.conn.Flush(); err != nil {
+		g.log.Warn("results: flush after stop", "err", err)
 	}
 	g.svc = nil
 	g.log.Warn("results: left the queue groups", "why", why)

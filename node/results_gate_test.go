@@ -39,7 +39,7 @@ func TestResultsGate(t *testing.T) {
 		l := lag.Load()
 		return l < 0 || time.Duration(l) <= max
 	}
-	g := newResultsGate(caughtUp, start, time.Second, 10*time.Second, n.Logger)
+	g := newResultsGate(caughtUp, start, nc, time.Second, 10*time.Second, n.Logger)
 	now := time.Now()
 	step := func(d time.Duration) { now = now.Add(d); g.check(now) }
 
@@ -94,11 +94,12 @@ func TestResultsGate(t *testing.T) {
 
 func TestResultsGateWithoutProjector(t *testing.T) {
 	n := nodetest.Start(t)
+	nc := n.Conn(t)
 	var started atomic.Int32
 	g := newResultsGate(nil, func() (stopper, error) {
 		started.Add(1)
-		return api.Start(n.Conn(t), api.Service{Name: "results", Logger: n.Logger})
-	}, 0, 0, n.Logger)
+		return api.Start(nc, api.Service{Name: "results", Logger: n.Logger})
+	}, nc, 0, 0, n.Logger)
 	g.check(time.Now())
 	g.check(time.Now())
 	if started.Load() != 1 || !g.serving() {
