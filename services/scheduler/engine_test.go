@@ -202,3 +202,32 @@ func TestEngineCatchUpBeyondDeadline(t *testing.T) {
 		})
 	}
 }
+
+// The claims bucket holds one key per schedule, acked without waiting for
+// an fsync on a single server; a second scheduler reuses it.
+func TestClaimsBucket(t *testing.T) {
+	n := nodetest.Start(t)
+	startScheduler(t, n, "a", nil)
+	startScheduler(t, n, "b", nil)
+	js := n.JetStream(t)
+	ctx := context.Background()
+	st, err := js.Stream(ctx, "KV_"+BucketClaims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	if cfg.PersistMode != jetstream.AsyncPersistMode || cfg.MaxMsgsPerSubject != 1 || cfg.Storage != jetstream.FileStorage {
+		t.Errorf("claims stream config: persist %v, per subject %d, storage %v", cfg.PersistMode, cfg.MaxMsgsPerSubject, cfg.Storage)
+	}
+	kv, err := js.KeyValue(ctx, BucketClaims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev, err := kv.Create(ctx, "s1", []byte(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Update(ctx, "s1", []byte(`{}`), rev+7); !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		t.Errorf("a stale compare-and-set succeeded: %v", err)
+	}
+}
