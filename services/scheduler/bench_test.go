@@ -200,3 +200,24 @@ func benchLatency(b *testing.B, sync embedded.Sync, k int, run time.Duration) {
 		sync, k, benchLoaded, len(lat), run, p(0.5).Round(10*time.Microsecond), p(0.99).Round(10*time.Microsecond),
 		lat[len(lat)-1].Round(10*time.Microsecond), cpu.Round(time.Millisecond))
 }
+
+// The upcoming list with 10,000 schedules loaded: a bucket status request
+// and a sort of the engine's table.
+func BenchmarkSchedulerUpcoming10k(b *testing.B) {
+	n := nodetest.Start(b)
+	loadSchedules(b, catalogOf(b, n), benchLoaded)
+	ctx := context.Background()
+	s, err := Start(ctx, Options{Conn: n.Conn(b), DB: n.DB, NodeName: "bench", Logger: n.Logger})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Stop()
+	<-s.Engine.Synced()
+	b.ResetTimer()
+	for b.Loop() {
+		up, err := s.Engine.Upcoming(ctx, 50)
+		if err != nil || len(up) != 50 {
+			b.Fatal(len(up), err)
+		}
+	}
+}

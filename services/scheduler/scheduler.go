@@ -117,7 +117,7 @@ func Start(ctx context.Context, o Options) (*Scheduler, error) {
 		s.Stop()
 		return nil, fmt.Errorf("scheduler: %w", err)
 	}
-	for _, svc := range services(s.Catalog, firer, o.Clock, o.Logger) {
+	for _, svc := range services(s.Catalog, s.Engine, firer, o.Clock, o.Logger) {
 		r, err := api.Start(o.Conn, svc)
 		if err != nil {
 			s.Stop()
