@@ -8,6 +8,7 @@ import (
 
 	"github.com/kanade-go/kanade/nodetest"
 	"github.com/kanade-go/kanade/services/projector"
+	"github.com/kanade-go/kanade/streams"
 	"github.com/kanade-go/kanade/wire"
 )
 
@@ -47,19 +48,31 @@ func TestTwoInstancesFireEachTickOnce(t *testing.T) {
 		perExec[*c.ExecID]++
 	}
 	mustCall(t, nc, "kanade.schedules.disable", "", `{"id":"every-second"}`)
-	time.Sleep(1500 * time.Millisecond) // a tick in flight lands
-	for {
-		select {
-		case m := <-agent.ch:
-			c := checkCommandShape(t, m.Data)
-			if perExec[*c.ExecID] == 0 {
-				order = append(order, *c.ExecID)
+	// A tick in flight when the schedule was disabled may still land: wait
+	// until the Commands seen and the records stored agree and stay so.
+	var recs []streams.ExecutionRecord
+	for deadline, stable := time.Now().Add(15*time.Second), 0; stable < 3; time.Sleep(500 * time.Millisecond) {
+		for drained := false; !drained; {
+			select {
+			case m := <-agent.ch:
+				c := checkCommandShape(t, m.Data)
+				if perExec[*c.ExecID] == 0 {
+					order = append(order, *c.ExecID)
+				}
+				perExec[*c.ExecID]++
+			default:
+				drained = true
 			}
-			perExec[*c.ExecID]++
-			continue
-		default:
 		}
-		break
+		recs = executionRecords(t, n.JetStream(t))
+		if len(recs) == len(perExec) {
+			stable++
+		} else {
+			stable = 0
+		}
+		if time.Now().After(deadline) {
+			break
+		}
 	}
 	for id, k := range perExec {
 		if k != 1 {
@@ -67,7 +80,6 @@ func TestTwoInstancesFireEachTickOnce(t *testing.T) {
 		}
 	}
 
-	recs := executionRecords(t, n.JetStream(t))
 	byExec := map[string]int{}
 	var fired []time.Time
 	for _, r := range recs {
