@@ -263,3 +263,43 @@ func TestGatewayContract(t *testing.T) {
 		t.Fatalf("no access log line for /api/results:\n%s", p.Stderr())
 	}
 }
+
+// TestGatewayFlags checks the token from the environment and the CORS
+// origins from the flag reach the running gateway.
+func TestGatewayFlags(t *testing.T) {
+	t.Setenv("KANADE_API_TOKEN", "env-token")
+	p := startKanade(t, t.TempDir(), "--cors-origins", "https://a.example, https://b.example", "--api-timeout", "3s")
+	do := func(method, path string, hdr ...string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(method, p.HTTP+path, nil)
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	if r := do("GET", "/api/results"); r.StatusCode != 401 {
+		t.Fatalf("no token: %d", r.StatusCode)
+	}
+	if r := do("GET", "/api/results", "Authorization", "Bearer env-token"); r.StatusCode != 200 {
+		t.Fatalf("token: %d", r.StatusCode)
+	}
+	if r := do("GET", "/api/version"); r.StatusCode != 200 {
+		t.Fatalf("version: %d", r.StatusCode)
+	}
+	r := do("OPTIONS", "/api/results", "Origin", "https://b.example", "Access-Control-Request-Method", "GET", "Access-Control-Request-Headers", "authorization") // browsers send it lower case
+	if r.Header.Get("Access-Control-Allow-Origin") != "https://b.example" {
+		t.Fatalf("preflight from a listed origin: %d %v", r.StatusCode, r.Header)
+	}
+	r = do("OPTIONS", "/api/results", "Origin", "https://c.example", "Access-Control-Request-Method", "GET")
+	if r.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Fatalf("preflight from another origin: %v", r.Header)
+	}
+	if err, stderr := runKanade(t, 30*time.Second, "serve", "--data-dir", t.TempDir(), "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--max-body", "-1"); err == nil || !strings.Contains(stderr, "max body") {
+		t.Fatalf("negative --max-body: %v %s", err, stderr)
+	}
+}
