@@ -17,42 +17,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanade-go/kanade/embedded"
-	"github.com/kanade-go/kanade/node"
 	"github.com/kanade-go/kanade/nodetest"
 	"github.com/kanade-go/kanade/sim"
 	"github.com/kanade-go/kanade/wire"
 )
-
-// benchNode runs a whole node in-process (as `kanade serve` does) and
-// returns its NATS URL and data dir; it stops at the end of the benchmark.
-func benchNode(b *testing.B, sync embedded.Sync) (string, string) {
-	b.Helper()
-	dir := b.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan node.Ready, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- node.Run(ctx, node.Options{
-			DataDir: dir, HTTP: "127.0.0.1:0", NATSListen: "127.0.0.1:0", NATSSync: sync,
-			NodeName: "bench", Logger: nodetest.Logger(b),
-		}, func(r node.Ready) { ready <- r })
-	}()
-	b.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			b.Errorf("node: %v", err)
-		}
-	})
-	select {
-	case r := <-ready:
-		return r.NATS, dir
-	case err := <-done:
-		b.Fatalf("node did not start: %v", err)
-	case <-time.After(60 * time.Second):
-		b.Fatal("node not ready in 60s")
-	}
-	return "", ""
-}
 
 func heapInUse() int64 {
 	runtime.GC()
@@ -98,7 +66,7 @@ func BenchmarkBroadcast3000(b *testing.B) {
 }
 
 func benchBroadcast(b *testing.B, agents int, sync embedded.Sync, mode sim.Subscriptions) {
-	url, _ := benchNode(b, sync)
+	url := runNode(b, sync).NATS
 	nc, err := nats.Connect(url)
 	if err != nil {
 		b.Fatal(err)
