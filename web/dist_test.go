@@ -98,7 +98,7 @@ func TestBuildRewritesReferences(t *testing.T) {
 
 func TestBuildRejectsBrokenReferences(t *testing.T) {
 	for name, src := range map[string]fstest.MapFS{
-		"missing import": {"index.html": {Data: []byte(`<script src="./a.js"></script>`)}, "a.js": {Data: []byte(`import './nope.js';`)}},
+		"missing import":  {"index.html": {Data: []byte(`<script src="./a.js"></script>`)}, "a.js": {Data: []byte(`import './nope.js';`)}},
 		"missing in html": {"index.html": {Data: []byte(`<script src="./nope.js"></script>`)}},
 		"cycle":           {"index.html": {Data: []byte(``)}, "a.js": {Data: []byte(`import './b.js';`)}, "b.js": {Data: []byte(`import './a.js';`)}},
 		"no index":        {"a.js": {Data: []byte(``)}},

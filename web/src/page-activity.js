@@ -204,6 +204,7 @@ export function mount(main, { params, life }) {
     table.classList.remove('busy');
     if (!res.ok) {
       showError(res.error);
+      if (!rows.length) replace(tbody, h('tr', { class: 'empty' }, h('td', { colspan: COLUMNS }, 'No results to show.')));
       table.classList.add('stale');
       older.disabled = true;
       return;

@@ -102,10 +102,10 @@ export function mount(main, { life }) {
       h('td', { class: 'mono' }, j.version ?? '—'),
       h('td', { class: 'ellipsis opt', title: j.description || null }, j.description || h('span', { class: 'muted' }, '—')),
       h('td', { class: 'opt' }, [ex.shell, ex.timeout].filter(Boolean).join(' · ') || '—'),
-      h('td', { class: 'actions' },
+      h('td', {}, h('div', { class: 'actions' },
         h('button', { type: 'button', class: 'primary small', testid: 'run-job', onclick: () => runDialog(j) }, 'Run…'),
         h('button', { type: 'button', class: 'small', testid: 'edit-job', onclick: () => edit(j) }, 'Edit'),
-        h('button', { type: 'button', class: 'small danger-text', testid: 'delete-job', onclick: () => remove(j) }, 'Delete')));
+        h('button', { type: 'button', class: 'small danger-text', testid: 'delete-job', onclick: () => remove(j) }, 'Delete'))));
   }
 
   async function load() {

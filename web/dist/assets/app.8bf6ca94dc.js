@@ -3,16 +3,16 @@
 
 import { start } from './router.475a737da2.js';
 import { api, setTokenPrompt, storedToken, forgetToken } from './api.2c4cea05f5.js';
-import { tokenDialog } from './dialog.f905b7f6e5.js';
+import { tokenDialog } from './dialog.91e4c78f59.js';
 import { initThemeToggle } from './theme.9bc285ecbb.js';
 import { Lifecycle } from './lifecycle.cf1e604c6c.js';
 import { h, replace } from './dom.3dd86e8f14.js';
-import * as activity from './page-activity.c729a7bbd0.js';
-import * as result from './page-result.42b87b1ab7.js';
-import * as executions from './page-executions.88e4b32987.js';
-import * as jobs from './page-jobs.6548088bf8.js';
-import * as schedules from './page-schedules.5fc8cb4c57.js';
-import * as agents from './page-agents.ce3340b3d8.js';
+import * as activity from './page-activity.04ea6d1c5f.js';
+import * as result from './page-result.115f6f51bd.js';
+import * as executions from './page-executions.9be06805b8.js';
+import * as jobs from './page-jobs.50297b41d3.js';
+import * as schedules from './page-schedules.6f64d12250.js';
+import * as agents from './page-agents.2c4bbb7187.js';
 
 const routes = [
   { re: /^\/$/, page: activity, nav: 'activity' },

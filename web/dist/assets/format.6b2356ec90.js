@@ -29,9 +29,9 @@ export function duration(ms) {
   if (ms < 1000) return `${Math.round(ms)} ms`;
   const s = Math.floor(ms / 1000);
   if (s < 60) return `${(ms / 1000).toFixed(1)} s`;
-  if (s < 3600) return `${Math.floor(s / 60)} min ${pad(s % 60)} s`;
-  if (s < 86400) return `${Math.floor(s / 3600)} h ${pad(Math.floor(s / 60) % 60)} min`;
-  return `${Math.floor(s / 86400)} d ${pad(Math.floor(s / 3600) % 24)} h`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${pad(s % 60)}s`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h ${pad(Math.floor(s / 60) % 60)}m`;
+  return `${Math.floor(s / 86400)}d ${pad(Math.floor(s / 3600) % 24)}h`;
 }
 
 // ago('…') -> '3 min ago'

@@ -5,8 +5,8 @@ import { h, replace } from './dom.3dd86e8f14.js';
 import { api } from './api.2c4cea05f5.js';
 import { href, navigate } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
-import { errorText } from './format.9e08c85d17.js';
-import { modal, confirmDialog, yamlDialog } from './dialog.f905b7f6e5.js';
+import { errorText } from './format.6b2356ec90.js';
+import { modal, confirmDialog, yamlDialog } from './dialog.91e4c78f59.js';
 import { toYAML } from './yaml.124ddd447c.js';
 
 export const title = 'Jobs';
@@ -102,10 +102,10 @@ export function mount(main, { life }) {
       h('td', { class: 'mono' }, j.version ?? '—'),
       h('td', { class: 'ellipsis opt', title: j.description || null }, j.description || h('span', { class: 'muted' }, '—')),
       h('td', { class: 'opt' }, [ex.shell, ex.timeout].filter(Boolean).join(' · ') || '—'),
-      h('td', { class: 'actions' },
+      h('td', {}, h('div', { class: 'actions' },
         h('button', { type: 'button', class: 'primary small', testid: 'run-job', onclick: () => runDialog(j) }, 'Run…'),
         h('button', { type: 'button', class: 'small', testid: 'edit-job', onclick: () => edit(j) }, 'Edit'),
-        h('button', { type: 'button', class: 'small danger-text', testid: 'delete-job', onclick: () => remove(j) }, 'Delete')));
+        h('button', { type: 'button', class: 'small danger-text', testid: 'delete-job', onclick: () => remove(j) }, 'Delete'))));
   }
 
   async function load() {

@@ -4,7 +4,7 @@ import { h, replace } from './dom.3dd86e8f14.js';
 import { api } from './api.2c4cea05f5.js';
 import { href } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
-import { timeEl, ago, errorText } from './format.9e08c85d17.js';
+import { timeEl, ago, errorText } from './format.6b2356ec90.js';
 
 export const title = 'Agents';
 

@@ -6,7 +6,7 @@ import { h, replace } from './dom.3dd86e8f14.js';
 import { api } from './api.2c4cea05f5.js';
 import { href, setParams, navigate } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
-import { exitBadge, timeEl, resultDuration, firstLine, tickElapsed, shortId, resultStatus, errorText } from './format.9e08c85d17.js';
+import { exitBadge, timeEl, resultDuration, firstLine, tickElapsed, shortId, resultStatus, errorText } from './format.6b2356ec90.js';
 
 export const title = 'Activity';
 
@@ -204,6 +204,7 @@ export function mount(main, { params, life }) {
     table.classList.remove('busy');
     if (!res.ok) {
       showError(res.error);
+      if (!rows.length) replace(tbody, h('tr', { class: 'empty' }, h('td', { colspan: COLUMNS }, 'No results to show.')));
       table.classList.add('stale');
       older.disabled = true;
       return;

@@ -4,8 +4,8 @@
 import { h, replace } from './dom.3dd86e8f14.js';
 import { api } from './api.2c4cea05f5.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
-import { timeEl, ago, errorText } from './format.9e08c85d17.js';
-import { confirmDialog, yamlDialog } from './dialog.f905b7f6e5.js';
+import { timeEl, ago, errorText } from './format.6b2356ec90.js';
+import { confirmDialog, yamlDialog } from './dialog.91e4c78f59.js';
 import { toYAML } from './yaml.124ddd447c.js';
 
 export const title = 'Schedules';
@@ -59,11 +59,11 @@ export function mount(main, { life }) {
       h('td', { class: 'mono opt' }, sc.cron),
       h('td', { class: 'opt ellipsis' }, targetText(sc.target)),
       h('td', { class: 'num', testid: 'next-run' }, enabled && next ? [timeEl(next), h('span', { class: 'muted' }, ` (${ago(next)})`)] : h('span', { class: 'muted' }, enabled ? '—' : 'disabled')),
-      h('td', { class: 'actions' },
+      h('td', {}, h('div', { class: 'actions' },
         toggle,
         h('button', { type: 'button', class: 'small', testid: 'preview-schedule', 'aria-expanded': String(previews.has(sc.id)), onclick: () => togglePreview(sc) }, 'Preview'),
         h('button', { type: 'button', class: 'small', testid: 'edit-schedule', onclick: () => edit(sc) }, 'Edit'),
-        h('button', { type: 'button', class: 'small danger-text', testid: 'delete-schedule', onclick: () => remove(sc) }, 'Delete')));
+        h('button', { type: 'button', class: 'small danger-text', testid: 'delete-schedule', onclick: () => remove(sc) }, 'Delete'))));
     if (!previews.has(sc.id)) return [row];
     const fires = previews.get(sc.id);
     return [row, h('tr', { class: 'preview-row' }, h('td', { colspan: 6 },
