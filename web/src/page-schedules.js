@@ -56,7 +56,7 @@ export function mount(main, { life }) {
     const row = h('tr', { testid: 'schedule-row', dataset: { scheduleId: sc.id, enabled: String(enabled) } },
       h('td', { class: 'mono ellipsis', title: sc.id }, sc.id),
       h('td', { class: 'mono ellipsis opt', title: sc.job_id }, sc.job_id),
-      h('td', { class: 'mono opt' }, sc.cron),
+      h('td', { class: 'mono opt ellipsis', title: sc.tz ? `${sc.cron} (${sc.tz})` : sc.cron }, sc.cron, sc.tz ? h('span', { class: 'muted' }, ` ${sc.tz}`) : null),
       h('td', { class: 'opt ellipsis' }, targetText(sc.target)),
       h('td', { class: 'num', testid: 'next-run' }, enabled && next ? [timeEl(next), h('span', { class: 'muted' }, ` (${ago(next)})`)] : h('span', { class: 'muted' }, enabled ? '—' : 'disabled')),
       h('td', {}, h('div', { class: 'actions' },

@@ -59,15 +59,18 @@ function query(s) {
   return q;
 }
 
-// Which filter fields a 400 message is about: the regex it quotes, or a
-// parameter it names.
+// Which filter fields a 400 message is about: the parameter it names
+// ("… (parameter pc_id)"), else the field holding the regex it quotes.
 function fieldsOf(message, s) {
-  const m = /invalid regex `([\s\S]*)`:/.exec(message);
+  const keys = FIELDS.map(([k]) => k);
+  const named = /\bparameter ([a-z_]+)\b/.exec(message);
+  if (named && keys.includes(named[1])) return [named[1]];
+  const m = /invalid regex `([\s\S]*?)`:/.exec(message);
   if (m) {
-    const hit = FIELDS.map(([k]) => k).filter((k) => s[k] === m[1]);
+    const hit = keys.filter((k) => s[k] === m[1]);
     if (hit.length) return hit;
   }
-  return FIELDS.map(([k]) => k).filter((k) => new RegExp(`(^|[^a-z_])${k}([^a-z_]|$)`).test(message));
+  return keys.filter((k) => new RegExp(`(^|[^a-z_])${k}([^a-z_]|$)`).test(message));
 }
 
 export function mount(main, { params, life }) {

@@ -7,7 +7,7 @@ import { api } from './api.2c4cea05f5.js';
 import { href, navigate, setParams } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
 import { exitBadge, timeEl, resultDuration, shortId, errorText, tickElapsed } from './format.6b2356ec90.js';
-import { confirmDialog } from './dialog.91e4c78f59.js';
+import { confirmDialog } from './dialog.95ebc41afd.js';
 
 const ACTIVE = new Set(['pending', 'running']);
 const REFRESH_MS = 2000;

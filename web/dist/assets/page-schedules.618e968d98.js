@@ -5,7 +5,7 @@ import { h, replace } from './dom.3dd86e8f14.js';
 import { api } from './api.2c4cea05f5.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
 import { timeEl, ago, errorText } from './format.6b2356ec90.js';
-import { confirmDialog, yamlDialog } from './dialog.91e4c78f59.js';
+import { confirmDialog, yamlDialog } from './dialog.95ebc41afd.js';
 import { toYAML } from './yaml.124ddd447c.js';
 
 export const title = 'Schedules';
@@ -56,7 +56,7 @@ export function mount(main, { life }) {
     const row = h('tr', { testid: 'schedule-row', dataset: { scheduleId: sc.id, enabled: String(enabled) } },
       h('td', { class: 'mono ellipsis', title: sc.id }, sc.id),
       h('td', { class: 'mono ellipsis opt', title: sc.job_id }, sc.job_id),
-      h('td', { class: 'mono opt' }, sc.cron),
+      h('td', { class: 'mono opt ellipsis', title: sc.tz ? `${sc.cron} (${sc.tz})` : sc.cron }, sc.cron, sc.tz ? h('span', { class: 'muted' }, ` ${sc.tz}`) : null),
       h('td', { class: 'opt ellipsis' }, targetText(sc.target)),
       h('td', { class: 'num', testid: 'next-run' }, enabled && next ? [timeEl(next), h('span', { class: 'muted' }, ` (${ago(next)})`)] : h('span', { class: 'muted' }, enabled ? '—' : 'disabled')),
       h('td', {}, h('div', { class: 'actions' },

@@ -74,7 +74,7 @@ export function tokenDialog(rejected) {
 export function yamlDialog({ title, text, save }) {
   const area = h('textarea', {
     name: 'yaml', rows: 18, spellcheck: 'false', autocapitalize: 'off', testid: 'yaml-input',
-    'aria-label': 'YAML', class: 'mono',
+    'aria-label': 'YAML', class: 'mono yaml',
   });
   area.value = text;
   return modal({

@@ -3,15 +3,15 @@
 
 import { start } from './router.475a737da2.js';
 import { api, setTokenPrompt, storedToken, forgetToken } from './api.2c4cea05f5.js';
-import { tokenDialog } from './dialog.91e4c78f59.js';
+import { tokenDialog } from './dialog.95ebc41afd.js';
 import { initThemeToggle } from './theme.9bc285ecbb.js';
 import { Lifecycle } from './lifecycle.cf1e604c6c.js';
 import { h, replace } from './dom.3dd86e8f14.js';
-import * as activity from './page-activity.04ea6d1c5f.js';
-import * as result from './page-result.115f6f51bd.js';
-import * as executions from './page-executions.9be06805b8.js';
-import * as jobs from './page-jobs.50297b41d3.js';
-import * as schedules from './page-schedules.6f64d12250.js';
+import * as activity from './page-activity.0a9965c047.js';
+import * as result from './page-result.b6d0d565c4.js';
+import * as executions from './page-executions.9812188465.js';
+import * as jobs from './page-jobs.bfcda03e75.js';
+import * as schedules from './page-schedules.618e968d98.js';
 import * as agents from './page-agents.2c4bbb7187.js';
 
 const routes = [

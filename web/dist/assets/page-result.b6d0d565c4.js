@@ -7,7 +7,7 @@ import { api } from './api.2c4cea05f5.js';
 import { href } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
 import { exitBadge, timeEl, resultDuration, resultStatus, exitMeaning, tickElapsed, errorText } from './format.6b2356ec90.js';
-import { confirmDialog } from './dialog.91e4c78f59.js';
+import { confirmDialog } from './dialog.95ebc41afd.js';
 import { outputPane } from './output.38ab946998.js';
 
 export const title = 'Result';

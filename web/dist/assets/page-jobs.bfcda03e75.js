@@ -6,7 +6,7 @@ import { api } from './api.2c4cea05f5.js';
 import { href, navigate } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
 import { errorText } from './format.6b2356ec90.js';
-import { modal, confirmDialog, yamlDialog } from './dialog.91e4c78f59.js';
+import { modal, confirmDialog, yamlDialog } from './dialog.95ebc41afd.js';
 import { toYAML } from './yaml.124ddd447c.js';
 
 export const title = 'Jobs';
