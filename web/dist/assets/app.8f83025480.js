@@ -86,4 +86,22 @@ api('GET', '/api/version').then(
   () => {},
 );
 
+// The projection's health, in the header: results shown can only be as fresh
+// as the projector that writes them. Hidden when no projector answers.
+const projector = document.querySelector('[data-testid="projector-status"]');
+async function pollProjector() {
+  try {
+    const st = await api('GET', '/api/projector/status');
+    const lag = (st.streams || []).reduce((n, s) => n + (s.lag || 0), 0);
+    projector.hidden = false;
+    projector.dataset.state = st.caught_up ? 'ok' : 'behind';
+    projector.textContent = st.caught_up ? '● in sync' : `● ${lag.toLocaleString()} behind`;
+    projector.title = (st.streams || []).map((s) => `${s.stream}: lag ${s.lag}, ${s.rate_per_sec?.toFixed?.(1) ?? 0}/s`).join('\n');
+  } catch {
+    projector.hidden = true;
+  }
+  setTimeout(pollProjector, 15000);
+}
+pollProjector();
+
 start(show);
