@@ -63,6 +63,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, filepath.Join("e2e", "dashboard.mjs"), url)
 	cmd.Env = append(os.Environ(), "SCREENSHOT_DIR="+shots, "CHROMIUM="+chromium)
+	if os.Getenv("E2E_GROUP") == "" {
+		cmd.Env = append(cmd.Env, "E2E_GROUP="+demoGroup)
+	}
 	out, err := cmd.CombinedOutput()
 	t.Logf("dashboard.mjs:\n%s", out)
 	if err != nil {
@@ -70,6 +73,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	t.Logf("screenshots in %s", shots)
 }
+
+// demoGroup is one of the groups `serve --demo` deals its agents into.
+const demoGroup = "lab"
 
 var readyLine = regexp.MustCompile(`^kanade ready http=(\S+) nats=(\S+)$`)
 

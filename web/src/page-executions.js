@@ -43,6 +43,15 @@ function countsText(e) {
     h('span', { class: 'ok' }, String(c.success)), ' / ', h('span', { class: 'bad' }, String(c.failure)), ` / ${c.target}`);
 }
 
+// resultsText: how far the targets got, from the rows an execution has.
+function resultsText(results, target) {
+  const running = results.filter((r) => r.finished_at == null).length;
+  const finished = results.length - running;
+  const silent = Math.max(0, target - results.length);
+  return [`${finished} finished`, running ? `${running} running` : null, silent ? `${silent} not started` : null]
+    .filter(Boolean).join(' · ') + ` of ${target}`;
+}
+
 function statusBadge(status) {
   return h('span', { class: `badge exec-${status}`, testid: 'execution-status' }, status);
 }
@@ -172,7 +181,7 @@ export const detail = {
         item('Execution id', h('span', { class: 'mono' }, exec.exec_id)),
         item('Started', timeEl(exec.initiated_at)),
         item('Initiated by', exec.initiated_by || '—'),
-        item('Results', `${results.length} received of ${c.target} targeted`),
+        item('Results', resultsText(results, c.target)),
         item('Activity', h('a', { href: href('/', { exec_id: `^${exec.exec_id}$`, window: 'all' }) }, 'these results with full output')));
       killButton.hidden = !ACTIVE.has(exec.status);
       replace(tbody, results.length

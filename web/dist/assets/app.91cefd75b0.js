@@ -9,7 +9,7 @@ import { Lifecycle } from './lifecycle.cf1e604c6c.js';
 import { h, replace } from './dom.3dd86e8f14.js';
 import * as activity from './page-activity.0a9965c047.js';
 import * as result from './page-result.b6d0d565c4.js';
-import * as executions from './page-executions.9812188465.js';
+import * as executions from './page-executions.bd8190d499.js';
 import * as jobs from './page-jobs.bfcda03e75.js';
 import * as schedules from './page-schedules.618e968d98.js';
 import * as agents from './page-agents.2c4bbb7187.js';
