@@ -178,15 +178,32 @@ await step('filter Activity to failures and see only failed rows', async () => {
     const badges = await page.locator(`${tid('result-row')} ${tid('exit-badge')}`).allTextContents();
     return badges.length > 0 && badges.every((b) => b === 'exit 3');
   });
-  // A bad regex shows the server's message next to its field.
+  // A bad regex shows the server's message next to its field, and the
+  // message does not push the table down (its line is reserved).
+  const tableTop = async () => (await page.locator(tid('results-table')).boundingBox()).y;
+  const before = await tableTop();
   await page.locator(tid('filter-pc_id')).fill('(');
   await poll('regex error', async () => /invalid regex/.test(await page.locator(tid('error-pc_id')).textContent()));
+  const after = await tableTop();
+  if (after !== before) throw new Error(`the error moved the table from y=${before} to y=${after}`);
   await page.locator(tid('filter-pc_id')).fill('');
   await poll('error cleared', async () => (await page.locator(tid('error-pc_id')).textContent()) === '');
   // The URL alone reproduces the view.
   await page.reload();
   await poll('filters restored from the URL', async () => (await page.locator(tid('filter-job_id')).inputValue()) === `^${FAIL_JOB}$`
     && (await page.locator(tid('status-tab-failure')).getAttribute('aria-pressed')) === 'true');
+});
+
+await step('keyboard alone reaches and uses the status tabs', async () => {
+  await go('/');
+  await page.locator(tid('activity-page')).waitFor();
+  await page.locator('body').click({ position: { x: 5, y: 300 } });
+  await poll('focus on the failure tab', async () => {
+    await page.keyboard.press('Tab');
+    return page.evaluate(() => document.activeElement?.dataset.testid === 'status-tab-failure');
+  }, 10000);
+  await page.keyboard.press('Enter');
+  await page.waitForURL(/status=failure/);
 });
 
 await step('open a running result and see its live output change', async () => {
