@@ -240,6 +240,8 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		stops = append(stops, func() { logStop(log, "projector", p.Stop()) })
 	}
 	if has(ServiceResults) {
+		// One package answers three micro services: results, executions
+		// (with kanade.jobs.kill) and agents, all read-only on the store.
 		nc, err := connect("results")
 		if err != nil {
 			return err
@@ -259,6 +261,7 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		}
 		so := o.Scheduler
 		so.Conn, so.DB, so.NodeName, so.Logger = nc, db, o.NodeName, log.With("component", "scheduler")
+		so.Replicas = o.Replicas
 		s, err := scheduler.Start(ctx, so)
 		if err != nil {
 			return fmt.Errorf("start scheduler: %w", err)

@@ -15,7 +15,8 @@ import (
 const usage = `kanade: the kanade backend.
 
 Usage:
-  kanade serve [flags]   run a backend node (embedded NATS by default)
+  kanade serve [flags]   run a backend node (embedded NATS by default; --demo adds simulated agents)
+  kanade sim [flags]     run simulated agents against a NATS (kanade sim -h)
   kanade version         print the version
 
 Run "kanade serve -h" for the flags. Every flag has an environment twin
@@ -29,6 +30,8 @@ func run(args []string) error {
 	switch args[0] {
 	case "serve":
 		return serve(args[1:])
+	case "sim":
+		return simCmd(args[1:])
 	case "version", "--version", "-v":
 		fmt.Println("kanade", api.Version)
 		return nil

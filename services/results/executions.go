@@ -1,0 +1,229 @@
+package results
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/kanade-go/kanade/services/api"
+	"github.com/kanade-go/kanade/store"
+	"github.com/kanade-go/kanade/wire"
+)
+
+// Execution is one deployment (an exec or a scheduler fire) with its
+// counters, as upstream shows it.
+type Execution struct {
+	ExecID       string  `json:"exec_id"`
+	JobID        string  `json:"job_id"`
+	Version      *string `json:"version"`
+	InitiatedBy  *string `json:"initiated_by"`
+	InitiatedAt  *string `json:"initiated_at"`
+	TargetCount  int64   `json:"target_count"`
+	SuccessCount int64   `json:"success_count"`
+	FailureCount int64   `json:"failure_count"`
+	Status       string  `json:"status"`
+}
+
+// ExecutionParams is an executions list request.
+type ExecutionParams struct {
+	Limit  int    `json:"limit"`
+	JobID  string `json:"job_id"` // exact job id
+	Status string `json:"status"` // pending | running | completed | expired
+}
+
+// ExecutionResult is one run of an execution, without its output.
+type ExecutionResult struct {
+	ResultID   string  `json:"result_id"`
+	RequestID  string  `json:"request_id"`
+	PCID       string  `json:"pc_id"`
+	ExitCode   *int64  `json:"exit_code"`
+	StartedAt  *string `json:"started_at"`
+	FinishedAt *string `json:"finished_at"`
+}
+
+// ExecutionDetails is an execution with its runs.
+type ExecutionDetails struct {
+	Execution Execution         `json:"execution"`
+	Results   []ExecutionResult `json:"results"`
+}
+
+// executionStatus is the status shown, computed at read time from the
+// stored one so that it is right even when nothing was projected lately:
+// completed and expired stay; an execution whose every target answered is
+// completed; one still pending or running past its deadline_at is expired
+// (agents skip a Command received after its deadline, so nothing more will
+// come); otherwise the stored pending or running. The query's one argument
+// is now, in stored form.
+const executionStatus = `CASE
+	WHEN status IN ('completed', 'expired') THEN status
+	WHEN target_count > 0 AND success_count + failure_count >= target_count THEN 'completed'
+	WHEN deadline_at IS NOT NULL AND deadline_at < ? THEN 'expired'
+	ELSE status END`
+
+const executionColumns = `exec_id, job_id, version, initiated_by, initiated_at, target_count, success_count, failure_count, ` + executionStatus
+
+func scanExecution(sc interface{ Scan(...any) error }) (Execution, error) {
+	var e Execution
+	var version, by, at sql.NullString
+	if err := sc.Scan(&e.ExecID, &e.JobID, &version, &by, &at, &e.TargetCount, &e.SuccessCount, &e.FailureCount, &e.Status); err != nil {
+		return Execution{}, err
+	}
+	e.Version, e.InitiatedBy, e.InitiatedAt = nullString(version), nullString(by), store.APITime(at)
+	return e, nil
+}
+
+func (p ExecutionParams) validate() (int, error) {
+	limit := p.Limit
+	switch {
+	case limit == 0:
+		limit = DefaultLimit
+	case limit < 0 || limit > MaxLimit:
+		return 0, api.BadRequest("parameter limit: must be between 1 and %d (0 or absent means %d), got %d", MaxLimit, DefaultLimit, p.Limit)
+	}
+	switch p.Status {
+	case "", "pending", "running", "completed", "expired":
+	default:
+		return 0, api.BadRequest("parameter status: must be pending, running, completed or expired, got %q", p.Status)
+	}
+	return limit, nil
+}
+
+// ListExecutions lists executions, newest initiated first.
+func ListExecutions(ctx context.Context, db *store.DB, p ExecutionParams, now time.Time) ([]Execution, error) {
+	limit, err := p.validate()
+	if err != nil {
+		return nil, err
+	}
+	n := store.FormatTime(now)
+	q := `SELECT ` + executionColumns + ` FROM executions`
+	args := []any{n}
+	var conds []string
+	if p.JobID != "" {
+		conds = append(conds, "job_id = ?")
+		args = append(args, p.JobID)
+	}
+	if p.Status != "" {
+		conds = append(conds, "("+executionStatus+") = ?")
+		args = append(args, n, p.Status)
+	}
+	for i, c := range conds {
+		if i == 0 {
+			q += " WHERE " + c
+		} else {
+			q += " AND " + c
+		}
+	}
+	q += ` ORDER BY initiated_at DESC, exec_id DESC LIMIT ?`
+	args = append(args, limit)
+	rows, err := db.R.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, queryError(ctx, "list executions", err)
+	}
+	defer rows.Close()
+	out := []Execution{}
+	for rows.Next() {
+		e, err := scanExecution(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list executions: %w", err)
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, queryError(ctx, "list executions", err)
+	}
+	return out, nil
+}
+
+// ExecutionDetail is one execution with its runs (ordered by pc_id), or 404.
+func ExecutionDetail(ctx context.Context, db *store.DB, execID string, now time.Time) (ExecutionDetails, error) {
+	if execID == "" {
+		return ExecutionDetails{}, api.BadRequest("parameter exec_id: required")
+	}
+	e, err := scanExecution(db.R.QueryRowContext(ctx, `SELECT `+executionColumns+` FROM executions WHERE exec_id = ?`, store.FormatTime(now), execID))
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return ExecutionDetails{}, api.NotFound("execution %s not found", execID)
+	case err != nil:
+		return ExecutionDetails{}, queryError(ctx, "execution detail", err)
+	}
+	rows, err := db.R.QueryContext(ctx, `SELECT result_id, request_id, pc_id, exit_code, started_at, finished_at
+		FROM execution_results WHERE exec_id = ? ORDER BY pc_id, result_id`, execID)
+	if err != nil {
+		return ExecutionDetails{}, queryError(ctx, "execution detail", err)
+	}
+	defer rows.Close()
+	out := ExecutionDetails{Execution: e, Results: []ExecutionResult{}}
+	for rows.Next() {
+		var r ExecutionResult
+		var exit sql.NullInt64
+		var started, finished sql.NullString
+		if err := rows.Scan(&r.ResultID, &r.RequestID, &r.PCID, &exit, &started, &finished); err != nil {
+			return ExecutionDetails{}, fmt.Errorf("execution detail: %w", err)
+		}
+		if exit.Valid {
+			r.ExitCode = &exit.Int64
+		}
+		r.StartedAt, r.FinishedAt = store.APITime(started), store.APITime(finished)
+		out.Results = append(out.Results, r)
+	}
+	if err := rows.Err(); err != nil {
+		return ExecutionDetails{}, queryError(ctx, "execution detail", err)
+	}
+	return out, nil
+}
+
+// Kill publishes an empty kill.{exec_id} for every execution of the job
+// that may still have runs: every one not completed (pending, running, and
+// expired too, since a run that started before the deadline can outlive
+// it; a kill that reaches nothing is harmless), and any exec with a run in
+// flight that the executions table does not know. It returns the exec ids
+// it signalled; none is not an error.
+func Kill(ctx context.Context, db *store.DB, nc *nats.Conn, jobID string, log *slog.Logger) ([]string, error) {
+	if jobID == "" {
+		return nil, api.BadRequest("parameter job_id: required")
+	}
+	rows, err := db.R.QueryContext(ctx, `
+		SELECT exec_id FROM executions WHERE job_id = ? AND (`+executionStatus+`) <> 'completed'
+		UNION
+		SELECT exec_id FROM execution_results INDEXED BY idx_results_running
+			WHERE finished_at IS NULL AND job_id = ? AND exec_id IS NOT NULL
+		ORDER BY exec_id`, jobID, store.FormatTime(time.Now()), jobID)
+	if err != nil {
+		return nil, queryError(ctx, "kill", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("kill: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, queryError(ctx, "kill", err)
+	}
+	var sent []string
+	for _, id := range ids {
+		if !wire.ValidToken(id) {
+			log.Warn("kill: exec_id is not a subject token; skipped", "job_id", jobID, "exec_id", id)
+			continue
+		}
+		if err := nc.Publish(wire.Kill(id), nil); err != nil {
+			return sent, fmt.Errorf("kill: publish %s: %w", wire.Kill(id), err)
+		}
+		sent = append(sent, id)
+	}
+	if len(sent) > 0 {
+		if err := nc.FlushWithContext(ctx); err != nil {
+			return sent, fmt.Errorf("kill: flush: %w", err)
+		}
+	}
+	return sent, nil
+}

@@ -1,0 +1,210 @@
+package results
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/kanade-go/kanade/store"
+)
+
+type execRec struct {
+	id, job, status string
+	initiated       time.Time
+	target, ok, bad int
+	deadline        time.Time
+}
+
+func insertExecs(t *testing.T, db *store.DB, recs ...execRec) {
+	t.Helper()
+	err := db.WriteTx(context.Background(), func(tx *sql.Tx) error {
+		for _, r := range recs {
+			if _, err := tx.Exec(`INSERT INTO executions (exec_id, job_id, version, initiated_by, initiated_at, target_count,
+				success_count, failure_count, status, deadline_at) VALUES (?, ?, '1.0.0', 'scheduler', ?, ?, ?, ?, ?, ?)`,
+				r.id, r.job, store.FormatTime(r.initiated), r.target, r.ok, r.bad, r.status, store.NullTime(r.deadline)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestExecutions(t *testing.T) {
+	e := start(t, Options{})
+	now := time.Now().UTC()
+	insertExecs(t, e.n.DB,
+		execRec{id: "x-done", job: "inv", status: "running", initiated: now.Add(-5 * time.Hour), target: 2, ok: 1, bad: 1},
+		execRec{id: "x-late", job: "inv", status: "pending", initiated: now.Add(-4 * time.Hour), target: 3, deadline: now.Add(-time.Hour)},
+		execRec{id: "x-run", job: "inv", status: "running", initiated: now.Add(-3 * time.Hour), target: 3, ok: 1, deadline: now.Add(time.Hour)},
+		execRec{id: "x-pend", job: "other", status: "pending", initiated: now.Add(-2 * time.Hour), target: 1},
+	)
+	insert(t, e.n.DB,
+		rec{id: "r2", exec: "x-done", pc: "PC2", job: "inv", exit: code(1), started: t0, finished: t0.Add(time.Second)},
+		rec{id: "r1", exec: "x-done", pc: "PC1", job: "inv", exit: code(0), started: t0, finished: t0.Add(time.Second)},
+		rec{id: "r3", exec: "x-run", pc: "PC1", job: "inv", started: t0},
+		// In flight under an exec the executions table does not know.
+		rec{id: "r4", exec: "x-orphan", pc: "PC3", job: "inv", started: t0},
+	)
+	list := func(body string) []Execution {
+		t.Helper()
+		c, b := e.call(t, "kanade.executions.list", body)
+		if c != "" {
+			t.Fatalf("%s: %s %s", body, c, b)
+		}
+		var out []Execution
+		if err := json.Unmarshal(b, &out); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	status := func(xs []Execution) []string {
+		var out []string
+		for _, x := range xs {
+			out = append(out, x.ExecID+"="+x.Status)
+		}
+		return out
+	}
+	if got, want := status(list("")), []string{"x-pend=pending", "x-run=running", "x-late=expired", "x-done=completed"}; !slices.Equal(got, want) {
+		t.Errorf("list: %v, want %v", got, want)
+	}
+	if got, want := status(list(`{"job_id":"inv","limit":2}`)), []string{"x-run=running", "x-late=expired"}; !slices.Equal(got, want) {
+		t.Errorf("by job: %v, want %v", got, want)
+	}
+	for st, want := range map[string][]string{"expired": {"x-late=expired"}, "completed": {"x-done=completed"}, "pending": {"x-pend=pending"}} {
+		if got := status(list(`{"status":"` + st + `"}`)); !slices.Equal(got, want) {
+			t.Errorf("status %s: %v, want %v", st, got, want)
+		}
+	}
+	for _, body := range []string{`{"status":"done"}`, `{"limit":5000}`, `{"job":"inv"}`} {
+		if c, _ := e.call(t, "kanade.executions.list", body); c != "400" {
+			t.Errorf("%s: %s, want 400", body, c)
+		}
+	}
+
+	_, b := e.call(t, "kanade.executions.detail", `{"exec_id":"x-done"}`)
+	var d ExecutionDetails
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatalf("%s: %v", b, err)
+	}
+	if d.Execution.Status != "completed" || len(d.Results) != 2 || d.Results[0].PCID != "PC1" || *d.Results[1].ExitCode != 1 ||
+		*d.Results[0].StartedAt != "2026-05-16T00:00:00Z" || !strings.Contains(string(b), `"initiated_by":"scheduler"`) {
+		t.Errorf("detail: %s", b)
+	}
+	if c, b := e.call(t, "kanade.executions.detail", `{"exec_id":"nope"}`); c != "404" {
+		t.Errorf("unknown exec: %s %s", c, b)
+	}
+
+	// Kill: an empty kill.{exec_id} for every execution that may still run.
+	agent := e.n.Conn(t)
+	kills, err := agent.SubscribeSync("kill.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent.Flush()
+	killed := func() []string {
+		t.Helper()
+		var got []string
+		for {
+			m, err := kills.NextMsg(300 * time.Millisecond)
+			if err == nats.ErrTimeout {
+				return got
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(m.Data) != 0 {
+				t.Errorf("kill with a body: %q", m.Data)
+			}
+			got = append(got, m.Subject)
+		}
+	}
+	c, body := e.call(t, "kanade.jobs.kill", `{"job_id":"inv"}`)
+	if c != "" || len(body) != 0 {
+		t.Fatalf("kill: %s %q", c, body)
+	}
+	if got, want := killed(), []string{"kill.x-late", "kill.x-orphan", "kill.x-run"}; !slices.Equal(got, want) {
+		t.Errorf("kill inv: %v, want %v", got, want)
+	}
+	if c, body := e.call(t, "kanade.jobs.kill", `{"job_id":"idle"}`); c != "" || len(body) != 0 {
+		t.Errorf("kill with nothing running: %s %q", c, body)
+	}
+	if got := killed(); len(got) != 0 {
+		t.Errorf("kill idle published %v", got)
+	}
+	if c, _ := e.call(t, "kanade.jobs.kill", `{}`); c != "400" {
+		t.Errorf("kill without job_id: %s", c)
+	}
+}
+
+func TestAgents(t *testing.T) {
+	e := start(t, Options{})
+	now := time.Now().UTC()
+	err := e.n.DB.WriteTx(context.Background(), func(tx *sql.Tx) error {
+		_, err := tx.Exec(`INSERT INTO agents (pc_id, hostname, os_family, agent_version, last_heartbeat) VALUES
+			('PC2', 'pc2.local', 'windows', '0.44.36', ?), ('PC1', NULL, NULL, '0.40.0', ?)`,
+			store.FormatTime(now.Add(-30*time.Second)), store.FormatTime(now.Add(-3*time.Minute)))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, b := e.call(t, "kanade.agents.list", nil)
+	var got []map[string]any
+	if c != "" || json.Unmarshal(b, &got) != nil || len(got) != 2 {
+		t.Fatalf("agents: %s %s", c, b)
+	}
+	if got[0]["pc_id"] != "PC1" || got[0]["alive"] != false || got[0]["hostname"] != nil ||
+		got[1]["alive"] != true || got[1]["os_family"] != "windows" || got[1]["last_heartbeat"] == nil {
+		t.Errorf("agents: %s", b)
+	}
+	if c, _ := e.call(t, "kanade.agents.list", `{"x":1}`); c != "400" {
+		t.Errorf("unknown parameter: %s", c)
+	}
+}
+
+// nats micro ls/info show the three services and each endpoint's route.
+func TestMicroDiscovery(t *testing.T) {
+	e := start(t, Options{})
+	routes := map[string]string{}
+	for _, svc := range []string{"results", "executions", "agents"} {
+		m, err := e.nc.Request("$SRV.INFO."+svc, nil, 5*time.Second)
+		if err != nil {
+			t.Fatalf("%s: %v", svc, err)
+		}
+		var info struct {
+			Endpoints []struct {
+				Subject  string            `json:"subject"`
+				Metadata map[string]string `json:"metadata"`
+			} `json:"endpoints"`
+		}
+		if err := json.Unmarshal(m.Data, &info); err != nil {
+			t.Fatal(err)
+		}
+		for _, ep := range info.Endpoints {
+			routes[ep.Subject] = ep.Metadata["http"] + " " + ep.Metadata["int_params"]
+		}
+	}
+	want := map[string]string{
+		"kanade.results.list":      "GET /api/results limit",
+		"kanade.results.detail":    "GET /api/results/{result_id} ",
+		"kanade.results.tail":      "GET /api/results/{result_id}/tail ",
+		"kanade.executions.list":   "GET /api/executions limit",
+		"kanade.executions.detail": "GET /api/executions/{exec_id} ",
+		"kanade.jobs.kill":         "POST /api/jobs/{job_id}/kill ",
+		"kanade.agents.list":       "GET /api/agents ",
+	}
+	for s, r := range want {
+		if routes[s] != r {
+			t.Errorf("%s: %q, want %q", s, routes[s], r)
+		}
+	}
+}

@@ -1,0 +1,69 @@
+package results
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/kanade-go/kanade/services/api"
+)
+
+// Decoding and validating a list request never panics, and every refusal
+// is a 400 with a message: user input is never a 500.
+func FuzzDecodeListRequest(f *testing.F) {
+	for _, s := range []string{
+		``, `{}`, `null`, `[1]`, `"x"`, `{"limit":20,"status":"failure"}`, `{"limit":-1}`, `{"limit":1e9}`,
+		`{"pc_id":"^PC001$","job_id":"^foo","exec_id":"","stdout":"(?m)^err","stderr":"x{2,1}"}`,
+		`{"pc_id":"("}`, `{"since":"2026-05-16T00:00:00Z"}`, `{"since":"2026-13-40T99:00:00Z"}`,
+		`{"before":"2026-05-16T00:00:00.5Z,abc"}`, `{"before":",abc"}`, `{"before":","}`, `{"before":"x,y,z"}`,
+		`{"unknown":1}`, `{"limit":"5"}`, `{} {}`, `{"pc_id":"\u0000"}`, `{"pc_id":"^\xff"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := DecodeList(data)
+		if err != nil {
+			var ae *api.Error
+			if !errors.As(err, &ae) || ae.Status != 400 || ae.Message == "" {
+				t.Fatalf("%q: %v is not a 400", data, err)
+			}
+			return
+		}
+		q, err := p.compile()
+		if err != nil {
+			t.Fatalf("%q: accepted, then refused: %v", data, err)
+		}
+		if q.limit < 1 || q.limit > MaxLimit {
+			t.Fatalf("%q: limit %d accepted", data, q.limit)
+		}
+		for _, v := range q.values {
+			if v.exact && !v.re.MatchString(v.prefix) {
+				t.Fatalf("%q: %s taken as equality with %q, which it does not match", data, v.pattern, v.prefix)
+			}
+		}
+	})
+}
+
+// The literal shape of a pattern is what lets an index answer it, so it
+// must never claim more than the regex means.
+func FuzzLiteralShape(f *testing.F) {
+	for _, s := range []string{`^PC001$`, `^PC00`, `PC001`, `(?i)^pc`, `(?m)^a$`, `^a|^b`, `^$`, `^a\$`, `^a.b$`, `^\x{10FFFF}z`} {
+		f.Add(s, "PC001")
+	}
+	f.Fuzz(func(t *testing.T, pattern, value string) {
+		prefix, exact := literalShape(pattern)
+		r, err := compileParam("p", pattern)
+		if err != nil {
+			return
+		}
+		m := r.MatchString(value)
+		if exact && m != (value == prefix) {
+			t.Fatalf("%q exact %q: value %q matches=%v", pattern, prefix, value, m)
+		}
+		if m && len(value) < len(prefix) || m && value[:len(prefix)] != prefix {
+			t.Fatalf("%q prefix %q: matches %q", pattern, prefix, value)
+		}
+		if end := prefixEnd(prefix); m && end != "" && value >= end {
+			t.Fatalf("%q: %q is past the range end %q", pattern, value, end)
+		}
+	})
+}

@@ -1,0 +1,438 @@
+package results
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/kanade-go/kanade/services/api"
+	"github.com/kanade-go/kanade/store"
+)
+
+// Row is one result as the API shows it. exit_code and finished_at are
+// null while the run is in flight.
+type Row struct {
+	ResultID   string  `json:"result_id"`
+	RequestID  string  `json:"request_id"`
+	ExecID     *string `json:"exec_id"`
+	PCID       string  `json:"pc_id"`
+	ExitCode   *int64  `json:"exit_code"`
+	Stdout     string  `json:"stdout"`
+	Stderr     string  `json:"stderr"`
+	StartedAt  *string `json:"started_at"`
+	FinishedAt *string `json:"finished_at"`
+	JobID      *string `json:"job_id"`
+	Version    *string `json:"version"`
+}
+
+const rowColumns = `result_id, request_id, exec_id, pc_id, exit_code, stdout, stderr, started_at, finished_at, job_id, version`
+
+func scanRow(sc interface{ Scan(...any) error }) (Row, error) {
+	var r Row
+	var execID, startedAt, finishedAt, jobID, version sql.NullString
+	var exit sql.NullInt64
+	if err := sc.Scan(&r.ResultID, &r.RequestID, &execID, &r.PCID, &exit, &r.Stdout, &r.Stderr,
+		&startedAt, &finishedAt, &jobID, &version); err != nil {
+		return Row{}, err
+	}
+	r.ExecID, r.JobID, r.Version = nullString(execID), nullString(jobID), nullString(version)
+	r.StartedAt, r.FinishedAt = store.APITime(startedAt), store.APITime(finishedAt)
+	if exit.Valid {
+		r.ExitCode = &exit.Int64
+	}
+	return r, nil
+}
+
+func nullString(s sql.NullString) *string {
+	if !s.Valid {
+		return nil
+	}
+	return &s.String
+}
+
+// Params is a results list request. The JSON keys are the HTTP query
+// parameters; zero values mean "no filter" (limit: 50).
+type Params struct {
+	Limit  int    `json:"limit"`
+	PCID   string `json:"pc_id"`
+	JobID  string `json:"job_id"`
+	ExecID string `json:"exec_id"`
+	Stdout string `json:"stdout"`
+	Stderr string `json:"stderr"`
+	Status string `json:"status"` // success | failure | running
+	Since  string `json:"since"`  // RFC 3339 lower bound on started_at
+	// Before is the cursor of the next page: "<started_at>,<result_id>" of
+	// the previous page's last row (started_at as the row shows it, empty
+	// when null). Rows strictly after it in list order are returned.
+	Before string `json:"before"`
+}
+
+// Limits of list requests.
+const (
+	DefaultLimit = 50
+	MaxLimit     = 1000
+)
+
+// DecodeList decodes and validates a list request body. Every problem is a
+// 400 naming the parameter.
+func DecodeList(data []byte) (Params, error) {
+	var p Params
+	if err := decode(data, &p); err != nil {
+		return Params{}, err
+	}
+	if _, err := p.compile(); err != nil {
+		return Params{}, err
+	}
+	return p, nil
+}
+
+// decode is api.Decode that also names a body that is JSON but not an
+// object (api.Decode would blame a nameless parameter).
+func decode(data []byte, v any) error {
+	if b := bytes.TrimSpace(data); len(b) > 0 && b[0] != '{' && json.Valid(b) {
+		return api.BadRequest("request body: must be a JSON object of parameters")
+	}
+	return api.Decode(data, v)
+}
+
+// Heavy reports whether the request may have to scan rows (a regex or a
+// status filter) rather than read the first page of an index.
+func (p Params) Heavy() bool {
+	return p.PCID != "" || p.JobID != "" || p.ExecID != "" || p.Stdout != "" || p.Stderr != "" || p.Status != ""
+}
+
+// query is a validated list request.
+type query struct {
+	limit          int
+	values         []*valueFilter // pc_id, job_id, exec_id
+	stdout, stderr string
+	status         string
+	since          string // stored time form; "" = none
+	before         *cursor
+}
+
+type cursor struct {
+	started  string // stored time form; "" = the row's started_at is null
+	resultID string
+}
+
+// valueFilter is a regex on a column whose distinct values live in a small
+// table: the regex is matched there, and rows are then fetched by index.
+type valueFilter struct {
+	param, table, index string
+	nullable            bool
+	pattern             string
+	re                  *regexp.Regexp
+	prefix              string
+	exact               bool
+
+	// resolved per query
+	values    []string
+	matchNull bool
+	estimate  float64 // rows expected to match
+}
+
+func (p Params) compile() (*query, error) {
+	q := &query{limit: p.Limit, status: p.Status, stdout: p.Stdout, stderr: p.Stderr}
+	switch {
+	case p.Limit == 0:
+		q.limit = DefaultLimit
+	case p.Limit < 0 || p.Limit > MaxLimit:
+		return nil, api.BadRequest("parameter limit: must be between 1 and %d (0 or absent means %d), got %d", MaxLimit, DefaultLimit, p.Limit)
+	}
+	switch p.Status {
+	case "", "success", "failure", "running":
+	default:
+		return nil, api.BadRequest("parameter status: must be success, failure or running, got %q", p.Status)
+	}
+	for _, v := range []struct {
+		param, table, index, pattern string
+		nullable                     bool
+	}{
+		{"pc_id", "result_pc_ids", "idx_results_pc", p.PCID, false},
+		{"job_id", "result_job_ids", "idx_results_job", p.JobID, true},
+		{"exec_id", "result_exec_ids", "idx_results_exec", p.ExecID, true},
+	} {
+		if v.pattern == "" {
+			continue
+		}
+		re, err := compileParam(v.param, v.pattern)
+		if err != nil {
+			return nil, err
+		}
+		f := &valueFilter{param: v.param, table: v.table, index: v.index, nullable: v.nullable, pattern: v.pattern, re: re}
+		f.prefix, f.exact = literalShape(v.pattern)
+		q.values = append(q.values, f)
+	}
+	for _, v := range [][2]string{{"stdout", p.Stdout}, {"stderr", p.Stderr}} {
+		if v[1] != "" {
+			if _, err := compileParam(v[0], v[1]); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if p.Since != "" {
+		t, err := time.Parse(time.RFC3339Nano, p.Since)
+		if err != nil {
+			return nil, api.BadRequest("parameter since: must be an RFC 3339 time such as 2026-05-16T00:00:00Z, got %q", p.Since)
+		}
+		q.since = store.FormatTime(t)
+	}
+	if p.Before != "" {
+		c, err := parseCursor(p.Before)
+		if err != nil {
+			return nil, err
+		}
+		q.before = c
+	}
+	return q, nil
+}
+
+// compileParam compiles a user regex through the cache REGEXP uses, with
+// upstream's 400 text and the parameter named after it.
+func compileParam(param, pattern string) (*regexp.Regexp, error) {
+	re, err := store.CompileRegexp(pattern)
+	if err != nil {
+		return nil, api.BadRequest("invalid regex `%s`: %v (parameter %s)", pattern, err, param)
+	}
+	return re, nil
+}
+
+func parseCursor(s string) (*cursor, error) {
+	bad := api.BadRequest("parameter before: must be \"<started_at>,<result_id>\" from the last row of the previous page (started_at RFC 3339, empty when null), got %q", s)
+	started, id, ok := strings.Cut(s, ",")
+	if !ok || id == "" {
+		return nil, bad
+	}
+	c := &cursor{resultID: id}
+	if started != "" {
+		t, err := time.Parse(time.RFC3339Nano, started)
+		if err != nil {
+			return nil, bad
+		}
+		c.started = store.FormatTime(t)
+	}
+	return c, nil
+}
+
+// List answers a results list request: rows matching every filter, newest
+// started first, at most limit of them. Every filter runs inside SQLite, so
+// the limit counts matching rows whatever the table's size.
+//
+// Plan: a pc_id/job_id/exec_id regex is first matched against that column's
+// distinct values (`^X$` is taken as the value itself, `^X` narrows them
+// by a range). Then either the rows of those values are read through the
+// column's index and sorted (when they are few), or the started_at index is
+// walked newest first, testing membership, until limit rows match (when
+// they are many, so matches come early). stdout/stderr regexes are tested
+// on the rows the plan reads, so with since they only see that window.
+func List(ctx context.Context, db *store.DB, p Params) ([]Row, error) {
+	q, err := p.compile()
+	if err != nil {
+		return nil, err
+	}
+	rows, err := q.run(ctx, db.R)
+	if err != nil {
+		return nil, queryError(ctx, "list results", err)
+	}
+	return rows, nil
+}
+
+// queryError turns a query interrupted by the request deadline into a 503
+// the operator can act on.
+func queryError(ctx context.Context, what string, err error) error {
+	if ctx.Err() != nil {
+		return api.Unavailable("%s: the query did not finish before the request deadline; narrow `since` or add filters", what)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// walkCostFactor weighs a row read while walking the started_at index (a
+// table lookup per entry) against an index entry sorted by the other plan.
+const walkCostFactor = 4
+
+func (q *query) run(ctx context.Context, r *sql.DB) ([]Row, error) {
+	var total float64
+	if len(q.values) > 0 {
+		var n int64
+		if err := r.QueryRowContext(ctx, `SELECT coalesce(max(rowid), 0) FROM execution_results`).Scan(&n); err != nil {
+			return nil, err
+		}
+		total = float64(n)
+	}
+	var driver *valueFilter
+	for _, f := range q.values {
+		if err := f.resolve(ctx, r, total); err != nil {
+			return nil, err
+		}
+		if len(f.values) == 0 && !f.matchNull {
+			return []Row{}, nil
+		}
+		if f.matchNull {
+			continue // NULLs are not reachable through the IN list
+		}
+		if driver == nil || f.exact && !driver.exact || f.exact == driver.exact && f.estimate < driver.estimate {
+			driver = f
+		}
+	}
+	// The column index pays for every matching row (then a sort); the walk
+	// pays about limit * total / matching rows, each dearer.
+	if driver != nil && !driver.exact && driver.estimate*driver.estimate > walkCostFactor*float64(q.limit)*total {
+		driver = nil
+	}
+	index := "idx_results_started"
+	switch {
+	case driver != nil:
+		index = driver.index
+	case q.status == "running":
+		index = "idx_results_running"
+	}
+
+	c := q.before
+	switch {
+	case c == nil:
+		return q.fetch(ctx, r, index, "", nil, q.limit)
+	case c.started == "":
+		return q.fetch(ctx, r, index, "started_at IS NULL AND result_id < ?", []any{c.resultID}, q.limit)
+	}
+	// Rows with a null started_at sort after every other: once the dated
+	// rows past the cursor run out, the page continues with them.
+	rows, err := q.fetch(ctx, r, index, "(started_at, result_id) < (?, ?)", []any{c.started, c.resultID}, q.limit)
+	if err != nil || len(rows) == q.limit || q.since != "" {
+		return rows, err
+	}
+	more, err := q.fetch(ctx, r, index, "started_at IS NULL", nil, q.limit-len(rows))
+	return append(rows, more...), err
+}
+
+// resolve matches the regex against the column's distinct values.
+func (f *valueFilter) resolve(ctx context.Context, r *sql.DB, total float64) error {
+	f.matchNull = f.nullable && f.re.MatchString("")
+	var distinct int64
+	if err := r.QueryRowContext(ctx, `SELECT count(*) FROM `+f.table).Scan(&distinct); err != nil {
+		return fmt.Errorf("count %s: %w", f.table, err)
+	}
+	if f.exact {
+		f.values = []string{f.prefix}
+	} else {
+		where, args := f.param+" REGEXP ?", []any{f.pattern}
+		if f.prefix != "" {
+			where += " AND " + f.param + " >= ?"
+			args = append(args, f.prefix)
+			if end := prefixEnd(f.prefix); end != "" {
+				where += " AND " + f.param + " < ?"
+				args = append(args, end)
+			}
+		}
+		rows, err := r.QueryContext(ctx, `SELECT `+f.param+` FROM `+f.table+` WHERE `+where, args...)
+		if err != nil {
+			return fmt.Errorf("match %s: %w", f.table, err)
+		}
+		defer rows.Close()
+		f.values = f.values[:0]
+		for rows.Next() {
+			var v string
+			if err := rows.Scan(&v); err != nil {
+				return err
+			}
+			f.values = append(f.values, v)
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("match %s: %w", f.table, err)
+		}
+	}
+	f.estimate = float64(len(f.values)) * total / float64(max(distinct, 1))
+	return nil
+}
+
+// fetch runs one pass of the plan: the row ids in list order through the
+// chosen index (only index and filter columns are read), then those rows.
+func (q *query) fetch(ctx context.Context, r *sql.DB, index, extra string, extraArgs []any, limit int) ([]Row, error) {
+	var conds []string
+	var args []any
+	for _, f := range q.values {
+		cond := f.param + " IN (SELECT value FROM json_each(?))"
+		var arg any
+		if f.exact {
+			cond, arg = f.param+" = ?", f.prefix
+		} else {
+			b, err := json.Marshal(f.values)
+			if err != nil {
+				return nil, err
+			}
+			arg = string(b)
+		}
+		if f.matchNull {
+			cond = "(" + f.param + " IS NULL OR " + cond + ")"
+		}
+		conds = append(conds, cond)
+		args = append(args, arg)
+	}
+	switch q.status {
+	case "success":
+		conds = append(conds, "exit_code = 0")
+	case "failure":
+		conds = append(conds, "exit_code IS NOT NULL AND exit_code <> 0")
+	case "running":
+		conds = append(conds, "finished_at IS NULL")
+	}
+	if q.since != "" {
+		conds = append(conds, "started_at >= ?")
+		args = append(args, q.since)
+	}
+	if extra != "" {
+		conds = append(conds, extra)
+		args = append(args, extraArgs...)
+	}
+	// Output regexes last: the cheap terms drop rows first.
+	if q.stdout != "" {
+		conds = append(conds, "stdout REGEXP ?")
+		args = append(args, q.stdout)
+	}
+	if q.stderr != "" {
+		conds = append(conds, "stderr REGEXP ?")
+		args = append(args, q.stderr)
+	}
+	where := ""
+	if len(conds) > 0 {
+		where = " WHERE " + strings.Join(conds, " AND ")
+	}
+	args = append(args, limit)
+	query := `SELECT ` + rowColumns + ` FROM execution_results WHERE rowid IN (` +
+		`SELECT rowid FROM execution_results INDEXED BY ` + index + where +
+		` ORDER BY started_at DESC, result_id DESC LIMIT ?) ORDER BY started_at DESC, result_id DESC`
+	rows, err := r.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := make([]Row, 0, min(limit, 64))
+	for rows.Next() {
+		row, err := scanRow(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, row)
+	}
+	return out, rows.Err()
+}
+
+// Detail is one result by id (also the derived id of a legacy row), or 404.
+func Detail(ctx context.Context, db *store.DB, resultID string) (Row, error) {
+	if resultID == "" {
+		return Row{}, api.BadRequest("parameter result_id: required")
+	}
+	row, err := scanRow(db.R.QueryRowContext(ctx, `SELECT `+rowColumns+` FROM execution_results WHERE result_id = ?`, resultID))
+	switch {
+	case err == sql.ErrNoRows:
+		return Row{}, api.NotFound("result %s not found", resultID)
+	case err != nil:
+		return Row{}, queryError(ctx, "result detail", err)
+	}
+	return row, nil
+}

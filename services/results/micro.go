@@ -1,0 +1,135 @@
+package results
+
+import (
+	"context"
+	"time"
+
+	"github.com/kanade-go/kanade/services/api"
+)
+
+// testHookHeavy, when set by a test, runs while a heavy list query holds
+// its slot, so a test can keep one in flight deterministically.
+var testHookHeavy func(ctx context.Context)
+
+// definitions binds the plain Go functions of this package to the three
+// micro services: results, executions and agents.
+func definitions(o Options) []api.Service {
+	// Scanning list queries share a smaller bound than the worker pool, so
+	// that however many searches run, workers and read connections stay
+	// free for detail, tail and first-page lists.
+	heavy := make(chan struct{}, o.HeavyQueries)
+	list := func(ctx context.Context, r api.Request) (any, error) {
+		p, err := DecodeList(r.Data)
+		if err != nil {
+			return nil, err
+		}
+		if p.Heavy() {
+			select {
+			case heavy <- struct{}{}:
+				defer func() { <-heavy }()
+			case <-ctx.Done():
+				return nil, api.Unavailable("list results: too many searches in flight; narrow `since` or retry")
+			}
+			if testHookHeavy != nil {
+				testHookHeavy(ctx)
+			}
+		}
+		return List(ctx, o.DB, p)
+	}
+	byID := func(data []byte) (string, error) {
+		var p struct {
+			ResultID string `json:"result_id"`
+		}
+		err := decode(data, &p)
+		return p.ResultID, err
+	}
+	results := api.Service{
+		Name:        "results",
+		Description: "what ran where: results list with regex filters, detail, live output tail",
+		Workers:     o.Workers,
+		Timeout:     o.Timeout,
+		Logger:      o.Logger,
+		Endpoints: []api.Endpoint{
+			{Name: "list", Subject: "kanade.results.list", HTTP: "GET /api/results", IntParams: []string{"limit"}, Handler: list},
+			{Name: "detail", Subject: "kanade.results.detail", HTTP: "GET /api/results/{result_id}",
+				Handler: func(ctx context.Context, r api.Request) (any, error) {
+					id, err := byID(r.Data)
+					if err != nil {
+						return nil, err
+					}
+					return Detail(ctx, o.DB, id)
+				}},
+			{Name: "tail", Subject: "kanade.results.tail", HTTP: "GET /api/results/{result_id}/tail",
+				Handler: func(ctx context.Context, r api.Request) (any, error) {
+					id, err := byID(r.Data)
+					if err != nil {
+						return nil, err
+					}
+					t, err := Tail(ctx, o.DB, o.Conn, id, o.TailTimeout)
+					if t.why != "" {
+						o.Logger.Debug("tail: waiting", "result_id", id, "why", t.why)
+					}
+					return t, err
+				}},
+		},
+	}
+	executions := api.Service{
+		Name:        "executions",
+		Description: "deployments and their counters; kill a job's runs",
+		Workers:     o.Workers,
+		Timeout:     o.Timeout,
+		Logger:      o.Logger,
+		Endpoints: []api.Endpoint{
+			{Name: "list", Subject: "kanade.executions.list", HTTP: "GET /api/executions", IntParams: []string{"limit"},
+				Handler: func(ctx context.Context, r api.Request) (any, error) {
+					var p ExecutionParams
+					if err := decode(r.Data, &p); err != nil {
+						return nil, err
+					}
+					return ListExecutions(ctx, o.DB, p, time.Now())
+				}},
+			{Name: "detail", Subject: "kanade.executions.detail", HTTP: "GET /api/executions/{exec_id}",
+				Handler: func(ctx context.Context, r api.Request) (any, error) {
+					var p struct {
+						ExecID string `json:"exec_id"`
+					}
+					if err := decode(r.Data, &p); err != nil {
+						return nil, err
+					}
+					return ExecutionDetail(ctx, o.DB, p.ExecID, time.Now())
+				}},
+			// The rest of kanade.jobs.* belongs to the scheduler's jobs service.
+			{Name: "kill", Subject: "kanade.jobs.kill", HTTP: "POST /api/jobs/{job_id}/kill",
+				Handler: func(ctx context.Context, r api.Request) (any, error) {
+					var p struct {
+						JobID string `json:"job_id"`
+					}
+					if err := decode(r.Data, &p); err != nil {
+						return nil, err
+					}
+					sent, err := Kill(ctx, o.DB, o.Conn, p.JobID, o.Logger)
+					if len(sent) > 0 {
+						o.Logger.Info("kill published", "job_id", p.JobID, "exec_ids", sent)
+					}
+					return nil, err
+				}},
+		},
+	}
+	agents := api.Service{
+		Name:        "agents",
+		Description: "agents seen by heartbeat, alive within two minutes",
+		Workers:     o.Workers,
+		Timeout:     o.Timeout,
+		Logger:      o.Logger,
+		Endpoints: []api.Endpoint{
+			{Name: "list", Subject: "kanade.agents.list", HTTP: "GET /api/agents",
+				Handler: func(ctx context.Context, r api.Request) (any, error) {
+					if err := decode(r.Data, &struct{}{}); err != nil {
+						return nil, err
+					}
+					return ListAgents(ctx, o.DB, time.Now())
+				}},
+		},
+	}
+	return []api.Service{results, executions, agents}
+}
