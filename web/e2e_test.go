@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kanade-go/kanade/sim"
 )
 
 // TestDashboardInBrowser starts the real binary with simulated agents
@@ -64,7 +66,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	cmd := exec.CommandContext(ctx, node, filepath.Join("e2e", "dashboard.mjs"), url)
 	cmd.Env = append(os.Environ(), "SCREENSHOT_DIR="+shots, "CHROMIUM="+chromium)
 	if os.Getenv("E2E_GROUP") == "" {
-		cmd.Env = append(cmd.Env, "E2E_GROUP="+demoGroup)
+		cmd.Env = append(cmd.Env, "E2E_GROUP="+sim.DemoGroups[len(sim.DemoGroups)-1])
 	}
 	out, err := cmd.CombinedOutput()
 	t.Logf("dashboard.mjs:\n%s", out)
@@ -73,9 +75,6 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	t.Logf("screenshots in %s", shots)
 }
-
-// demoGroup is one of the groups `serve --demo` deals its agents into.
-const demoGroup = "lab"
 
 var readyLine = regexp.MustCompile(`^kanade ready http=(\S+) nats=(\S+)$`)
 
