@@ -3,6 +3,7 @@ package web_test
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"io"
 	"os"
 	"os/exec"
@@ -18,7 +19,7 @@ import (
 )
 
 // TestDashboardInBrowser starts the real binary with simulated agents
-// (`kanade serve --demo`) and drives the dashboard in headless Chromium with
+// (`kanade serve --demo`, with an API token) and drives the dashboard in headless Chromium with
 // web/e2e/dashboard.mjs: filter failures, follow a running result's live
 // output and kill it, run a job on a group, disable a schedule. Screenshots of
 // every page, light and dark, land in artifacts/screenshots/.
@@ -55,7 +56,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/kanade").CombinedOutput(); err != nil {
 		t.Fatalf("build kanade: %v\n%s", err, out)
 	}
-	url := startDemo(t, bin)
+	// With an API token, so the run also covers the dashboard's token prompt.
+	token := rand.Text()
+	url := startDemo(t, bin, token)
 
 	shots, err := filepath.Abs(filepath.Join("..", "artifacts", "screenshots"))
 	if err != nil {
@@ -64,7 +67,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, filepath.Join("e2e", "dashboard.mjs"), url)
-	cmd.Env = append(os.Environ(), "SCREENSHOT_DIR="+shots, "CHROMIUM="+chromium)
+	cmd.Env = append(os.Environ(), "SCREENSHOT_DIR="+shots, "CHROMIUM="+chromium, "E2E_TOKEN="+token)
 	if os.Getenv("E2E_GROUP") == "" {
 		cmd.Env = append(cmd.Env, "E2E_GROUP="+sim.DemoGroups[len(sim.DemoGroups)-1])
 	}
@@ -80,10 +83,11 @@ var readyLine = regexp.MustCompile(`^kanade ready http=(\S+) nats=(\S+)$`)
 
 // startDemo runs `kanade serve --demo` on free ports and returns its HTTP
 // address once it prints its ready line. It is stopped when the test ends.
-func startDemo(t *testing.T, bin string) string {
+func startDemo(t *testing.T, bin, token string) string {
 	t.Helper()
 	cmd := exec.Command(bin, "serve", "--demo",
 		"--data-dir", t.TempDir(), "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--node-name", "e2e")
+	cmd.Env = append(os.Environ(), "KANADE_API_TOKEN="+token)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -2,7 +2,8 @@
 // Usage: node web/e2e/dashboard.mjs http://127.0.0.1:PORT
 // Env: SCREENSHOT_DIR (default artifacts/screenshots), CHROMIUM (default
 // /usr/bin/chromium), E2E_GROUP (group to run a job on; default: the first
-// group a demo schedule targets).
+// group a demo schedule targets), E2E_TOKEN (the server's --api-token, when
+// it has one: the test then enters it in the dashboard's prompt).
 //
 // It drives the real UI only (clicks, typing); the API is read directly only
 // to pick a group name. Each step prints "ok - …"; the first failure prints
@@ -20,6 +21,7 @@ if (!base) {
 const shotDir = process.env.SCREENSHOT_DIR || 'artifacts/screenshots';
 mkdirSync(shotDir, { recursive: true });
 
+const token = process.env.E2E_TOKEN || '';
 const suffix = Date.now().toString(36);
 const SLOW_JOB = `e2e-slow-${suffix}`;
 const FAIL_JOB = `e2e-fail-${suffix}`;
@@ -81,7 +83,7 @@ async function poll(what, fn, timeoutMs = 30000) {
 }
 
 async function api(path) {
-  const res = await page.request.get(`${base}${path}`);
+  const res = await page.request.get(`${base}${path}`, { headers: token ? { Authorization: `Bearer ${token}` } : {} });
   if (!res.ok()) throw new Error(`${path}: HTTP ${res.status()}`);
   return res.json();
 }
@@ -107,9 +109,25 @@ async function runJob(jobId, fill) {
 let group = process.env.E2E_GROUP;
 let pcs = [];
 
-await step('dashboard loads with the version and the activity page', async () => {
+await step('dashboard loads, asks for the API token once, shows the version', async () => {
   await page.goto(base + '/');
   await page.locator(tid('activity-page')).waitFor();
+  if (token) {
+    // The server wants a token: the dashboard asks once, then remembers it.
+    const dialog = page.locator(tid('token-dialog'));
+    await dialog.locator(tid('token-input')).fill('not-the-token');
+    await dialog.locator(tid('dialog-submit')).click();
+    await poll('the wrong token refused', async () => /rejected/.test(await page.locator(`${tid('token-dialog')} p`).first().textContent()));
+    await page.locator(`${tid('token-dialog')} ${tid('token-input')}`).fill(token);
+    await page.locator(`${tid('token-dialog')} ${tid('dialog-submit')}`).click();
+    await page.locator(tid('results-table')).waitFor();
+    await poll('rows or an empty list', async () => (await page.locator(`${tid('results-body')} tr`).count()) > 0
+      && !/Loading/.test(await page.locator(tid('results-body')).textContent()));
+    await page.reload();
+    await page.locator(tid('activity-page')).waitFor();
+    await page.waitForTimeout(500);
+    if (await page.locator('dialog[open]').count()) throw new Error('asked for the token again after a reload');
+  }
   await poll('version', async () => /^v\S+/.test(await page.locator(tid('version')).textContent()));
   const agents = await poll('agents heartbeating', async () => {
     const a = await api('/api/agents');
