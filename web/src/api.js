@@ -13,6 +13,7 @@ export class ApiError extends Error {
 
 let promptForToken = async () => null;
 let pendingPrompt = null;
+let memoryToken = null; // when the browser blocks storage: kept for this page only
 
 // setTokenPrompt installs the function that asks the operator for a token;
 // it resolves to the token, or null when they cancel.
@@ -22,14 +23,28 @@ export function setTokenPrompt(fn) {
 
 export function storedToken() {
   try {
-    return localStorage.getItem(TOKEN_KEY);
+    return localStorage.getItem(TOKEN_KEY) ?? memoryToken;
   } catch {
-    return null;
+    return memoryToken;
+  }
+}
+
+function storeToken(token) {
+  memoryToken = token;
+  try {
+    localStorage.setItem(TOKEN_KEY, token);
+  } catch {
+    // Storage blocked: the in-memory copy lasts until the page is closed.
   }
 }
 
 export function forgetToken() {
-  localStorage.removeItem(TOKEN_KEY);
+  memoryToken = null;
+  try {
+    localStorage.removeItem(TOKEN_KEY);
+  } catch {
+    // nothing stored
+  }
 }
 
 // Concurrent 401s share one prompt.
@@ -40,7 +55,7 @@ async function askToken(rejected) {
     });
   }
   const token = await pendingPrompt;
-  if (token) localStorage.setItem(TOKEN_KEY, token);
+  if (token) storeToken(token);
   return token;
 }
 

@@ -29,7 +29,7 @@ export function modal({ title, testid, body, submitLabel = 'Save', danger = fals
       error.textContent = '';
       try {
         result = await onSubmit(form);
-        if (result === undefined) result = true;
+        if (result == null) result = true; // done, with nothing to hand back (204)
         dialog.close();
       } catch (err) {
         error.textContent = errorText(err);

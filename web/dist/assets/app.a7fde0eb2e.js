@@ -2,17 +2,17 @@
 // lifecycle (timers and requests stop when you leave), and wires the header.
 
 import { start } from './router.475a737da2.js';
-import { api, setTokenPrompt, storedToken, forgetToken } from './api.2c4cea05f5.js';
-import { tokenDialog } from './dialog.95ebc41afd.js';
+import { api, setTokenPrompt, storedToken, forgetToken } from './api.53afe10e09.js';
+import { tokenDialog } from './dialog.6dd1781711.js';
 import { initThemeToggle } from './theme.9bc285ecbb.js';
 import { Lifecycle } from './lifecycle.cf1e604c6c.js';
 import { h, replace } from './dom.3dd86e8f14.js';
-import * as activity from './page-activity.0a9965c047.js';
-import * as result from './page-result.b6d0d565c4.js';
-import * as executions from './page-executions.bd8190d499.js';
-import * as jobs from './page-jobs.bfcda03e75.js';
-import * as schedules from './page-schedules.618e968d98.js';
-import * as agents from './page-agents.2c4bbb7187.js';
+import * as activity from './page-activity.c16757ec83.js';
+import * as result from './page-result.702093cc04.js';
+import * as executions from './page-executions.fb53b232ef.js';
+import * as jobs from './page-jobs.5bcc099794.js';
+import * as schedules from './page-schedules.d02fdd6afe.js';
+import * as agents from './page-agents.76a1498b93.js';
 
 const routes = [
   { re: /^\/$/, page: activity, nav: 'activity' },

@@ -2,10 +2,10 @@
 // disable one, preview its next fires, add or edit one as YAML.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api } from './api.2c4cea05f5.js';
+import { api } from './api.53afe10e09.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
 import { timeEl, ago, errorText } from './format.6b2356ec90.js';
-import { confirmDialog, yamlDialog } from './dialog.95ebc41afd.js';
+import { confirmDialog, yamlDialog } from './dialog.6dd1781711.js';
 import { toYAML } from './yaml.124ddd447c.js';
 
 export const title = 'Schedules';
