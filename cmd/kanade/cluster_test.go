@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kanade-go/kanade/natsauth"
 	"github.com/kanade-go/kanade/wire"
 )
 
@@ -17,6 +19,18 @@ func TestServeWithNATSConfig(t *testing.T) {
 	p := startKanade(t, t.TempDir(), "--nats-config", "../../natsauth/example.conf")
 	if code, body := get(t, p.HTTP+"/health"); code != 200 || body != "ok" {
 		t.Fatalf("/health: %d %q", code, body)
+	}
+	// The gateway and the services talk over in-process connections.
+	if code, body := get(t, p.HTTP+"/api/results?limit=1"); code != 200 {
+		t.Fatalf("/api/results under --nats-config: %d %q", code, body)
+	}
+	op, err := nats.Connect(p.NATS, nats.UserInfo("operator", "operator-secret"), nats.CustomInboxPrefix(natsauth.OperatorInboxPrefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer op.Close()
+	if _, err := op.Request("kanade.results.list", []byte(`{"limit":1}`), 10*time.Second); err != nil {
+		t.Fatalf("operator API call: %v", err)
 	}
 	if nc, err := nats.Connect(p.NATS); err == nil {
 		nc.Close()
@@ -32,5 +46,8 @@ func TestServeWithNATSConfig(t *testing.T) {
 	// the agent's result.
 	if _, err := js.Publish(context.Background(), wire.Results("req-1"), []byte(`{"request_id":"req-1","pc_id":"PC1"}`)); err != nil {
 		t.Fatalf("agent result publish: %v", err)
+	}
+	if _, err := agent.Request("kanade.results.list", nil, time.Second); err == nil {
+		t.Fatal("agent called kanade.results.list")
 	}
 }
