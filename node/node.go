@@ -292,6 +292,9 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 			}
 			return s, nil
 		}, nc, o.ResultsJoinLag, o.ResultsLeaveLag, ro.Logger)
+		if proj != nil {
+			gate.positions = projectionPositions(js, proj)
+		}
 		gctx, stopGate := context.WithCancel(context.Background())
 		gateDone := make(chan struct{})
 		go func() { defer close(gateDone); gate.run(gctx) }()
