@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -331,8 +332,9 @@ func postJSON(t *testing.T, url, body string) {
 }
 
 // scheduledFires reads every execution record of a schedule from the
-// EXECUTIONS stream and counts them per tick.
-func scheduledFires(js jetstream.JetStream, scheduleID string) (map[time.Time]int, error) {
+// EXECUTIONS stream and counts them per tick; execIDs, if not nil, gets
+// each record's exec_id.
+func scheduledFires(js jetstream.JetStream, scheduleID string, execIDs map[string]bool) (map[time.Time]int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s, err := js.Stream(ctx, streams.StreamExecutions)
@@ -360,6 +362,9 @@ func scheduledFires(js jetstream.JetStream, scheduleID string) (map[time.Time]in
 		}
 		if rec.InitiatedBy == "schedule:"+scheduleID {
 			fires[rec.InitiatedAt.UTC()]++
+			if execIDs != nil {
+				execIDs[rec.ExecID] = true
+			}
 		}
 	}
 	return fires, nil
@@ -393,6 +398,22 @@ func TestClusterSurvivesANodeKill(t *testing.T) {
 		t.Fatalf("RESULTS: replicas %d, cluster %+v; want 3 replicas", info.Config.Replicas, info.Cluster)
 	}
 
+	// The Commands the agent of the schedule's target hears, by exec_id.
+	var cmdMu sync.Mutex
+	commanded := map[string]bool{}
+	cmdSub, err := nc.Subscribe(wire.CommandsPC("PC001"), func(m *nats.Msg) {
+		var c wire.Command
+		if json.Unmarshal(m.Data, &c) == nil && c.ExecID != nil && c.ID == "tick" {
+			cmdMu.Lock()
+			commanded[*c.ExecID] = true
+			cmdMu.Unlock()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cmdSub.Unsubscribe()
+
 	// A schedule firing every second, which all three nodes' schedulers
 	// run and claim tick by tick.
 	postJSON(t, survivors[0]+"/api/jobs", `{"id":"tick","version":"1.0.0","execute":{"shell":"sh","script":"true","timeout":"30s"}}`)
@@ -409,7 +430,7 @@ func TestClusterSurvivesANodeKill(t *testing.T) {
 	killDone := time.Now()
 	killedAt := fleet.count()
 	waitUntil(t, "results and ticks after the kill", 60*time.Second, func() (bool, string) {
-		fires, err := scheduledFires(js, "every-second")
+		fires, err := scheduledFires(js, "every-second", nil)
 		if err != nil {
 			return false, err.Error()
 		}
@@ -462,11 +483,27 @@ func TestClusterSurvivesANodeKill(t *testing.T) {
 	t.Logf("%d API requests succeeded through the surviving gateways", ok)
 
 	// Each tick fired once across the three nodes.
+	// Every Command the agent heard belongs to a recorded fire (the record
+	// and the Commands go to different streams: wait for the record).
+	cmdMu.Lock()
+	heard := maps.Clone(commanded)
+	cmdMu.Unlock()
 	var fires map[time.Time]int
-	waitUntil(t, "read the execution records", 30*time.Second, func() (bool, string) {
-		fires, err = scheduledFires(js, "every-second")
-		return err == nil, fmt.Sprint(err)
+	waitUntil(t, "an execution record for every Command heard", 30*time.Second, func() (bool, string) {
+		recorded := map[string]bool{}
+		fires, err = scheduledFires(js, "every-second", recorded)
+		if err != nil {
+			return false, err.Error()
+		}
+		var orphans []string
+		for id := range heard {
+			if !recorded[id] {
+				orphans = append(orphans, id)
+			}
+		}
+		return len(orphans) == 0, fmt.Sprintf("Commands without a record: %v", orphans)
 	})
+	t.Logf("%d distinct execs commanded to PC001", len(heard))
 	after := 0
 	for tick, n := range fires {
 		if n != 1 {
