@@ -2,6 +2,11 @@ package main
 
 import (
 	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,4 +55,32 @@ func TestServeWithNATSConfig(t *testing.T) {
 	if _, err := agent.Request("kanade.results.list", nil, time.Second); err == nil {
 		t.Fatal("agent called kanade.results.list")
 	}
+}
+
+// TestNATSUsersConfigServes: the users `kanade nats-users` prints are a
+// configuration `serve --nats-config` runs with.
+func TestNATSUsersConfigServes(t *testing.T) {
+	dir := t.TempDir()
+	pcs := filepath.Join(dir, "pcs.txt")
+	if err := os.WriteFile(pcs, []byte("# fleet\nPC7\n\nPC8\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(binary(t), "nats-users", "--agents", "PC9", "--agents-file", pcs).Output()
+	if err != nil {
+		t.Fatalf("nats-users: %v", err)
+	}
+	conf := filepath.Join(dir, "auth.conf")
+	if err := os.WriteFile(conf, out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`\{user: "PC8", password: "([0-9a-f]+)"`).FindSubmatch(out)
+	if m == nil || !strings.Contains(string(out), `"PC7"`) || !strings.Contains(string(out), `"PC9"`) {
+		t.Fatalf("no users PC7, PC8, PC9 in:\n%s", out)
+	}
+	p := startKanade(t, t.TempDir(), "--nats-config", conf)
+	nc, err := nats.Connect(p.NATS, nats.UserInfo("PC8", string(m[1])))
+	if err != nil {
+		t.Fatalf("PC8 with its generated password: %v", err)
+	}
+	nc.Close()
 }
