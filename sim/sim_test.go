@@ -186,7 +186,7 @@ func TestDeduplicatesAcrossSubjects(t *testing.T) {
 	n := nodetest.Start(t)
 	f := startFleet(t, n, sim.Options{Agents: 4, Groups: []string{"g1"}})
 	js := n.JetStream(t)
-	cmd := command("# sim: duration=0s", false) // ad hoc: no exec_id
+	cmd := command("# sim: outcome=success duration=0s", false) // ad hoc: no exec_id
 	publish(t, js, cmd, wire.SubjectCommandsAll, wire.CommandsGroup("g1"), wire.CommandsPC("sim-pc-0001"))
 	// 4 agents see all + group, one also its pc subject: 9 deliveries, 4 runs.
 	waitFor(t, "every delivery", func() bool { s := f.Stats(); return s.Commands+s.Duplicates == 9 })
@@ -281,7 +281,7 @@ func TestDeadlinePassedAndTimeout(t *testing.T) {
 	f := startFleet(t, n, sim.Options{Agents: 1})
 	js := n.JetStream(t)
 
-	late := command("# sim: duration=0s", true)
+	late := command("# sim: outcome=success duration=0s", true)
 	past := time.Now().Add(-time.Minute).UTC()
 	late.DeadlineAt = &past
 	hung := command("# sim: outcome=timeout", true)
@@ -410,7 +410,7 @@ func TestHeartbeatPingAndGroups(t *testing.T) {
 func TestReplayRunsTheLastKeptCommand(t *testing.T) {
 	n := nodetest.Start(t)
 	js := n.JetStream(t)
-	cmd := command("# sim: duration=0s", true)
+	cmd := command("# sim: outcome=success duration=0s", true)
 	publish(t, js, cmd, wire.CommandsPC("sim-pc-0002"))
 
 	f := startFleet(t, n, sim.Options{Agents: 3, Replay: true})
