@@ -1,0 +1,37 @@
+import { chromium } from 'playwright-core';
+const b = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: ['--no-sandbox'] });
+const p = await b.newPage({ viewport: { width: 1280, height: 800 } });
+p.on('pageerror', (e) => console.log('pageerror', e.message));
+const base = 'http://127.0.0.1:8788';
+await p.goto(base + '/#/jobs');
+await p.locator('[data-testid="job-row"][data-job-id="patch-scan"] [data-testid="edit-job"]').click();
+const y = await p.locator('[data-testid="yaml-input"]').inputValue();
+console.log(y);
+await p.screenshot({ path: '/tmp/shots/edit-job.png' });
+await p.locator('[data-testid="dialog-submit"]').click();
+await p.locator('[data-testid="yaml-dialog"]').waitFor({ state: 'detached', timeout: 5000 }).catch(async () => console.log('job save error:', await p.locator('[data-testid="dialog-error"]').textContent()));
+await p.goto(base + '/#/schedules');
+await p.locator('[data-testid="edit-schedule"]').first().click();
+console.log(await p.locator('[data-testid="yaml-input"]').inputValue());
+await p.locator('[data-testid="yaml-input"]').fill('id: every-5\ncron: "*/5 * * * * *"\njob_id: inventory\ntarget: {groups: [office]}\ntz: Europe/Paris\n');
+await p.locator('[data-testid="dialog-submit"]').click();
+await p.locator('[data-testid="yaml-dialog"]').waitFor({ state: 'detached', timeout: 5000 }).catch(async () => console.log('sched save error:', await p.locator('[data-testid="dialog-error"]').textContent()));
+await p.locator('[data-testid="schedule-row"][data-schedule-id="every-5"]').waitFor({ timeout: 5000 });
+await p.locator('[data-testid="schedule-row"][data-schedule-id="every-5"] [data-testid="preview-schedule"]').click();
+await p.waitForTimeout(500);
+// bad schedule -> error
+await p.locator('[data-testid="add-schedule"]').click();
+await p.locator('[data-testid="yaml-input"]').fill('id: bad\ncron: "nope"\njob_id: inventory\ntarget: {all: true}\n');
+await p.locator('[data-testid="dialog-submit"]').click();
+await p.waitForTimeout(500);
+console.log('bad schedule error:', await p.locator('[data-testid="dialog-error"]').textContent());
+await p.keyboard.press('Escape');
+await p.waitForTimeout(300);
+await p.screenshot({ path: '/tmp/shots/sched-preview.png' });
+// delete job referenced by schedule -> 409 message
+await p.goto(base + '/#/jobs');
+await p.locator('[data-testid="job-row"][data-job-id="inventory"] [data-testid="delete-job"]').click();
+await p.locator('[data-testid="confirm-dialog"] [data-testid="dialog-submit"]').click();
+await p.waitForTimeout(500);
+console.log('delete error:', await p.locator('[data-testid="jobs-error"]').textContent());
+await b.close();
