@@ -82,10 +82,22 @@ async function poll(what, fn, timeoutMs = 30000) {
   throw new Error(`timed out waiting for ${what} (last: ${JSON.stringify(last)})`);
 }
 
-async function api(path) {
-  const res = await page.request.get(`${base}${path}`, { headers: token ? { Authorization: `Bearer ${token}` } : {} });
-  if (!res.ok()) throw new Error(`${path}: HTTP ${res.status()}`);
-  return res.json();
+async function api(path, { method = 'GET', data } = {}) {
+  const res = await page.request.fetch(`${base}${path}`, { method, data, headers: token ? { Authorization: `Bearer ${token}` } : {} });
+  if (!res.ok()) throw new Error(`${method} ${path}: HTTP ${res.status()} ${await res.text()}`);
+  return res.status() === 204 ? null : res.json();
+}
+
+// firstRunningRow waits for a running row of the filtered Activity list;
+// it presses Refresh while none shows (the run may start after the load).
+async function firstRunningRow() {
+  const row = page.locator(`${tid('result-row')}[data-status="running"]`).first();
+  await poll('a running row', async () => {
+    if (await row.count()) return true;
+    await page.locator(tid('refresh')).click();
+    return false;
+  }, 30000);
+  return row;
 }
 
 async function addJob(yaml) {
@@ -230,8 +242,7 @@ await step('open a running result and see its live output change', async () => {
     await d.locator(tid('target-pcs-input')).fill(pcs[0]);
   });
   await go(`/?status=running&job_id=${encodeURIComponent('^' + SLOW_JOB + '$')}`);
-  const row = page.locator(`${tid('result-row')}[data-status="running"]`).first();
-  await poll('a running row', async () => (await row.count()) > 0, 30000);
+  const row = await firstRunningRow();
   await row.locator('a.row-link').click();
   await page.locator(tid('result-page')).waitFor();
   const out = page.locator(tid('stdout'));
@@ -252,6 +263,17 @@ await step('kill it', async () => {
   await poll('kill sent', async () => (await page.locator(tid('kill-state')).textContent()) === 'kill sent');
   await poll('the run to end killed', async () => (await page.locator(`${tid('result-status')} ${tid('exit-badge')}`).textContent()) === 'exit -1', 60000);
   if (await page.locator(tid('kill-button')).isVisible()) throw new Error('kill button still shown on a finished run');
+});
+
+await step('Activity refreshes itself while a run is in flight', async () => {
+  await go(`/?job_id=${encodeURIComponent('^' + SLOW_JOB + '$')}&pc_id=${encodeURIComponent('^' + pcs[1] + '$')}`);
+  await page.locator(tid('results-table')).waitFor();
+  await api(`/api/exec/${SLOW_JOB}`, { method: 'POST', data: { target: { pcs: [pcs[1]] } } });
+  const row = await firstRunningRow();
+  const id = await row.getAttribute('data-result-id');
+  await api(`/api/jobs/${SLOW_JOB}/kill`, { method: 'POST' });
+  // No click, no reload from here: the page must notice the end by itself.
+  await poll('the row to end', async () => (await page.locator(`${tid('result-row')}[data-result-id="${id}"]`).getAttribute('data-status')) === 'failure', 30000);
 });
 
 await step('disable a schedule', async () => {
