@@ -35,9 +35,12 @@ const context = await browser.newContext({ viewport: { width: 1280, height: 800 
 const page = await context.newPage();
 page.setDefaultTimeout(15000);
 
-// Anything the page throws, and any CSP refusal, fails the run.
+// Anything the page throws, any CSP refusal and any missing asset fails the run.
 const problems = [];
 page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+page.on('response', (r) => {
+  if (r.url().includes('/assets/') && r.status() >= 400) problems.push(`asset ${r.url()}: HTTP ${r.status()}`);
+});
 page.on('console', (m) => {
   if (m.type() === 'error' && /Content Security Policy|Refused to/i.test(m.text())) problems.push(`CSP: ${m.text()}`);
 });
