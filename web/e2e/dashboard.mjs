@@ -112,6 +112,32 @@ async function addJob(yaml) {
   await dialog.waitFor({ state: 'detached' });
 }
 
+// saveUnchanged opens an editor, saves what it shows, and checks the stored
+// document kept every field: the YAML the dashboard writes reads back the
+// same (the server may add its defaults, such as a schedule's tz).
+async function saveUnchanged(apiPath, editButton) {
+  const before = await api(apiPath);
+  await editButton.click();
+  const dialog = page.locator(tid('yaml-dialog'));
+  await dialog.locator(tid('dialog-submit')).click();
+  await poll('the editor to close', async () => {
+    if ((await dialog.count()) === 0) return true;
+    const err = await dialog.locator(tid('dialog-error')).textContent({ timeout: 1000 }).catch(() => '');
+    if (err.trim()) throw new Error(`save refused: ${err}`);
+    return false;
+  }, 10000);
+  const after = await api(apiPath);
+  const kept = Object.fromEntries(Object.keys(before).map((k) => [k, after[k]]));
+  const [a, b] = [JSON.stringify(sortKeys(before)), JSON.stringify(sortKeys(kept))];
+  if (a !== b) throw new Error(`the round trip changed ${apiPath}: ${a} -> ${JSON.stringify(after)}`);
+}
+
+function sortKeys(v) {
+  if (Array.isArray(v)) return v.map(sortKeys);
+  if (v && typeof v === 'object') return Object.fromEntries(Object.keys(v).sort().map((k) => [k, sortKeys(v[k])]));
+  return v;
+}
+
 async function runJob(jobId, fill) {
   await go('/jobs');
   await page.locator(`${tid('job-row')}[data-job-id="${jobId}"] ${tid('run-job')}`).click();
@@ -156,7 +182,7 @@ await step('dashboard loads, asks for the API token once, shows the version', as
   if (!group) throw new Error('no group to run on: set E2E_GROUP');
 });
 
-await step('add two jobs as YAML', async () => {
+await step('add two jobs as YAML, edit one', async () => {
   await addJob(`id: ${FAIL_JOB}
 version: 1.0.0
 description: fails quickly with exit 3 (browser test)
@@ -179,6 +205,7 @@ execute:
 `);
   await go('/jobs');
   for (const id of [FAIL_JOB, SLOW_JOB]) await page.locator(`${tid('job-row')}[data-job-id="${id}"]`).waitFor();
+  await saveUnchanged(`/api/jobs/${SLOW_JOB}`, page.locator(`${tid('job-row')}[data-job-id="${SLOW_JOB}"] ${tid('edit-job')}`));
 });
 
 await step(`run a job on group ${group} and see the execution complete`, async () => {
@@ -284,6 +311,7 @@ await step('disable a schedule', async () => {
   const row = page.locator(`${tid('schedule-row')}[data-enabled="true"]`).first();
   await row.waitFor();
   const id = await row.getAttribute('data-schedule-id');
+  await saveUnchanged(`/api/schedules/${id}`, row.locator(tid('edit-schedule')));
   await row.locator(tid('toggle-schedule')).click();
   const same = page.locator(`${tid('schedule-row')}[data-schedule-id="${id}"]`);
   await poll('schedule disabled', async () => (await same.getAttribute('data-enabled')) === 'false');
