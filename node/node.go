@@ -181,6 +181,9 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		if o.Cluster.Listen != "" {
 			log.Info("waiting for the cluster's JetStream meta leader", "cluster", srv.ClusterURL())
 			if err := srv.WaitJetStream(ctx); err != nil {
+				if ctx.Err() != nil {
+					return nil // stopped while waiting for the other nodes
+				}
 				return err
 			}
 		}
@@ -224,6 +227,9 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 			names = append(names, c.Name)
 		}
 		if err := srv.WaitStreamsCurrent(ctx, o.NATSAccount, names...); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
 			return err
 		}
 	}

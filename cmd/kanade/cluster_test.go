@@ -84,3 +84,17 @@ func TestNATSUsersConfigServes(t *testing.T) {
 	}
 	nc.Close()
 }
+
+// TestClusterNodeAloneWaitsAndStops: a clustered node whose peers are not
+// up waits for them, and SIGTERM meanwhile stops it cleanly.
+func TestClusterNodeAloneWaitsAndStops(t *testing.T) {
+	addrs := freePorts(t, 2)
+	p := launchKanade(t, t.TempDir(), "--node-name", "alone", "--cluster-listen", addrs[0],
+		"--cluster-routes", "nats://"+addrs[0]+",nats://"+addrs[1], "--replicas", "3")
+	waitUntil(t, "waiting for the meta leader", 30*time.Second, func() (bool, string) {
+		return strings.Contains(p.Stderr(), "waiting for the cluster's JetStream meta leader"), ""
+	})
+	if err, _ := p.stop(t); err != nil {
+		t.Fatalf("SIGTERM while waiting for peers: %v\n%s", err, p.Stderr())
+	}
+}
