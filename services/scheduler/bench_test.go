@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"syscall"
@@ -13,7 +14,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/kanade-go/kanade/embedded"
 	"github.com/kanade-go/kanade/nodetest"
+	"github.com/kanade-go/kanade/streams"
 	"github.com/kanade-go/kanade/wire"
 )
 
@@ -105,16 +108,41 @@ func BenchmarkSchedulerIdle10k(b *testing.B) {
 // second; the latency is from the tick to a subscriber on commands.all
 // receiving the Command (the Command's deadline_at is tick + 1h, which
 // tells the tick).
+//
+// nodetest's server fsyncs on an interval; `kanade serve` fsyncs every
+// write by default (--nats-sync always), which the sync=always runs use.
 func BenchmarkSchedulerLatency(b *testing.B) {
-	for _, k := range []int{10, 100, 500} {
-		b.Run(fmt.Sprintf("every-second=%d", k), func(b *testing.B) {
-			benchLatency(b, k, 10*time.Second)
-		})
+	for _, sync := range []embedded.Sync{embedded.SyncInterval, embedded.SyncAlways} {
+		for _, k := range []int{10, 100, 500} {
+			b.Run(fmt.Sprintf("sync=%s/every-second=%d", sync, k), func(b *testing.B) {
+				benchLatency(b, sync, k, 10*time.Second)
+			})
+		}
 	}
 }
 
-func benchLatency(b *testing.B, k int, run time.Duration) {
-	n := nodetest.Start(b)
+// benchNode is nodetest.Start with a choice of fsync mode.
+func benchNode(b *testing.B, sync embedded.Sync) *nodetest.Node {
+	if sync == embedded.SyncInterval {
+		return nodetest.Start(b)
+	}
+	dir := b.TempDir()
+	log := nodetest.Logger(b)
+	srv, err := embedded.Start(embedded.Options{StoreDir: filepath.Join(dir, "nats"), Listen: "127.0.0.1:0", Sync: sync, Logger: log})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(srv.Shutdown)
+	n := &nodetest.Node{Server: srv, URL: srv.ClientURL(), Dir: dir, Logger: log}
+	if err := streams.Ensure(context.Background(), n.JetStream(b), 1, log); err != nil {
+		b.Fatal(err)
+	}
+	n.DB = nodetest.OpenStore(b, filepath.Join(dir, "kanade.db"))
+	return n
+}
+
+func benchLatency(b *testing.B, sync embedded.Sync, k int, run time.Duration) {
+	n := benchNode(b, sync)
 	cat := catalogOf(b, n)
 	loadSchedules(b, cat, benchLoaded)
 	ctx := context.Background()
@@ -168,7 +196,28 @@ func benchLatency(b *testing.B, k int, run time.Duration) {
 	b.ReportMetric(float64(p(0.99).Microseconds())/1000, "p99-ms")
 	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
 	b.ReportMetric(float64(len(lat))/run.Seconds(), "fires/s")
-	fmt.Printf("%d every-second schedules (+%d loaded): %d fires in %v, tick-to-command p50 %v p99 %v max %v, process CPU %v\n",
-		k, benchLoaded, len(lat), run, p(0.5).Round(10*time.Microsecond), p(0.99).Round(10*time.Microsecond),
+	fmt.Printf("sync=%s: %d every-second schedules (+%d loaded): %d fires in %v, tick-to-command p50 %v p99 %v max %v, process CPU %v\n",
+		sync, k, benchLoaded, len(lat), run, p(0.5).Round(10*time.Microsecond), p(0.99).Round(10*time.Microsecond),
 		lat[len(lat)-1].Round(10*time.Microsecond), cpu.Round(time.Millisecond))
+}
+
+// The upcoming list with 10,000 schedules loaded: a bucket status request
+// and a sort of the engine's table.
+func BenchmarkSchedulerUpcoming10k(b *testing.B) {
+	n := nodetest.Start(b)
+	loadSchedules(b, catalogOf(b, n), benchLoaded)
+	ctx := context.Background()
+	s, err := Start(ctx, Options{Conn: n.Conn(b), DB: n.DB, NodeName: "bench", Logger: n.Logger})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Stop()
+	<-s.Engine.Synced()
+	b.ResetTimer()
+	for b.Loop() {
+		up, err := s.Engine.Upcoming(ctx, 50)
+		if err != nil || len(up) != 50 {
+			b.Fatal(len(up), err)
+		}
+	}
 }

@@ -1,21 +1,30 @@
 package scheduler
 
 import (
+	"context"
 	"sort"
 	"testing"
 	"time"
 
 	"github.com/kanade-go/kanade/nodetest"
+	"github.com/kanade-go/kanade/services/projector"
+	"github.com/kanade-go/kanade/streams"
 	"github.com/kanade-go/kanade/wire"
 )
 
 // Two scheduler instances on one NATS, a schedule firing every second: each
-// tick produces exactly one Command and one execution record.
+// tick produces exactly one Command, one execution record and, through the
+// projector, one executions row.
 func TestTwoInstancesFireEachTickOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs for about 12 s of real time")
 	}
 	n := nodetest.Start(t)
+	p, err := projector.Start(context.Background(), projector.Options{Conn: n.Conn(t), DB: n.DB, NodeName: "p", Logger: n.Logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Stop() })
 	a := startScheduler(t, n, "node1", nil)
 	b := startScheduler(t, n, "node2", nil)
 	waitSynced(t, a)
@@ -39,19 +48,31 @@ func TestTwoInstancesFireEachTickOnce(t *testing.T) {
 		perExec[*c.ExecID]++
 	}
 	mustCall(t, nc, "kanade.schedules.disable", "", `{"id":"every-second"}`)
-	time.Sleep(1500 * time.Millisecond) // a tick in flight lands
-	for {
-		select {
-		case m := <-agent.ch:
-			c := checkCommandShape(t, m.Data)
-			if perExec[*c.ExecID] == 0 {
-				order = append(order, *c.ExecID)
+	// A tick in flight when the schedule was disabled may still land: wait
+	// until the Commands seen and the records stored agree and stay so.
+	var recs []streams.ExecutionRecord
+	for deadline, stable := time.Now().Add(15*time.Second), 0; stable < 3; time.Sleep(500 * time.Millisecond) {
+		for drained := false; !drained; {
+			select {
+			case m := <-agent.ch:
+				c := checkCommandShape(t, m.Data)
+				if perExec[*c.ExecID] == 0 {
+					order = append(order, *c.ExecID)
+				}
+				perExec[*c.ExecID]++
+			default:
+				drained = true
 			}
-			perExec[*c.ExecID]++
-			continue
-		default:
 		}
-		break
+		recs = executionRecords(t, n.JetStream(t))
+		if len(recs) == len(perExec) {
+			stable++
+		} else {
+			stable = 0
+		}
+		if time.Now().After(deadline) {
+			break
+		}
 	}
 	for id, k := range perExec {
 		if k != 1 {
@@ -59,7 +80,6 @@ func TestTwoInstancesFireEachTickOnce(t *testing.T) {
 		}
 	}
 
-	recs := executionRecords(t, n.JetStream(t))
 	byExec := map[string]int{}
 	var fired []time.Time
 	for _, r := range recs {
@@ -87,5 +107,44 @@ func TestTwoInstancesFireEachTickOnce(t *testing.T) {
 			t.Errorf("ticks %v and %v are %v apart", fired[i-1], fired[i], d)
 		}
 	}
-	t.Logf("%d ticks, each one Command and one record", len(recs))
+
+	// The projector's rows: one per tick, exactly the records' exec_ids.
+	var rows map[string]int
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		rows = executionRows(t, n)
+		if len(rows) >= len(recs) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if len(rows) != len(recs) {
+		t.Errorf("%d executions rows, want %d", len(rows), len(recs))
+	}
+	for id := range byExec {
+		if rows[id] != 1 {
+			t.Errorf("exec %s: %d executions rows", id, rows[id])
+		}
+	}
+	t.Logf("%d ticks, each one Command, one record and one executions row", len(recs))
+}
+
+// executionRows counts the executions rows per exec_id of schedule ticks.
+func executionRows(t *testing.T, n *nodetest.Node) map[string]int {
+	t.Helper()
+	rows, err := n.DB.R.Query(`SELECT exec_id, initiated_by, status FROM executions`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var id, by, status string
+		if err := rows.Scan(&id, &by, &status); err != nil {
+			t.Fatal(err)
+		}
+		if by != "schedule:every-second" || status != "pending" {
+			t.Errorf("row %s: initiated_by %q status %q", id, by, status)
+		}
+		out[id]++
+	}
+	return out
 }

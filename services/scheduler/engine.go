@@ -7,10 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kanade-go/kanade/services/api"
 )
 
 // Clock is the engine's time source; tests inject one they move by hand.
@@ -80,6 +84,9 @@ type Engine struct {
 	queue   slotHeap
 	claimed map[string]claimEntry // claims as read at start
 
+	reqs    chan func() // run by the loop, which owns the table
+	applied uint64      // the schedules bucket's last revision taken in
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // the loop and every drain
@@ -144,6 +151,7 @@ func StartEngine(ctx context.Context, o EngineOptions) (*Engine, error) {
 	e := &Engine{
 		o: o, log: o.Logger, sem: make(chan struct{}, o.Workers),
 		slots: map[string]*slot{}, claimed: map[string]claimEntry{}, synced: make(chan struct{}),
+		reqs: make(chan func()),
 	}
 	entries, err := listEntries(ctx, o.Claims)
 	if err != nil {
@@ -221,12 +229,79 @@ func (e *Engine) run(w jetstream.KeyWatcher) {
 				break
 			}
 			e.apply(en, now, initial)
+			e.applied = max(e.applied, en.Revision())
 		case <-tc:
 			e.fireDue(e.o.Clock.Now())
+		case fn := <-e.reqs:
+			fn()
 		}
 		if timer != nil {
 			timer.Stop()
 			timer = nil
+		}
+	}
+}
+
+// Upcoming lists the next tick of every enabled schedule, soonest first,
+// at most limit (default 50), from the engine's own table. It first waits
+// (briefly) until the engine has taken in the bucket as it is now, so a
+// schedule just written is in the answer.
+func (e *Engine) Upcoming(ctx context.Context, limit int) ([]Upcoming, error) {
+	if limit < 0 {
+		return nil, api.BadRequest("limit must not be negative")
+	}
+	if limit == 0 {
+		limit = 50
+	}
+	st, err := e.o.Schedules.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("schedules status: %w", err)
+	}
+	var want uint64
+	if kst, ok := st.(*jetstream.KeyValueBucketStatus); ok {
+		want = kst.StreamInfo().State.LastSeq
+	}
+	// The engine normally catches up within milliseconds; if it does not
+	// (a watcher reconnecting), its table is still the best answer.
+	give := time.Now().Add(2 * time.Second)
+	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
+		var out []Upcoming
+		var applied uint64
+		late := time.Now().After(give)
+		done := make(chan struct{})
+		fn := func() {
+			defer close(done)
+			applied = e.applied
+			if applied < want && !late {
+				return
+			}
+			slots := slices.Clone(e.queue)
+			slices.SortFunc(slots, func(a, b *slot) int {
+				if c := a.next.Compare(b.next); c != 0 {
+					return c
+				}
+				return strings.Compare(a.id, b.id)
+			})
+			out = make([]Upcoming, 0, min(limit, len(slots)))
+			for _, s := range slots[:min(limit, len(slots))] {
+				out = append(out, Upcoming{ID: s.id, JobID: s.c.JobID, Cron: s.c.Cron, NextRun: s.next.UTC().Format(time.RFC3339)})
+			}
+		}
+		select {
+		case e.reqs <- fn:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-e.ctx.Done():
+			return nil, api.Unavailable("scheduler is stopping")
+		}
+		<-done
+		if applied >= want || late {
+			return out, nil
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
 	}
 }

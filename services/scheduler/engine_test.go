@@ -61,7 +61,10 @@ func waitSynced(t *testing.T, s *Scheduler) {
 // the bucket takes effect at once; the job is read at fire time.
 func TestEngineFollowsKV(t *testing.T) {
 	n := nodetest.Start(t)
-	t0 := time.Now().Truncate(time.Minute)
+	// The fake clock stays behind the real one: a schedule written at real
+	// time R with a tick between R and the fake now would be a missed
+	// tick to catch up, which is not what this test is about.
+	t0 := time.Now().Truncate(time.Minute).Add(-10 * time.Minute)
 	clock := newFakeClock(t0)
 	s := startScheduler(t, n, "a", clock)
 	waitSynced(t, s)
@@ -200,5 +203,34 @@ func TestEngineCatchUpBeyondDeadline(t *testing.T) {
 			c, _ := cmds.next(t)
 			wantTick(t, c, "catch", T.Add(40*time.Minute))
 		})
+	}
+}
+
+// The claims bucket holds one key per schedule, acked without waiting for
+// an fsync on a single server; a second scheduler reuses it.
+func TestClaimsBucket(t *testing.T) {
+	n := nodetest.Start(t)
+	startScheduler(t, n, "a", nil)
+	startScheduler(t, n, "b", nil)
+	js := n.JetStream(t)
+	ctx := context.Background()
+	st, err := js.Stream(ctx, "KV_"+BucketClaims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	if cfg.PersistMode != jetstream.AsyncPersistMode || cfg.MaxMsgsPerSubject != 1 || cfg.Storage != jetstream.FileStorage {
+		t.Errorf("claims stream config: persist %v, per subject %d, storage %v", cfg.PersistMode, cfg.MaxMsgsPerSubject, cfg.Storage)
+	}
+	kv, err := js.KeyValue(ctx, BucketClaims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev, err := kv.Create(ctx, "s1", []byte(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Update(ctx, "s1", []byte(`{}`), rev+7); !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		t.Errorf("a stale compare-and-set succeeded: %v", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -158,7 +159,7 @@ func (c *Catalog) DeleteJob(ctx context.Context, id string) error {
 		}
 	}
 	if len(users) > 0 {
-		return api.Conflict("job %q is used by schedule(s) %v: delete them first", id, users)
+		return api.Conflict("job %q is used by schedules %s: delete or repoint them first", id, strings.Join(users, ", "))
 	}
 	if err := c.Jobs.Delete(ctx, id); err != nil {
 		return fmt.Errorf("delete job %s: %w", id, err)

@@ -40,7 +40,7 @@ type scheduleParams struct {
 }
 
 // services binds the jobs and schedules capabilities to micro services.
-func services(cat *Catalog, firer *Firer, clock Clock, log *slog.Logger) []api.Service {
+func services(cat *Catalog, eng *Engine, firer *Firer, clock Clock, log *slog.Logger) []api.Service {
 	jobs := api.Service{
 		Name:        "jobs",
 		Description: "the jobs catalog (KV jobs) and running a job now",
@@ -106,7 +106,7 @@ func services(cat *Catalog, firer *Firer, clock Clock, log *slog.Logger) []api.S
 					if err := params(r, &p); err != nil {
 						return nil, err
 					}
-					return cat.Upcoming(ctx, p.Limit, clock.Now())
+					return eng.Upcoming(ctx, p.Limit)
 				}},
 			{Name: "get", Subject: "kanade.schedules.get", HTTP: "GET /api/schedules/{id}",
 				Handler: func(ctx context.Context, r api.Request) (any, error) {

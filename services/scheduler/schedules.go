@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -264,51 +263,6 @@ type Upcoming struct {
 	JobID   string `json:"job_id"`
 	Cron    string `json:"cron"`
 	NextRun string `json:"next_run"`
-}
-
-// Upcoming lists the next fire of every enabled schedule, soonest first,
-// at most limit (default 50).
-func (c *Catalog) Upcoming(ctx context.Context, limit int, now time.Time) ([]Upcoming, error) {
-	if limit < 0 {
-		return nil, api.BadRequest("limit must not be negative")
-	}
-	if limit == 0 {
-		limit = 50
-	}
-	scheds, err := c.ListSchedules(ctx)
-	if err != nil {
-		return nil, err
-	}
-	type next struct {
-		u Upcoming
-		t time.Time
-	}
-	var all []next
-	for _, s := range scheds {
-		if !s.IsEnabled() {
-			continue
-		}
-		comp, err := s.Compile()
-		if err != nil {
-			continue
-		}
-		t := comp.Spec.Next(now)
-		if t.IsZero() {
-			continue
-		}
-		all = append(all, next{Upcoming{ID: s.ID, JobID: s.JobID, Cron: s.Cron, NextRun: t.UTC().Format(time.RFC3339)}, t})
-	}
-	sort.Slice(all, func(i, j int) bool {
-		if !all[i].t.Equal(all[j].t) {
-			return all[i].t.Before(all[j].t)
-		}
-		return all[i].u.ID < all[j].u.ID
-	})
-	out := make([]Upcoming, 0, min(limit, len(all)))
-	for _, n := range all[:min(limit, len(all))] {
-		out = append(out, n.u)
-	}
-	return out, nil
 }
 
 // Target names the agents a Command goes to: every agent, the agents of
