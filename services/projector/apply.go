@@ -456,6 +456,7 @@ func (s *stream) committed(items []item, res txResult) {
 			s.appliedAt.Store(last.published.UnixNano())
 		}
 	}
+	s.markCurrent()
 	s.p.known.add(res.gen, res.pcIDs, res.jobIDs)
 	s.p.rowsResults.Add(int64(res.inserted))
 	s.p.rowsExecutions.Add(int64(res.execs))

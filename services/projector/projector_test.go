@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kanade-go/kanade/nodetest"
 	"github.com/kanade-go/kanade/streams"
 	"github.com/kanade-go/kanade/wire"
 )
@@ -526,5 +527,23 @@ func TestRecreatedStream(t *testing.T) {
 	}
 	if got := offsetOf(t, e.n.DB, wire.StreamResults); got != 2 {
 		t.Errorf("offset %d, want 2", got)
+	}
+}
+
+// CaughtUp is false while a backlog is replayed, and true once it is done.
+func TestCaughtUpDuringBacklog(t *testing.T) {
+	n := nodetest.Start(t)
+	e := &env{t: t, n: n, js: n.JetStream(t)}
+	for i := range 2000 {
+		e.result(mkResult("r"+itoa(i), "", "PC1", 0))
+	}
+	p := e.start(n.DB, Options{NoService: true, Batch: 50})
+	if p.CaughtUp(0) {
+		t.Error("caught up right after start, with 2000 results to replay")
+	}
+	e.settle(p)
+	waitFor(t, "caught up", func() bool { return p.CaughtUp(0) })
+	if m, b := p.Lag(); m != 0 || b != 0 {
+		t.Errorf("lag %d messages, %v once caught up", m, b)
 	}
 }

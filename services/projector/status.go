@@ -74,9 +74,9 @@ func (p *Projector) Status(ctx context.Context) (Status, error) {
 				ss.Lag += uint64(info.NumAckPending)
 			}
 		} else {
-			ss.Lag, _ = s.lag()
+			ss.Lag, _, _ = s.lag()
 		}
-		_, behind := s.lag()
+		_, behind, _ := s.lag()
 		ss.BehindSecs = behind.Seconds()
 		if s.kind == kindExecution {
 			ss.Rows = p.rowsExecutions.Load()
@@ -98,48 +98,46 @@ func (p *Projector) Status(ctx context.Context) (Status, error) {
 }
 
 // lag is the stream's distance from current without asking the server:
-// messages not yet delivered as of the last delivery, plus those delivered
-// and not yet committed; and how old the last applied message is when
-// something is waiting.
-func (s *stream) lag() (uint64, time.Duration) {
+// messages not yet delivered as of the last delivery, plus one if some are
+// delivered and not yet committed; and for how long it has been behind:
+// since it was last current or since the publish time of the last message
+// applied, whichever is later. known is false until the first fetch has
+// told anything (just started): then the distance is unknown.
+func (s *stream) lag() (msgs uint64, behind time.Duration, known bool) {
 	applied, delivered := s.applied.Load(), s.delivered.Load()
-	msgs := s.pending.Load()
+	msgs = s.pending.Load()
 	if delivered > applied {
-		msgs++ // at least one in hand
+		msgs++
 	}
 	if msgs == 0 && s.drained.Load() {
-		return 0, 0
+		return 0, 0, true
 	}
-	if msgs == 0 {
-		// Nothing seen as pending, but no fetch has come back empty yet
-		// (just started): not known to be current.
-		msgs = 1
+	since := max(s.currentAt.Load(), s.appliedAt.Load())
+	if since == 0 {
+		return max(msgs, 1), time.Since(s.startedAt), false
 	}
-	at := s.appliedAt.Load()
-	if at == 0 {
-		return msgs, time.Since(s.startedAt)
-	}
-	return msgs, time.Since(time.Unix(0, at))
+	return max(msgs, 1), time.Since(time.Unix(0, since)), true
 }
 
 // Lag is the largest distance of any stream from its head: messages not
-// yet applied and the age of the last applied message while some wait.
-// It asks nothing of the server, so it is cheap enough to call per request.
+// yet applied, and for how long the projection has been behind. It asks
+// nothing of the server, so it is cheap enough to call per request.
 func (p *Projector) Lag() (msgs uint64, behind time.Duration) {
 	for _, s := range p.streams {
-		m, b := s.lag()
+		m, b, _ := s.lag()
 		msgs = max(msgs, m)
 		behind = max(behind, b)
 	}
 	return msgs, behind
 }
 
-// CaughtUp reports whether every stream is current, or behind by no more
-// than max (the age of the last applied message while others wait).
+// CaughtUp reports whether every stream is current, or has been behind
+// for no more than max. Right after start, before the first fetch has
+// answered, it is false.
 func (p *Projector) CaughtUp(max time.Duration) bool {
 	for _, s := range p.streams {
-		m, b := s.lag()
-		if m > 0 && b > max {
+		m, b, known := s.lag()
+		if !known || (m > 0 && b > max) {
 			return false
 		}
 	}

@@ -34,6 +34,7 @@ type stream struct {
 	pending    atomic.Uint64 // messages not yet delivered, as of the last delivery
 	delivered  atomic.Uint64 // stream sequence of the newest message fetched
 	drained    atomic.Bool   // the last fetch found nothing new
+	currentAt  atomic.Int64  // last time everything was applied and nothing waited, unix ns
 	count      atomic.Uint64 // messages applied by this process
 	rejects    atomic.Uint64 // rows in rejects for this stream
 	rate       rateMeter
@@ -244,10 +245,14 @@ func (s *stream) reset(ctx context.Context, batches chan<- batch, before []jetst
 func (s *stream) fetch(ctx context.Context) ([]jetstream.Msg, error) {
 	n := s.p.o.Batch
 	msgs, err := collect(s.cons.FetchNoWait(n))
+	if len(msgs) > 0 {
+		s.drained.Store(false)
+	}
 	if err != nil || len(msgs) > 0 {
 		return msgs, err
 	}
 	s.drained.Store(true)
+	s.markCurrent()
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	msgs, err = collect(s.cons.Fetch(1, jetstream.FetchContext(wctx)))
@@ -257,9 +262,18 @@ func (s *stream) fetch(ctx context.Context) ([]jetstream.Msg, error) {
 		}
 		return msgs, err
 	}
+	s.markCurrent() // current until this message arrived
 	s.drained.Store(false)
 	more, err := collect(s.cons.FetchNoWait(n - 1))
 	return append(msgs, more...), err
+}
+
+// markCurrent records now as a time the stream was current, if it is:
+// the last fetch found nothing new and everything delivered is applied.
+func (s *stream) markCurrent() {
+	if s.drained.Load() && s.applied.Load() >= s.delivered.Load() {
+		s.currentAt.Store(time.Now().UnixNano())
+	}
 }
 
 func collect(b jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
