@@ -16,15 +16,15 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/kanade-go/kanade/nodetest"
-	"github.com/kanade-go/kanade/services/api"
+	"github.com/kanade-go/kanade/services/results"
 	"github.com/kanade-go/kanade/store"
 )
 
 // benchRows is how many results the benchmark store holds.
 const benchRows = 10000
 
-// benchSetup starts a node with benchRows results, a results service over
-// them, and a gateway. It returns a NATS connection of its own (a direct
+// benchSetup starts a node with benchRows results, the real results
+// service over them, and a gateway. It returns a NATS connection of its own (a direct
 // client), the gateway's URL, an HTTP client and one result id.
 func benchSetup(b *testing.B) (*nats.Conn, string, *http.Client, string) {
 	b.Helper()
@@ -51,13 +51,22 @@ func benchSetup(b *testing.B) (*nats.Conn, string, *http.Client, string) {
 				return err
 			}
 		}
+		// The distinct-value tables, as the projector keeps them.
+		for _, q := range []string{
+			`INSERT OR IGNORE INTO result_pc_ids SELECT DISTINCT pc_id FROM execution_results`,
+			`INSERT OR IGNORE INTO result_job_ids SELECT DISTINCT job_id FROM execution_results WHERE job_id IS NOT NULL`,
+		} {
+			if _, err := tx.Exec(q); err != nil {
+				return err
+			}
+		}
 		return nil
 	})
 	if err != nil {
 		b.Fatal(err)
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc, err := startBenchResults(n.Conn(b), n.DB, quiet)
+	svc, err := results.Start(ctx, results.Options{Conn: n.Conn(b), DB: n.DB, NodeName: "bench", Logger: quiet})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -70,88 +79,6 @@ func benchSetup(b *testing.B) (*nats.Conn, string, *http.Client, string) {
 	b.Cleanup(func() { g.Shutdown(context.Background()) })
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, MaxConnsPerHost: 64}}
 	return n.Conn(b), g.URL(), hc, someID
-}
-
-// startBenchResults is a results service reading SQLite as the real one
-// does (read pool, contract row shape) for detail and the default list.
-func startBenchResults(nc *nats.Conn, db *store.DB, log *slog.Logger) (*api.Running, error) {
-	const cols = `result_id, request_id, exec_id, pc_id, exit_code, stdout, stderr, started_at, finished_at, job_id, version`
-	type row struct {
-		ResultID   string  `json:"result_id"`
-		RequestID  string  `json:"request_id"`
-		ExecID     *string `json:"exec_id"`
-		PCID       string  `json:"pc_id"`
-		ExitCode   *int64  `json:"exit_code"`
-		Stdout     string  `json:"stdout"`
-		Stderr     string  `json:"stderr"`
-		StartedAt  *string `json:"started_at"`
-		FinishedAt *string `json:"finished_at"`
-		JobID      *string `json:"job_id"`
-		Version    *string `json:"version"`
-	}
-	scan := func(s interface{ Scan(...any) error }) (row, error) {
-		var r row
-		var exec, job, ver, started, finished sql.NullString
-		var code sql.NullInt64
-		if err := s.Scan(&r.ResultID, &r.RequestID, &exec, &r.PCID, &code, &r.Stdout, &r.Stderr, &started, &finished, &job, &ver); err != nil {
-			return r, err
-		}
-		if exec.Valid {
-			r.ExecID = &exec.String
-		}
-		if job.Valid {
-			r.JobID = &job.String
-		}
-		if ver.Valid {
-			r.Version = &ver.String
-		}
-		if code.Valid {
-			r.ExitCode = &code.Int64
-		}
-		r.StartedAt, r.FinishedAt = store.APITime(started), store.APITime(finished)
-		return r, nil
-	}
-	return api.Start(nc, api.Service{
-		Name:   "results",
-		Logger: log,
-		Endpoints: []api.Endpoint{
-			{Name: "detail", Subject: "kanade.results.detail", HTTP: "GET /api/results/{result_id}", Handler: func(ctx context.Context, req api.Request) (any, error) {
-				var p struct {
-					ResultID string `json:"result_id"`
-				}
-				if err := api.Decode(req.Data, &p); err != nil {
-					return nil, err
-				}
-				r, err := scan(db.R.QueryRowContext(ctx, `SELECT `+cols+` FROM execution_results WHERE result_id = ?`, p.ResultID))
-				if err == sql.ErrNoRows {
-					return nil, api.NotFound("result %s not found", p.ResultID)
-				}
-				return r, err
-			}},
-			{Name: "list", Subject: "kanade.results.list", HTTP: "GET /api/results", IntParams: []string{"limit"}, Handler: func(ctx context.Context, req api.Request) (any, error) {
-				p := struct {
-					Limit int `json:"limit"`
-				}{Limit: 50}
-				if err := api.Decode(req.Data, &p); err != nil {
-					return nil, err
-				}
-				rows, err := db.R.QueryContext(ctx, `SELECT `+cols+` FROM execution_results ORDER BY started_at DESC, result_id DESC LIMIT ?`, p.Limit)
-				if err != nil {
-					return nil, err
-				}
-				defer rows.Close()
-				out := []row{}
-				for rows.Next() {
-					r, err := scan(rows)
-					if err != nil {
-						return nil, err
-					}
-					out = append(out, r)
-				}
-				return out, rows.Err()
-			}},
-		},
-	})
 }
 
 func httpGet(hc *http.Client, url string) ([]byte, error) {

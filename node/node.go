@@ -47,6 +47,15 @@ type Options struct {
 	NATSListen string // embedded client listener; "off" = in-process only
 	NATSSync   embedded.Sync
 	NATSConfig string // optional nats-server config file for the embedded server
+	// NATSAccount is the config's account the in-process connections join
+	// (empty = global account); see embedded.InternalUser.
+	NATSAccount string
+	// Cluster routes the embedded server to other nodes' (see embedded.Cluster).
+	Cluster embedded.Cluster
+	// ResultsJoinLag and ResultsLeaveLag bound how far this node's
+	// projection may be behind for its read services to join and to stay
+	// in their queue groups (see resultsGate; defaults 1 s and 10 s).
+	ResultsJoinLag, ResultsLeaveLag time.Duration
 
 	// External mode: connect here instead of embedding a server.
 	NATSURL      string
@@ -161,12 +170,20 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 			Sync:       o.NATSSync,
 			Logger:     log,
 			ConfigFile: o.NATSConfig,
+			Account:    o.NATSAccount,
+			Cluster:    o.Cluster,
 		})
 		if err != nil {
 			return err
 		}
 		stops = append(stops, func() { srv.Shutdown(); log.Debug("embedded nats stopped") })
 		natsURL = srv.ClientURL()
+		if o.Cluster.Listen != "" {
+			log.Info("waiting for the cluster's JetStream meta leader", "cluster", srv.ClusterURL())
+			if err := srv.WaitJetStream(ctx); err != nil {
+				return err
+			}
+		}
 	} else {
 		natsURL = o.NATSURL
 	}
@@ -198,6 +215,17 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 	}
 	if err := ensureStreams(ctx, js, o.Replicas, log); err != nil {
 		return err
+	}
+	if embed && o.Cluster.Listen != "" {
+		// After a crash this node's replicas are behind: the projector must
+		// not read them before they catch up.
+		var names []string
+		for _, c := range streams.Configs(o.Replicas) {
+			names = append(names, c.Name)
+		}
+		if err := srv.WaitStreamsCurrent(ctx, o.NATSAccount, names...); err != nil {
+			return err
+		}
 	}
 
 	var db *store.DB

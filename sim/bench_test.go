@@ -6,52 +6,20 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanade-go/kanade/embedded"
-	"github.com/kanade-go/kanade/node"
 	"github.com/kanade-go/kanade/nodetest"
 	"github.com/kanade-go/kanade/sim"
 	"github.com/kanade-go/kanade/wire"
 )
-
-// benchNode runs a whole node in-process (as `kanade serve` does) and
-// returns its NATS URL and data dir; it stops at the end of the benchmark.
-func benchNode(b *testing.B, sync embedded.Sync) (string, string) {
-	b.Helper()
-	dir := b.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan node.Ready, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- node.Run(ctx, node.Options{
-			DataDir: dir, HTTP: "127.0.0.1:0", NATSListen: "127.0.0.1:0", NATSSync: sync,
-			NodeName: "bench", Logger: nodetest.Logger(b),
-		}, func(r node.Ready) { ready <- r })
-	}()
-	b.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			b.Errorf("node: %v", err)
-		}
-	})
-	select {
-	case r := <-ready:
-		return r.NATS, dir
-	case err := <-done:
-		b.Fatalf("node did not start: %v", err)
-	case <-time.After(60 * time.Second):
-		b.Fatal("node not ready in 60s")
-	}
-	return "", ""
-}
 
 func heapInUse() int64 {
 	runtime.GC()
@@ -97,7 +65,7 @@ func BenchmarkBroadcast3000(b *testing.B) {
 }
 
 func benchBroadcast(b *testing.B, agents int, sync embedded.Sync, mode sim.Subscriptions) {
-	url, _ := benchNode(b, sync)
+	url := runNode(b, sync).NATS
 	nc, err := nats.Connect(url)
 	if err != nil {
 		b.Fatal(err)
@@ -108,6 +76,7 @@ func benchBroadcast(b *testing.B, agents int, sync embedded.Sync, mode sim.Subsc
 	if err != nil {
 		b.Fatal(err)
 	}
+	request(b, nc, "kanade.jobs.put", `{"id":"bench","version":"1.0.0","execute":{"shell":"sh","script":"# sim: outcome=success duration=0s output=256\necho bench","timeout":"60s"}}`, nil)
 
 	before := heapInUse()
 	fleetConn, err := nats.Connect(url)
@@ -118,7 +87,6 @@ func benchBroadcast(b *testing.B, agents int, sync embedded.Sync, mode sim.Subsc
 	startAt := time.Now()
 	f, err := sim.Start(context.Background(), sim.Options{
 		Conn: fleetConn, Agents: agents, Groups: []string{"g1", "g2"}, Subscriptions: mode,
-		Mix:    sim.Mix{Success: 1, MinDuration: 0, MaxDuration: 0, OutputBytes: 256},
 		Logger: nodetest.Logger(b),
 	})
 	if err != nil {
@@ -128,36 +96,71 @@ func benchBroadcast(b *testing.B, agents int, sync embedded.Sync, mode sim.Subsc
 	startTook := time.Since(startAt)
 	idleHeap := heapInUse() - before
 
-	var total time.Duration
+	// The exec counts alive agents: wait until every heartbeat is projected.
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		var list []struct {
+			Alive bool `json:"alive"`
+		}
+		request(b, nc, "kanade.agents.list", "", &list)
+		alive := 0
+		for _, a := range list {
+			if a.Alive {
+				alive++
+			}
+		}
+		if alive == agents {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %d agents alive after 2 min", alive, agents)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	var toResults, toRows []time.Duration
 	b.ResetTimer()
 	for i := range b.N {
-		execID := uuid.NewString()
-		cmd := wire.Command{ID: "bench", Version: "1", RequestID: uuid.NewString(), ExecID: &execID,
-			Shell: wire.ShellSh, Script: "echo bench", TimeoutSecs: 60, Staleness: wire.Staleness{Mode: "cached"}}
-		data, _ := json.Marshal(cmd)
 		info, err := results.Info(context.Background())
 		if err != nil {
 			b.Fatal(err)
 		}
 		base := info.State.Msgs
 		t0 := time.Now()
-		if _, err := js.Publish(context.Background(), wire.SubjectCommandsAll, data); err != nil {
-			b.Fatal(err)
+		var reply struct {
+			ExecID      string `json:"exec_id"`
+			TargetCount int    `json:"target_count"`
 		}
+		request(b, nc, "kanade.jobs.exec", `{"job_id":"bench","target":{"all":true}}`, &reply)
+		if reply.TargetCount != agents {
+			b.Fatalf("target_count %d, want %d", reply.TargetCount, agents)
+		}
+		var resultsAt time.Duration
 		for {
-			info, err := results.Info(context.Background())
-			if err != nil {
-				b.Fatal(err)
+			if resultsAt == 0 {
+				info, err := results.Info(context.Background())
+				if err != nil {
+					b.Fatal(err)
+				}
+				if int(info.State.Msgs-base) >= agents {
+					resultsAt = time.Since(t0)
+				}
 			}
-			if int(info.State.Msgs-base) >= agents {
+			var ex []struct {
+				ExecID       string `json:"exec_id"`
+				SuccessCount int    `json:"success_count"`
+				FailureCount int    `json:"failure_count"`
+			}
+			request(b, nc, "kanade.executions.list", `{"job_id":"bench","limit":1}`, &ex)
+			if resultsAt != 0 && len(ex) == 1 && ex[0].ExecID == reply.ExecID && ex[0].SuccessCount+ex[0].FailureCount >= agents {
+				toRows = append(toRows, time.Since(t0))
+				toResults = append(toResults, resultsAt)
 				break
 			}
 			if time.Since(t0) > 5*time.Minute {
-				b.Fatalf("iteration %d: %d of %d results after 5 min (%v)", i, info.State.Msgs, agents, f.Stats())
+				b.Fatalf("iteration %d: not projected after 5 min: %+v (%v)", i, ex, f.Stats())
 			}
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(10 * time.Millisecond)
 		}
-		total += time.Since(t0)
 		b.StopTimer()
 		for s := f.Stats(); s.Running > 0; s = f.Stats() {
 			time.Sleep(5 * time.Millisecond)
@@ -169,14 +172,37 @@ func benchBroadcast(b *testing.B, agents int, sync embedded.Sync, mode sim.Subsc
 	}
 	b.StopTimer()
 	runHeap := heapInUse() - before
-	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms/broadcast")
+	median := func(d []time.Duration) time.Duration {
+		d = slices.Clone(d)
+		slices.Sort(d)
+		return d[len(d)/2].Round(time.Millisecond)
+	}
+	b.ReportMetric(float64(median(toResults).Milliseconds()), "ms-to-results-median")
+	b.ReportMetric(float64(median(toRows).Milliseconds()), "ms-to-rows-median")
 	b.ReportMetric(float64(startTook.Milliseconds()), "ms-fleet-start")
-	b.ReportMetric(float64(idleHeap)/mib, "MiB-agents-heap-idle")
-	b.ReportMetric(float64(runHeap)/mib, "MiB-agents-heap-after")
+	b.ReportMetric(float64(idleHeap)/mib, "MiB-heap-agents-idle")
+	b.ReportMetric(float64(runHeap)/mib, "MiB-heap-growth-after")
 	b.ReportMetric(float64(procStatus("VmRSS"))/mib, "MiB-process-rss")
-	b.ReportMetric(float64(procStatus("VmHWM"))/mib, "MiB-process-peak-rss")
 	b.ReportMetric(0, "ns/op")
-	fmt.Printf("    %s: %d agents, fleet start %v, broadcast->last result %v (mean of %d), agents heap idle %.1f MiB / after runs %.1f MiB, process RSS %.0f MiB (peak %.0f MiB), retries %d\n",
-		b.Name(), agents, startTook.Round(time.Millisecond), (total / time.Duration(b.N)).Round(time.Millisecond), b.N,
+	fmt.Printf("    %s: %d agents; fleet start %v; exec->last result in RESULTS median %v of %v; exec->counters complete (rows projected) median %v of %v; "+
+		"heap: agents idle %.1f MiB, growth after the runs (agents + node) %.1f MiB; process RSS %.0f MiB (peak so far %.0f MiB); publish retries %d\n",
+		b.Name(), agents, startTook.Round(time.Millisecond), median(toResults), toResults, median(toRows), toRows,
 		float64(idleHeap)/mib, float64(runHeap)/mib, float64(procStatus("VmRSS"))/mib, float64(procStatus("VmHWM"))/mib, f.Stats().PublishRetries)
+}
+
+// request calls a backend service over NATS and decodes its JSON answer.
+func request(b *testing.B, nc *nats.Conn, subject, body string, out any) {
+	b.Helper()
+	m, err := nc.Request(subject, []byte(body), 30*time.Second)
+	if err != nil {
+		b.Fatalf("%s: %v", subject, err)
+	}
+	if code := m.Header.Get("Nats-Service-Error-Code"); code != "" {
+		b.Fatalf("%s: %s %s", subject, code, m.Data)
+	}
+	if out != nil {
+		if err := json.Unmarshal(m.Data, out); err != nil {
+			b.Fatalf("%s: %v in %s", subject, err, m.Data)
+		}
+	}
 }

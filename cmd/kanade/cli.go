@@ -17,6 +17,7 @@ const usage = `kanade: the kanade backend.
 Usage:
   kanade serve [flags]   run a backend node (embedded NATS by default; --demo adds simulated agents)
   kanade sim [flags]     run simulated agents against a NATS (kanade sim -h)
+  kanade nats-users      print NATS users for agents, operator, backend (--nats-config)
   kanade version         print the version
 
 Run "kanade serve -h" for the flags. Every flag has an environment twin
@@ -32,6 +33,8 @@ func run(args []string) error {
 		return serve(args[1:])
 	case "sim":
 		return simCmd(args[1:])
+	case "nats-users":
+		return natsUsers(args[1:])
 	case "version", "--version", "-v":
 		fmt.Println("kanade", api.Version)
 		return nil

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -64,26 +65,34 @@ func BenchmarkProjection(b *testing.B) {
 	publishResultsWith(b, js, total, perExec, 1024, benchID)
 	fmt.Printf("published %d results with 1 KiB stdout in %.1f s\n", total, time.Since(start).Seconds())
 
-	var ceil, proj, one, full []float64
-	var heap []uint64
+	if os.Getenv("KANADE_BENCH_ONLY") == "projector" { // for profiling
+		p, h := benchProjector(b, n, js, total, "only")
+		fmt.Printf("projector %.0f results/s (%.0f per CPU second), max heap in use %d MiB\n", p.wall, p.cpu, h>>20)
+		return
+	}
+	var ceil, proj, one, full []figure
 	for round := range benchRounds() {
 		c := benchCeiling(b, total, perExec)
 		p, h := benchProjector(b, n, js, total, fmt.Sprintf("bench%d", round))
 		o := benchOnePerTx(b, n, js, perTxN, fmt.Sprintf("one%d", round), false)
 		f := benchOnePerTx(b, n, js, perTxFullN, fmt.Sprintf("full%d", round), true)
-		ceil, proj, one, full, heap = append(ceil, c), append(proj, p), append(one, o), append(full, f), append(heap, h)
-		fmt.Printf("round %d: ceiling %.0f rows/s, projector %.0f results/s (%.0f%% of ceiling), one per transaction %.0f results/s (projector %.1fx), one per transaction with synchronous=FULL %.0f results/s (projector %.1fx), max heap in use %d MiB\n",
-			round+1, c, p, 100*p/c, o, p/o, f, p/f, h>>20)
+		ceil, proj, one, full = append(ceil, c), append(proj, p), append(one, o), append(full, f)
+		fmt.Printf("round %d (wall clock; per CPU second in brackets): ceiling %.0f rows/s [%.0f]; projector %.0f results/s [%.0f] = %.0f%% [%.0f%%] of ceiling; "+
+			"one per transaction %.0f/s [%.0f] (projector %.1fx [%.1fx]); one per transaction, synchronous=FULL %.0f/s [%.0f] (projector %.1fx [%.1fx]); max heap in use %d MiB\n",
+			round+1, c.wall, c.cpu, p.wall, p.cpu, 100*p.wall/c.wall, 100*p.cpu/c.cpu,
+			o.wall, o.cpu, p.wall/o.wall, p.cpu/o.cpu, f.wall, f.cpu, p.wall/f.wall, p.cpu/f.cpu, h>>20)
 	}
-	mc, mp, mo, mf := median(ceil), median(proj), median(one), median(full)
-	fmt.Printf("median of %d rounds: ceiling %.0f rows/s, projector %.0f results/s = %.0f%% of ceiling; one per transaction %.0f results/s (projector %.1fx); one per transaction, synchronous=FULL %.0f results/s (projector %.1fx)\n",
-		len(ceil), mc, mp, 100*mp/mc, mo, mp/mo, mf, mp/mf)
-	b.ReportMetric(mf, "one_per_tx_full_results/s")
-	b.ReportMetric(mc, "ceiling_rows/s")
-	b.ReportMetric(mp, "projector_results/s")
-	b.ReportMetric(mo, "one_per_tx_results/s")
-	b.ReportMetric(100*mp/mc, "%_of_ceiling")
-	b.ReportMetric(mp/mo, "x_one_per_tx")
+	mc, mp, mo, mf := medianFig(ceil), medianFig(proj), medianFig(one), medianFig(full)
+	fmt.Printf("median of %d rounds (wall clock; per CPU second in brackets): ceiling %.0f rows/s [%.0f]; projector %.0f results/s [%.0f] = %.0f%% [%.0f%%] of ceiling; "+
+		"one per transaction %.0f/s [%.0f] (projector %.1fx [%.1fx]); one per transaction, synchronous=FULL %.0f/s [%.0f] (projector %.1fx [%.1fx])\n",
+		len(ceil), mc.wall, mc.cpu, mp.wall, mp.cpu, 100*mp.wall/mc.wall, 100*mp.cpu/mc.cpu,
+		mo.wall, mo.cpu, mp.wall/mo.wall, mp.cpu/mo.cpu, mf.wall, mf.cpu, mp.wall/mf.wall, mp.cpu/mf.cpu)
+	b.ReportMetric(mc.wall, "ceiling_rows/s")
+	b.ReportMetric(mp.wall, "projector_results/s")
+	b.ReportMetric(mo.wall, "one_per_tx_results/s")
+	b.ReportMetric(100*mp.wall/mc.wall, "%_of_ceiling")
+	b.ReportMetric(mp.wall/mo.wall, "x_one_per_tx")
+	b.ReportMetric(mf.wall, "one_per_tx_full_results/s")
 }
 
 func benchLogger(n *nodetest.Node) *slog.Logger {
@@ -93,10 +102,22 @@ func benchLogger(n *nodetest.Node) *slog.Logger {
 	return n.Logger
 }
 
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return s[len(s)/2]
+// cpuTime is the process's user + system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// medianFig takes the median of each figure on its own.
+func medianFig(v []figure) figure {
+	w, c := make([]float64, len(v)), make([]float64, len(v))
+	for i, f := range v {
+		w[i], c[i] = f.wall, f.cpu
+	}
+	slices.Sort(w)
+	slices.Sort(c)
+	return figure{w[len(w)/2], c[len(c)/2]}
 }
 
 func benchDB(b *testing.B) *store.DB {
@@ -105,43 +126,54 @@ func benchDB(b *testing.B) *store.DB {
 
 // benchCeiling inserts the benchmark's rows with nothing but batched
 // INSERTs and returns rows per second.
-func benchCeiling(b *testing.B, total, perExec int) float64 {
+func benchCeiling(b *testing.B, total, perExec int) figure {
 	return benchCeilingDB(b, benchDB(b), total, perExec)
 }
 
-func benchCeilingDB(b *testing.B, db *store.DB, total, perExec int) float64 {
+// figure is a rate by the wall clock and by the CPU time the whole process
+// spent meanwhile; the second is less at the mercy of other load on a
+// shared machine.
+type figure struct{ wall, cpu float64 }
+
+func measure(n int, f func()) figure {
+	w, c := time.Now(), cpuTime()
+	f()
+	return figure{float64(n) / time.Since(w).Seconds(), float64(n) / (cpuTime() - c).Seconds()}
+}
+
+func benchCeilingDB(b *testing.B, db *store.DB, total, perExec int) figure {
 	out := benchStdout(1024)
 	rec := store.FormatTime(time.Now())
 	ctx := context.Background()
-	start := time.Now()
-	for lo := 0; lo < total; lo += 1000 {
-		err := db.WriteTx(ctx, func(tx *sql.Tx) error {
-			st, err := tx.PrepareContext(ctx, sqlInsertResult)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			for i := lo; i < min(lo+1000, total); i++ {
-				r := genResult(i, perExec, out, benchID)
-				if _, err := st.ExecContext(ctx, r.ResultID, r.RequestID, nullStr(r.ExecID), r.PCID, r.ExitCode,
-					r.Stdout, r.Stderr, store.NullTime(r.StartedAt), store.FormatTime(r.FinishedAt), rec,
-					nullStr(r.ManifestID)); err != nil {
+	return measure(total, func() {
+		for lo := 0; lo < total; lo += 1000 {
+			err := db.WriteTx(ctx, func(tx *sql.Tx) error {
+				st, err := tx.PrepareContext(ctx, sqlInsertResult)
+				if err != nil {
 					return err
 				}
+				defer st.Close()
+				for i := lo; i < min(lo+1000, total); i++ {
+					r := genResult(i, perExec, out, benchID)
+					if _, err := st.ExecContext(ctx, r.ResultID, r.RequestID, nullStr(r.ExecID), r.PCID, r.ExitCode,
+						r.Stdout, r.Stderr, store.NullTime(r.StartedAt), store.FormatTime(r.FinishedAt), rec,
+						nullStr(r.ManifestID)); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				b.Fatal(err)
 			}
-			return nil
-		})
-		if err != nil {
-			b.Fatal(err)
 		}
-	}
-	return float64(total) / time.Since(start).Seconds()
+	})
 }
 
 // benchProjector replays the stream into an empty database with a new
 // consumer and returns results per second and the largest heap in use
 // seen (the whole process: the embedded server included).
-func benchProjector(b *testing.B, n *nodetest.Node, js jetstream.JetStream, total int, node string) (float64, uint64) {
+func benchProjector(b *testing.B, n *nodetest.Node, js jetstream.JetStream, total int, node string) (figure, uint64) {
 	db := benchDB(b)
 	var maxHeap atomic.Uint64
 	stop := make(chan struct{})
@@ -162,13 +194,16 @@ func benchProjector(b *testing.B, n *nodetest.Node, js jetstream.JetStream, tota
 			}
 		}
 	})
-	start := time.Now()
-	p, err := Start(context.Background(), Options{Conn: n.Conn(b), DB: db, NodeName: node, NoService: true, Logger: benchLogger(n)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	waitUntil(b, "projection", 10*time.Minute, func() bool { return p.streams[0].applied.Load() >= uint64(total) })
-	el := time.Since(start)
+	nc := n.Conn(b)
+	var p *Projector
+	fig := measure(total, func() {
+		var err error
+		p, err = Start(context.Background(), Options{Conn: nc, DB: db, NodeName: node, NoService: true, Logger: benchLogger(n)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		waitUntil(b, "projection", 10*time.Minute, func() bool { return p.streams[0].applied.Load() >= uint64(total) })
+	})
 	p.Stop()
 	close(stop)
 	wg.Wait()
@@ -176,12 +211,12 @@ func benchProjector(b *testing.B, n *nodetest.Node, js jetstream.JetStream, tota
 		b.Fatalf("%d rows, want %d", got, total)
 	}
 	deleteConsumers(b, js, node)
-	return float64(total) / el.Seconds(), maxHeap.Load()
+	return fig, maxHeap.Load()
 }
 
 // benchOnePerTx is upstream's design: a consumer hands over one message at
 // a time; each is applied in its own transaction, then acked.
-func benchOnePerTx(b *testing.B, n *nodetest.Node, js jetstream.JetStream, count int, node string, full bool) float64 {
+func benchOnePerTx(b *testing.B, n *nodetest.Node, js jetstream.JetStream, count int, node string, full bool) figure {
 	db := benchDB(b)
 	ctx := context.Background()
 	if full {
@@ -199,26 +234,27 @@ func benchOnePerTx(b *testing.B, n *nodetest.Node, js jetstream.JetStream, count
 	}
 	done := make(chan struct{})
 	var applied atomic.Int64
-	start := time.Now()
-	cc, err := c.Consume(func(m jetstream.Msg) {
-		if applied.Load() >= int64(count) {
-			return
+	var cc jetstream.ConsumeContext
+	fig := measure(count, func() {
+		cc, err = c.Consume(func(m jetstream.Msg) {
+			if applied.Load() >= int64(count) {
+				return
+			}
+			if err := s.apply(s.decode(ctx, []jetstream.Msg{m})); err != nil {
+				b.Error(err)
+			}
+			if applied.Add(1) == int64(count) {
+				close(done)
+			}
+		})
+		if err != nil {
+			b.Fatal(err)
 		}
-		if err := s.apply(s.decode(ctx, []jetstream.Msg{m})); err != nil {
-			b.Error(err)
-		}
-		if applied.Add(1) == int64(count) {
-			close(done)
-		}
+		<-done
 	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	<-done
-	el := time.Since(start)
 	cc.Stop()
 	deleteConsumers(b, js, node)
-	return float64(count) / el.Seconds()
+	return fig
 }
 
 func deleteConsumers(b *testing.B, js jetstream.JetStream, node string) {

@@ -500,3 +500,31 @@ func itoa(i int) string {
 	b, _ := json.Marshal(i)
 	return string(b)
 }
+
+// A stream deleted and made again restarts its sequences below the stored
+// offset: new messages must still be projected.
+func TestRecreatedStream(t *testing.T) {
+	e := newEnv(t, Options{NoService: true, NodeName: "rs"})
+	for i := range 5 {
+		e.result(mkResult("a"+itoa(i), "", "PC1", 0))
+	}
+	e.settle(e.p)
+	e.p.Stop()
+	ctx := context.Background()
+	if err := e.js.DeleteStream(ctx, wire.StreamResults); err != nil {
+		t.Fatal(err)
+	}
+	if err := streams.Ensure(ctx, e.js, 1, e.n.Logger); err != nil {
+		t.Fatal(err)
+	}
+	e.result(mkResult("b1", "", "PC1", 0))
+	e.result(mkResult("a1", "", "PC1", 0)) // a duplicate of a projected row
+	p := e.start(e.n.DB, Options{NoService: true, NodeName: "rs"})
+	e.settle(p)
+	if n := count(t, e.n.DB, `SELECT count(*) FROM execution_results`); n != 6 {
+		t.Errorf("%d rows, want 6", n)
+	}
+	if got := offsetOf(t, e.n.DB, wire.StreamResults); got != 2 {
+		t.Errorf("offset %d, want 2", got)
+	}
+}

@@ -188,6 +188,15 @@ func publishResultsWith(t testing.TB, js jetstream.JetStream, n, perExec, stdout
 		if _, err := js.PublishAsync(wire.Results(r.RequestID), b); err != nil {
 			t.Fatal(err)
 		}
+		if i%2000 == 1999 {
+			// A bounded window: a loaded machine would stall the async
+			// publisher otherwise.
+			select {
+			case <-js.PublishAsyncComplete():
+			case <-time.After(5 * time.Minute):
+				t.Fatal("publish did not complete")
+			}
+		}
 	}
 	select {
 	case <-js.PublishAsyncComplete():

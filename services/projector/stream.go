@@ -94,6 +94,20 @@ func (s *stream) consumerConfig(startSeq uint64) jetstream.ConsumerConfig {
 // behind newer ones, or the database was replaced (a rebuild).
 func (s *stream) position(ctx context.Context) error {
 	off := s.applied.Load()
+	str, err := s.p.js.Stream(ctx, s.name)
+	if err != nil {
+		return fmt.Errorf("projector: look up stream %s: %w", s.name, err)
+	}
+	if last := str.CachedInfo().State.LastSeq; off > last {
+		// The stream was deleted and made again: its sequences restarted
+		// below the offset, and skipping them would lose everything in
+		// it. Replay it whole: rows are idempotent and counters move only
+		// when a row changes, so what was projected before is harmless.
+		s.log.Warn("projector: stream is behind the stored offset (was it recreated?); replaying it",
+			"offset", off, "stream_last_seq", last)
+		off = 0
+		s.applied.Store(off)
+	}
 	c, err := s.p.js.Consumer(ctx, s.name, s.durable)
 	switch {
 	case err == nil:

@@ -2,6 +2,7 @@ package results
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/kanade-go/kanade/services/api"
@@ -61,6 +62,9 @@ func FuzzLiteralShape(f *testing.F) {
 		}
 		if m && len(value) < len(prefix) || m && value[:len(prefix)] != prefix {
 			t.Fatalf("%q prefix %q: matches %q", pattern, prefix, value)
+		}
+		if lit, _ := r.LiteralPrefix(); m && !strings.Contains(value, lit) {
+			t.Fatalf("%q matches %q without its literal prefix %q (the instr prefilter would drop it)", pattern, value, lit)
 		}
 		if end := prefixEnd(prefix); m && end != "" && value >= end {
 			t.Fatalf("%q: %q is past the range end %q", pattern, value, end)
