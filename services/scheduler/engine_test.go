@@ -234,3 +234,28 @@ func TestClaimsBucket(t *testing.T) {
 		t.Errorf("a stale compare-and-set succeeded: %v", err)
 	}
 }
+
+// A running engine that was stalled (a suspended machine) past the late
+// grace does not fire the backlog: it moves on to the next tick.
+func TestEngineStalledSkipsBacklog(t *testing.T) {
+	n := nodetest.Start(t)
+	t0 := time.Now().Truncate(time.Minute).Add(-20 * time.Minute)
+	clock := newFakeClock(t0)
+	s := startScheduler(t, n, "a", clock)
+	waitSynced(t, s)
+	nc := n.Conn(t)
+	cmds := subscribeCommands(t, nc, wire.SubjectCommandsAll)
+	mustCall(t, nc, "kanade.jobs.put", "", echoJob)
+	mustCall(t, nc, "kanade.schedules.put", "", `{"id":"a","job_id":"echo","cron":"*/10 * * * * *"}`)
+	clock.waitArmed(t, t0.Add(10*time.Second))
+
+	// Five minutes pass at once: 30 ticks are overdue, the oldest far past
+	// the grace. The backlog is skipped (and logged); the next tick fires.
+	clock.Set(t0.Add(5*time.Minute + 5*time.Second))
+	clock.waitArmed(t, t0.Add(5*time.Minute+10*time.Second))
+	cmds.none(t, nc)
+	clock.Set(t0.Add(5*time.Minute + 10*time.Second))
+	c, _ := cmds.next(t)
+	wantTick(t, c, "a", t0.Add(5*time.Minute+10*time.Second))
+	cmds.none(t, nc)
+}
