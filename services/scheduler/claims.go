@@ -104,18 +104,23 @@ func (e *Engine) readClaim(ctx context.Context, s *slot) (time.Time, error) {
 	return st.Tick, nil
 }
 
-// ensureClaims opens the claims bucket, creating it on first start. History
-// 1: only the last claim of each schedule matters.
+// ensureClaims opens the claims bucket, creating it on first start: the
+// stream a KeyValueConfig{History: 1} makes (only the last claim of each
+// schedule matters), with two changes.
 //
-// A claim is on the critical path of every fire, so on a single server the
-// bucket's stream is made with asynchronous persistence: a claim is acked
-// from memory instead of waiting for an fsync (with --nats-sync always that
-// halves the fsyncs before a Command is out). Between live nodes the server
-// decides either way; what a crash can lose is the last moments of claims,
-// and a tick fired again after that is the same exec_id and request_id, so
-// streams, agents and the executions table still see one execution.
-// Replicated streams do not support the mode (they relax fsync by
-// themselves), so there the bucket is an ordinary one.
+// No direct gets: on a replicated bucket a direct get may be answered by a
+// follower that lags, and a node that lost a compare-and-set must read the
+// revision that beat it, or it retries against a stale one until it gives
+// up. Reads go to the stream leader.
+//
+// On a single server, asynchronous persistence: a claim sits before every
+// fire, and this acks it from memory instead of after an fsync (with
+// --nats-sync always that halves the fsyncs before a Command is out).
+// Between live nodes the server decides either way; what a crash can lose
+// is the last moments of claims, and a tick fired again after that carries
+// the same exec_id and request_id, so streams, agents and the executions
+// table still see one execution. Replicated streams do not support the
+// mode (and relax fsync by themselves).
 func ensureClaims(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
 	kv, err := js.KeyValue(ctx, BucketClaims)
 	if err == nil {
@@ -124,23 +129,17 @@ func ensureClaims(ctx context.Context, js jetstream.JetStream, replicas int) (je
 	if !errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil, fmt.Errorf("scheduler: kv %s: %w", BucketClaims, err)
 	}
-	if replicas == 1 {
-		// The stream a KeyValueConfig{History: 1} makes, plus the mode.
-		_, err = js.CreateStream(ctx, jetstream.StreamConfig{
-			Name: "KV_" + BucketClaims, Description: "last tick claimed per schedule",
-			Subjects: []string{"$KV." + BucketClaims + ".>"}, MaxMsgsPerSubject: 1,
-			MaxBytes: -1, MaxMsgSize: -1, MaxMsgs: -1, MaxConsumers: -1,
-			Storage: jetstream.FileStorage, Replicas: 1, Discard: jetstream.DiscardNew,
-			AllowRollup: true, DenyDelete: true, AllowDirect: true, Duplicates: 2 * time.Minute,
-			PersistMode: jetstream.AsyncPersistMode,
-		})
-	} else {
-		_, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: BucketClaims, Description: "last tick claimed per schedule",
-			History: 1, Storage: jetstream.FileStorage, Replicas: replicas,
-		})
+	cfg := jetstream.StreamConfig{
+		Name: "KV_" + BucketClaims, Description: "last tick claimed per schedule",
+		Subjects: []string{"$KV." + BucketClaims + ".>"}, MaxMsgsPerSubject: 1,
+		MaxBytes: -1, MaxMsgSize: -1, MaxMsgs: -1, MaxConsumers: -1,
+		Storage: jetstream.FileStorage, Replicas: replicas, Discard: jetstream.DiscardNew,
+		AllowRollup: true, DenyDelete: true, Duplicates: 2 * time.Minute,
 	}
-	if err != nil && !errors.Is(err, jetstream.ErrBucketExists) && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+	if replicas == 1 {
+		cfg.PersistMode = jetstream.AsyncPersistMode
+	}
+	if _, err := js.CreateStream(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 		return nil, fmt.Errorf("scheduler: create kv %s: %w", BucketClaims, err)
 	}
 	kv, err = js.KeyValue(ctx, BucketClaims)

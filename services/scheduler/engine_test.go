@@ -207,7 +207,8 @@ func TestEngineCatchUpBeyondDeadline(t *testing.T) {
 }
 
 // The claims bucket holds one key per schedule, acked without waiting for
-// an fsync on a single server; a second scheduler reuses it.
+// an fsync on a single server, read from the stream leader; a second
+// scheduler reuses it.
 func TestClaimsBucket(t *testing.T) {
 	n := nodetest.Start(t)
 	startScheduler(t, n, "a", nil)
@@ -219,8 +220,8 @@ func TestClaimsBucket(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := st.CachedInfo().Config
-	if cfg.PersistMode != jetstream.AsyncPersistMode || cfg.MaxMsgsPerSubject != 1 || cfg.Storage != jetstream.FileStorage {
-		t.Errorf("claims stream config: persist %v, per subject %d, storage %v", cfg.PersistMode, cfg.MaxMsgsPerSubject, cfg.Storage)
+	if cfg.PersistMode != jetstream.AsyncPersistMode || cfg.MaxMsgsPerSubject != 1 || cfg.Storage != jetstream.FileStorage || cfg.AllowDirect {
+		t.Errorf("claims stream config: persist %v, per subject %d, storage %v, direct %v", cfg.PersistMode, cfg.MaxMsgsPerSubject, cfg.Storage, cfg.AllowDirect)
 	}
 	kv, err := js.KeyValue(ctx, BucketClaims)
 	if err != nil {
