@@ -44,11 +44,19 @@ type Options struct {
 	// ConfigFile, if set, is a nats-server configuration file loaded first
 	// (authorization, accounts); the options above override it.
 	ConfigFile string
+	// Account names the config's account the backend's in-process
+	// connections join when the config uses accounts; empty = the global
+	// account. See InternalUser.
+	Account string
+	// Cluster, when its Listen is set, routes this server to the other
+	// nodes' embedded servers as one JetStream cluster.
+	Cluster Cluster
 }
 
 // Server is a running embedded nats-server.
 type Server struct {
-	ns *server.Server
+	ns   *server.Server
+	auth nats.Option // how in-process connections authenticate; nil = no auth
 }
 
 // Start starts the server and waits until it accepts connections.
@@ -112,6 +120,13 @@ func Start(o Options) (*Server, error) {
 		}
 		opts.Host, opts.Port = host, p
 	}
+	if err := o.Cluster.apply(opts); err != nil {
+		return nil, err
+	}
+	auth, err := internalAuth(opts, o.Account)
+	if err != nil {
+		return nil, err
+	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
@@ -126,7 +141,7 @@ func Start(o Options) (*Server, error) {
 		}
 		return nil, errors.New("embedded nats: not ready within 30s")
 	}
-	return &Server{ns: ns}, nil
+	return &Server{ns: ns, auth: auth}, nil
 }
 
 // ClientURL is the nats:// URL agents use, or "" with no listener.
@@ -139,7 +154,11 @@ func (s *Server) ClientURL() string {
 
 // Connect opens an in-process connection named name.
 func (s *Server) Connect(name string, extra ...nats.Option) (*nats.Conn, error) {
-	opts := append([]nats.Option{nats.InProcessServer(s.ns), nats.Name(name), nats.MaxReconnects(-1), nats.DrainTimeout(5 * time.Second)}, extra...)
+	opts := []nats.Option{nats.InProcessServer(s.ns), nats.Name(name), nats.MaxReconnects(-1), nats.DrainTimeout(5 * time.Second)}
+	if s.auth != nil {
+		opts = append(opts, s.auth)
+	}
+	opts = append(opts, extra...)
 	nc, err := nats.Connect("", opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect in-process %s: %w", name, err)

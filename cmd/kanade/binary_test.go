@@ -50,6 +50,7 @@ type proc struct {
 	mu     sync.Mutex
 	stderr bytes.Buffer
 	done   chan struct{}
+	ready  chan [2]string
 	err    error
 }
 
@@ -59,7 +60,16 @@ var readyRe = regexp.MustCompile(`^kanade ready http=(\S+) nats=(\S+)$`)
 // ready line. It is killed at the end of the test if still running.
 func startKanade(t *testing.T, dataDir string, args ...string) *proc {
 	t.Helper()
-	p := &proc{done: make(chan struct{})}
+	p := launchKanade(t, dataDir, args...)
+	p.waitReady(t)
+	return p
+}
+
+// launchKanade starts `kanade serve` without waiting for it to be ready
+// (nodes of one cluster become ready together); see waitReady.
+func launchKanade(t *testing.T, dataDir string, args ...string) *proc {
+	t.Helper()
+	p := &proc{done: make(chan struct{}), ready: make(chan [2]string, 1)}
 	all := append([]string{"serve", "--data-dir", dataDir, "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--log-level", "debug"}, args...)
 	p.cmd = exec.Command(binary(t), all...)
 	p.cmd.Env = append(os.Environ(), "KANADE_NODE_NAME=test")
@@ -70,7 +80,6 @@ func startKanade(t *testing.T, dataDir string, args ...string) *proc {
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	ready := make(chan [2]string, 1)
 	go func() {
 		sc := bufio.NewScanner(pipe)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -80,7 +89,7 @@ func startKanade(t *testing.T, dataDir string, args ...string) *proc {
 			p.stderr.WriteString(line + "\n")
 			p.mu.Unlock()
 			if m := readyRe.FindStringSubmatch(line); m != nil {
-				ready <- [2]string{m[1], m[2]}
+				p.ready <- [2]string{m[1], m[2]}
 			}
 		}
 		p.err = p.cmd.Wait()
@@ -97,15 +106,20 @@ func startKanade(t *testing.T, dataDir string, args ...string) *proc {
 			t.Logf("kanade stderr:\n%s", p.Stderr())
 		}
 	})
+	return p
+}
+
+// waitReady waits for the ready line and records the addresses.
+func (p *proc) waitReady(t *testing.T) {
+	t.Helper()
 	select {
-	case r := <-ready:
+	case r := <-p.ready:
 		p.HTTP, p.NATS = r[0], r[1]
 	case <-p.done:
 		t.Fatalf("kanade exited before ready: %v\n%s", p.err, p.Stderr())
 	case <-time.After(60 * time.Second):
 		t.Fatalf("kanade not ready in 60s\n%s", p.Stderr())
 	}
-	return p
 }
 
 // Stderr is everything the process wrote so far.

@@ -15,7 +15,9 @@ import (
 const usage = `kanade: the kanade backend.
 
 Usage:
-  kanade serve [flags]   run a backend node (embedded NATS by default)
+  kanade serve [flags]   run a backend node (embedded NATS by default; --demo adds simulated agents)
+  kanade sim [flags]     run simulated agents against a NATS (kanade sim -h)
+  kanade nats-users      print NATS users for agents, operator, backend (--nats-config)
   kanade version         print the version
 
 Run "kanade serve -h" for the flags. Every flag has an environment twin
@@ -29,6 +31,10 @@ func run(args []string) error {
 	switch args[0] {
 	case "serve":
 		return serve(args[1:])
+	case "sim":
+		return simCmd(args[1:])
+	case "nats-users":
+		return natsUsers(args[1:])
 	case "version", "--version", "-v":
 		fmt.Println("kanade", api.Version)
 		return nil

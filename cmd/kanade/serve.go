@@ -27,6 +27,7 @@ func serve(args []string) error {
 	nodeName := f.String("node-name", node.DefaultNodeName(), "this node's name; names its durable consumers, so it must be unique per node")
 	replicas := f.Int("replicas", 1, "replicas of the streams this node creates (3 on a cluster)")
 	logLevel := f.String("log-level", "info", "debug, info, warn or error")
+	demo := f.Bool("demo", false, "also run 25 simulated agents, two sample jobs and a schedule firing every minute")
 	// Each capability declares its own flags in flags_<capability>.go and
 	// returns how they fill node.Options.
 	apply := []func(*node.Options){
@@ -68,7 +69,5 @@ func serve(args []string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return node.Run(ctx, o, func(r node.Ready) {
-		fmt.Fprintln(os.Stderr, r.Line())
-	})
+	return runNode(ctx, o, *demo, log)
 }

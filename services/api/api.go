@@ -167,6 +167,12 @@ func Start(nc *nats.Conn, s Service) (*Running, error) {
 			return nil, fmt.Errorf("add endpoint %s.%s: %w", s.Name, ep.Name, err)
 		}
 	}
+	// The subscriptions must reach the server before Start returns, or a
+	// request sent right after (from another connection) finds no responders.
+	if err := nc.FlushTimeout(10 * time.Second); err != nil {
+		r.Stop()
+		return nil, fmt.Errorf("start service %s: %w", s.Name, err)
+	}
 	return r, nil
 }
 

@@ -1,14 +1,42 @@
 // Package projector turns the agents' JetStream streams into the SQLite
 // projection, exactly once, and serves kanade.projector.status.
+//
+// JetStream is the source of truth. Each stream (RESULTS, EVENTS and the
+// backend's EXECUTIONS) is read through a durable pull consumer named after
+// the node, in batches; a batch is applied in one SQLite transaction that
+// also records the stream's last applied sequence in projector_offsets, and
+// the messages are acked only after that commit. Anything at or below the
+// stored sequence is skipped, so a crash anywhere loses nothing and applies
+// nothing twice. SQLite, not the consumer, is the truth of the position: on
+// start the consumer is recreated at the stored offset + 1 whenever the two
+// disagree, which is also how an empty kanade.db rebuilds itself.
 package projector
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kanade-go/kanade/services/api"
 	"github.com/kanade-go/kanade/store"
+	"github.com/kanade-go/kanade/streams"
+	"github.com/kanade-go/kanade/wire"
+)
+
+// Defaults of Options.
+const (
+	DefaultBatch        = 1000
+	DefaultMaxPayload   = 16 << 20
+	DefaultReapInterval = 3 * time.Minute
+	// rejectPrefix bounds the payload kept for a rejected message.
+	rejectPrefix = 4 << 10
 )
 
 // Options configure the projector.
@@ -17,16 +45,135 @@ type Options struct {
 	DB       *store.DB
 	NodeName string
 	Logger   *slog.Logger
+
+	// Retention deletes results (and executions, rejects and silent
+	// agents) older than this; 0 keeps everything.
+	Retention time.Duration
+	// Batch is the most messages applied in one transaction (default 1000).
+	Batch int
+	// MaxPayload rejects larger messages (default 16 MiB).
+	MaxPayload int
+	// ReapInterval is how often in-flight rows past their deadline are
+	// finished and retention runs (default 3 min).
+	ReapInterval time.Duration
+	// NoService skips the micro service (tests, benchmarks).
+	NoService bool
 }
 
 // Projector is a running projector.
-type Projector struct{}
+type Projector struct {
+	o       Options
+	log     *slog.Logger
+	js      jetstream.JetStream
+	db      *store.DB
+	streams []*stream
+	known   *knownValues
+	hb      *heartbeats
+	svc     *api.Running
 
-// Start starts consuming.
-func Start(ctx context.Context, o Options) (*Projector, error) {
-	o.Logger.Warn("projector: not built yet")
-	return nil, nil
+	rowsResults    atomic.Int64
+	rowsExecutions atomic.Int64
+	rowsAgents     atomic.Int64
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
-// Stop stops consuming and waits for the batch in hand to commit.
-func (p *Projector) Stop() error { return nil }
+// Start loads the stored offsets, positions the consumers and starts
+// consuming. It returns once every consumer is in place.
+func Start(ctx context.Context, o Options) (*Projector, error) {
+	if o.Conn == nil || o.DB == nil {
+		return nil, errors.New("projector: a NATS connection and a store are required")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.NodeName == "" {
+		o.NodeName = "kanade"
+	}
+	if o.Batch <= 0 {
+		o.Batch = DefaultBatch
+	}
+	if o.MaxPayload <= 0 {
+		o.MaxPayload = DefaultMaxPayload
+	}
+	if o.ReapInterval <= 0 {
+		o.ReapInterval = DefaultReapInterval
+	}
+	js, err := jetstream.New(o.Conn)
+	if err != nil {
+		return nil, fmt.Errorf("projector: jetstream: %w", err)
+	}
+	p := &Projector{o: o, log: o.Logger, js: js, db: o.DB, known: newKnownValues()}
+	specs := []struct {
+		name, filter, suffix string
+		kind                 kind
+	}{
+		{wire.StreamResults, wire.SubjectResultsAll, "results", kindResult},
+		{wire.StreamEvents, wire.SubjectStartedAll, "events", kindStarted},
+		{streams.StreamExecutions, streams.SubjectExecutions, "executions", kindExecution},
+	}
+	if err := p.loadCounts(ctx); err != nil {
+		return nil, err
+	}
+	for _, sp := range specs {
+		s := &stream{
+			p: p, name: sp.name, filter: sp.filter, kind: sp.kind,
+			durable: "projector_" + o.NodeName + "_" + sp.suffix,
+			log:     p.log.With("stream", sp.name),
+		}
+		if err := s.load(ctx); err != nil {
+			return nil, err
+		}
+		if err := s.position(ctx); err != nil {
+			return nil, err
+		}
+		p.streams = append(p.streams, s)
+	}
+	p.hb = newHeartbeats(p)
+	if err := p.hb.subscribe(); err != nil {
+		return nil, err
+	}
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	for _, s := range p.streams {
+		s.start(runCtx, &p.wg)
+	}
+	p.wg.Add(2)
+	go func() { defer p.wg.Done(); p.hb.run(runCtx) }()
+	go func() { defer p.wg.Done(); p.maintain(runCtx) }()
+
+	if !o.NoService {
+		svc, err := p.startService()
+		if err != nil {
+			p.Stop()
+			return nil, err
+		}
+		p.svc = svc
+	}
+	return p, nil
+}
+
+// Stop stops consuming and waits for the batch in hand to commit; the
+// heartbeats buffered so far are flushed.
+func (p *Projector) Stop() error {
+	if p == nil {
+		return nil
+	}
+	var err error
+	if p.svc != nil {
+		err = p.svc.Stop()
+	}
+	if p.hb != nil {
+		p.hb.unsubscribe()
+	}
+	if p.cancel != nil {
+		p.cancel()
+	}
+	p.wg.Wait()
+	return err
+}
+
+// NodeName is the name the projector's durable consumers carry.
+func (p *Projector) NodeName() string { return p.o.NodeName }

@@ -1,32 +1,189 @@
 // Package scheduler keeps the jobs catalog and the schedules, and turns them
 // into Commands on time, exactly once across nodes.
+//
+// Jobs and schedules live in the KV buckets upstream uses (jobs,
+// schedules), so every node sees the same catalog. The micro services jobs
+// and schedules (micro.go) edit them and run a job now; the Engine watches
+// the schedules and fires their ticks. Several nodes may run the engine
+// against one NATS: each tick is claimed in the schedule_claims bucket by a
+// compare-and-set that one node wins, and its exec_id and request_id are
+// derived from the schedule and the tick, so even a repeated publish is one
+// execution downstream.
 package scheduler
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"sync"
+	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kanade-go/kanade/services/api"
 	"github.com/kanade-go/kanade/store"
+	"github.com/kanade-go/kanade/wire"
 )
 
 // Options configure the scheduler.
 type Options struct {
 	Conn     *nats.Conn
-	DB       *store.DB
+	DB       *store.DB // read only: the agents table, for target counts
 	NodeName string
 	Logger   *slog.Logger
+
+	// Replicas of the schedule_claims bucket when this node creates it.
+	Replicas int
+	// Workers bounds the fires in flight at once (default 128).
+	Workers int
+	// Clock is the engine's time source (default the system clock).
+	Clock Clock
 }
 
 // Scheduler is the running scheduler and its services.
-type Scheduler struct{}
+type Scheduler struct {
+	Catalog *Catalog
+	Engine  *Engine
+
+	svcs   []*api.Running
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
 
 // Start starts the services and the cron engine.
 func Start(ctx context.Context, o Options) (*Scheduler, error) {
-	o.Logger.Warn("scheduler: not built yet")
-	return nil, nil
+	if o.Conn == nil {
+		return nil, errors.New("scheduler: no NATS connection")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Clock == nil {
+		o.Clock = realClock{}
+	}
+	if o.Replicas < 1 {
+		o.Replicas = 1
+	}
+	js, err := jetstream.New(o.Conn)
+	if err != nil {
+		return nil, fmt.Errorf("scheduler: jetstream: %w", err)
+	}
+	bucket := func(name string) (jetstream.KeyValue, error) {
+		kv, err := js.KeyValue(ctx, name)
+		if err != nil {
+			return nil, fmt.Errorf("scheduler: kv %s: %w", name, err)
+		}
+		return kv, nil
+	}
+	jobs, err := bucket(wire.BucketJobs)
+	if err != nil {
+		return nil, err
+	}
+	scheds, err := bucket(wire.BucketSchedules)
+	if err != nil {
+		return nil, err
+	}
+	groupsKV, err := bucket(wire.BucketAgentGroups)
+	if err != nil {
+		return nil, err
+	}
+	claims, err := ensureClaims(ctx, js, o.Replicas)
+	if err != nil {
+		return nil, err
+	}
+
+	s := &Scheduler{Catalog: &Catalog{Jobs: jobs, Schedules: scheds}}
+	bg, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	groups, err := WatchMirror[[]string](bg, groupsKV, &s.wg, o.Logger)
+	if err != nil {
+		s.Stop()
+		return nil, err
+	}
+	jobCache, err := WatchMirror[Manifest](bg, jobs, &s.wg, o.Logger)
+	if err != nil {
+		s.Stop()
+		return nil, err
+	}
+	firer := &Firer{JS: js, Agents: &AgentCounter{DB: o.DB, Groups: groups, Now: o.Clock.Now, Log: o.Logger}}
+	s.Engine, err = StartEngine(ctx, EngineOptions{
+		Schedules: scheds, Jobs: jobs, JobCache: jobCache, Claims: claims, Firer: firer, Clock: o.Clock,
+		Instance: o.NodeName + "-" + uuid.NewString()[:8], Workers: o.Workers, Logger: o.Logger,
+	})
+	if err != nil {
+		s.Stop()
+		return nil, fmt.Errorf("scheduler: %w", err)
+	}
+	for _, svc := range services(s.Catalog, s.Engine, firer, o.Clock, o.Logger) {
+		r, err := api.Start(o.Conn, svc)
+		if err != nil {
+			s.Stop()
+			return nil, fmt.Errorf("scheduler: %w", err)
+		}
+		s.svcs = append(s.svcs, r)
+	}
+	return s, nil
 }
 
-// Stop stops firing and answering.
-func (s *Scheduler) Stop() error { return nil }
+// Stop stops answering, then firing, and waits for both.
+func (s *Scheduler) Stop() error {
+	var errs []error
+	for _, r := range s.svcs {
+		errs = append(errs, r.Stop())
+	}
+	if s.Engine != nil {
+		s.Engine.Stop()
+	}
+	s.cancel()
+	s.wg.Wait()
+	return errors.Join(errs...)
+}
+
+// ensureClaims opens the claims bucket, creating it on first start. History
+// 1: only the last claim of each schedule matters.
+//
+// A claim is on the critical path of every fire, so on a single server the
+// bucket's stream is made with asynchronous persistence: a claim is acked
+// from memory instead of waiting for an fsync (with --nats-sync always that
+// halves the fsyncs before a Command is out). Between live nodes the server
+// decides either way; what a crash can lose is the last moments of claims,
+// and a tick fired again after that is the same exec_id and request_id, so
+// streams, agents and the executions table still see one execution.
+// Replicated streams do not support the mode (they relax fsync by
+// themselves), so there the bucket is an ordinary one.
+func ensureClaims(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, BucketClaims)
+	if err == nil {
+		return kv, nil
+	}
+	if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("scheduler: kv %s: %w", BucketClaims, err)
+	}
+	if replicas == 1 {
+		// The stream a KeyValueConfig{History: 1} makes, plus the mode.
+		_, err = js.CreateStream(ctx, jetstream.StreamConfig{
+			Name: "KV_" + BucketClaims, Description: "last tick claimed per schedule",
+			Subjects: []string{"$KV." + BucketClaims + ".>"}, MaxMsgsPerSubject: 1,
+			MaxBytes: -1, MaxMsgSize: -1, MaxMsgs: -1, MaxConsumers: -1,
+			Storage: jetstream.FileStorage, Replicas: 1, Discard: jetstream.DiscardNew,
+			AllowRollup: true, DenyDelete: true, AllowDirect: true, Duplicates: 2 * time.Minute,
+			PersistMode: jetstream.AsyncPersistMode,
+		})
+	} else {
+		_, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: BucketClaims, Description: "last tick claimed per schedule",
+			History: 1, Storage: jetstream.FileStorage, Replicas: replicas,
+		})
+	}
+	if err != nil && !errors.Is(err, jetstream.ErrBucketExists) && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return nil, fmt.Errorf("scheduler: create kv %s: %w", BucketClaims, err)
+	}
+	kv, err = js.KeyValue(ctx, BucketClaims)
+	if err != nil {
+		return nil, fmt.Errorf("scheduler: kv %s: %w", BucketClaims, err)
+	}
+	return kv, nil
+}

@@ -1,0 +1,195 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+)
+
+// ParamHeaderPrefix names the NATS headers that carry the path and query
+// parameters when the request body passes through verbatim (a YAML
+// manifest): "Kanade-Param-job_id: backup".
+const ParamHeaderPrefix = "Kanade-Param-"
+
+// statusClientClosed is logged when the client went away before the reply
+// (nginx's convention); nothing is sent.
+const statusClientClosed = 499
+
+// serveEndpoint turns one HTTP request into one NATS request and its reply
+// into the HTTP response.
+func (g *Gateway) serveEndpoint(w http.ResponseWriter, r *http.Request, ep *endpoint) {
+	params, err := requestParams(r, ep)
+	if err != nil {
+		textError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	msg := &nats.Msg{Subject: ep.Subject}
+	body, status, err := g.readBody(w, r)
+	if err != nil {
+		textError(w, status, err.Error())
+		return
+	}
+	switch {
+	case len(body) == 0:
+		msg.Data, err = json.Marshal(params)
+	case bytes.HasPrefix(bytes.TrimLeft(body, " \t\r\n"), []byte("{")):
+		msg.Data, err = mergeParams(body, params)
+		if err != nil {
+			// Not an object after all: the service reports the syntax error.
+			msg.Data, err = body, nil
+			passHeaders(msg, r, params)
+		} else {
+			msg.Header = nats.Header{"Content-Type": []string{"application/json"}}
+		}
+	default:
+		msg.Data = body
+		passHeaders(msg, r, params)
+	}
+	if err != nil {
+		textError(w, http.StatusInternalServerError, "encode request: "+err.Error())
+		return
+	}
+
+	ctx, cancel := context.WithTimeout(r.Context(), g.o.APITimeout)
+	defer cancel()
+	reply, err := g.o.Conn.RequestMsgWithContext(ctx, msg)
+	if err != nil {
+		switch {
+		case r.Context().Err() != nil:
+			// The client is gone; the request was cancelled with it.
+			w.WriteHeader(statusClientClosed)
+		case errors.Is(err, nats.ErrNoResponders):
+			textError(w, http.StatusServiceUnavailable, fmt.Sprintf("service %s is not running (no responders on %s)", ep.Service, ep.Subject))
+		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+			textError(w, http.StatusGatewayTimeout, fmt.Sprintf("service %s did not answer %s within %s", ep.Service, ep.Subject, g.o.APITimeout))
+		default:
+			g.log.Warn("nats request failed", "subject", ep.Subject, "err", err)
+			textError(w, http.StatusServiceUnavailable, fmt.Sprintf("service %s unreachable: %v", ep.Service, err))
+		}
+		return
+	}
+	if code := reply.Header.Get(micro.ErrorCodeHeader); code != "" {
+		text := string(reply.Data)
+		if text == "" {
+			text = reply.Header.Get(micro.ErrorHeader)
+		}
+		status, err := strconv.Atoi(code)
+		if err != nil || status < 400 || status > 599 {
+			textError(w, http.StatusBadGateway, fmt.Sprintf("service %s answered error %s: %s", ep.Service, code, text))
+			return
+		}
+		textError(w, status, text)
+		return
+	}
+	if len(reply.Data) == 0 {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(reply.Data)))
+	w.Write(reply.Data)
+}
+
+// requestParams collects the path and query parameters; int parameters
+// become numbers. A path parameter wins over a query parameter of the same
+// name: the path names the resource.
+func requestParams(r *http.Request, ep *endpoint) (map[string]any, error) {
+	params := make(map[string]any, len(ep.params)+2)
+	if r.URL.RawQuery != "" {
+		q, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			return nil, fmt.Errorf("query string: %v", err)
+		}
+		for k, vs := range q {
+			v := vs[len(vs)-1]
+			if !ep.ints[k] {
+				params[k] = v
+				continue
+			}
+			if v == "" {
+				continue // "?limit=" means the default
+			}
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("parameter %s: must be an integer, not %q", k, v)
+			}
+			params[k] = n
+		}
+	}
+	for _, name := range ep.params {
+		params[name] = r.PathValue(name)
+	}
+	return params, nil
+}
+
+// readBody reads a request body up to MaxBody; past it the answer is 413.
+func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, error) {
+	if r.Body == nil || r.Body == http.NoBody || r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return nil, 0, nil
+	}
+	if r.ContentLength > g.o.MaxBody {
+		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("request body over %d bytes", g.o.MaxBody)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.o.MaxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("request body over %d bytes", g.o.MaxBody)
+		}
+		return nil, http.StatusBadRequest, fmt.Errorf("read request body: %v", err)
+	}
+	return body, 0, nil
+}
+
+// mergeParams adds the parameters to a JSON object body, keeping the
+// body's own values byte for byte.
+func mergeParams(body []byte, params map[string]any) ([]byte, error) {
+	if len(params) == 0 {
+		if !json.Valid(body) {
+			return nil, errors.New("invalid JSON")
+		}
+		return body, nil
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(body, &obj); err != nil {
+		return nil, err
+	}
+	for k, v := range params {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return nil, err
+		}
+		obj[k] = b
+	}
+	return json.Marshal(obj)
+}
+
+// passHeaders carries the body's Content-Type and the parameters in NATS
+// headers, for a body passed through verbatim.
+func passHeaders(msg *nats.Msg, r *http.Request, params map[string]any) {
+	msg.Header = nats.Header{}
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		msg.Header.Set("Content-Type", ct)
+	}
+	for k, v := range params {
+		msg.Header.Set(ParamHeaderPrefix+k, fmt.Sprint(v))
+	}
+}
+
+// textError answers with a plain-text body, as the services' errors do.
+func textError(w http.ResponseWriter, status int, text string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Content-Length", strconv.Itoa(len(text)))
+	w.WriteHeader(status)
+	io.WriteString(w, text)
+}

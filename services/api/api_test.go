@@ -1,0 +1,129 @@
+package api_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/kanade-go/kanade/nodetest"
+	"github.com/kanade-go/kanade/services/api"
+)
+
+type params struct {
+	Limit int    `json:"limit"`
+	Name  string `json:"name"`
+}
+
+func TestDecode(t *testing.T) {
+	var p params
+	if err := api.Decode(nil, &p); err != nil || p.Limit != 0 {
+		t.Fatalf("empty body: %v", err)
+	}
+	cases := map[string]string{
+		`{"limit":"x"}`:  "parameter limit: must be an integer",
+		`{"nope":1}`:     `unknown parameter "nope"`,
+		`not json`:       "not valid JSON",
+		`{"limit":1} {}`: "one JSON object",
+		`{"name":[1]}`:   "parameter name: must be a string",
+	}
+	for body, want := range cases {
+		err := api.Decode([]byte(body), &p)
+		var e *api.Error
+		if !errors.As(err, &e) || e.Status != 400 || !strings.Contains(e.Message, want) {
+			t.Errorf("%s: got %v, want 400 containing %q", body, err, want)
+		}
+	}
+}
+
+func TestServiceAnswersAndMapsErrors(t *testing.T) {
+	n := nodetest.Start(t)
+	nc := n.Conn(t)
+	release := make(chan struct{})
+	svc, err := api.Start(nc, api.Service{
+		Name: "apitest", Workers: 4, Logger: n.Logger,
+		Endpoints: []api.Endpoint{
+			{Name: "echo", Subject: "kanade.apitest.echo", HTTP: "GET /api/echo", IntParams: []string{"limit"},
+				Handler: func(ctx context.Context, r api.Request) (any, error) {
+					var p params
+					if err := api.Decode(r.Data, &p); err != nil {
+						return nil, err
+					}
+					return p, nil
+				}},
+			{Name: "empty", Subject: "kanade.apitest.empty", Handler: func(context.Context, api.Request) (any, error) { return nil, nil }},
+			{Name: "missing", Subject: "kanade.apitest.missing", Handler: func(context.Context, api.Request) (any, error) {
+				return nil, api.NotFound("no such thing")
+			}},
+			{Name: "broken", Subject: "kanade.apitest.broken", Handler: func(context.Context, api.Request) (any, error) {
+				return nil, errors.New("secret detail")
+			}},
+			{Name: "slow", Subject: "kanade.apitest.slow", Handler: func(ctx context.Context, _ api.Request) (any, error) {
+				<-release
+				return "done", nil
+			}},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Stop()
+
+	client := n.Conn(t)
+	req := func(subj, body string) *nats.Msg {
+		t.Helper()
+		m, err := client.Request(subj, []byte(body), 5*time.Second)
+		if err != nil {
+			t.Fatalf("%s: %v", subj, err)
+		}
+		return m
+	}
+	if m := req("kanade.apitest.echo", `{"limit":3,"name":"x"}`); string(m.Data) != `{"limit":3,"name":"x"}` {
+		t.Errorf("echo: %s", m.Data)
+	}
+	if m := req("kanade.apitest.empty", ``); len(m.Data) != 0 || m.Header.Get(micro.ErrorCodeHeader) != "" {
+		t.Errorf("empty: %q %v", m.Data, m.Header)
+	}
+	for subj, want := range map[string][2]string{
+		"kanade.apitest.echo":    {"400", "unknown parameter"},
+		"kanade.apitest.missing": {"404", "no such thing"},
+		"kanade.apitest.broken":  {"500", "internal error"},
+	} {
+		m := req(subj, `{"x":1}`)
+		if m.Header.Get(micro.ErrorCodeHeader) != want[0] || !strings.Contains(string(m.Data), want[1]) {
+			t.Errorf("%s: %v %q", subj, m.Header, m.Data)
+		}
+		if strings.Contains(string(m.Data), "secret") {
+			t.Errorf("%s leaked an internal error: %s", subj, m.Data)
+		}
+	}
+
+	// Slow requests in flight do not hold up others (bounded pool).
+	for i := 0; i < 2; i++ {
+		if err := client.PublishRequest("kanade.apitest.slow", nats.NewInbox(), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	client.Flush()
+	if m := req("kanade.apitest.echo", `{"limit":1}`); !strings.Contains(string(m.Data), `"limit":1`) {
+		t.Errorf("echo behind slow requests: %s", m.Data)
+	}
+	close(release)
+
+	// The route metadata is what the gateway reads.
+	var found bool
+	for _, ep := range svc.Info().Endpoints {
+		if ep.Name == "echo" {
+			found = ep.Metadata[api.MetaHTTP] == "GET /api/echo" && ep.Metadata[api.MetaIntParams] == "limit"
+		}
+	}
+	if !found {
+		b, _ := json.Marshal(svc.Info())
+		t.Errorf("metadata missing: %s", b)
+	}
+}

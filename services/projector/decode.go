@@ -1,0 +1,140 @@
+package projector
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kanade-go/kanade/streams"
+	"github.com/kanade-go/kanade/wire"
+)
+
+// kind is what a stream carries.
+type kind int
+
+const (
+	kindResult kind = iota
+	kindStarted
+	kindExecution
+)
+
+// item is one delivered message, decoded, or the reason it cannot be.
+type item struct {
+	msg       jetstream.Msg
+	seq       uint64
+	subject   string
+	published time.Time
+	pending   uint64
+
+	result  *wire.ExecResult
+	started *wire.EventStarted
+	exec    *streams.ExecutionRecord
+	reject  error
+	payload []byte // kept for a reject
+	size    int
+}
+
+// decode turns messages into items, reading large outputs back from the
+// object store. It only fails (returning nil) when ctx ends.
+func (s *stream) decode(ctx context.Context, msgs []jetstream.Msg) []item {
+	items := make([]item, 0, len(msgs))
+	applied := s.applied.Load()
+	for _, m := range msgs {
+		it := item{msg: m, subject: m.Subject(), size: len(m.Data())}
+		md, err := m.Metadata()
+		if err != nil {
+			// Without a sequence the message cannot be placed; it is acked
+			// and dropped (it cannot come from a stream consumer anyway).
+			s.log.Warn("projector: message without metadata dropped", "subject", it.subject, "err", err)
+			it.reject = err
+			items = append(items, it)
+			continue
+		}
+		it.seq, it.published, it.pending = md.Sequence.Stream, md.Timestamp, md.NumPending
+		if it.seq > s.delivered.Load() {
+			s.delivered.Store(it.seq)
+		}
+		if it.seq <= applied {
+			items = append(items, it) // applied before: only acked
+			continue
+		}
+		data := m.Data()
+		if len(data) > s.p.o.MaxPayload {
+			it.reject = fmt.Errorf("payload of %d bytes exceeds the limit of %d", len(data), s.p.o.MaxPayload)
+		} else {
+			it.reject = s.decodeOne(ctx, &it, data)
+		}
+		if it.reject != nil {
+			it.payload = data[:min(len(data), rejectPrefix)]
+		}
+		items = append(items, it)
+	}
+	return items
+}
+
+func (s *stream) decodeOne(ctx context.Context, it *item, data []byte) error {
+	switch s.kind {
+	case kindResult:
+		r, err := wire.DecodeResult(data)
+		if err != nil {
+			return err
+		}
+		if r.StdoutObject != nil && *r.StdoutObject != "" {
+			r.Stdout = s.p.readOutput(ctx, *r.StdoutObject, r.Stdout)
+		}
+		if r.StderrObject != nil && *r.StderrObject != "" {
+			r.Stderr = s.p.readOutput(ctx, *r.StderrObject, r.Stderr)
+		}
+		it.result = &r
+	case kindStarted:
+		e, err := wire.DecodeStarted(data)
+		if err != nil {
+			return err
+		}
+		it.started = &e
+	case kindExecution:
+		var e streams.ExecutionRecord
+		if err := json.Unmarshal(data, &e); err != nil {
+			return fmt.Errorf("decode ExecutionRecord: %w", err)
+		}
+		if e.ExecID == "" {
+			return errors.New("decode ExecutionRecord: missing exec_id")
+		}
+		if e.JobID == "" {
+			return errors.New("decode ExecutionRecord: missing job_id")
+		}
+		it.exec = &e
+	}
+	return nil
+}
+
+// readOutput fetches an output the agent moved to the object store. A
+// missing object (expired, or never uploaded) leaves a note in the output;
+// any other failure is retried until it succeeds or ctx ends, since
+// storing a note for a passing network error would be permanent.
+func (p *Projector) readOutput(ctx context.Context, key, inline string) string {
+	backoff := 500 * time.Millisecond
+	for {
+		obs, err := p.js.ObjectStore(ctx, wire.ObjectStoreOutput)
+		var b []byte
+		if err == nil {
+			b, err = obs.GetBytes(ctx, key)
+		}
+		switch {
+		case err == nil:
+			return string(b)
+		case errors.Is(err, jetstream.ErrObjectNotFound), errors.Is(err, jetstream.ErrBucketNotFound),
+			errors.Is(err, jetstream.ErrStreamNotFound):
+			return inline + fmt.Sprintf("\n[kanade: output object %s/%s not found]\n", wire.ObjectStoreOutput, key)
+		}
+		p.log.Warn("projector: read output object; retrying", "key", key, "err", err)
+		if !sleep(ctx, backoff) {
+			return inline
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}

@@ -1,0 +1,158 @@
+package projector
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/kanade-go/kanade/store"
+	"github.com/kanade-go/kanade/wire"
+)
+
+// heartbeats buffers the newest heartbeat of each PC (core NATS, no
+// stream) and writes them about once a second in one transaction: a fleet
+// of thousands heartbeating every 30 s is a hundred rows a second, not a
+// hundred transactions.
+type heartbeats struct {
+	p   *Projector
+	sub *nats.Subscription
+
+	mu  sync.Mutex
+	buf map[string]heartbeat
+
+	received atomic.Uint64
+	invalid  atomic.Uint64
+}
+
+type heartbeat struct {
+	wire.Heartbeat
+	at time.Time
+}
+
+// flushEvery is the heartbeat write interval; maxBuffered flushes early.
+const (
+	flushEvery  = time.Second
+	maxBuffered = 100_000
+)
+
+const sqlAgent = `INSERT INTO agents (pc_id, hostname, os_family, agent_version, last_heartbeat,
+	agent_cpu_pct, agent_rss_bytes, last_logon_user, last_logon_display_name)
+	VALUES (?,?,?,?,?,?,?,?,?)
+	ON CONFLICT (pc_id) DO UPDATE SET
+	hostname = COALESCE(excluded.hostname, hostname),
+	os_family = COALESCE(excluded.os_family, os_family),
+	agent_version = excluded.agent_version,
+	last_heartbeat = excluded.last_heartbeat,
+	agent_cpu_pct = excluded.agent_cpu_pct,
+	agent_rss_bytes = excluded.agent_rss_bytes,
+	last_logon_user = COALESCE(excluded.last_logon_user, last_logon_user),
+	last_logon_display_name = COALESCE(excluded.last_logon_display_name, last_logon_display_name)`
+
+func newHeartbeats(p *Projector) *heartbeats {
+	return &heartbeats{p: p, buf: map[string]heartbeat{}}
+}
+
+func (h *heartbeats) subscribe() error {
+	sub, err := h.p.o.Conn.Subscribe(wire.SubjectHeartbeatsAll, h.receive)
+	if err != nil {
+		return fmt.Errorf("projector: subscribe heartbeats: %w", err)
+	}
+	sub.SetPendingLimits(maxBuffered, 256<<20)
+	h.sub = sub
+	return nil
+}
+
+func (h *heartbeats) unsubscribe() {
+	if h.sub != nil {
+		h.sub.Unsubscribe()
+	}
+}
+
+func (h *heartbeats) receive(m *nats.Msg) {
+	hb, err := wire.DecodeHeartbeat(m.Data)
+	if err != nil {
+		h.invalid.Add(1)
+		h.p.log.Debug("projector: invalid heartbeat", "subject", m.Subject, "err", err)
+		return
+	}
+	h.received.Add(1)
+	at := hb.At
+	if at.IsZero() {
+		at = time.Now()
+	}
+	h.mu.Lock()
+	if old, ok := h.buf[hb.PCID]; !ok || !at.Before(old.at) {
+		h.buf[hb.PCID] = heartbeat{Heartbeat: hb, at: at}
+	}
+	h.mu.Unlock()
+}
+
+// run flushes every second until ctx ends, then once more.
+func (h *heartbeats) run(ctx context.Context) {
+	t := time.NewTicker(flushEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			h.flush()
+		case <-ctx.Done():
+			h.flush()
+			return
+		}
+	}
+}
+
+func (h *heartbeats) flush() {
+	h.mu.Lock()
+	buf := h.buf
+	if len(buf) == 0 {
+		h.mu.Unlock()
+		return
+	}
+	h.buf = map[string]heartbeat{}
+	h.mu.Unlock()
+	var added int64
+	err := h.p.db.WriteTx(context.Background(), func(tx *sql.Tx) error {
+		added = 0
+		var before int64
+		if err := tx.QueryRow(`SELECT count(*) FROM agents`).Scan(&before); err != nil {
+			return err
+		}
+		st, err := tx.Prepare(sqlAgent)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		for _, hb := range buf {
+			if _, err := st.Exec(hb.PCID, hb.Hostname, hb.OSFamily, hb.AgentVersion, store.FormatTime(hb.at),
+				hb.AgentCPUPct, hb.AgentRSSBytes, hb.LastLogonUser, hb.LastLogonDisplayName); err != nil {
+				return fmt.Errorf("agent %s: %w", hb.PCID, err)
+			}
+		}
+		var after int64
+		if err := tx.QueryRow(`SELECT count(*) FROM agents`).Scan(&after); err != nil {
+			return err
+		}
+		added = after - before
+		return nil
+	})
+	if err != nil {
+		// Heartbeats are not in a stream: put them back for the next try
+		// unless newer ones came in meanwhile.
+		h.p.log.Warn("projector: write heartbeats", "err", err)
+		h.mu.Lock()
+		for pc, hb := range buf {
+			if _, ok := h.buf[pc]; !ok && len(h.buf) < maxBuffered {
+				h.buf[pc] = hb
+			}
+		}
+		h.mu.Unlock()
+		return
+	}
+	h.p.rowsAgents.Add(added)
+}

@@ -1,0 +1,269 @@
+package projector
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kanade-go/kanade/nodetest"
+	"github.com/kanade-go/kanade/store"
+	"github.com/kanade-go/kanade/wire"
+)
+
+// projectionTables are the tables rebuilt from the streams (agents come
+// from heartbeats, which no stream keeps).
+var projectionTables = []string{
+	`SELECT * FROM execution_results ORDER BY result_id`,
+	`SELECT * FROM executions ORDER BY exec_id`,
+	`SELECT * FROM result_pc_ids ORDER BY pc_id`,
+	`SELECT * FROM result_job_ids ORDER BY job_id`,
+	`SELECT * FROM rejects ORDER BY stream, seq`,
+	`SELECT * FROM projector_offsets ORDER BY stream`,
+}
+
+// mixedTraffic publishes executions, started events and results in a
+// shuffled order, with duplicates and a poison message, while p runs.
+func mixedTraffic(e *env, rng *rand.Rand) {
+	type pub func()
+	var pubs []pub
+	for x := range 5 {
+		execID := fmt.Sprintf("x%d", x)
+		targets := 8
+		pubs = append(pubs, func() { e.execution(mkExec(execID, targets, 60)) })
+		for i := range targets {
+			id := fmt.Sprintf("%s-r%d", execID, i)
+			pc := fmt.Sprintf("PC%d", i)
+			code := int64(rng.IntN(3))
+			job := fmt.Sprintf("job-%d", x%2)
+			s := mkStarted(id, execID, pc)
+			s.ManifestID = &job
+			r := mkResult(id, execID, pc, code)
+			r.ManifestID = &job
+			pubs = append(pubs, func() { e.started(s) })
+			if i != 0 { // one run per exec stays in flight
+				pubs = append(pubs, func() { e.result(r) })
+			}
+			if i%3 == 0 {
+				pubs = append(pubs, func() { e.result(r) }, func() { e.started(s) })
+			}
+		}
+	}
+	pubs = append(pubs, func() { e.publish("results.poison", []byte("{oops")) })
+	rng.Shuffle(len(pubs), func(i, j int) { pubs[i], pubs[j] = pubs[j], pubs[i] })
+	for i, p := range pubs {
+		p()
+		if i%7 == 0 {
+			time.Sleep(2 * time.Millisecond) // let batches form at different points
+		}
+	}
+}
+
+func TestRebuildEqualsIncremental(t *testing.T) {
+	e := newEnv(t, Options{NoService: true, NodeName: "rb", Batch: 5})
+	mixedTraffic(e, rand.New(rand.NewPCG(1, 2)))
+	e.settle(e.p)
+	// Reap the runs left in flight, then one gets its result late.
+	if _, err := e.p.Reap(context.Background(), t0.Add(48*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	e.result(mkResult("x0-r0", "x0", "PC0", 0))
+	e.settle(e.p)
+	e.p.Stop()
+
+	// A new, empty kanade.db on the same node: the consumers are put back
+	// to the start, everything is replayed.
+	db2 := nodetest.OpenStore(t, filepath.Join(t.TempDir(), "kanade.db"))
+	p2 := e.start(db2, Options{NoService: true, NodeName: "rb", Batch: 1000})
+	e.settle(p2)
+	if _, err := p2.Reap(context.Background(), t0.Add(48*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range projectionTables {
+		a, b := query(t, e.n.DB, q), query(t, db2, q)
+		if len(a) != len(b) {
+			t.Errorf("%s: %d rows incremental, %d rebuilt", q, len(a), len(b))
+			continue
+		}
+		if len(a) == 0 {
+			t.Errorf("%s: empty, the test proves nothing", q)
+		}
+		for i := range a {
+			if !equalRows(a[i], b[i]) {
+				t.Errorf("%s row %d differs:\nincremental %v\nrebuilt     %v", q, i, a[i], b[i])
+			}
+		}
+	}
+	check(t, execRow(t, db2, "x0"), map[string]string{"status": "completed"})
+}
+
+// The projector of the crash test runs in a child process: the test binary
+// run again with these variables set.
+const (
+	childEnvURL = "KANADE_PROJECTOR_CHILD_NATS"
+	childEnvDB  = "KANADE_PROJECTOR_CHILD_DB"
+)
+
+func TestMain(m *testing.M) {
+	if url := os.Getenv(childEnvURL); url != "" {
+		if err := runChild(url, os.Getenv(childEnvDB)); err != nil {
+			fmt.Fprintln(os.Stderr, "child:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// runChild runs a projector until SIGTERM (or until it is killed).
+func runChild(url, dbPath string) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	db, err := store.Open(ctx, dbPath, store.Options{})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	p, err := Start(ctx, Options{Conn: nc, DB: db, NodeName: "child", NoService: true})
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return p.Stop()
+}
+
+func startChild(t testing.TB, url, dbPath string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnvURL+"="+url, childEnvDB+"="+dbPath)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd
+}
+
+// publishResults publishes n results of execs of perExec targets each, with
+// their execution records, asynchronously; it returns the exec count.
+func publishResults(t testing.TB, js jetstream.JetStream, n, perExec, stdoutBytes int) int {
+	return publishResultsWith(t, js, n, perExec, stdoutBytes, func(i int) string { return fmt.Sprintf("%08d-r", i) })
+}
+
+// publishResultsWith names result i with id(i).
+func publishResultsWith(t testing.TB, js jetstream.JetStream, n, perExec, stdoutBytes int, id func(int) string) int {
+	t.Helper()
+	ctx := context.Background()
+	execs := (n + perExec - 1) / perExec
+	for x := range execs {
+		rec := mkExec(fmt.Sprintf("x%d", x), min(perExec, n-x*perExec), 60)
+		b, _ := json.Marshal(rec)
+		if _, err := js.Publish(ctx, "executions."+rec.ExecID, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := make([]byte, stdoutBytes)
+	for i := range out {
+		out[i] = 'a' + byte(i%26)
+	}
+	for i := range n {
+		r := genResult(i, perExec, out, id)
+		b, _ := json.Marshal(r)
+		if _, err := js.PublishAsync(wire.Results(r.RequestID), b); err != nil {
+			t.Fatal(err)
+		}
+		if i%2000 == 1999 {
+			// A bounded window: a loaded machine would stall the async
+			// publisher otherwise.
+			select {
+			case <-js.PublishAsyncComplete():
+			case <-time.After(5 * time.Minute):
+				t.Fatal("publish did not complete")
+			}
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(5 * time.Minute):
+		t.Fatal("publish did not complete")
+	}
+	return execs
+}
+
+// genResult is the i-th result of publishResults: every fifth fails.
+func genResult(i, perExec int, stdout []byte, id func(int) string) wire.ExecResult {
+	x := i / perExec
+	r := mkResult(id(i), fmt.Sprintf("x%d", x), fmt.Sprintf("PC%04d", i%perExec), int64(i%5/4))
+	r.Stdout = string(stdout)
+	r.ManifestID = ptr(fmt.Sprintf("job-%d", x%20))
+	return r
+}
+
+func offsetOf(t testing.TB, db *store.DB, stream string) uint64 {
+	var seq uint64
+	db.R.QueryRow(`SELECT last_seq FROM projector_offsets WHERE stream = ?`, stream).Scan(&seq)
+	return seq
+}
+
+// A projector killed with SIGKILL in the middle of 100,000 results, and
+// restarted, ends with exactly the rows and counters of the stream.
+func TestCrashMidStream(t *testing.T) {
+	if testing.Short() {
+		t.Skip("publishes 100,000 results")
+	}
+	const total, perExec = 100_000, 10_000
+	n := nodetest.Start(t)
+	js := n.JetStream(t)
+	execs := publishResults(t, js, total, perExec, 64)
+	dbPath := filepath.Join(t.TempDir(), "child.db")
+	db := nodetest.OpenStore(t, dbPath)
+
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	kills := 0
+	for _, killAt := range []uint64{uint64(20_000 + rng.IntN(20_000)), uint64(60_000 + rng.IntN(20_000))} {
+		cmd := startChild(t, n.URL, dbPath)
+		waitFor(t, "rows "+strconv.Itoa(int(killAt)), func() bool { return offsetOf(t, db, wire.StreamResults) >= killAt })
+		// Let it get into the middle of the next batch.
+		time.Sleep(time.Duration(rng.IntN(30)) * time.Millisecond)
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		cmd.Wait()
+		kills++
+		t.Logf("killed at offset %d", offsetOf(t, db, wire.StreamResults))
+	}
+	startChild(t, n.URL, dbPath)
+	waitFor(t, "all results", func() bool { return offsetOf(t, db, wire.StreamResults) >= total })
+	if got := count(t, db, `SELECT count(*) FROM execution_results`); got != total {
+		t.Errorf("%d rows after %d kills, want %d", got, kills, total)
+	}
+	rows := query(t, db, `SELECT exec_id, success_count, failure_count, status, target_count FROM executions`)
+	if len(rows) != execs {
+		t.Fatalf("%d executions, want %d", len(rows), execs)
+	}
+	for _, r := range rows {
+		// Every fifth result fails (i%5/4), in every exec of 10,000.
+		if r["success_count"] != "8000" || r["failure_count"] != "2000" || r["status"] != "completed" {
+			t.Errorf("execution %v", r)
+		}
+	}
+	if got := count(t, db, `SELECT count(*) FROM result_pc_ids`); got != perExec {
+		t.Errorf("%d distinct pc_ids, want %d", got, perExec)
+	}
+}

@@ -1,0 +1,158 @@
+package scheduler
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/kanade-go/kanade/services/api"
+)
+
+// decodeDocument reads a manifest or schedule body, JSON or YAML, into a
+// generic object so that fields this backend does not know survive a round
+// trip. The Content-Type decides; without one a leading '{' means JSON.
+// literal names top-level keys whose YAML scalars keep their text ("1.0"
+// stays "1.0" rather than becoming the number 1).
+func decodeDocument(data []byte, contentType string, literal ...string) (map[string]any, error) {
+	body := bytes.TrimSpace(data)
+	if len(body) == 0 {
+		return nil, api.BadRequest("request body is empty")
+	}
+	ct := strings.ToLower(contentType)
+	isJSON := strings.Contains(ct, "json") || (!strings.Contains(ct, "yaml") && body[0] == '{')
+	if isJSON {
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.UseNumber()
+		var doc map[string]any
+		if err := dec.Decode(&doc); err != nil {
+			return nil, api.BadRequest("request body is not a valid JSON object: %v", err)
+		}
+		if dec.More() {
+			return nil, api.BadRequest("request body: one JSON object expected")
+		}
+		if doc == nil {
+			return nil, api.BadRequest("request body must be an object")
+		}
+		return doc, nil
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(body, &root); err != nil {
+		return nil, api.BadRequest("request body is not valid YAML: %v", err)
+	}
+	if len(root.Content) != 1 || root.Content[0].Kind != yaml.MappingNode {
+		return nil, api.BadRequest("request body must be a mapping")
+	}
+	v, err := yamlValue(root.Content[0], literal)
+	if err != nil {
+		return nil, api.BadRequest("request body: %v", err)
+	}
+	return v.(map[string]any), nil
+}
+
+// yamlValue turns a YAML node into JSON-ready values (string keys only).
+func yamlValue(n *yaml.Node, literal []string) (any, error) {
+	switch n.Kind {
+	case yaml.AliasNode:
+		return yamlValue(n.Alias, nil)
+	case yaml.MappingNode:
+		m := make(map[string]any, len(n.Content)/2)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if k.Kind != yaml.ScalarNode {
+				return nil, errors.New("mapping keys must be scalars")
+			}
+			if k.Tag == "!!merge" {
+				return nil, errors.New("merge keys (<<) are not supported")
+			}
+			if v.Kind == yaml.ScalarNode && v.Tag != "!!null" && contains(literal, k.Value) {
+				m[k.Value] = v.Value
+				continue
+			}
+			val, err := yamlValue(v, nil)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", k.Value, err)
+			}
+			m[k.Value] = val
+		}
+		return m, nil
+	case yaml.SequenceNode:
+		s := make([]any, 0, len(n.Content))
+		for _, c := range n.Content {
+			val, err := yamlValue(c, nil)
+			if err != nil {
+				return nil, err
+			}
+			s = append(s, val)
+		}
+		return s, nil
+	case yaml.ScalarNode:
+		var v any
+		if err := n.Decode(&v); err != nil {
+			return nil, err
+		}
+		return v, nil
+	}
+	return nil, fmt.Errorf("unsupported YAML node")
+}
+
+func contains(list []string, s string) bool {
+	for _, l := range list {
+		if l == s {
+			return true
+		}
+	}
+	return false
+}
+
+// bindDocument decodes the known fields of doc into v; a field of the wrong
+// type is a 400 naming it.
+func bindDocument(doc map[string]any, v any) error {
+	b, err := json.Marshal(doc)
+	if err != nil {
+		return api.BadRequest("request body: %v", err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return api.BadRequest("field %s: must be %s", te.Field, jsonKind(te.Type.Kind().String()))
+		}
+		return api.BadRequest("request body: %v", err)
+	}
+	return nil
+}
+
+func jsonKind(k string) string {
+	switch {
+	case strings.HasPrefix(k, "int"), strings.HasPrefix(k, "uint"):
+		return "an integer"
+	case k == "string":
+		return "a string"
+	case k == "bool":
+		return "true or false"
+	case k == "struct", k == "map":
+		return "an object"
+	case k == "slice":
+		return "a list"
+	}
+	return "a " + k
+}
+
+// validID reports whether s can name a job or schedule: a KV key that is
+// also safe inside derived names.
+func validID(s string) bool {
+	if s == "" || len(s) > 200 || s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
+		return false
+	}
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,194 @@
+package scheduler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kanade-go/kanade/services/api"
+	"github.com/kanade-go/kanade/wire"
+)
+
+// Manifest is what the backend reads of a job manifest. The stored manifest
+// keeps every other field as it was written.
+type Manifest struct {
+	ID          string  `json:"id"`
+	Version     string  `json:"version"`
+	Description string  `json:"description,omitempty"`
+	Execute     Execute `json:"execute"`
+}
+
+// Execute is the manifest's execute block.
+type Execute struct {
+	Shell              string          `json:"shell"`
+	Script             string          `json:"script"`
+	Timeout            HumanDuration   `json:"timeout"`
+	RunAs              string          `json:"run_as,omitempty"`
+	Cwd                string          `json:"cwd,omitempty"`
+	ScriptObject       string          `json:"script_object,omitempty"`
+	ScriptObjectSHA256 string          `json:"script_object_sha256,omitempty"`
+	Retry              *wire.Retry     `json:"retry,omitempty"`
+	Staleness          *wire.Staleness `json:"staleness,omitempty"`
+}
+
+// ParseManifest decodes a manifest (JSON or YAML, see decodeDocument),
+// validates it and returns it with the JSON to store: every field of the
+// input, unknown ones included.
+func ParseManifest(data []byte, contentType string) (Manifest, json.RawMessage, error) {
+	doc, err := decodeDocument(data, contentType, "id", "version")
+	if err != nil {
+		return Manifest{}, nil, err
+	}
+	var m Manifest
+	if err := bindDocument(doc, &m); err != nil {
+		return m, nil, err
+	}
+	if err := m.validate(); err != nil {
+		return m, nil, err
+	}
+	raw, err := json.Marshal(doc)
+	if err != nil {
+		return m, nil, fmt.Errorf("encode manifest: %w", err)
+	}
+	return m, raw, nil
+}
+
+func (m Manifest) validate() error {
+	switch {
+	case m.ID == "":
+		return api.BadRequest("id is required")
+	case !validID(m.ID):
+		return api.BadRequest("invalid id %q: use letters, digits, '-', '_' and '.'", m.ID)
+	case m.Version == "":
+		return api.BadRequest("version is required")
+	case m.Execute.Shell == "":
+		return api.BadRequest("execute.shell is required")
+	case !wire.ValidShell(m.Execute.Shell):
+		return api.BadRequest("invalid execute.shell %q: want powershell, pwsh, cmd or sh", m.Execute.Shell)
+	case m.Execute.Script == "" && m.Execute.ScriptObject == "":
+		return api.BadRequest("execute.script is required")
+	case m.Execute.RunAs != "" && !wire.ValidRunAs(m.Execute.RunAs):
+		return api.BadRequest("invalid execute.run_as %q: want system, user or system_gui", m.Execute.RunAs)
+	case m.Execute.Timeout == "":
+		return api.BadRequest("execute.timeout is required (e.g. 30s, 5m, 1h30m)")
+	}
+	d, err := m.Execute.Timeout.Duration()
+	if err != nil {
+		return api.BadRequest("invalid execute.timeout: %v", err)
+	}
+	if d <= 0 {
+		return api.BadRequest("invalid execute.timeout %q: must be positive", m.Execute.Timeout)
+	}
+	return nil
+}
+
+// TimeoutSecs is the manifest timeout in whole seconds, rounded up.
+func (m Manifest) TimeoutSecs() int64 {
+	d, _ := m.Execute.Timeout.Duration()
+	return ceilSeconds(d)
+}
+
+// Catalog is the jobs and schedules as stored in their KV buckets.
+type Catalog struct {
+	Jobs      jetstream.KeyValue
+	Schedules jetstream.KeyValue
+}
+
+// ListJobs returns every stored manifest, ordered by id.
+func (c *Catalog) ListJobs(ctx context.Context) ([]json.RawMessage, error) {
+	entries, err := listEntries(ctx, c.Jobs)
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	out := make([]json.RawMessage, 0, len(entries))
+	for _, e := range entries {
+		out = append(out, json.RawMessage(e.Value()))
+	}
+	return out, nil
+}
+
+// GetJob returns one job's manifest and its stored JSON; 404 if unknown.
+func (c *Catalog) GetJob(ctx context.Context, id string) (Manifest, json.RawMessage, error) {
+	if !validID(id) {
+		return Manifest{}, nil, api.NotFound("job %q not found", id)
+	}
+	e, err := c.Jobs.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Manifest{}, nil, api.NotFound("job %q not found", id)
+	}
+	if err != nil {
+		return Manifest{}, nil, fmt.Errorf("get job %s: %w", id, err)
+	}
+	var m Manifest
+	if err := json.Unmarshal(e.Value(), &m); err != nil {
+		return m, nil, fmt.Errorf("stored job %s is not a manifest: %w", id, err)
+	}
+	return m, json.RawMessage(e.Value()), nil
+}
+
+// PutJob validates and stores a manifest, replacing any with its id.
+func (c *Catalog) PutJob(ctx context.Context, data []byte, contentType string) (json.RawMessage, error) {
+	m, raw, err := ParseManifest(data, contentType)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.Jobs.Put(ctx, m.ID, raw); err != nil {
+		return nil, fmt.Errorf("put job %s: %w", m.ID, err)
+	}
+	return raw, nil
+}
+
+// DeleteJob removes a job; 409 while a schedule names it, 404 if unknown.
+func (c *Catalog) DeleteJob(ctx context.Context, id string) error {
+	if _, _, err := c.GetJob(ctx, id); err != nil {
+		return err
+	}
+	scheds, err := c.ListSchedules(ctx)
+	if err != nil {
+		return err
+	}
+	var users []string
+	for _, s := range scheds {
+		if s.JobID == id {
+			users = append(users, s.ID)
+		}
+	}
+	if len(users) > 0 {
+		return api.Conflict("job %q is used by schedules %s: delete or repoint them first", id, strings.Join(users, ", "))
+	}
+	if err := c.Jobs.Delete(ctx, id); err != nil {
+		return fmt.Errorf("delete job %s: %w", id, err)
+	}
+	return nil
+}
+
+// listEntries reads every live entry of a bucket through one watcher
+// rather than a request per key; ordered by key.
+func listEntries(ctx context.Context, kv jetstream.KeyValue) ([]jetstream.KeyValueEntry, error) {
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, err
+	}
+	defer w.Stop()
+	var out []jetstream.KeyValueEntry
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, errors.New("watcher closed")
+			}
+			if e == nil {
+				sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
+				return out, nil
+			}
+			out = append(out, e)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}

@@ -1,0 +1,162 @@
+package scheduler
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strings"
+
+	"github.com/kanade-go/kanade/services/api"
+)
+
+// paramHeaderPrefix carries path parameters when the gateway forwards a
+// body that is not JSON (a YAML manifest) verbatim.
+const paramHeaderPrefix = "Kanade-Param-"
+
+// params decodes the request's parameters into v: the JSON object body, or,
+// for a non-JSON body, the Kanade-Param-<name> headers.
+func params(r api.Request, v any) error {
+	body := bytes.TrimSpace(r.Data)
+	if len(body) == 0 || body[0] == '{' {
+		return api.Decode(body, v)
+	}
+	m := map[string]string{}
+	for k, vals := range r.Header {
+		if len(vals) > 0 && len(k) > len(paramHeaderPrefix) && strings.EqualFold(k[:len(paramHeaderPrefix)], paramHeaderPrefix) {
+			m[k[len(paramHeaderPrefix):]] = vals[0]
+		}
+	}
+	b, _ := json.Marshal(m)
+	return api.Decode(b, v)
+}
+
+type jobParams struct {
+	JobID string `json:"job_id"`
+}
+
+type scheduleParams struct {
+	ID string `json:"id"`
+}
+
+// services binds the jobs and schedules capabilities to micro services.
+func services(cat *Catalog, eng *Engine, firer *Firer, clock Clock, log *slog.Logger) []api.Service {
+	jobs := api.Service{
+		Name:        "jobs",
+		Description: "the jobs catalog (KV jobs) and running a job now",
+		Logger:      log,
+		Endpoints: []api.Endpoint{
+			{Name: "list", Subject: "kanade.jobs.list", HTTP: "GET /api/jobs",
+				Handler: func(ctx context.Context, r api.Request) (any, error) {
+					return cat.ListJobs(ctx)
+				}},
+			{Name: "get", Subject: "kanade.jobs.get", HTTP: "GET /api/jobs/{job_id}",
+				Handler: func(ctx context.Context, r api.Request) (any, error) {
+					var p jobParams
+					if err := params(r, &p); err != nil {
+						return nil, err
+					}
+					_, raw, err := cat.GetJob(ctx, p.JobID)
+					return raw, err
+				}},
+			{Name: "put", Subject: "kanade.jobs.put", HTTP: "POST /api/jobs",
+				Handler: func(ctx context.Context, r api.Request) (any, error) {
+					return cat.PutJob(ctx, r.Data, r.ContentType())
+				}},
+			{Name: "delete", Subject: "kanade.jobs.delete", HTTP: "DELETE /api/jobs/{job_id}",
+				Handler: func(ctx context.Context, r api.Request) (any, error) {
+					var p jobParams
+					if err := params(r, &p); err != nil {
+						return nil, err
+					}
+					return nil, cat.DeleteJob(ctx, p.JobID)
+				}},
+			{Name: "exec", Subject: "kanade.jobs.exec", HTTP: "POST /api/exec/{job_id}",
+				Handler: func(ctx context.Context, r api.Request) (any, error) {
+					var req ExecRequest
+					if err := params(r, &req); err != nil {
+						return nil, err
+					}
+					return ExecNow(ctx, cat, firer, req, clock.Now())
+				}},
+		},
+	}
+	scheds := api.Service{
+		Name:        "schedules",
+		Description: "cron schedules of jobs (KV schedules)",
+		Logger:      log,
+		Endpoints: []api.Endpoint{
+			{Name: "list", Subject: "kanade.schedules.list", HTTP: "GET /api/schedules",
+				Handler: func(ctx context.Context, r api.Request) (any, error) {
+					list, err := cat.ListSchedules(ctx)
+					if err != nil {
+						return nil, err
+					}
+					out := make([]json.RawMessage, len(list))
+					for i, s := range list {
+						out[i] = s.Raw
+					}
+					return out, nil
+				}},
+			{Name: "upcoming", Subject: "kanade.schedules.upcoming", HTTP: "GET /api/schedules/upcoming", IntParams: []string{"limit"},
+				Handler: func(ctx context.Context, r api.Request) (any, error) {
+					var p struct {
+						Limit int `json:"limit"`
+					}
+					if err := params(r, &p); err != nil {
+						return nil, err
+					}
+					return eng.Upcoming(ctx, p.Limit)
+				}},
+			{Name: "get", Subject: "kanade.schedules.get", HTTP: "GET /api/schedules/{id}",
+				Handler: func(ctx context.Context, r api.Request) (any, error) {
+					var p scheduleParams
+					if err := params(r, &p); err != nil {
+						return nil, err
+					}
+					s, err := cat.GetSchedule(ctx, p.ID)
+					return s.Raw, err
+				}},
+			{Name: "put", Subject: "kanade.schedules.put", HTTP: "POST /api/schedules",
+				Handler: func(ctx context.Context, r api.Request) (any, error) {
+					return cat.PutSchedule(ctx, r.Data, r.ContentType())
+				}},
+			{Name: "delete", Subject: "kanade.schedules.delete", HTTP: "DELETE /api/schedules/{id}",
+				Handler: func(ctx context.Context, r api.Request) (any, error) {
+					var p scheduleParams
+					if err := params(r, &p); err != nil {
+						return nil, err
+					}
+					return nil, cat.DeleteSchedule(ctx, p.ID)
+				}},
+			{Name: "enable", Subject: "kanade.schedules.enable", HTTP: "POST /api/schedules/{id}/enable",
+				Handler: func(ctx context.Context, r api.Request) (any, error) {
+					var p scheduleParams
+					if err := params(r, &p); err != nil {
+						return nil, err
+					}
+					return cat.SetEnabled(ctx, p.ID, true)
+				}},
+			{Name: "disable", Subject: "kanade.schedules.disable", HTTP: "POST /api/schedules/{id}/disable",
+				Handler: func(ctx context.Context, r api.Request) (any, error) {
+					var p scheduleParams
+					if err := params(r, &p); err != nil {
+						return nil, err
+					}
+					return cat.SetEnabled(ctx, p.ID, false)
+				}},
+			{Name: "preview", Subject: "kanade.schedules.preview", HTTP: "GET /api/schedules/{id}/preview", IntParams: []string{"count"},
+				Handler: func(ctx context.Context, r api.Request) (any, error) {
+					var p struct {
+						ID    string `json:"id"`
+						Count int    `json:"count"`
+					}
+					if err := params(r, &p); err != nil {
+						return nil, err
+					}
+					return cat.Preview(ctx, p.ID, p.Count, clock.Now())
+				}},
+		},
+	}
+	return []api.Service{jobs, scheds}
+}

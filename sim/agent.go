@@ -1,0 +1,363 @@
+package sim
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kanade-go/kanade/wire"
+)
+
+// seenTTL is how long an agent remembers a request_id it ran.
+const seenTTL = 6 * time.Hour
+
+// ackWait bounds one publish attempt. Generous: with fsync on every write
+// a burst of thousands of results queues for seconds, and retrying a
+// queued publish only adds load (the msg id makes the retry harmless).
+const ackWait = 15 * time.Second
+
+var (
+	errKilled   = errors.New("killed")
+	errTimedOut = errors.New("timed out")
+)
+
+// agent is one simulated pc_id.
+type agent struct {
+	f      *Fleet
+	pcID   string
+	groups []string
+
+	mu   sync.Mutex
+	seen map[string]time.Time // request_id -> when received
+	runs map[string]*run      // result_id -> run, kept KeepFinished after it ends
+}
+
+// run is one Command running (or recently run) on one agent.
+type run struct {
+	resultID string
+	execID   string // "" for an ad-hoc Command
+	stdout   *stream
+	stderr   *stream
+	cancel   context.CancelCauseFunc
+
+	mu       sync.Mutex
+	running  bool
+	finished time.Time
+}
+
+func (r *run) state() (running bool, finished time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.running, r.finished
+}
+
+func (r *run) end() {
+	r.mu.Lock()
+	r.running, r.finished = false, time.Now()
+	r.mu.Unlock()
+}
+
+// now is a wire timestamp: UTC, millisecond precision.
+func now() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }
+
+// accept takes a Command once per request_id and starts running it.
+func (a *agent) accept(cmd wire.Command, received time.Time) {
+	a.mu.Lock()
+	if _, dup := a.seen[cmd.RequestID]; dup {
+		a.mu.Unlock()
+		a.f.c.duplicates.Add(1)
+		return
+	}
+	a.seen[cmd.RequestID] = received
+	r := &run{resultID: uuid.NewString(), stdout: newStream(), stderr: newStream(), running: true}
+	if cmd.ExecID != nil {
+		r.execID = *cmd.ExecID
+	}
+	ctx, cancel := context.WithCancelCause(a.f.ctx)
+	r.cancel = cancel
+	a.runs[r.resultID] = r
+	a.mu.Unlock()
+
+	a.f.c.commands.Add(1)
+	a.f.c.running.Add(1)
+	if !a.f.spawn(func() {
+		defer cancel(nil)
+		defer a.f.c.running.Add(-1)
+		a.execute(ctx, cmd, r, received)
+	}) {
+		cancel(nil)
+		a.f.c.running.Add(-1)
+	}
+}
+
+// execute runs one accepted Command and publishes what happened.
+func (a *agent) execute(ctx context.Context, cmd wire.Command, r *run, received time.Time) {
+	defer r.end()
+	startedAt := now()
+	switch {
+	case cmd.DeadlineAt != nil && received.After(*cmd.DeadlineAt):
+		fmt.Fprintf(r.stderr, "deadline_at %s passed before the Command was received (%s): not run\n",
+			cmd.DeadlineAt.UTC().Format(time.RFC3339), received.UTC().Format(time.RFC3339))
+		a.finish(cmd, r, wire.ExitDeadline, startedAt)
+		return
+	case !a.supports(cmd.Shell):
+		fmt.Fprintf(r.stderr, "shell %q is not supported on this agent\n", cmd.Shell)
+		a.finish(cmd, r, wire.ExitUnsupported, startedAt)
+		return
+	}
+
+	if cmd.JitterSecs != nil && *cmd.JitterSecs > 0 {
+		t := time.NewTimer(rand.N(time.Duration(*cmd.JitterSecs)*time.Second + 1))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
+	if ctx.Err() == nil {
+		startedAt = now()
+		if r.execID != "" {
+			ev := wire.EventStarted{
+				ResultID: r.resultID, RequestID: cmd.RequestID, ExecID: r.execID, PCID: a.pcID,
+				StartedAt: startedAt, ManifestID: optional(cmd.ID), Version: optional(cmd.Version),
+			}
+			if !a.f.publish(wire.Started(r.execID, a.pcID), ev, "started-"+r.resultID) {
+				return // the fleet is stopping
+			}
+			a.f.c.started.Add(1)
+		}
+	}
+
+	runCtx, cancelTimeout := ctx, context.CancelFunc(func() {})
+	if cmd.TimeoutSecs > 0 {
+		runCtx, cancelTimeout = context.WithTimeoutCause(ctx, time.Duration(cmd.TimeoutSecs)*time.Second, errTimedOut)
+	}
+	var exit int64
+	if ctx.Err() == nil {
+		if a.f.o.Exec {
+			exit = a.execSh(runCtx, cmd, r)
+		} else {
+			exit = a.synthetic(runCtx, cmd, r)
+		}
+	}
+	cause := context.Cause(runCtx)
+	cancelTimeout()
+	switch {
+	case errors.Is(cause, errKilled):
+		exit = wire.ExitKilled
+		fmt.Fprintf(r.stderr, "\nkanade: killed by kill.%s\n", r.execID)
+	case errors.Is(cause, errTimedOut):
+		exit = wire.ExitKilled
+		fmt.Fprintf(r.stderr, "\nkanade: timed out after %ds\n", cmd.TimeoutSecs)
+	case a.f.ctx.Err() != nil:
+		return // switched off mid-run: nothing is published
+	}
+	a.finish(cmd, r, exit, startedAt)
+}
+
+// finish ends the run and publishes its result.
+func (a *agent) finish(cmd wire.Command, r *run, exit int64, startedAt time.Time) {
+	r.end()
+	res := wire.ExecResult{
+		ResultID: r.resultID, RequestID: cmd.RequestID, PCID: a.pcID, ExitCode: exit,
+		StartedAt: startedAt, FinishedAt: now(), ManifestID: optional(cmd.ID),
+	}
+	if r.execID != "" {
+		res.ExecID = &r.execID
+	}
+	var ok bool
+	if res.Stdout, res.StdoutObject, ok = a.output(cmd, r.stdout, "stdout"); !ok {
+		return
+	}
+	if res.Stderr, res.StderrObject, ok = a.output(cmd, r.stderr, "stderr"); !ok {
+		return
+	}
+	if a.f.publish(wire.Results(cmd.RequestID), res, r.resultID) {
+		a.f.c.results.Add(1)
+	}
+}
+
+// output is a stream's captured text for the result, or, above the
+// threshold, the key it was moved to in the object store.
+func (a *agent) output(cmd wire.Command, s *stream, name string) (string, *string, bool) {
+	text := s.Captured()
+	if len(text) <= ObjectThreshold {
+		return text, nil, true
+	}
+	key := wire.OutputObjectKey(cmd.RequestID, name)
+	if !a.f.putObject(key, []byte(text)) {
+		return "", nil, false
+	}
+	return "", &key, true
+}
+
+// supports reports whether this agent can run the shell: with Exec only
+// sh (this OS); synthetic runs accept every shell of the contract.
+func (a *agent) supports(shell string) bool {
+	if a.f.o.Exec {
+		return shell == wire.ShellSh
+	}
+	return wire.ValidShell(shell)
+}
+
+// kill stops this agent's runs of execID.
+func (a *agent) kill(execID string) {
+	if execID == "" {
+		return
+	}
+	a.mu.Lock()
+	var hit []*run
+	for _, r := range a.runs {
+		if running, _ := r.state(); running && r.execID == execID {
+			hit = append(hit, r)
+		}
+	}
+	a.mu.Unlock()
+	for _, r := range hit {
+		r.cancel(errKilled)
+		a.f.c.kills.Add(1)
+	}
+}
+
+// answerTail replies to job.tail.{pc_id}.
+func (a *agent) answerTail(m *nats.Msg) {
+	var req wire.JobTailRequest
+	_ = json.Unmarshal(m.Data, &req) // a bad request is an unknown id
+	a.mu.Lock()
+	r := a.runs[req.ResultID]
+	a.mu.Unlock()
+	reply := []byte(`{"found":false}`)
+	if r != nil {
+		running, _ := r.state()
+		out, outCut := r.stdout.Tail()
+		errOut, errCut := r.stderr.Tail()
+		reply, _ = json.Marshal(wire.JobTailReply{
+			Found: true, Running: running, Stdout: out, Stderr: errOut,
+			StdoutTruncated: outCut, StderrTruncated: errCut,
+		})
+	}
+	if m.Respond(reply) == nil {
+		a.f.c.tails.Add(1)
+	}
+}
+
+func (a *agent) beat() []byte {
+	b, _ := json.Marshal(wire.Heartbeat{
+		PCID: a.pcID, At: now(), AgentVersion: a.f.o.AgentVersion,
+		Hostname: &a.pcID, OSFamily: &a.f.o.OSFamily,
+	})
+	return b
+}
+
+// heartbeat publishes on heartbeat.{pc_id} (core NATS, no stream).
+func (a *agent) heartbeat() {
+	if a.f.nc.Publish(wire.HeartbeatSubject(a.pcID), a.beat()) == nil {
+		a.f.c.heartbeats.Add(1)
+	}
+}
+
+// answerPing replies to agents.{pc_id}.ping with a Heartbeat.
+func (a *agent) answerPing(m *nats.Msg) {
+	if m.Respond(a.beat()) == nil {
+		a.f.c.pings.Add(1)
+	}
+}
+
+// sweep forgets runs finished more than KeepFinished ago and old request ids.
+func (a *agent) sweep(t time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for id, r := range a.runs {
+		if running, fin := r.state(); !running && t.Sub(fin) > a.f.o.KeepFinished {
+			delete(a.runs, id)
+		}
+	}
+	for id, at := range a.seen {
+		if t.Sub(at) > seenTTL {
+			delete(a.seen, id)
+		}
+	}
+}
+
+func optional(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// spawn runs fn on a goroutine the fleet waits for; false once stopping.
+func (f *Fleet) spawn(fn func()) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return false
+	}
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		fn()
+	}()
+	return true
+}
+
+// retry calls try until it succeeds, with a bounded, jittered backoff, and
+// gives up only when the fleet stops.
+func (f *Fleet) retry(what string, try func(ctx context.Context) error) bool {
+	backoff := 100 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(f.ctx, ackWait)
+		err := try(ctx)
+		cancel()
+		if err == nil {
+			return true
+		}
+		if f.ctx.Err() != nil {
+			return false
+		}
+		f.c.retries.Add(1)
+		f.log.Debug("sim: publish not acked; retrying", "what", what, "err", err, "backoff", backoff)
+		t := time.NewTimer(backoff + rand.N(backoff/2+1))
+		select {
+		case <-f.ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// publish publishes v through JetStream and waits for the ack, retrying;
+// msgID lets the stream drop a retry whose first ack was lost.
+func (f *Fleet) publish(subject string, v any, msgID string) bool {
+	data, err := json.Marshal(v)
+	if err != nil {
+		f.log.Error("sim: encode", "subject", subject, "err", err)
+		return false
+	}
+	return f.retry(subject, func(ctx context.Context) error {
+		_, err := f.js.Publish(ctx, subject, data, jetstream.WithMsgID(msgID))
+		return err
+	})
+}
+
+// putObject stores a large output in the result_output object store.
+func (f *Fleet) putObject(key string, data []byte) bool {
+	return f.retry("object "+key, func(ctx context.Context) error {
+		obs, err := f.js.ObjectStore(ctx, wire.ObjectStoreOutput)
+		if err != nil {
+			return err
+		}
+		_, err = obs.PutBytes(ctx, key, data)
+		return err
+	})
+}

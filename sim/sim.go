@@ -1,0 +1,496 @@
+// Package sim runs simulated kanade agents: many per process, each a pc_id
+// that speaks the agent side of the wire contract (Commands in, EventStarted
+// and ExecResult out through JetStream, heartbeats, pings, live tail, kill).
+// The demo, the tests and the load benchmarks use it in-process; `kanade sim`
+// runs a fleet against any NATS.
+//
+// Agents start with only new Commands (deliver-new, core subscriptions):
+// they do not replay the EXEC stream's last Command per subject, because a
+// simulated agent has no memory of what it already ran and would re-run the
+// last broadcast at every start. Options.Replay turns replay on.
+package sim
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kanade-go/kanade/wire"
+)
+
+// Subscriptions is how a fleet listens.
+type Subscriptions string
+
+const (
+	// Shared uses one subscription per subject pattern for the whole fleet
+	// and dispatches in-process: a broadcast crosses the connection once.
+	Shared Subscriptions = "shared"
+	// PerAgent subscribes each agent to its own subjects, as separate agents
+	// would: a broadcast crosses the connection once per agent.
+	PerAgent Subscriptions = "per-agent"
+)
+
+// Options configure a fleet.
+type Options struct {
+	// Conn is the fleet's connection; the fleet does not close it.
+	Conn *nats.Conn
+	// Agents is how many agents run; their pc_ids are Prefix + 4 digits
+	// from First: sim-pc-0001, sim-pc-0002, …
+	Agents int
+	Prefix string
+	First  int
+	// Groups are dealt round-robin: agent i is in Groups[i % len(Groups)].
+	Groups []string
+	// Mix shapes synthetic runs (DefaultMix when zero).
+	Mix Mix
+	// Exec runs `sh` scripts for real instead of synthetic runs; other
+	// shells exit 122 as agents on this OS would.
+	Exec bool
+	// Heartbeat is the heartbeat interval (default 30 s); one is sent at
+	// start.
+	Heartbeat time.Duration
+	// Replay delivers, at start, the last Command of each of an agent's
+	// subjects kept in the EXEC stream (deadline_at still applies).
+	Replay bool
+	// Subscriptions is Shared (default) or PerAgent.
+	Subscriptions Subscriptions
+	// AgentVersion is reported in heartbeats (default "sim-0.1.0").
+	AgentVersion string
+	// OSFamily is reported in heartbeats (default "linux").
+	OSFamily string
+	// KeepFinished is how long a finished run answers job.tail (default
+	// 60 s, the contract's value).
+	KeepFinished time.Duration
+	Logger       *slog.Logger
+}
+
+// Stats are the fleet's counters since start.
+type Stats struct {
+	Agents           int
+	Running          int64
+	Commands         int64 // Commands accepted (one per agent and request_id)
+	Duplicates       int64 // deliveries dropped as already seen
+	StartedPublished int64
+	ResultsPublished int64
+	PublishRetries   int64
+	TailsAnswered    int64
+	PingsAnswered    int64
+	Heartbeats       int64
+	Kills            int64 // runs stopped by kill.{exec_id}
+}
+
+// String is the summary line.
+func (s Stats) String() string {
+	return fmt.Sprintf("agents=%d running=%d commands=%d dup=%d started=%d results=%d retries=%d tails=%d pings=%d heartbeats=%d kills=%d",
+		s.Agents, s.Running, s.Commands, s.Duplicates, s.StartedPublished, s.ResultsPublished, s.PublishRetries,
+		s.TailsAnswered, s.PingsAnswered, s.Heartbeats, s.Kills)
+}
+
+type counters struct {
+	running, commands, duplicates, started, results, retries, tails, pings, heartbeats, kills atomic.Int64
+}
+
+// Fleet is a running set of simulated agents.
+type Fleet struct {
+	o      Options
+	log    *slog.Logger
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	agents []*agent
+	byPC   map[string]*agent
+	byGrp  map[string][]*agent
+	subs   []*nats.Subscription
+	c      counters
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	mu     sync.Mutex // guards closed against wg.Add racing Stop
+	closed bool
+	wg     sync.WaitGroup // runs, publishes, the housekeeping loop
+	stop   sync.Once
+}
+
+// Start subscribes every agent, sends the first heartbeats, writes the
+// agents' groups to KV agent_groups, and returns once Commands published
+// from now on reach the agents. ctx bounds the start only: the fleet runs
+// until Stop.
+func Start(ctx context.Context, o Options) (*Fleet, error) {
+	if o.Conn == nil {
+		return nil, errors.New("sim: a connection is required")
+	}
+	if err := o.withDefaults(); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(o.Conn)
+	if err != nil {
+		return nil, fmt.Errorf("sim: jetstream: %w", err)
+	}
+
+	fctx, cancel := context.WithCancel(context.Background())
+	f := &Fleet{
+		o: o, log: o.Logger, nc: o.Conn, js: js,
+		byPC: make(map[string]*agent, o.Agents), byGrp: map[string][]*agent{},
+		ctx: fctx, cancel: cancel,
+	}
+	for i := range o.Agents {
+		a := &agent{f: f, pcID: fmt.Sprintf("%s%04d", o.Prefix, o.First+i), seen: map[string]time.Time{}, runs: map[string]*run{}}
+		if len(o.Groups) > 0 {
+			a.groups = []string{o.Groups[i%len(o.Groups)]}
+		}
+		f.agents = append(f.agents, a)
+		f.byPC[a.pcID] = a
+		for _, g := range a.groups {
+			f.byGrp[g] = append(f.byGrp[g], a)
+		}
+	}
+
+	if err := f.subscribe(); err != nil {
+		f.Stop()
+		return nil, err
+	}
+	if err := f.nc.FlushTimeout(30 * time.Second); err != nil {
+		f.Stop()
+		return nil, fmt.Errorf("sim: flush subscriptions: %w", err)
+	}
+	for _, a := range f.agents {
+		a.heartbeat()
+	}
+	if err := f.writeGroups(ctx); err != nil {
+		f.Stop()
+		return nil, err
+	}
+	if o.Replay {
+		if err := f.replay(ctx); err != nil {
+			f.Stop()
+			return nil, err
+		}
+	}
+	f.spawn(f.housekeeping)
+	return f, nil
+}
+
+// Validate checks the options (all but Conn) without starting anything.
+func (o Options) Validate() error { return o.withDefaults() }
+
+// withDefaults fills the zero options and checks the rest.
+func (o *Options) withDefaults() error {
+	if o.Agents < 1 {
+		return fmt.Errorf("sim: agents must be at least 1, not %d", o.Agents)
+	}
+	if o.Prefix == "" {
+		o.Prefix = "sim-pc-"
+	}
+	if o.First == 0 {
+		o.First = 1
+	}
+	if o.Mix == (Mix{}) {
+		o.Mix = DefaultMix()
+	}
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = 30 * time.Second
+	}
+	if o.Subscriptions == "" {
+		o.Subscriptions = Shared
+	}
+	if o.Subscriptions != Shared && o.Subscriptions != PerAgent {
+		return fmt.Errorf("sim: subscriptions must be %s or %s, not %q", Shared, PerAgent, o.Subscriptions)
+	}
+	if o.AgentVersion == "" {
+		o.AgentVersion = "sim-0.1.0"
+	}
+	if o.OSFamily == "" {
+		o.OSFamily = "linux"
+	}
+	if o.KeepFinished <= 0 {
+		o.KeepFinished = 60 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	for _, g := range o.Groups {
+		if !wire.ValidToken(g) {
+			return fmt.Errorf("sim: group %q cannot be a subject token", g)
+		}
+	}
+	if !wire.ValidToken(o.Prefix) {
+		return fmt.Errorf("sim: prefix %q cannot start a subject token", o.Prefix)
+	}
+	return nil
+}
+
+// Stop stops the runs in flight (their results are not published, as with
+// an agent switched off), unsubscribes, and waits for every goroutine.
+func (f *Fleet) Stop() {
+	f.stop.Do(func() {
+		for _, s := range f.subs {
+			s.Unsubscribe()
+		}
+		f.mu.Lock()
+		f.closed = true
+		f.mu.Unlock()
+		f.cancel()
+		f.wg.Wait()
+	})
+}
+
+// Stats returns the counters.
+func (f *Fleet) Stats() Stats {
+	return Stats{
+		Agents:           len(f.agents),
+		Running:          f.c.running.Load(),
+		Commands:         f.c.commands.Load(),
+		Duplicates:       f.c.duplicates.Load(),
+		StartedPublished: f.c.started.Load(),
+		ResultsPublished: f.c.results.Load(),
+		PublishRetries:   f.c.retries.Load(),
+		TailsAnswered:    f.c.tails.Load(),
+		PingsAnswered:    f.c.pings.Load(),
+		Heartbeats:       f.c.heartbeats.Load(),
+		Kills:            f.c.kills.Load(),
+	}
+}
+
+// PCIDs lists the fleet's pc_ids in order.
+func (f *Fleet) PCIDs() []string {
+	out := make([]string, len(f.agents))
+	for i, a := range f.agents {
+		out[i] = a.pcID
+	}
+	return out
+}
+
+// Members lists the pc_ids in group g.
+func (f *Fleet) Members(g string) []string {
+	var out []string
+	for _, a := range f.byGrp[g] {
+		out = append(out, a.pcID)
+	}
+	return out
+}
+
+// subscribe sets up the fleet's subscriptions for the chosen mode.
+func (f *Fleet) subscribe() error {
+	sub := func(subject string, h nats.MsgHandler) error {
+		s, err := f.nc.Subscribe(subject, h)
+		if err != nil {
+			return fmt.Errorf("sim: subscribe %s: %w", subject, err)
+		}
+		// A broadcast to thousands of agents must not be dropped as a slow
+		// consumer while runs start.
+		s.SetPendingLimits(-1, -1)
+		f.subs = append(f.subs, s)
+		return nil
+	}
+	if f.o.Subscriptions == Shared {
+		if err := sub(wire.SubjectCommandsAll, func(m *nats.Msg) { f.deliver(m, f.agents) }); err != nil {
+			return err
+		}
+		for _, g := range slices.Sorted(maps.Keys(f.byGrp)) {
+			members := f.byGrp[g]
+			if err := sub(wire.CommandsGroup(g), func(m *nats.Msg) { f.deliver(m, members) }); err != nil {
+				return err
+			}
+		}
+		pcSubs := []struct {
+			subject string
+			h       func(*agent, *nats.Msg)
+		}{
+			{wire.CommandsPC("*"), func(a *agent, m *nats.Msg) { f.deliver(m, []*agent{a}) }},
+			{wire.JobTail("*"), (*agent).answerTail},
+			{wire.Ping("*"), (*agent).answerPing},
+		}
+		for _, ps := range pcSubs {
+			h := ps.h
+			if err := sub(ps.subject, func(m *nats.Msg) {
+				// Another fleet or a real agent may own this pc_id: stay quiet.
+				if a := f.byPC[pcOf(m.Subject)]; a != nil {
+					h(a, m)
+				}
+			}); err != nil {
+				return err
+			}
+		}
+		return sub(wire.Kill("*"), func(m *nats.Msg) { f.kill(m.Subject, f.agents) })
+	}
+	for _, a := range f.agents {
+		a := a
+		one := []*agent{a}
+		subjects := []string{wire.SubjectCommandsAll, wire.CommandsPC(a.pcID)}
+		for _, g := range a.groups {
+			subjects = append(subjects, wire.CommandsGroup(g))
+		}
+		for _, s := range subjects {
+			if err := sub(s, func(m *nats.Msg) { f.deliver(m, one) }); err != nil {
+				return err
+			}
+		}
+		if err := sub(wire.JobTail(a.pcID), a.answerTail); err != nil {
+			return err
+		}
+		if err := sub(wire.Ping(a.pcID), a.answerPing); err != nil {
+			return err
+		}
+		if err := sub(wire.Kill("*"), func(m *nats.Msg) { f.kill(m.Subject, one) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pcOf finds the pc_id in commands.pc.{pc}, job.tail.{pc} and agents.{pc}.ping.
+func pcOf(subject string) string {
+	switch {
+	case strings.HasPrefix(subject, "commands.pc."):
+		return strings.TrimPrefix(subject, "commands.pc.")
+	case strings.HasPrefix(subject, "job.tail."):
+		return strings.TrimPrefix(subject, "job.tail.")
+	case strings.HasPrefix(subject, "agents.") && strings.HasSuffix(subject, ".ping"):
+		return strings.TrimSuffix(strings.TrimPrefix(subject, "agents."), ".ping")
+	}
+	return ""
+}
+
+// deliver decodes a Command once and hands it to each agent.
+func (f *Fleet) deliver(m *nats.Msg, to []*agent) {
+	var cmd wire.Command
+	if err := json.Unmarshal(m.Data, &cmd); err != nil || cmd.RequestID == "" {
+		f.log.Warn("sim: ignoring a Command that does not decode", "subject", m.Subject, "err", err)
+		return
+	}
+	received := time.Now()
+	for _, a := range to {
+		a.accept(cmd, received)
+	}
+}
+
+// kill stops the runs of exec_id among the given agents.
+func (f *Fleet) kill(subject string, among []*agent) {
+	execID := strings.TrimPrefix(subject, "kill.")
+	for _, a := range among {
+		a.kill(execID)
+	}
+}
+
+// writeGroups records each agent's groups in KV agent_groups, a few puts
+// at a time.
+func (f *Fleet) writeGroups(ctx context.Context) error {
+	kv, err := f.js.KeyValue(ctx, wire.BucketAgentGroups)
+	if err != nil {
+		return fmt.Errorf("sim: kv %s: %w", wire.BucketAgentGroups, err)
+	}
+	work := make(chan *agent)
+	errs := make(chan error, 1)
+	var wg sync.WaitGroup
+	for range min(32, len(f.agents)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for a := range work {
+				groups := a.groups
+				if groups == nil {
+					groups = []string{}
+				}
+				b, _ := json.Marshal(groups)
+				if _, err := kv.Put(ctx, a.pcID, b); err != nil {
+					select {
+					case errs <- fmt.Errorf("sim: kv put %s: %w", a.pcID, err):
+					default:
+					}
+				}
+			}
+		}()
+	}
+	for _, a := range f.agents {
+		work <- a
+	}
+	close(work)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
+}
+
+// replay delivers the last Command kept in EXEC for each subject an agent
+// listens on.
+func (f *Fleet) replay(ctx context.Context) error {
+	s, err := f.js.Stream(ctx, wire.StreamExec)
+	if err != nil {
+		return fmt.Errorf("sim: replay: stream %s: %w", wire.StreamExec, err)
+	}
+	last := func(subject string) *nats.Msg {
+		m, err := s.GetLastMsgForSubject(ctx, subject)
+		if err != nil {
+			if !errors.Is(err, jetstream.ErrMsgNotFound) {
+				f.log.Warn("sim: replay", "subject", subject, "err", err)
+			}
+			return nil
+		}
+		return &nats.Msg{Subject: m.Subject, Data: m.Data}
+	}
+	if m := last(wire.SubjectCommandsAll); m != nil {
+		f.deliver(m, f.agents)
+	}
+	for g, members := range f.byGrp {
+		if m := last(wire.CommandsGroup(g)); m != nil {
+			f.deliver(m, members)
+		}
+	}
+	for _, a := range f.agents {
+		if m := last(wire.CommandsPC(a.pcID)); m != nil {
+			f.deliver(m, []*agent{a})
+		}
+	}
+	return nil
+}
+
+// housekeeping sends heartbeats spread over the interval and forgets
+// finished runs and old request ids.
+func (f *Fleet) housekeeping() {
+	n := len(f.agents)
+	start := time.Now()
+	next := make([]time.Time, n)
+	for i := range next {
+		// Spread over the interval after the first one at start, so a big
+		// fleet does not beat in one burst.
+		next[i] = start.Add(f.o.Heartbeat + f.o.Heartbeat*time.Duration(i)/time.Duration(n))
+	}
+	step := min(f.o.Heartbeat/4, time.Second)
+	tick := time.NewTicker(step)
+	defer tick.Stop()
+	lastSweep := start
+	for {
+		select {
+		case <-f.ctx.Done():
+			return
+		case now := <-tick.C:
+			for i, a := range f.agents {
+				if !now.Before(next[i]) {
+					a.heartbeat()
+					for !now.Before(next[i]) {
+						next[i] = next[i].Add(f.o.Heartbeat)
+					}
+				}
+			}
+			if now.Sub(lastSweep) >= time.Second {
+				lastSweep = now
+				for _, a := range f.agents {
+					a.sweep(now)
+				}
+			}
+		}
+	}
+}

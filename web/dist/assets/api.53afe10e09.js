@@ -1,0 +1,109 @@
+// The one way the dashboard talks to the backend: fetch under /api/, errors
+// as ApiError carrying the server's plain-text message and HTTP status, and
+// the bearer token asked for once when the server answers 401.
+
+const TOKEN_KEY = 'kanade.apiToken';
+
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+let promptForToken = async () => null;
+let pendingPrompt = null;
+let memoryToken = null; // when the browser blocks storage: kept for this page only
+
+// setTokenPrompt installs the function that asks the operator for a token;
+// it resolves to the token, or null when they cancel.
+export function setTokenPrompt(fn) {
+  promptForToken = fn;
+}
+
+export function storedToken() {
+  try {
+    return localStorage.getItem(TOKEN_KEY) ?? memoryToken;
+  } catch {
+    return memoryToken;
+  }
+}
+
+function storeToken(token) {
+  memoryToken = token;
+  try {
+    localStorage.setItem(TOKEN_KEY, token);
+  } catch {
+    // Storage blocked: the in-memory copy lasts until the page is closed.
+  }
+}
+
+export function forgetToken() {
+  memoryToken = null;
+  try {
+    localStorage.removeItem(TOKEN_KEY);
+  } catch {
+    // nothing stored
+  }
+}
+
+// Concurrent 401s share one prompt.
+async function askToken(rejected) {
+  if (!pendingPrompt) {
+    pendingPrompt = promptForToken(rejected).finally(() => {
+      pendingPrompt = null;
+    });
+  }
+  const token = await pendingPrompt;
+  if (token) storeToken(token);
+  return token;
+}
+
+// api('GET', '/api/results', {query: {limit: 50}}) -> parsed JSON, or null
+// for an empty body (204). body: an object is sent as JSON, a string as-is
+// with contentType.
+export async function api(method, path, { query, body, contentType, signal } = {}) {
+  let url = path;
+  if (query) {
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries(query)) {
+      if (v != null && v !== '') q.set(k, String(v));
+    }
+    const s = q.toString();
+    if (s) url += '?' + s;
+  }
+  for (;;) {
+    const headers = {};
+    const token = storedToken();
+    if (token) headers.Authorization = 'Bearer ' + token;
+    let payload;
+    if (typeof body === 'string') {
+      payload = body;
+      headers['Content-Type'] = contentType || 'text/plain';
+    } else if (body !== undefined) {
+      payload = JSON.stringify(body);
+      headers['Content-Type'] = 'application/json';
+    }
+    const res = await fetch(url, { method, headers, body: payload, signal, cache: 'no-store' });
+    if (res.status === 401) {
+      // Another request may have stored a fresh token meanwhile: retry with it.
+      if (storedToken() && storedToken() !== token) continue;
+      const next = await askToken(Boolean(token));
+      if (!next) throw new ApiError(401, 'an API token is required');
+      continue;
+    }
+    const text = await res.text();
+    if (!res.ok) throw new ApiError(res.status, text.trim() || res.statusText || `HTTP ${res.status}`);
+    if (text === '') return null;
+    try {
+      return JSON.parse(text);
+    } catch {
+      throw new ApiError(res.status, `bad JSON from ${path}`);
+    }
+  }
+}
+
+// isAbort tells a cancelled fetch (page left, newer request) from a failure.
+export function isAbort(err) {
+  return err && err.name === 'AbortError';
+}

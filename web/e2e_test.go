@@ -1,0 +1,148 @@
+package web_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kanade-go/kanade/sim"
+)
+
+// TestDashboardInBrowser starts the real binary with simulated agents
+// (`kanade serve --demo`, with an API token) and drives the dashboard in headless Chromium with
+// web/e2e/dashboard.mjs: filter failures, follow a running result's live
+// output and kill it, run a job on a group, disable a schedule. Screenshots of
+// every page, light and dark, land in artifacts/screenshots/.
+//
+// It needs Node, Chromium and `npm ci` in web/e2e. Without them it skips,
+// except in CI (CI=true), where .ci/run installs them and a skip would hide
+// a missing step.
+func TestDashboardInBrowser(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test skipped in -short mode")
+	}
+	chromium := os.Getenv("CHROMIUM")
+	if chromium == "" {
+		chromium = "/usr/bin/chromium"
+	}
+	missing := func(what string) {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("browser test cannot run in CI: %s", what)
+		}
+		t.Skipf("browser test skipped: %s (see .ci/run for the setup)", what)
+	}
+	if _, err := os.Stat(chromium); err != nil {
+		missing(chromium + " not found: apt-get install chromium")
+	}
+	node, err := exec.LookPath("node")
+	if err != nil {
+		missing("node not found")
+	}
+	if _, err := os.Stat(filepath.Join("e2e", "node_modules", "playwright-core")); err != nil {
+		missing("web/e2e/node_modules missing: (cd web/e2e && npm ci)")
+	}
+
+	bin := filepath.Join(t.TempDir(), "kanade")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/kanade").CombinedOutput(); err != nil {
+		t.Fatalf("build kanade: %v\n%s", err, out)
+	}
+	// With an API token, so the run also covers the dashboard's token prompt.
+	token := rand.Text()
+	url := startDemo(t, bin, token)
+
+	shots, err := filepath.Abs(filepath.Join("..", "artifacts", "screenshots"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, filepath.Join("e2e", "dashboard.mjs"), url)
+	cmd.Env = append(os.Environ(), "SCREENSHOT_DIR="+shots, "CHROMIUM="+chromium, "E2E_TOKEN="+token)
+	if os.Getenv("E2E_GROUP") == "" {
+		cmd.Env = append(cmd.Env, "E2E_GROUP="+sim.DemoGroups[len(sim.DemoGroups)-1])
+	}
+	out, err := cmd.CombinedOutput()
+	t.Logf("dashboard.mjs:\n%s", out)
+	if err != nil {
+		t.Fatalf("browser test failed: %v (screenshots in %s)", err, shots)
+	}
+	t.Logf("screenshots in %s", shots)
+}
+
+var readyLine = regexp.MustCompile(`^kanade ready http=(\S+) nats=(\S+)$`)
+
+// startDemo runs `kanade serve --demo` on free ports and returns its HTTP
+// address once it prints its ready line. It is stopped when the test ends.
+func startDemo(t *testing.T, bin, token string) string {
+	t.Helper()
+	cmd := exec.Command(bin, "serve", "--demo",
+		"--data-dir", t.TempDir(), "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--node-name", "e2e")
+	cmd.Env = append(os.Environ(), "KANADE_API_TOKEN="+token)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start kanade: %v", err)
+	}
+	var (
+		mu  sync.Mutex
+		log strings.Builder
+	)
+	logged := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return log.String()
+	}
+	ready := make(chan string, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			if m := readyLine.FindStringSubmatch(line); m != nil {
+				ready <- m[1]
+			}
+			mu.Lock()
+			if log.Len() < 1<<20 {
+				log.WriteString(line + "\n")
+			}
+			mu.Unlock()
+		}
+		io.Copy(io.Discard, stderr)
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("kanade stderr:\n%s", logged())
+		}
+	})
+	select {
+	case u := <-ready:
+		return u
+	case <-done:
+		t.Fatalf("kanade exited before it was ready:\n%s", logged())
+	case <-time.After(90 * time.Second):
+		t.Fatalf("kanade not ready after 90 s:\n%s", logged())
+	}
+	return ""
+}

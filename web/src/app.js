@@ -1,0 +1,107 @@
+// The dashboard's entry: routes each #/path to its page, owns the page's
+// lifecycle (timers and requests stop when you leave), and wires the header.
+
+import { start } from './router.js';
+import { api, setTokenPrompt, storedToken, forgetToken } from './api.js';
+import { tokenDialog } from './dialog.js';
+import { initThemeToggle } from './theme.js';
+import { Lifecycle } from './lifecycle.js';
+import { h, replace } from './dom.js';
+import * as activity from './page-activity.js';
+import * as result from './page-result.js';
+import * as executions from './page-executions.js';
+import * as jobs from './page-jobs.js';
+import * as schedules from './page-schedules.js';
+import * as agents from './page-agents.js';
+
+const routes = [
+  { re: /^\/$/, page: activity, nav: 'activity' },
+  { re: /^\/results\/([^/]+)$/, page: result, nav: 'activity' },
+  { re: /^\/executions$/, page: executions.list, nav: 'executions' },
+  { re: /^\/executions\/([^/]+)$/, page: executions.detail, nav: 'executions' },
+  { re: /^\/jobs$/, page: jobs, nav: 'jobs' },
+  { re: /^\/schedules$/, page: schedules, nav: 'schedules' },
+  { re: /^\/agents$/, page: agents, nav: 'agents' },
+];
+
+const notFound = {
+  title: 'Not found',
+  mount(main) {
+    replace(main, h('section', { class: 'page', testid: 'not-found' },
+      h('h1', {}, 'Not found'), h('p', {}, 'No such page. ', h('a', { href: '#/' }, 'Go to Activity'))));
+  },
+};
+
+const main = document.getElementById('main');
+const forget = document.querySelector('[data-testid="forget-token"]');
+let current = null;
+
+function show({ path, params }) {
+  let match = null;
+  let route = null;
+  for (const r of routes) {
+    match = path.match(r.re);
+    if (match) {
+      route = r;
+      break;
+    }
+  }
+  const page = route ? route.page : notFound;
+  const args = match ? match.slice(1).map(decodeURIComponent) : [];
+  const key = `${path}`;
+  // Same page, other query (Back/Forward between filters): let it adapt.
+  if (current && current.key === key && current.handle && current.handle.update) {
+    current.handle.update(params);
+    return;
+  }
+  if (current) current.life.dispose();
+  const life = new Lifecycle();
+  const handle = page.mount(main, { args, params, life });
+  current = { key, life, handle };
+  document.title = `${page.title} · kanade`;
+  for (const a of document.querySelectorAll('[data-nav]')) {
+    if (route && a.dataset.nav === route.nav) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+  }
+  forget.hidden = !storedToken();
+}
+
+setTokenPrompt(async (rejected) => {
+  const token = await tokenDialog(rejected);
+  forget.hidden = !token;
+  return token;
+});
+
+forget.addEventListener('click', () => {
+  forgetToken();
+  forget.hidden = true;
+});
+
+document.querySelector('[data-testid="skip-link"]').addEventListener('click', () => main.focus());
+
+initThemeToggle(document.querySelector('[data-testid="theme-toggle"]'));
+
+api('GET', '/api/version').then(
+  (v) => (document.querySelector('[data-testid="version"]').textContent = v && v.version ? `v${v.version}` : ''),
+  () => {},
+);
+
+// The projection's health, in the header: results shown can only be as fresh
+// as the projector that writes them. Hidden when no projector answers.
+const projector = document.querySelector('[data-testid="projector-status"]');
+async function pollProjector() {
+  try {
+    const st = await api('GET', '/api/projector/status');
+    const lag = (st.streams || []).reduce((n, s) => n + (s.lag || 0), 0);
+    projector.hidden = false;
+    projector.dataset.state = st.caught_up ? 'ok' : 'behind';
+    projector.textContent = st.caught_up ? '● in sync' : `● ${lag.toLocaleString()} behind`;
+    projector.title = (st.streams || []).map((s) => `${s.stream}: lag ${s.lag}, ${s.rate_per_sec?.toFixed?.(1) ?? 0}/s`).join('\n');
+  } catch {
+    projector.hidden = true;
+  }
+  setTimeout(pollProjector, 15000);
+}
+pollProjector();
+
+start(show);
