@@ -332,3 +332,41 @@ func timeKey(t time.Time) string {
 	}
 	return store.FormatTime(t)
 }
+
+// result_exec_ids follows execution_results through the projector's
+// upserts and retention deletes (migrations 0200, 0201).
+func TestExecIDValuesFollowRows(t *testing.T) {
+	e := start(t, Options{})
+	insert(t, e.n.DB, rec{id: "r1", pc: "PC1", started: t0}, rec{id: "r2", exec: "ex-a", pc: "PC1", started: t0})
+	values := func() []string {
+		var out []string
+		rows, err := e.n.DB.R.Query(`SELECT exec_id FROM result_exec_ids ORDER BY exec_id`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var v string
+			rows.Scan(&v)
+			out = append(out, v)
+		}
+		return out
+	}
+	// The projector sets exec_id on a row it made from the other message.
+	if _, err := e.n.DB.W.Exec(`INSERT INTO execution_results (result_id, request_id, pc_id, recorded_at) VALUES ('r1', 'q', 'PC1', 'x')
+		ON CONFLICT (result_id) DO UPDATE SET exec_id = COALESCE(exec_id, 'ex-b')`); err != nil {
+		t.Fatal(err)
+	}
+	if got := values(); !slices.Equal(got, []string{"ex-a", "ex-b"}) {
+		t.Fatalf("after upsert: %v", got)
+	}
+	if got := ids(e.list(t, Params{ExecID: "b"})); !slices.Equal(got, []string{"r1"}) {
+		t.Fatalf("exec_id regex: %v", got)
+	}
+	if _, err := e.n.DB.W.Exec(`DELETE FROM execution_results WHERE result_id = 'r2'`); err != nil {
+		t.Fatal(err)
+	}
+	if got := values(); !slices.Equal(got, []string{"ex-b"}) {
+		t.Fatalf("after delete: %v", got)
+	}
+}
