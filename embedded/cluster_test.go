@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -171,5 +172,29 @@ func TestThreeEmbeddedServersFormOneJetStreamCluster(t *testing.T) {
 			t.Fatalf("restarted node's replica not caught up: %s", state)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func TestClusterOptionsRejectBadInput(t *testing.T) {
+	if rs, err := ParseRoutes(" nats://h1:6222, nats://h2:6222 ,"); err != nil || len(rs) != 2 {
+		t.Fatalf("ParseRoutes: %v %v", rs, err)
+	}
+	for _, bad := range []string{"h1:6222", "http://h1:6222", "nats://h1"} {
+		if _, err := ParseRoutes(bad); err == nil || !strings.Contains(err.Error(), bad) {
+			t.Errorf("route %q: %v, want an error naming it", bad, err)
+		}
+	}
+	_, err := Start(Options{StoreDir: t.TempDir(), Logger: quiet(), Cluster: Cluster{Routes: []string{"nats://h1:6222"}}})
+	if err == nil || !strings.Contains(err.Error(), "cluster listen") {
+		t.Errorf("routes without a listener: %v", err)
+	}
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	_, err = Start(Options{StoreDir: t.TempDir(), Logger: quiet(), Cluster: Cluster{Listen: busy.Addr().String()}})
+	if err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Errorf("busy cluster port: %v", err)
 	}
 }

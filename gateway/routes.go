@@ -51,6 +51,7 @@ func ContractRoutes() []Route {
 		{Service: "executions", Subject: "kanade.jobs.kill", Method: "POST", Path: "/api/jobs/{job_id}/kill"},
 		{Service: "agents", Subject: "kanade.agents.list", Method: "GET", Path: "/api/agents"},
 		{Service: "projector", Subject: "kanade.projector.status", Method: "GET", Path: "/api/projector/status"},
+		{Service: "cluster", Subject: "kanade.cluster.status", Method: "GET", Path: "/api/cluster"},
 		{Service: "jobs", Subject: "kanade.jobs.list", Method: "GET", Path: "/api/jobs"},
 		{Service: "jobs", Subject: "kanade.jobs.get", Method: "GET", Path: "/api/jobs/{job_id}"},
 		{Service: "jobs", Subject: "kanade.jobs.put", Method: "POST", Path: "/api/jobs"},

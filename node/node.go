@@ -181,6 +181,9 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		if o.Cluster.Listen != "" {
 			log.Info("waiting for the cluster's JetStream meta leader", "cluster", srv.ClusterURL())
 			if err := srv.WaitJetStream(ctx); err != nil {
+				if ctx.Err() != nil {
+					return nil // stopped while waiting for the other nodes
+				}
 				return err
 			}
 		}
@@ -224,6 +227,9 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 			names = append(names, c.Name)
 		}
 		if err := srv.WaitStreamsCurrent(ctx, o.NATSAccount, names...); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
 			return err
 		}
 	}
@@ -254,6 +260,7 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		}
 	})
 
+	var proj *projector.Projector
 	if has(ServiceProjector) {
 		nc, err := connect("projector")
 		if err != nil {
@@ -266,7 +273,9 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 			return fmt.Errorf("start projector: %w", err)
 		}
 		stops = append(stops, func() { logStop(log, "projector", p.Stop()) })
+		proj = p
 	}
+	var gate *resultsGate
 	if has(ServiceResults) {
 		// One package answers three micro services: results, executions
 		// (with kanade.jobs.kill) and agents, all read-only on the store.
@@ -276,11 +285,26 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		}
 		ro := o.Results
 		ro.Conn, ro.DB, ro.NodeName, ro.Logger = nc, db, o.NodeName, log.With("component", "results")
-		s, err := results.Start(ctx, ro)
-		if err != nil {
-			return fmt.Errorf("start results: %w", err)
+		// The gate starts them, and stops them while this node's own
+		// projection is too far behind to answer (see resultsGate).
+		var caughtUp func(time.Duration) bool
+		if proj != nil {
+			caughtUp = proj.CaughtUp
 		}
-		stops = append(stops, func() { logStop(log, "results", s.Stop()) })
+		gate = newResultsGate(caughtUp, func() (stopper, error) {
+			s, err := results.Start(ctx, ro)
+			if err != nil {
+				return nil, fmt.Errorf("start results: %w", err)
+			}
+			return s, nil
+		}, nc, o.ResultsJoinLag, o.ResultsLeaveLag, ro.Logger)
+		if proj != nil {
+			gate.positions = projectionPositions(js, proj)
+		}
+		gctx, stopGate := context.WithCancel(context.Background())
+		gateDone := make(chan struct{})
+		go func() { defer close(gateDone); gate.run(gctx) }()
+		stops = append(stops, func() { stopGate(); <-gateDone })
 	}
 	if has(ServiceScheduler) {
 		nc, err := connect("scheduler")
@@ -295,6 +319,23 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 			return fmt.Errorf("start scheduler: %w", err)
 		}
 		stops = append(stops, func() { logStop(log, "scheduler", s.Stop()) })
+	}
+
+	// Every node answers for itself on the cluster view.
+	{
+		nc, err := connect("cluster")
+		if err != nil {
+			return err
+		}
+		v := &clusterView{node: o.NodeName, services: o.Services, gate: gate, proj: proj}
+		if err := startClusterView(nc, v, log.With("component", "cluster")); err != nil {
+			return err
+		}
+		stops = append(stops, func() { logStop(log, "cluster view", v.stop()) })
+	}
+	// Ready means ready to answer: wait (a while) for the read services.
+	if gate != nil && !gate.waitJoined(ctx, 10*time.Second) {
+		log.Warn("results: the projection is catching up; the read services join when it is fresh")
 	}
 
 	var r Ready

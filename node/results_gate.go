@@ -2,9 +2,17 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kanade-go/kanade/services/projector"
+	"github.com/kanade-go/kanade/streams"
+	"github.com/kanade-go/kanade/wire"
 )
 
 // Defaults of the results gate.
@@ -13,6 +21,9 @@ const (
 	DefaultResultsLeaveLag = 10 * time.Second
 	gateEvery              = 250 * time.Millisecond
 )
+
+// streamPos is how far the projection is in one stream.
+type streamPos struct{ Applied, Last uint64 }
 
 // stopper is a started service.
 type stopper interface{ Stop() error }
@@ -27,26 +38,37 @@ type resultsGate struct {
 	// caughtUp reports whether every projected stream is current or
 	// behind by no more than max; nil when this node runs no projector
 	// (the services then start at once: nothing here can tell freshness).
-	caughtUp    func(max time.Duration) bool
-	start       func() (stopper, error)
+	caughtUp func(max time.Duration) bool
+	// positions, when set, reports per stream the sequence the projection
+	// has applied and the stream's last one as its leader says: the
+	// projector's own view comes from its consumers, which a replica still
+	// catching up after a crash can serve from stale data, so joining also
+	// waits until the projection reaches the leaders' heads.
+	positions func(context.Context) (map[string]streamPos, error)
+	start     func() (stopper, error)
+	// conn is the services' connection: flushed after they stop, so the
+	// server has seen them leave before the gate says they are out.
+	conn        *nats.Conn
 	join, leave time.Duration
 	log         *slog.Logger
 
-	mu      sync.Mutex
-	svc     stopper
-	since   time.Time     // start of the current run of fresh checks
-	joined  chan struct{} // closed at the first join
-	joinOne sync.Once
+	mu       sync.Mutex
+	svc      stopper
+	since    time.Time         // start of the current run of fresh checks
+	target   map[string]uint64 // leaders' heads the projection must reach
+	targetAt time.Time
+	joined   chan struct{} // closed at the first join
+	joinOne  sync.Once
 }
 
-func newResultsGate(caughtUp func(time.Duration) bool, start func() (stopper, error), join, leave time.Duration, log *slog.Logger) *resultsGate {
+func newResultsGate(caughtUp func(time.Duration) bool, start func() (stopper, error), conn *nats.Conn, join, leave time.Duration, log *slog.Logger) *resultsGate {
 	if join <= 0 {
 		join = DefaultResultsJoinLag
 	}
 	if leave < join {
 		leave = max(DefaultResultsLeaveLag, join)
 	}
-	return &resultsGate{caughtUp: caughtUp, start: start, join: join, leave: leave, log: log, joined: make(chan struct{})}
+	return &resultsGate{caughtUp: caughtUp, start: start, conn: conn, join: join, leave: leave, log: log, joined: make(chan struct{})}
 }
 
 // run checks the projection every 250 ms until ctx ends, then stops the
@@ -80,22 +102,52 @@ func (g *resultsGate) check(now time.Time) {
 	if g.svc != nil {
 		if !g.caughtUp(g.leave) {
 			g.stopLocked("projection more than " + g.leave.String() + " behind")
-			g.since = time.Time{}
+			g.since, g.target = time.Time{}, nil
 		}
 		return
 	}
 	switch {
 	case g.caughtUp(0):
-		g.startLocked("projection current")
+		g.joinLocked(now, "projection current")
 	case g.caughtUp(g.join):
 		if g.since.IsZero() {
 			g.since = now
 		} else if now.Sub(g.since) >= g.join {
-			g.startLocked("projection within " + g.join.String())
+			g.joinLocked(now, "projection within "+g.join.String())
 		}
 	default:
-		g.since = time.Time{}
+		g.since, g.target = time.Time{}, nil
 	}
+}
+
+// joinLocked starts the services once the projection has reached the
+// heads the streams' leaders reported, within join of asking; a head not
+// reached in time is asked again.
+func (g *resultsGate) joinLocked(now time.Time, why string) {
+	if g.positions == nil {
+		g.startLocked(why)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	pos, err := g.positions(ctx)
+	if err != nil {
+		g.log.Warn("results: stream positions", "err", err)
+		return
+	}
+	if g.target == nil || now.Sub(g.targetAt) > g.join {
+		g.target, g.targetAt = map[string]uint64{}, now
+		for name, p := range pos {
+			g.target[name] = p.Last
+		}
+	}
+	for name, last := range g.target {
+		if pos[name].Applied < last {
+			return
+		}
+	}
+	g.target = nil
+	g.startLocked(why)
 }
 
 func (g *resultsGate) startLocked(why string) {
@@ -116,6 +168,9 @@ func (g *resultsGate) stopLocked(why string) {
 	}
 	if err := g.svc.Stop(); err != nil {
 		g.log.Warn("results: stop", "err", err)
+	}
+	if err := g.conn.Flush(); err != nil {
+		g.log.Warn("results: flush after stop", "err", err)
 	}
 	g.svc = nil
 	g.log.Warn("results: left the queue groups", "why", why)
@@ -138,4 +193,33 @@ func (g *resultsGate) waitJoined(ctx context.Context, d time.Duration) bool {
 	case <-time.After(d):
 	}
 	return false
+}
+
+// projectionPositions reads, for the streams the projector reads whole
+// (RESULTS and EXECUTIONS: their consumers' filters are the streams'
+// subjects), the sequence last applied and the stream's last sequence as
+// its leader answers. An empty stream (all expired) has nothing to reach.
+func projectionPositions(js jetstream.JetStream, p *projector.Projector) func(context.Context) (map[string]streamPos, error) {
+	return func(ctx context.Context) (map[string]streamPos, error) {
+		st, err := p.Status(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out := map[string]streamPos{}
+		for _, ss := range st.Streams {
+			if ss.Stream != wire.StreamResults && ss.Stream != streams.StreamExecutions {
+				continue
+			}
+			s, err := js.Stream(ctx, ss.Stream)
+			if err != nil {
+				return nil, fmt.Errorf("stream %s: %w", ss.Stream, err)
+			}
+			pos := streamPos{Applied: ss.LastApplied}
+			if state := s.CachedInfo().State; state.Msgs > 0 {
+				pos.Last = state.LastSeq
+			}
+			out[ss.Stream] = pos
+		}
+		return out, nil
+	}
 }

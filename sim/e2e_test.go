@@ -23,12 +23,13 @@ import (
 // returns where it listens; it stops at the end of the test.
 func runNode(t testing.TB, sync embedded.Sync) node.Ready {
 	t.Helper()
+	dir := t.TempDir() // before the cleanup below, so removed after the node stops
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan node.Ready, 1)
 	done := make(chan error, 1)
 	go func() {
 		done <- node.Run(ctx, node.Options{
-			DataDir: t.TempDir(), HTTP: "127.0.0.1:0", NATSListen: "127.0.0.1:0", NATSSync: sync,
+			DataDir: dir, HTTP: "127.0.0.1:0", NATSListen: "127.0.0.1:0", NATSSync: sync,
 			NodeName: "simtest", Logger: nodetest.Logger(t),
 		}, func(r node.Ready) { ready <- r })
 	}()

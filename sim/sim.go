@@ -123,7 +123,8 @@ type Fleet struct {
 
 // Start subscribes every agent, sends the first heartbeats, writes the
 // agents' groups to KV agent_groups, and returns once Commands published
-// from now on reach the agents.
+// from now on reach the agents. ctx bounds the start only: the fleet runs
+// until Stop.
 func Start(ctx context.Context, o Options) (*Fleet, error) {
 	if o.Conn == nil {
 		return nil, errors.New("sim: a connection is required")

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kanade-go/kanade/nodetest"
 	"github.com/kanade-go/kanade/sim"
+	"github.com/kanade-go/kanade/streams"
 	"github.com/kanade-go/kanade/wire"
 )
 
@@ -186,7 +187,7 @@ func TestDeduplicatesAcrossSubjects(t *testing.T) {
 	n := nodetest.Start(t)
 	f := startFleet(t, n, sim.Options{Agents: 4, Groups: []string{"g1"}})
 	js := n.JetStream(t)
-	cmd := command("# sim: duration=0s", false) // ad hoc: no exec_id
+	cmd := command("# sim: outcome=success duration=0s", false) // ad hoc: no exec_id
 	publish(t, js, cmd, wire.SubjectCommandsAll, wire.CommandsGroup("g1"), wire.CommandsPC("sim-pc-0001"))
 	// 4 agents see all + group, one also its pc subject: 9 deliveries, 4 runs.
 	waitFor(t, "every delivery", func() bool { s := f.Stats(); return s.Commands+s.Duplicates == 9 })
@@ -281,7 +282,7 @@ func TestDeadlinePassedAndTimeout(t *testing.T) {
 	f := startFleet(t, n, sim.Options{Agents: 1})
 	js := n.JetStream(t)
 
-	late := command("# sim: duration=0s", true)
+	late := command("# sim: outcome=success duration=0s", true)
 	past := time.Now().Add(-time.Minute).UTC()
 	late.DeadlineAt = &past
 	hung := command("# sim: outcome=timeout", true)
@@ -410,7 +411,7 @@ func TestHeartbeatPingAndGroups(t *testing.T) {
 func TestReplayRunsTheLastKeptCommand(t *testing.T) {
 	n := nodetest.Start(t)
 	js := n.JetStream(t)
-	cmd := command("# sim: duration=0s", true)
+	cmd := command("# sim: outcome=success duration=0s", true)
 	publish(t, js, cmd, wire.CommandsPC("sim-pc-0002"))
 
 	f := startFleet(t, n, sim.Options{Agents: 3, Replay: true})
@@ -418,5 +419,44 @@ func TestReplayRunsTheLastKeptCommand(t *testing.T) {
 	got := results(t, js, cmd.RequestID)
 	if _, ok := got["sim-pc-0002"]; !ok || len(got) != 1 {
 		t.Fatalf("replayed results from %v, want sim-pc-0002 only", got)
+	}
+}
+
+func TestPublishRetriesUntilAcked(t *testing.T) {
+	n := nodetest.Start(t)
+	f := startFleet(t, n, sim.Options{Agents: 1})
+	js := n.JetStream(t)
+	ctx := context.Background()
+
+	// No RESULTS stream: the result cannot be acked until it is back.
+	if err := js.DeleteStream(ctx, wire.StreamResults); err != nil {
+		t.Fatal(err)
+	}
+	cmd := command("# sim: outcome=success duration=0s", false)
+	publish(t, js, cmd, wire.SubjectCommandsAll)
+	waitFor(t, "a retried publish", func() bool { return f.Stats().PublishRetries >= 2 })
+	if s := f.Stats(); s.Running != 1 || s.ResultsPublished != 0 {
+		t.Fatalf("stats while unacked: %v", s)
+	}
+	if err := streams.Ensure(ctx, js, 1, n.Logger); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, f, 1)
+	if got := results(t, js, cmd.RequestID); len(got) != 1 {
+		t.Fatalf("%d results after the stream came back, want 1", len(got))
+	}
+
+	// Stopping gives up on a publish that cannot be acked.
+	if err := js.DeleteStream(ctx, wire.StreamResults); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, js, command("# sim: outcome=success duration=0s", false), wire.SubjectCommandsAll)
+	waitFor(t, "another retried publish", func() bool { return f.Stats().PublishRetries >= 4 })
+	stopped := make(chan struct{})
+	go func() { f.Stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Stop hangs on an unacked publish")
 	}
 }

@@ -5,6 +5,9 @@ import (
 	"io/fs"
 	"maps"
 	"os"
+	"path"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -118,4 +121,49 @@ func hashedName(t *testing.T, out map[string][]byte, prefix string) string {
 	}
 	t.Fatalf("no asset %s* in %v", prefix, slices.Sorted(maps.Keys(out)))
 	return ""
+}
+
+// TestSourceKeepsToTheCSP catches what the gateway's Content-Security-Policy
+// would block in the browser (inline scripts and styles, eval) and the DOM
+// calls that would parse API data as HTML.
+func TestSourceKeepsToTheCSP(t *testing.T) {
+	forbidden := map[string][]*regexp.Regexp{
+		".html": {
+			regexp.MustCompile(`<script(?:\s[^>]*)?>\s*[^<\s]`), // a script with a body
+			regexp.MustCompile(`<style`),
+			regexp.MustCompile(`\sstyle=`),
+			regexp.MustCompile(`\son[a-z]+=`),
+		},
+		".js": {
+			regexp.MustCompile(`\.(innerHTML|outerHTML)\s*=|insertAdjacentHTML|document\.write`),
+			regexp.MustCompile(`\beval\(|new Function\(`),
+			regexp.MustCompile(`setAttribute\(\s*['"]style['"]`),
+		},
+	}
+	entries, err := os.ReadDir("src")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		res := forbidden[path.Ext(e.Name())]
+		if res == nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("src", e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if path.Ext(e.Name()) == ".html" {
+			for _, tag := range regexp.MustCompile(`<script[^>]*>`).FindAll(b, -1) {
+				if !bytes.Contains(tag, []byte(" src=")) {
+					t.Errorf("%s: %s has no src: inline scripts break the CSP", e.Name(), tag)
+				}
+			}
+		}
+		for _, re := range res {
+			if loc := re.FindIndex(b); loc != nil {
+				t.Errorf("%s: %q breaks the CSP or parses data as HTML", e.Name(), b[loc[0]:min(loc[1]+20, len(b))])
+			}
+		}
+	}
 }

@@ -37,7 +37,9 @@ func runNode(ctx context.Context, o node.Options, demo bool, log *slog.Logger) e
 		printReady(r)
 		stopDemo, err := startDemo(nodeCtx, r.NATS, o, log)
 		if err != nil {
-			demoErr = err
+			if nodeCtx.Err() == nil { // a stop while starting is no failure
+				demoErr = err
+			}
 			stopNode()
 			return
 		}

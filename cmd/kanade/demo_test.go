@@ -15,7 +15,8 @@ import (
 )
 
 func TestServeDemo(t *testing.T) {
-	p := startKanade(t, t.TempDir(), "--demo")
+	dir := t.TempDir()
+	p := startKanade(t, dir, "--demo")
 	nc, err := nats.Connect(p.NATS)
 	if err != nil {
 		t.Fatal(err)
@@ -79,6 +80,15 @@ func TestServeDemo(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 
+	// The operator turns the demo schedule off; a restart keeps it off.
+	sched := sim.DemoSchedules()[0]
+	sched.Enabled = false
+	b, _ := json.Marshal(sched)
+	if _, err := schedules.Put(ctx, sched.ID, b); err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+
 	if err, _ := p.stop(t); err != nil {
 		t.Fatalf("SIGTERM: %v", err)
 	}
@@ -86,6 +96,26 @@ func TestServeDemo(t *testing.T) {
 	demoStopped, nodeStopping := strings.Index(log, `msg="demo stopped"`), strings.Index(log, "msg=stopping")
 	if demoStopped < 0 || nodeStopping < 0 || demoStopped > nodeStopping {
 		t.Fatalf("the demo must stop before the node:\n%s", log)
+	}
+
+	p = startKanade(t, dir, "--demo")
+	nc, err = nats.Connect(p.NATS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ = jetstream.New(nc)
+	schedules, _ = js.KeyValue(ctx, wire.BucketSchedules)
+	e, err := schedules.Get(ctx, sched.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var after sim.Schedule
+	if err := json.Unmarshal(e.Value(), &after); err != nil || after.Enabled {
+		t.Fatalf("after a restart the schedule is %s (%v): the demo overwrote the operator's change", e.Value(), err)
+	}
+	if err, _ := p.stop(t); err != nil {
+		t.Fatalf("second SIGTERM: %v", err)
 	}
 }
 

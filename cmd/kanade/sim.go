@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -88,7 +89,9 @@ func simCmd(args []string) error {
 	for {
 		select {
 		case <-tick.C:
-			fmt.Fprintln(os.Stderr, "kanade sim:", fleet.Stats())
+			var m runtime.MemStats
+			runtime.ReadMemStats(&m)
+			fmt.Fprintf(os.Stderr, "kanade sim: %v heap=%dMiB\n", fleet.Stats(), m.HeapInuse>>20)
 		case <-ctx.Done():
 			fleet.Stop()
 			fmt.Fprintln(os.Stderr, "kanade sim: stopped:", fleet.Stats())

@@ -29,15 +29,18 @@ const FAIL_JOB = `e2e-fail-${suffix}`;
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-sync'],
+  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-sync', '--disable-dev-shm-usage'],
 });
 const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, colorScheme: 'light' });
 const page = await context.newPage();
 page.setDefaultTimeout(15000);
 
-// Anything the page throws, and any CSP refusal, fails the run.
+// Anything the page throws, any CSP refusal and any missing asset fails the run.
 const problems = [];
 page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+page.on('response', (r) => {
+  if (r.url().includes('/assets/') && r.status() >= 400) problems.push(`asset ${r.url()}: HTTP ${r.status()}`);
+});
 page.on('console', (m) => {
   if (m.type() === 'error' && /Content Security Policy|Refused to/i.test(m.text())) problems.push(`CSP: ${m.text()}`);
 });
@@ -82,10 +85,22 @@ async function poll(what, fn, timeoutMs = 30000) {
   throw new Error(`timed out waiting for ${what} (last: ${JSON.stringify(last)})`);
 }
 
-async function api(path) {
-  const res = await page.request.get(`${base}${path}`, { headers: token ? { Authorization: `Bearer ${token}` } : {} });
-  if (!res.ok()) throw new Error(`${path}: HTTP ${res.status()}`);
-  return res.json();
+async function api(path, { method = 'GET', data } = {}) {
+  const res = await page.request.fetch(`${base}${path}`, { method, data, headers: token ? { Authorization: `Bearer ${token}` } : {} });
+  if (!res.ok()) throw new Error(`${method} ${path}: HTTP ${res.status()} ${await res.text()}`);
+  return res.status() === 204 ? null : res.json();
+}
+
+// firstRunningRow waits for a running row of the filtered Activity list;
+// it presses Refresh while none shows (the run may start after the load).
+async function firstRunningRow() {
+  const row = page.locator(`${tid('result-row')}[data-status="running"]`).first();
+  await poll('a running row', async () => {
+    if (await row.count()) return true;
+    await page.locator(tid('refresh')).click();
+    return false;
+  }, 30000);
+  return row;
 }
 
 async function addJob(yaml) {
@@ -95,6 +110,32 @@ async function addJob(yaml) {
   await dialog.locator(tid('yaml-input')).fill(yaml);
   await dialog.locator(tid('dialog-submit')).click();
   await dialog.waitFor({ state: 'detached' });
+}
+
+// saveUnchanged opens an editor, saves what it shows, and checks the stored
+// document kept every field: the YAML the dashboard writes reads back the
+// same (the server may add its defaults, such as a schedule's tz).
+async function saveUnchanged(apiPath, editButton) {
+  const before = await api(apiPath);
+  await editButton.click();
+  const dialog = page.locator(tid('yaml-dialog'));
+  await dialog.locator(tid('dialog-submit')).click();
+  await poll('the editor to close', async () => {
+    if ((await dialog.count()) === 0) return true;
+    const err = await dialog.locator(tid('dialog-error')).textContent({ timeout: 1000 }).catch(() => '');
+    if (err.trim()) throw new Error(`save refused: ${err}`);
+    return false;
+  }, 10000);
+  const after = await api(apiPath);
+  const kept = Object.fromEntries(Object.keys(before).map((k) => [k, after[k]]));
+  const [a, b] = [JSON.stringify(sortKeys(before)), JSON.stringify(sortKeys(kept))];
+  if (a !== b) throw new Error(`the round trip changed ${apiPath}: ${a} -> ${JSON.stringify(after)}`);
+}
+
+function sortKeys(v) {
+  if (Array.isArray(v)) return v.map(sortKeys);
+  if (v && typeof v === 'object') return Object.fromEntries(Object.keys(v).sort().map((k) => [k, sortKeys(v[k])]));
+  return v;
 }
 
 async function runJob(jobId, fill) {
@@ -141,7 +182,7 @@ await step('dashboard loads, asks for the API token once, shows the version', as
   if (!group) throw new Error('no group to run on: set E2E_GROUP');
 });
 
-await step('add two jobs as YAML', async () => {
+await step('add two jobs as YAML, edit one', async () => {
   await addJob(`id: ${FAIL_JOB}
 version: 1.0.0
 description: fails quickly with exit 3 (browser test)
@@ -164,6 +205,7 @@ execute:
 `);
   await go('/jobs');
   for (const id of [FAIL_JOB, SLOW_JOB]) await page.locator(`${tid('job-row')}[data-job-id="${id}"]`).waitFor();
+  await saveUnchanged(`/api/jobs/${SLOW_JOB}`, page.locator(`${tid('job-row')}[data-job-id="${SLOW_JOB}"] ${tid('edit-job')}`));
 });
 
 await step(`run a job on group ${group} and see the execution complete`, async () => {
@@ -230,8 +272,7 @@ await step('open a running result and see its live output change', async () => {
     await d.locator(tid('target-pcs-input')).fill(pcs[0]);
   });
   await go(`/?status=running&job_id=${encodeURIComponent('^' + SLOW_JOB + '$')}`);
-  const row = page.locator(`${tid('result-row')}[data-status="running"]`).first();
-  await poll('a running row', async () => (await row.count()) > 0, 30000);
+  const row = await firstRunningRow();
   await row.locator('a.row-link').click();
   await page.locator(tid('result-page')).waitFor();
   const out = page.locator(tid('stdout'));
@@ -254,11 +295,23 @@ await step('kill it', async () => {
   if (await page.locator(tid('kill-button')).isVisible()) throw new Error('kill button still shown on a finished run');
 });
 
+await step('Activity refreshes itself while a run is in flight', async () => {
+  await go(`/?job_id=${encodeURIComponent('^' + SLOW_JOB + '$')}&pc_id=${encodeURIComponent('^' + pcs[1] + '$')}`);
+  await page.locator(tid('results-table')).waitFor();
+  await api(`/api/exec/${SLOW_JOB}`, { method: 'POST', data: { target: { pcs: [pcs[1]] } } });
+  const row = await firstRunningRow();
+  const id = await row.getAttribute('data-result-id');
+  await api(`/api/jobs/${SLOW_JOB}/kill`, { method: 'POST' });
+  // No click, no reload from here: the page must notice the end by itself.
+  await poll('the row to end', async () => (await page.locator(`${tid('result-row')}[data-result-id="${id}"]`).getAttribute('data-status')) === 'failure', 30000);
+});
+
 await step('disable a schedule', async () => {
   await go('/schedules');
   const row = page.locator(`${tid('schedule-row')}[data-enabled="true"]`).first();
   await row.waitFor();
   const id = await row.getAttribute('data-schedule-id');
+  await saveUnchanged(`/api/schedules/${id}`, row.locator(tid('edit-schedule')));
   await row.locator(tid('toggle-schedule')).click();
   const same = page.locator(`${tid('schedule-row')}[data-schedule-id="${id}"]`);
   await poll('schedule disabled', async () => (await same.getAttribute('data-enabled')) === 'false');

@@ -34,17 +34,31 @@ export function duration(ms) {
   return `${Math.floor(s / 86400)}d ${pad(Math.floor(s / 3600) % 24)}h`;
 }
 
-// ago('…') -> '3 min ago'
+function roughly(s) {
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h`;
+  return `${Math.floor(s / 86400)} d`;
+}
+
+// ago('…') -> '3 min ago', or 'in 12 s' for a time to come
 export function ago(iso, now = Date.now()) {
   const t = parseTime(iso);
   if (t == null) return 'never';
   const s = Math.round((now - t) / 1000);
-  if (s < 0) return 'in ' + duration(-s * 1000);
+  if (s < 0) return `in ${roughly(-s)}`;
   if (s < 5) return 'just now';
-  if (s < 60) return `${s} s ago`;
-  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
-  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
-  return `${Math.floor(s / 86400)} d ago`;
+  return `${roughly(s)} ago`;
+}
+
+// agoEl is ago() in parentheses that tickAgo keeps current.
+export function agoEl(iso) {
+  return h('span', { class: 'muted ago', dataset: iso ? { at: iso } : null }, ` (${ago(iso)})`);
+}
+
+export function tickAgo(root) {
+  const now = Date.now();
+  for (const el of root.querySelectorAll('.ago[data-at]')) el.textContent = ` (${ago(el.dataset.at, now)})`;
 }
 
 export function shortId(id) {

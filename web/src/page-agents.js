@@ -4,7 +4,7 @@ import { h, replace } from './dom.js';
 import { api } from './api.js';
 import { href } from './router.js';
 import { Latest } from './lifecycle.js';
-import { timeEl, ago, errorText } from './format.js';
+import { timeEl, agoEl, tickAgo, errorText } from './format.js';
 
 export const title = 'Agents';
 
@@ -40,7 +40,7 @@ export function mount(main, { life }) {
         h('td', { class: 'ellipsis opt' }, a.hostname || '—'),
         h('td', { class: 'opt' }, a.os_family || '—'),
         h('td', { class: 'mono opt' }, a.agent_version || '—'),
-        h('td', { class: 'num' }, timeEl(a.last_heartbeat), h('span', { class: 'muted' }, ` (${ago(a.last_heartbeat)})`))))
+        h('td', { class: 'num' }, timeEl(a.last_heartbeat), agoEl(a.last_heartbeat))))
       : h('tr', { class: 'empty' }, h('td', { colspan: 6 }, agents.length ? 'No agent matches.' : 'No agent has sent a heartbeat yet.')));
   }
 
@@ -57,5 +57,6 @@ export function mount(main, { life }) {
     render();
   }
 
+  life.every(1000, () => tickAgo(tbody));
   load();
 }

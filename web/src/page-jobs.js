@@ -134,12 +134,9 @@ export function mount(main, { life }) {
   async function remove(job) {
     const ok = await confirmDialog({ title: 'Delete job', message: `Delete job ${job.id}? Its past results stay.`, confirmLabel: 'Delete', danger: true });
     if (!ok) return;
-    try {
-      await api('DELETE', `/api/jobs/${encodeURIComponent(job.id)}`);
-    } catch (err) {
-      banner.textContent = errorText(err);
-    }
-    load();
+    const err = await api('DELETE', `/api/jobs/${encodeURIComponent(job.id)}`).then(() => null, (e) => e);
+    await load();
+    if (err) banner.textContent = errorText(err); // after the reload, which clears the banner
   }
 
   load();

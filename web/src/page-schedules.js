@@ -4,7 +4,7 @@
 import { h, replace } from './dom.js';
 import { api } from './api.js';
 import { Latest } from './lifecycle.js';
-import { timeEl, ago, errorText } from './format.js';
+import { timeEl, agoEl, tickAgo, errorText } from './format.js';
 import { confirmDialog, yamlDialog } from './dialog.js';
 import { toYAML } from './yaml.js';
 
@@ -58,7 +58,7 @@ export function mount(main, { life }) {
       h('td', { class: 'mono ellipsis opt', title: sc.job_id }, sc.job_id),
       h('td', { class: 'mono opt ellipsis', title: sc.tz ? `${sc.cron} (${sc.tz})` : sc.cron }, sc.cron, sc.tz ? h('span', { class: 'muted' }, ` ${sc.tz}`) : null),
       h('td', { class: 'opt ellipsis' }, targetText(sc.target)),
-      h('td', { class: 'num', testid: 'next-run' }, enabled && next ? [timeEl(next), h('span', { class: 'muted' }, ` (${ago(next)})`)] : h('span', { class: 'muted' }, enabled ? '—' : 'disabled')),
+      h('td', { class: 'num', testid: 'next-run' }, enabled && next ? [timeEl(next), agoEl(next)] : h('span', { class: 'muted' }, enabled ? '—' : 'disabled')),
       h('td', {}, h('div', { class: 'actions' },
         toggle,
         h('button', { type: 'button', class: 'small', testid: 'preview-schedule', 'aria-expanded': String(previews.has(sc.id)), onclick: () => togglePreview(sc) }, 'Preview'),
@@ -99,12 +99,9 @@ export function mount(main, { life }) {
 
   async function setEnabled(sc, enabled, button) {
     button.disabled = true;
-    try {
-      await api('POST', `/api/schedules/${encodeURIComponent(sc.id)}/${enabled ? 'enable' : 'disable'}`);
-    } catch (err) {
-      banner.textContent = errorText(err);
-    }
+    const err = await api('POST', `/api/schedules/${encodeURIComponent(sc.id)}/${enabled ? 'enable' : 'disable'}`).then(() => null, (e) => e);
     await load();
+    if (err) banner.textContent = errorText(err); // after the reload, which clears the banner
   }
 
   async function togglePreview(sc) {
@@ -139,13 +136,11 @@ export function mount(main, { life }) {
   async function remove(sc) {
     const ok = await confirmDialog({ title: 'Delete schedule', message: `Delete schedule ${sc.id}? It stops firing.`, confirmLabel: 'Delete', danger: true });
     if (!ok) return;
-    try {
-      await api('DELETE', `/api/schedules/${encodeURIComponent(sc.id)}`);
-    } catch (err) {
-      banner.textContent = errorText(err);
-    }
-    load();
+    const err = await api('DELETE', `/api/schedules/${encodeURIComponent(sc.id)}`).then(() => null, (e) => e);
+    await load();
+    if (err) banner.textContent = errorText(err);
   }
 
+  life.every(1000, () => tickAgo(tbody));
   load();
 }

@@ -5,8 +5,8 @@ import { h, replace } from './dom.3dd86e8f14.js';
 import { api } from './api.53afe10e09.js';
 import { href, navigate } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
-import { errorText } from './format.6b2356ec90.js';
-import { modal, confirmDialog, yamlDialog } from './dialog.6dd1781711.js';
+import { errorText } from './format.31eef2b48b.js';
+import { modal, confirmDialog, yamlDialog } from './dialog.fefcff641c.js';
 import { toYAML } from './yaml.124ddd447c.js';
 
 export const title = 'Jobs';
@@ -134,12 +134,9 @@ export function mount(main, { life }) {
   async function remove(job) {
     const ok = await confirmDialog({ title: 'Delete job', message: `Delete job ${job.id}? Its past results stay.`, confirmLabel: 'Delete', danger: true });
     if (!ok) return;
-    try {
-      await api('DELETE', `/api/jobs/${encodeURIComponent(job.id)}`);
-    } catch (err) {
-      banner.textContent = errorText(err);
-    }
-    load();
+    const err = await api('DELETE', `/api/jobs/${encodeURIComponent(job.id)}`).then(() => null, (e) => e);
+    await load();
+    if (err) banner.textContent = errorText(err); // after the reload, which clears the banner
   }
 
   load();

@@ -3,16 +3,16 @@
 
 import { start } from './router.475a737da2.js';
 import { api, setTokenPrompt, storedToken, forgetToken } from './api.53afe10e09.js';
-import { tokenDialog } from './dialog.6dd1781711.js';
+import { tokenDialog } from './dialog.fefcff641c.js';
 import { initThemeToggle } from './theme.9bc285ecbb.js';
 import { Lifecycle } from './lifecycle.cf1e604c6c.js';
 import { h, replace } from './dom.3dd86e8f14.js';
-import * as activity from './page-activity.c16757ec83.js';
-import * as result from './page-result.702093cc04.js';
-import * as executions from './page-executions.fb53b232ef.js';
-import * as jobs from './page-jobs.5bcc099794.js';
-import * as schedules from './page-schedules.d02fdd6afe.js';
-import * as agents from './page-agents.76a1498b93.js';
+import * as activity from './page-activity.54e70754cc.js';
+import * as result from './page-result.50d72e6857.js';
+import * as executions from './page-executions.17bcc845a4.js';
+import * as jobs from './page-jobs.aaada17359.js';
+import * as schedules from './page-schedules.5cf0470eca.js';
+import * as agents from './page-agents.96f7dc987d.js';
 
 const routes = [
   { re: /^\/$/, page: activity, nav: 'activity' },

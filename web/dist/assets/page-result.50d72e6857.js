@@ -6,8 +6,8 @@ import { h, replace } from './dom.3dd86e8f14.js';
 import { api } from './api.53afe10e09.js';
 import { href } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
-import { exitBadge, timeEl, resultDuration, resultStatus, exitMeaning, tickElapsed, errorText } from './format.6b2356ec90.js';
-import { confirmDialog } from './dialog.6dd1781711.js';
+import { exitBadge, timeEl, resultDuration, resultStatus, exitMeaning, tickElapsed, errorText } from './format.31eef2b48b.js';
+import { confirmDialog } from './dialog.fefcff641c.js';
 import { outputPane } from './output.38ab946998.js';
 
 export const title = 'Result';
