@@ -150,7 +150,7 @@ func Start(nc *nats.Conn, s Service) (*Running, error) {
 			meta[MetaIntParams] = strings.Join(ep.IntParams, ",")
 		}
 		h := ep.Handler
-		name := ep.Name
+		elog := log.With("endpoint", ep.Name)
 		handler := micro.HandlerFunc(func(req micro.Request) {
 			sem <- struct{}{}
 			r.wg.Add(1)
@@ -158,7 +158,7 @@ func Start(nc *nats.Conn, s Service) (*Running, error) {
 				defer func() { <-sem; r.wg.Done() }()
 				rctx, cancel := context.WithTimeout(ctx, s.Timeout)
 				defer cancel()
-				respond(rctx, nc, log.With("endpoint", name), req, h)
+				respond(rctx, nc, elog, req, h)
 			}()
 		})
 		if err := svc.AddEndpoint(ep.Name, handler, micro.WithEndpointSubject(ep.Subject), micro.WithEndpointMetadata(meta)); err != nil {
