@@ -438,7 +438,11 @@ func Detail(ctx context.Context, db *store.DB, resultID string) (Row, error) {
 	if resultID == "" {
 		return Row{}, api.BadRequest("parameter result_id: required")
 	}
-	row, err := scanRow(db.R.QueryRowContext(ctx, `SELECT `+rowColumns+` FROM execution_results WHERE result_id = ?`, resultID))
+	stmt, err := db.ReadStmt(ctx, `SELECT `+rowColumns+` FROM execution_results WHERE result_id = ?`)
+	if err != nil {
+		return Row{}, queryError(ctx, "result detail", err)
+	}
+	row, err := scanRow(stmt.QueryRowContext(ctx, resultID))
 	switch {
 	case err == sql.ErrNoRows:
 		return Row{}, api.NotFound("result %s not found", resultID)
