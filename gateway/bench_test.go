@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/kanade-go/kanade/nodetest"
+	"github.com/kanade-go/kanade/services/api"
 	"github.com/kanade-go/kanade/services/results"
 	"github.com/kanade-go/kanade/store"
 )
@@ -158,25 +159,74 @@ func BenchmarkGatewayLatency(b *testing.B) {
 	}
 }
 
-// BenchmarkGatewayThroughput has 16 HTTP clients share b.N results-detail
-// requests through the gateway. Run with -benchtime=30000x.
+// BenchmarkGatewayThroughput has 16 clients share b.N requests, first
+// over NATS directly, then over HTTP through the gateway, so the gateway's
+// share is visible: results detail (the real service and SQLite), and a
+// constant reply (the gateway's own ceiling, no SQLite). Run with
+// -benchtime=20000x.
 func BenchmarkGatewayThroughput(b *testing.B) {
-	_, url, hc, id := benchSetup(b)
-	const clients = 16
-	if _, err := httpGet(hc, url+"/api/results/"+id); err != nil {
+	nc, url, hc, id := benchSetup(b)
+	row, err := nc.Request("kanade.results.detail", []byte(`{"result_id":"`+id+`"}`), 10*time.Second)
+	if err != nil {
 		b.Fatal(err)
 	}
+	constant := row.Data
+	svc, err := api.Start(nc, api.Service{Name: "benchconst", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Endpoints: []api.Endpoint{{
+		Name: "get", Subject: "kanade.benchconst.get", HTTP: "GET /api/benchconst/{id}",
+		Handler: func(context.Context, api.Request) (any, error) { return constant, nil },
+	}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { svc.Stop() })
+	for _, c := range []struct{ name, subject, path string }{
+		{"results-detail", "kanade.results.detail", "/api/results/" + id},
+		{"constant", "kanade.benchconst.get", "/api/benchconst/" + id},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			body := []byte(`{"id":"` + id + `","result_id":"` + id + `"}`)
+			if c.name == "results-detail" {
+				body = []byte(`{"result_id":"` + id + `"}`)
+			}
+			viaNATS := func() error { _, err := nc.Request(c.subject, body, 10*time.Second); return err }
+			viaHTTP := func() error { _, err := httpGet(hc, url+c.path); return err }
+			if err := viaNATS(); err != nil {
+				b.Fatal(err)
+			}
+			if err := viaHTTP(); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			natsRPS, natsErrs, natsErr := concurrently(b.N, viaNATS)
+			httpRPS, httpErrs, httpErr := concurrently(b.N, viaHTTP)
+			b.StopTimer()
+			b.ReportMetric(natsRPS, "nats-req/s")
+			b.ReportMetric(httpRPS, "http-req/s")
+			b.ReportMetric(float64(httpErrs), "http-errors")
+			b.ReportMetric(0, "ns/op")
+			if b.N == 1 {
+				return
+			}
+			fmt.Printf("%-14s 16 clients, %d requests each way: NATS %6.0f req/s (%d errors %v) | HTTP %6.0f req/s (%d errors %v) | HTTP/NATS %.2f\n",
+				c.name, b.N, natsRPS, natsErrs, natsErr, httpRPS, httpErrs, httpErr, httpRPS/natsRPS)
+		})
+	}
+}
+
+// concurrently has 16 clients share n calls; it returns calls per second,
+// the number that failed and the first failure.
+func concurrently(n int, call func() error) (float64, int64, any) {
+	const clients = 16
 	var next, errs atomic.Int64
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
-	b.ResetTimer()
 	start := time.Now()
 	for range clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for next.Add(1) <= int64(b.N) {
-				if _, err := httpGet(hc, url+"/api/results/"+id); err != nil {
+			for next.Add(1) <= int64(n) {
+				if err := call(); err != nil {
 					errs.Add(1)
 					firstErr.CompareAndSwap(nil, err.Error())
 				}
@@ -184,13 +234,5 @@ func BenchmarkGatewayThroughput(b *testing.B) {
 		}()
 	}
 	wg.Wait()
-	took := time.Since(start)
-	b.StopTimer()
-	rps := float64(b.N) / took.Seconds()
-	if b.N == 1 {
-		return
-	}
-	b.ReportMetric(rps, "req/s")
-	b.ReportMetric(float64(errs.Load()), "errors")
-	fmt.Printf("16 clients: %d requests in %v = %.0f req/s, %d errors %v\n", b.N, took.Round(time.Millisecond), rps, errs.Load(), firstErr.Load())
+	return float64(n) / time.Since(start).Seconds(), errs.Load(), firstErr.Load()
 }

@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -614,6 +616,40 @@ func TestDiscover(t *testing.T) {
 		r, ok := got[ep.HTTP]
 		if !ok || r.Subject != ep.Subject || r.Service != "testsvc" || !slices.Equal(r.IntParams, ep.IntParams) {
 			t.Errorf("%s: got %+v", ep.HTTP, r)
+		}
+	}
+}
+
+// TestEmbeddedDashboard serves the real build: every asset index.html
+// names is served, cached for good, with its type; and index.html has
+// nothing inline that the content security policy would block.
+func TestEmbeddedDashboard(t *testing.T) {
+	n := nodetest.Start(t)
+	g, err := Start(Options{Conn: n.Conn(t), Addr: "127.0.0.1:0", Logger: nodetest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Shutdown(context.Background())
+	index := do(t, "GET", g.URL()+"/", nil)
+	if index.status != 200 || index.header.Get("Cache-Control") != cacheNone {
+		t.Fatalf("index: %d %v", index.status, index.header)
+	}
+	inline := regexp.MustCompile(`(?i)<script(\s+type="module")?\s*>|<style|\sstyle=|\son[a-z]+=`)
+	if m := inline.FindString(index.body); m != "" {
+		t.Fatalf("index.html has inline code the CSP blocks: %q", m)
+	}
+	assets := regexp.MustCompile(`"(/assets/[^"]+)"`).FindAllStringSubmatch(index.body, -1)
+	if len(assets) == 0 {
+		t.Skip("the embedded dist is a placeholder without assets")
+	}
+	types := map[string]string{".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+	for _, a := range assets {
+		r := do(t, "GET", g.URL()+a[1], nil)
+		if r.status != 200 || r.header.Get("Cache-Control") != cacheImmutable {
+			t.Errorf("%s: %d %q", a[1], r.status, r.header.Get("Cache-Control"))
+		}
+		if want, ok := types[path.Ext(a[1])]; ok && !strings.HasPrefix(r.header.Get("Content-Type"), want) {
+			t.Errorf("%s: Content-Type %q, want %s", a[1], r.header.Get("Content-Type"), want)
 		}
 	}
 }

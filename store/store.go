@@ -32,9 +32,10 @@ var migrations embed.FS
 // DB is the projection database: W is the single writer connection (all
 // writes go through it, in IMMEDIATE transactions), R a read-only pool.
 type DB struct {
-	W    *sql.DB
-	R    *sql.DB
-	Path string
+	W     *sql.DB
+	R     *sql.DB
+	Path  string
+	stmts sync.Map // query -> *sql.Stmt on R, see ReadStmt
 }
 
 // Options tune Open. Zero values are sane defaults.
@@ -104,6 +105,7 @@ func dsn(path string, readOnly bool) string {
 
 // Close closes both handles.
 func (db *DB) Close() error {
+	db.closeStmts()
 	return errors.Join(db.R.Close(), db.W.Close())
 }
 

@@ -150,7 +150,7 @@ func Start(nc *nats.Conn, s Service) (*Running, error) {
 			meta[MetaIntParams] = strings.Join(ep.IntParams, ",")
 		}
 		h := ep.Handler
-		name := ep.Name
+		elog := log.With("endpoint", ep.Name)
 		handler := micro.HandlerFunc(func(req micro.Request) {
 			sem <- struct{}{}
 			r.wg.Add(1)
@@ -158,7 +158,7 @@ func Start(nc *nats.Conn, s Service) (*Running, error) {
 				defer func() { <-sem; r.wg.Done() }()
 				rctx, cancel := context.WithTimeout(ctx, s.Timeout)
 				defer cancel()
-				respond(rctx, log.With("endpoint", name), req, h)
+				respond(rctx, nc, elog, req, h)
 			}()
 		})
 		if err := svc.AddEndpoint(ep.Name, handler, micro.WithEndpointSubject(ep.Subject), micro.WithEndpointMetadata(meta)); err != nil {
@@ -187,11 +187,33 @@ func (r *Running) Stop() error {
 // Info is the micro service's info, for tests and status pages.
 func (r *Running) Info() micro.Info { return r.svc.Info() }
 
-func respond(ctx context.Context, log *slog.Logger, req micro.Request, h Handler) {
+// respond runs h and answers on the request's reply subject. It publishes
+// the reply itself rather than through req.Respond/req.Error: those record
+// the outcome on the request, which micro reads as soon as the dispatching
+// handler returns, so writing it from this worker goroutine would race.
+func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, req micro.Request, h Handler) {
+	send := func(m *nats.Msg) {
+		if req.Reply() == "" {
+			return // a plain publish wants no answer
+		}
+		m.Subject = req.Reply()
+		if err := nc.PublishMsg(m); err != nil {
+			log.Warn("reply failed", "err", err)
+		}
+	}
+	fail := func(e *Error) {
+		send(&nats.Msg{
+			Header: nats.Header{
+				micro.ErrorHeader:     []string{e.Message},
+				micro.ErrorCodeHeader: []string{strconv.Itoa(e.Status)},
+			},
+			Data: []byte(e.Message),
+		})
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			log.Error("handler panicked", "panic", p)
-			req.Error("500", "internal error", []byte("internal error"))
+			fail(&Error{Status: http.StatusInternalServerError, Message: "internal error"})
 		}
 	}()
 	out, err := h(ctx, Request{Subject: req.Subject(), Data: req.Data(), Header: req.Headers()})
@@ -205,9 +227,7 @@ func respond(ctx context.Context, log *slog.Logger, req micro.Request, h Handler
 			log.Error("request failed", "err", err)
 			e = &Error{Status: http.StatusInternalServerError, Message: "internal error"}
 		}
-		if rerr := req.Error(strconv.Itoa(e.Status), e.Message, []byte(e.Message)); rerr != nil {
-			log.Warn("reply failed", "err", rerr)
-		}
+		fail(e)
 		return
 	}
 	var body []byte
@@ -221,13 +241,11 @@ func respond(ctx context.Context, log *slog.Logger, req micro.Request, h Handler
 		body, err = json.Marshal(v)
 		if err != nil {
 			log.Error("encode reply", "err", err)
-			req.Error("500", "internal error", []byte("internal error"))
+			fail(&Error{Status: http.StatusInternalServerError, Message: "internal error"})
 			return
 		}
 	}
-	if err := req.Respond(body); err != nil {
-		log.Warn("reply failed", "err", err)
-	}
+	send(&nats.Msg{Data: body})
 }
 
 // Decode decodes a JSON request object into v. An empty body leaves v's

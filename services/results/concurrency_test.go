@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,15 +15,18 @@ import (
 // Searches in flight (every heavy slot held) must not hold back detail,
 // tail or a plain first-page list.
 func TestSlowSearchesDoNotBlockDetail(t *testing.T) {
-	entered := make(chan struct{})
+	const heavy = 2
+	entered := make(chan struct{}, heavy+1)
 	release := make(chan struct{})
 	testHookHeavy = func(ctx context.Context) {
 		entered <- struct{}{}
 		<-release
 	}
 	t.Cleanup(func() { testHookHeavy = nil })
-	const heavy = 2
 	e := start(t, Options{HeavyQueries: heavy, Workers: 4})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unblock) // before the service stops, even when the test fails
 	insert(t, e.n.DB,
 		rec{id: "r1", pc: "PC1", exit: code(0), stdout: "x", started: t0, finished: t0},
 		rec{id: "r2", pc: "PC2", exit: code(1), started: t0.Add(time.Second), finished: t0.Add(time.Second)},
@@ -43,7 +47,11 @@ func TestSlowSearchesDoNotBlockDetail(t *testing.T) {
 		}()
 	}
 	for range heavy {
-		<-entered
+		select {
+		case <-entered:
+		case r := <-searches:
+			t.Fatalf("a search answered before taking its slot: %s %s", r.code, r.body)
+		}
 	}
 	// Both slots are held by searches that cannot finish yet.
 	for range 3 {
@@ -62,8 +70,7 @@ func TestSlowSearchesDoNotBlockDetail(t *testing.T) {
 		t.Fatalf("a search answered while held: %s %s", r.code, r.body)
 	default:
 	}
-	close(release)
-	go func() { <-entered }() // the third search takes a freed slot
+	unblock()
 	for range heavy + 1 {
 		r := <-searches
 		if r.code != "" || !strings.Contains(string(r.body), `"r1"`) {

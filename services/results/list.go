@@ -390,17 +390,21 @@ func (q *query) fetch(ctx context.Context, r *sql.DB, index, extra string, extra
 		args = append(args, extraArgs...)
 	}
 	// Output regexes last: the cheap terms drop rows first. Every match
-	// contains the regex's literal prefix, so SQLite's own instr() drops
-	// most rows before the Go regex is called (a call copies the output).
+	// contains the regex's required literal, so SQLite's own instr() (or
+	// LIKE, for a case-insensitive one) drops most rows before the Go regex
+	// is called, a call that copies the output.
 	for _, o := range [][2]string{{"stdout", q.stdout}, {"stderr", q.stderr}} {
 		if o[1] == "" {
 			continue
 		}
-		if re, err := store.CompileRegexp(o[1]); err == nil {
-			if lit, _ := re.LiteralPrefix(); lit != "" {
-				conds = append(conds, "instr("+o[0]+", ?) > 0")
-				args = append(args, lit)
-			}
+		switch lit, fold := requiredLiteral(o[1]); {
+		case lit == "":
+		case fold:
+			conds = append(conds, o[0]+` LIKE ? ESCAPE '\'`)
+			args = append(args, likeContains(lit))
+		default:
+			conds = append(conds, "instr("+o[0]+", ?) > 0")
+			args = append(args, lit)
 		}
 		conds = append(conds, o[0]+" REGEXP ?")
 		args = append(args, o[1])
@@ -434,7 +438,11 @@ func Detail(ctx context.Context, db *store.DB, resultID string) (Row, error) {
 	if resultID == "" {
 		return Row{}, api.BadRequest("parameter result_id: required")
 	}
-	row, err := scanRow(db.R.QueryRowContext(ctx, `SELECT `+rowColumns+` FROM execution_results WHERE result_id = ?`, resultID))
+	stmt, err := db.ReadStmt(ctx, `SELECT `+rowColumns+` FROM execution_results WHERE result_id = ?`)
+	if err != nil {
+		return Row{}, queryError(ctx, "result detail", err)
+	}
+	row, err := scanRow(stmt.QueryRowContext(ctx, resultID))
 	switch {
 	case err == sql.ErrNoRows:
 		return Row{}, api.NotFound("result %s not found", resultID)

@@ -67,9 +67,9 @@ func TestRowShapeAndDetail(t *testing.T) {
 func TestListFilters(t *testing.T) {
 	e := start(t, Options{})
 	insert(t, e.n.DB,
-		rec{id: "a", exec: "e-1", pc: "PC001", job: "foo-job", exit: code(0), stdout: "hello\nworld\n", started: t0.Add(6 * time.Minute), finished: t0.Add(7 * time.Minute)},
+		rec{id: "a", exec: "e-1", pc: "PC001", job: "foo-job", exit: code(0), stdout: "hello\nworld\n\\x", started: t0.Add(6 * time.Minute), finished: t0.Add(7 * time.Minute)},
 		rec{id: "b", exec: "e-1", pc: "PC0010", job: "foo-job", exit: code(2), stderr: "boom", started: t0.Add(5 * time.Minute), finished: t0.Add(7 * time.Minute)},
-		rec{id: "c", pc: "PC002", exit: code(-1), stdout: "world", started: t0.Add(4 * time.Minute), finished: t0.Add(7 * time.Minute)},
+		rec{id: "c", pc: "PC002", exit: code(-1), stdout: "world\n50%_Done", started: t0.Add(4 * time.Minute), finished: t0.Add(7 * time.Minute)},
 		rec{id: "d", exec: "e-2", pc: "PC001", job: "bar", started: t0.Add(3 * time.Minute)},
 		rec{id: "e", exec: "e-2", pc: "pc001", job: "", exit: code(0), started: t0.Add(3 * time.Minute), finished: t0.Add(8 * time.Minute)},
 	)
@@ -94,8 +94,11 @@ func TestListFilters(t *testing.T) {
 		{Params{ExecID: "^$"}, []string{"c"}},
 		{Params{Stdout: "world"}, []string{"a", "c"}},
 		{Params{Stdout: "(?m)^world$"}, []string{"a", "c"}},
-		{Params{Stdout: "^world$"}, []string{"c"}},
+		{Params{Stdout: "^world$"}, []string{}},
 		{Params{Stderr: "bo+m"}, []string{"b"}},
+		{Params{Stderr: "(?i)BOOM"}, []string{"b"}},
+		{Params{Stdout: "(?i)50%_d"}, []string{"c"}},
+		{Params{Stdout: `.*\\x`}, []string{"a"}},
 		{Params{Status: "success"}, []string{"a", "e"}},
 		{Params{Status: "failure"}, []string{"b", "c"}},
 		{Params{Status: "running"}, []string{"d"}},
@@ -258,7 +261,7 @@ func TestListMatchesContractModel(t *testing.T) {
 	for _, p := range []Params{
 		{}, {PCID: "^PC01"}, {PCID: "^PC017$"}, {PCID: "7"}, {PCID: "PC"}, {PCID: "^PC1[0-4]"},
 		{JobID: "^job-1"}, {JobID: "^$"}, {JobID: "1|^$"}, {ExecID: "3"}, {ExecID: "^ex-07$"},
-		{Stdout: "error"}, {Stdout: "(?m)^error"}, {Status: "running"}, {Status: "failure", PCID: "5"},
+		{Stdout: "error"}, {Stdout: "(?m)^error"}, {Stdout: "(?i)ERROR: DISK"}, {Stdout: "o.*(?i:NET)"}, {Status: "running"}, {Status: "failure", PCID: "5"},
 		{PCID: "^PC2", JobID: "job-3", Since: since}, {Since: since, Stdout: "disk"}, {ExecID: "^ex-1", Status: "success"},
 	} {
 		for _, limit := range []int{13, 200} {
@@ -331,4 +334,42 @@ func timeKey(t time.Time) string {
 		return ""
 	}
 	return store.FormatTime(t)
+}
+
+// result_exec_ids follows execution_results through the projector's
+// upserts and retention deletes (migrations 0200, 0201).
+func TestExecIDValuesFollowRows(t *testing.T) {
+	e := start(t, Options{})
+	insert(t, e.n.DB, rec{id: "r1", pc: "PC1", started: t0}, rec{id: "r2", exec: "ex-a", pc: "PC1", started: t0})
+	values := func() []string {
+		var out []string
+		rows, err := e.n.DB.R.Query(`SELECT exec_id FROM result_exec_ids ORDER BY exec_id`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var v string
+			rows.Scan(&v)
+			out = append(out, v)
+		}
+		return out
+	}
+	// The projector sets exec_id on a row it made from the other message.
+	if _, err := e.n.DB.W.Exec(`INSERT INTO execution_results (result_id, request_id, pc_id, recorded_at) VALUES ('r1', 'q', 'PC1', 'x')
+		ON CONFLICT (result_id) DO UPDATE SET exec_id = COALESCE(exec_id, 'ex-b')`); err != nil {
+		t.Fatal(err)
+	}
+	if got := values(); !slices.Equal(got, []string{"ex-a", "ex-b"}) {
+		t.Fatalf("after upsert: %v", got)
+	}
+	if got := ids(e.list(t, Params{ExecID: "b"})); !slices.Equal(got, []string{"r1"}) {
+		t.Fatalf("exec_id regex: %v", got)
+	}
+	if _, err := e.n.DB.W.Exec(`DELETE FROM execution_results WHERE result_id = 'r2'`); err != nil {
+		t.Fatal(err)
+	}
+	if got := values(); !slices.Equal(got, []string{"ex-b"}) {
+		t.Fatalf("after delete: %v", got)
+	}
 }

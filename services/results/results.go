@@ -12,6 +12,7 @@ package results
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -76,6 +77,12 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 			return nil, err
 		}
 		s.running = append(s.running, r)
+	}
+	// Started means reachable: the subscriptions are on the server before
+	// Start returns, so a request right after it finds a responder.
+	if err := o.Conn.FlushTimeout(5 * time.Second); err != nil {
+		s.Stop()
+		return nil, fmt.Errorf("results: flush subscriptions: %w", err)
 	}
 	return s, nil
 }

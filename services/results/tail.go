@@ -44,8 +44,11 @@ func Tail(ctx context.Context, db *store.DB, nc *nats.Conn, resultID string, tim
 	var pcID, stdout, stderr string
 	var finished sql.NullString
 	var exit sql.NullInt64
-	err := db.R.QueryRowContext(ctx, `SELECT pc_id, finished_at, exit_code, stdout, stderr FROM execution_results WHERE result_id = ?`, resultID).
-		Scan(&pcID, &finished, &exit, &stdout, &stderr)
+	stmt, err := db.ReadStmt(ctx, `SELECT pc_id, finished_at, exit_code, stdout, stderr FROM execution_results WHERE result_id = ?`)
+	if err != nil {
+		return TailReply{}, queryError(ctx, "tail", err)
+	}
+	err = stmt.QueryRowContext(ctx, resultID).Scan(&pcID, &finished, &exit, &stdout, &stderr)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return TailReply{}, api.NotFound("result %s not found", resultID)

@@ -17,47 +17,10 @@ import (
 	"github.com/kanade-go/kanade/services/api"
 )
 
-// Clock is the engine's time source; tests inject one they move by hand.
-type Clock interface {
-	Now() time.Time
-	NewTimer(d time.Duration) Timer
-}
-
-// Timer is a one-shot timer of a Clock.
-type Timer interface {
-	C() <-chan time.Time
-	Stop() bool
-}
-
-type realClock struct{}
-
-func (realClock) Now() time.Time                 { return time.Now() }
-func (realClock) NewTimer(d time.Duration) Timer { return realTimer{time.NewTimer(d)} }
-
-type realTimer struct{ t *time.Timer }
-
-func (t realTimer) C() <-chan time.Time { return t.t.C }
-func (t realTimer) Stop() bool          { return t.t.Stop() }
-
-// BucketClaims holds, per schedule, the last tick some node claimed.
-// Nodes claim a tick by moving the key forward with a compare-and-set on
-// its revision, so exactly one node wins each tick. One key per schedule
-// keeps the bucket as small as the schedule list, and the value doubles as
-// the "last fired" mark that catch-up after downtime needs.
-const BucketClaims = "schedule_claims"
-
 // lateGrace is how late the running engine may fire a tick it was waiting
 // for (a busy machine, a GC pause) when starting_deadline is shorter.
 // Ticks that passed while no engine ran follow starting_deadline alone.
 const lateGrace = time.Minute
-
-// claimState is the value of a claims key.
-type claimState struct {
-	Tick      time.Time `json:"tick"`
-	ExecID    string    `json:"exec_id"`
-	Node      string    `json:"node"`
-	ClaimedAt time.Time `json:"claimed_at"`
-}
 
 // EngineOptions configure the cron engine.
 type EngineOptions struct {
@@ -578,85 +541,6 @@ func (e *Engine) retry(ctx context.Context, r tickReq, fn func() error) error {
 		case <-time.After(wait):
 		}
 	}
-}
-
-// claim moves the schedule's claims key to tick, only if it is behind:
-// of several nodes only the one whose compare-and-set lands wins.
-func (e *Engine) claim(ctx context.Context, s *slot, tick time.Time, execID string) (bool, error) {
-	val, err := json.Marshal(claimState{Tick: tick.UTC(), ExecID: execID, Node: e.o.Instance, ClaimedAt: e.o.Clock.Now().UTC()})
-	if err != nil {
-		return false, err
-	}
-	for range 10 {
-		lastRev, lastTick := s.claimPos()
-		if !lastTick.IsZero() && !lastTick.Before(tick) {
-			return false, nil
-		}
-		var rev uint64
-		if lastRev == 0 {
-			rev, err = e.o.Claims.Create(ctx, s.id, val)
-		} else {
-			rev, err = e.o.Claims.Update(ctx, s.id, val, lastRev)
-		}
-		if err == nil {
-			s.setClaim(rev, tick)
-			return true, nil
-		}
-		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			return false, fmt.Errorf("claim: %w", err)
-		}
-		en, err := e.o.Claims.Get(ctx, s.id)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			s.setClaim(0, time.Time{})
-			continue
-		}
-		if err != nil {
-			return false, fmt.Errorf("claim: read: %w", err)
-		}
-		var st claimState
-		if err := json.Unmarshal(en.Value(), &st); err != nil {
-			st = claimState{}
-		}
-		s.setClaim(en.Revision(), st.Tick)
-		if st.Tick.Equal(tick) && st.Node == e.o.Instance {
-			// Our own earlier attempt landed but its answer was lost.
-			return true, nil
-		}
-	}
-	return false, fmt.Errorf("claim: too much contention")
-}
-
-// dropClaim removes a deleted schedule's claims key, so the bucket stays
-// as small as the schedule list. Only at the revision this engine last saw:
-// if the schedule came back and some node claimed a tick since, the key
-// stays.
-func (e *Engine) dropClaim(id string, rev uint64) {
-	e.wg.Add(1)
-	go func() {
-		defer e.wg.Done()
-		ctx, cancel := context.WithTimeout(e.ctx, 10*time.Second)
-		defer cancel()
-		if err := e.o.Claims.Delete(ctx, id, jetstream.LastRevision(rev)); err != nil && e.ctx.Err() == nil {
-			e.log.Debug("drop claim", "schedule", id, "err", err)
-		}
-	}()
-}
-
-// readClaim is the last claimed tick of s (zero if none).
-func (e *Engine) readClaim(ctx context.Context, s *slot) (time.Time, error) {
-	en, err := e.o.Claims.Get(ctx, s.id)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return time.Time{}, nil
-	}
-	if err != nil {
-		return time.Time{}, err
-	}
-	var st claimState
-	if err := json.Unmarshal(en.Value(), &st); err != nil {
-		return time.Time{}, err
-	}
-	s.setClaim(en.Revision(), st.Tick)
-	return st.Tick, nil
 }
 
 // slotHeap orders enabled schedules by next tick.

@@ -207,7 +207,8 @@ func TestEngineCatchUpBeyondDeadline(t *testing.T) {
 }
 
 // The claims bucket holds one key per schedule, acked without waiting for
-// an fsync on a single server; a second scheduler reuses it.
+// an fsync on a single server, read from the stream leader; a second
+// scheduler reuses it.
 func TestClaimsBucket(t *testing.T) {
 	n := nodetest.Start(t)
 	startScheduler(t, n, "a", nil)
@@ -219,8 +220,8 @@ func TestClaimsBucket(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := st.CachedInfo().Config
-	if cfg.PersistMode != jetstream.AsyncPersistMode || cfg.MaxMsgsPerSubject != 1 || cfg.Storage != jetstream.FileStorage {
-		t.Errorf("claims stream config: persist %v, per subject %d, storage %v", cfg.PersistMode, cfg.MaxMsgsPerSubject, cfg.Storage)
+	if cfg.PersistMode != jetstream.AsyncPersistMode || cfg.MaxMsgsPerSubject != 1 || cfg.Storage != jetstream.FileStorage || cfg.AllowDirect {
+		t.Errorf("claims stream config: persist %v, per subject %d, storage %v, direct %v", cfg.PersistMode, cfg.MaxMsgsPerSubject, cfg.Storage, cfg.AllowDirect)
 	}
 	kv, err := js.KeyValue(ctx, BucketClaims)
 	if err != nil {
@@ -233,4 +234,29 @@ func TestClaimsBucket(t *testing.T) {
 	if _, err := kv.Update(ctx, "s1", []byte(`{}`), rev+7); !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		t.Errorf("a stale compare-and-set succeeded: %v", err)
 	}
+}
+
+// A running engine that was stalled (a suspended machine) past the late
+// grace does not fire the backlog: it moves on to the next tick.
+func TestEngineStalledSkipsBacklog(t *testing.T) {
+	n := nodetest.Start(t)
+	t0 := time.Now().Truncate(time.Minute).Add(-20 * time.Minute)
+	clock := newFakeClock(t0)
+	s := startScheduler(t, n, "a", clock)
+	waitSynced(t, s)
+	nc := n.Conn(t)
+	cmds := subscribeCommands(t, nc, wire.SubjectCommandsAll)
+	mustCall(t, nc, "kanade.jobs.put", "", echoJob)
+	mustCall(t, nc, "kanade.schedules.put", "", `{"id":"a","job_id":"echo","cron":"*/10 * * * * *"}`)
+	clock.waitArmed(t, t0.Add(10*time.Second))
+
+	// Five minutes pass at once: 30 ticks are overdue, the oldest far past
+	// the grace. The backlog is skipped (and logged); the next tick fires.
+	clock.Set(t0.Add(5*time.Minute + 5*time.Second))
+	clock.waitArmed(t, t0.Add(5*time.Minute+10*time.Second))
+	cmds.none(t, nc)
+	clock.Set(t0.Add(5*time.Minute + 10*time.Second))
+	c, _ := cmds.next(t)
+	wantTick(t, c, "a", t0.Add(5*time.Minute+10*time.Second))
+	cmds.none(t, nc)
 }

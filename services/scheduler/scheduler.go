@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
@@ -140,50 +139,4 @@ func (s *Scheduler) Stop() error {
 	s.cancel()
 	s.wg.Wait()
 	return errors.Join(errs...)
-}
-
-// ensureClaims opens the claims bucket, creating it on first start. History
-// 1: only the last claim of each schedule matters.
-//
-// A claim is on the critical path of every fire, so on a single server the
-// bucket's stream is made with asynchronous persistence: a claim is acked
-// from memory instead of waiting for an fsync (with --nats-sync always that
-// halves the fsyncs before a Command is out). Between live nodes the server
-// decides either way; what a crash can lose is the last moments of claims,
-// and a tick fired again after that is the same exec_id and request_id, so
-// streams, agents and the executions table still see one execution.
-// Replicated streams do not support the mode (they relax fsync by
-// themselves), so there the bucket is an ordinary one.
-func ensureClaims(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
-	kv, err := js.KeyValue(ctx, BucketClaims)
-	if err == nil {
-		return kv, nil
-	}
-	if !errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, fmt.Errorf("scheduler: kv %s: %w", BucketClaims, err)
-	}
-	if replicas == 1 {
-		// The stream a KeyValueConfig{History: 1} makes, plus the mode.
-		_, err = js.CreateStream(ctx, jetstream.StreamConfig{
-			Name: "KV_" + BucketClaims, Description: "last tick claimed per schedule",
-			Subjects: []string{"$KV." + BucketClaims + ".>"}, MaxMsgsPerSubject: 1,
-			MaxBytes: -1, MaxMsgSize: -1, MaxMsgs: -1, MaxConsumers: -1,
-			Storage: jetstream.FileStorage, Replicas: 1, Discard: jetstream.DiscardNew,
-			AllowRollup: true, DenyDelete: true, AllowDirect: true, Duplicates: 2 * time.Minute,
-			PersistMode: jetstream.AsyncPersistMode,
-		})
-	} else {
-		_, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: BucketClaims, Description: "last tick claimed per schedule",
-			History: 1, Storage: jetstream.FileStorage, Replicas: replicas,
-		})
-	}
-	if err != nil && !errors.Is(err, jetstream.ErrBucketExists) && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		return nil, fmt.Errorf("scheduler: create kv %s: %w", BucketClaims, err)
-	}
-	kv, err = js.KeyValue(ctx, BucketClaims)
-	if err != nil {
-		return nil, fmt.Errorf("scheduler: kv %s: %w", BucketClaims, err)
-	}
-	return kv, nil
 }

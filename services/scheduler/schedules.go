@@ -193,7 +193,12 @@ func (c *Catalog) DeleteSchedule(ctx context.Context, id string) error {
 // SetEnabled turns a schedule on or off, keeping every other field. It
 // updates on the revision it read, so a concurrent edit is not lost.
 func (c *Catalog) SetEnabled(ctx context.Context, id string, on bool) (json.RawMessage, error) {
-	for range 5 {
+	for attempt := range 5 {
+		if attempt > 0 {
+			// On a replicated bucket the read may come from a follower
+			// that has not seen the write that beat us yet.
+			time.Sleep(time.Duration(attempt) * 20 * time.Millisecond)
+		}
 		s, rev, err := c.getSchedule(ctx, id)
 		if err != nil {
 			return nil, err

@@ -2,8 +2,8 @@
 -- result_job_ids, so an exec_id regex (often a bare UUID, which is an
 -- unanchored substring match) is tested on thousands of values and the rows
 -- are then fetched by idx_results_exec, instead of testing every row.
--- Triggers keep it current whatever writes execution_results; values are
--- never removed (a stale value only costs an index probe that finds nothing).
+-- Triggers keep it current whatever writes execution_results (0201 also
+-- removes a value with its last row).
 CREATE TABLE result_exec_ids (exec_id TEXT PRIMARY KEY) WITHOUT ROWID;
 
 INSERT OR IGNORE INTO result_exec_ids (exec_id)
