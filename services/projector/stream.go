@@ -132,6 +132,7 @@ func (s *stream) position(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("projector: create consumer %s: %w", s.durable, err)
 	}
+	s.log.Info("projector consumer created", "consumer", s.durable, "from_seq", off+1)
 	s.cons = c
 	s.nextDel = 1
 	return nil
