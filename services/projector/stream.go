@@ -29,19 +29,18 @@ type stream struct {
 	cons    jetstream.Consumer
 	nextDel uint64 // consumer delivery sequence expected next (fetcher only)
 
-	applied    atomic.Uint64 // last applied stream sequence (as stored)
-	appliedAt  atomic.Int64  // publish time of the last applied message, unix ns
-	pending    atomic.Uint64 // messages not yet delivered, as of the last delivery
-	delivered  atomic.Uint64 // stream sequence of the newest message fetched
-	drained    atomic.Bool   // the last fetch found nothing new
-	currentAt  atomic.Int64  // last time everything was applied and nothing waited, unix ns
-	count      atomic.Uint64 // messages applied by this process
-	rejects    atomic.Uint64 // rows in rejects for this stream
-	rate       rateMeter
-	startedAt  time.Time
-	startedSeq uint64
-	lastLog    time.Time
-	caughtUp   bool
+	applied   atomic.Uint64 // last applied stream sequence (as stored)
+	appliedAt atomic.Int64  // publish time of the last applied message, unix ns
+	pending   atomic.Uint64 // messages not yet delivered, as of the last delivery
+	delivered atomic.Uint64 // stream sequence of the newest message fetched
+	drained   atomic.Bool   // the last fetch found nothing new
+	currentAt atomic.Int64  // last time everything was applied and nothing waited, unix ns
+	count     atomic.Uint64 // messages applied by this process
+	rejects   atomic.Uint64 // rows in rejects for this stream
+	rate      rateMeter
+	startedAt time.Time
+	lastLog   time.Time
+	caughtUp  bool
 }
 
 // batch is a run of decoded messages in delivery order. done, if set, is
@@ -64,7 +63,7 @@ func (s *stream) load(ctx context.Context) error {
 		return fmt.Errorf("projector: count rejects of %s: %w", s.name, err)
 	}
 	s.rejects.Store(n)
-	s.startedSeq, s.startedAt = seq, time.Now()
+	s.startedAt = time.Now()
 	return nil
 }
 
