@@ -261,7 +261,7 @@ func Decode(data []byte, v any) error {
 		var se *json.SyntaxError
 		switch {
 		case errors.As(err, &te):
-			return BadRequest("parameter %s: must be %s", te.Field, kind(te.Type.Kind().String()))
+			return TypeError("parameter", te)
 		case errors.As(err, &se):
 			return BadRequest("request body is not valid JSON: %v", err)
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
@@ -274,6 +274,12 @@ func Decode(data []byte, v any) error {
 		return BadRequest("request body: one JSON object expected")
 	}
 	return nil
+}
+
+// TypeError is the 400 for a JSON value of the wrong type: "<what> limit:
+// must be an integer".
+func TypeError(what string, te *json.UnmarshalTypeError) error {
+	return BadRequest("%s %s: must be %s", what, te.Field, kind(te.Type.Kind().String()))
 }
 
 func kind(k string) string {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -68,7 +69,7 @@ func yamlValue(n *yaml.Node, literal []string) (any, error) {
 			if k.Tag == "!!merge" {
 				return nil, errors.New("merge keys (<<) are not supported")
 			}
-			if v.Kind == yaml.ScalarNode && v.Tag != "!!null" && contains(literal, k.Value) {
+			if v.Kind == yaml.ScalarNode && v.Tag != "!!null" && slices.Contains(literal, k.Value) {
 				m[k.Value] = v.Value
 				continue
 			}
@@ -99,15 +100,6 @@ func yamlValue(n *yaml.Node, literal []string) (any, error) {
 	return nil, fmt.Errorf("unsupported YAML node")
 }
 
-func contains(list []string, s string) bool {
-	for _, l := range list {
-		if l == s {
-			return true
-		}
-	}
-	return false
-}
-
 // bindDocument decodes the known fields of doc into v; a field of the wrong
 // type is a 400 naming it.
 func bindDocument(doc map[string]any, v any) error {
@@ -118,27 +110,11 @@ func bindDocument(doc map[string]any, v any) error {
 	if err := json.Unmarshal(b, v); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
-			return api.BadRequest("field %s: must be %s", te.Field, jsonKind(te.Type.Kind().String()))
+			return api.TypeError("field", te)
 		}
 		return api.BadRequest("request body: %v", err)
 	}
 	return nil
-}
-
-func jsonKind(k string) string {
-	switch {
-	case strings.HasPrefix(k, "int"), strings.HasPrefix(k, "uint"):
-		return "an integer"
-	case k == "string":
-		return "a string"
-	case k == "bool":
-		return "true or false"
-	case k == "struct", k == "map":
-		return "an object"
-	case k == "slice":
-		return "a list"
-	}
-	return "a " + k
 }
 
 // validID reports whether s can name a job or schedule: a KV key that is
