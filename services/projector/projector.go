@@ -56,6 +56,10 @@ type Options struct {
 	// ReapInterval is how often in-flight rows past their deadline are
 	// finished and retention runs (default 3 min).
 	ReapInterval time.Duration
+	// RebuildMin is the backlog of RESULTS into an empty projection from
+	// which the secondary indexes are dropped during the replay and built
+	// once at the end (default DefaultRebuildMin; negative never).
+	RebuildMin int
 	// NoService skips the micro service (tests, benchmarks).
 	NoService bool
 }
@@ -70,6 +74,7 @@ type Projector struct {
 	known   *knownValues
 	hb      *heartbeats
 	svc     *api.Running
+	rebuild rebuildState
 
 	rowsResults    atomic.Int64
 	rowsExecutions atomic.Int64
@@ -96,6 +101,9 @@ func Start(ctx context.Context, o Options) (*Projector, error) {
 	}
 	if o.MaxPayload <= 0 {
 		o.MaxPayload = DefaultMaxPayload
+	}
+	if o.RebuildMin == 0 {
+		o.RebuildMin = DefaultRebuildMin
 	}
 	if o.ReapInterval <= 0 {
 		o.ReapInterval = DefaultReapInterval
@@ -130,6 +138,9 @@ func Start(ctx context.Context, o Options) (*Projector, error) {
 		}
 		p.streams = append(p.streams, s)
 	}
+	if err := p.prepareRebuild(ctx); err != nil {
+		return nil, err
+	}
 	p.hb = newHeartbeats(p)
 	if err := p.hb.subscribe(); err != nil {
 		return nil, err
@@ -140,8 +151,9 @@ func Start(ctx context.Context, o Options) (*Projector, error) {
 	for _, s := range p.streams {
 		s.start(runCtx, &p.wg)
 	}
-	p.wg.Add(2)
+	p.wg.Add(3)
 	go func() { defer p.wg.Done(); p.hb.run(runCtx) }()
+	go func() { defer p.wg.Done(); p.finishRebuild(runCtx) }()
 	go func() { defer p.wg.Done(); p.maintain(runCtx) }()
 
 	if !o.NoService {

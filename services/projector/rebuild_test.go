@@ -113,6 +113,10 @@ func TestRebuildEqualsIncremental(t *testing.T) {
 const (
 	childEnvURL = "KANADE_PROJECTOR_CHILD_NATS"
 	childEnvDB  = "KANADE_PROJECTOR_CHILD_DB"
+	// childEnvVariant "base" runs the child as the projector was before
+	// the rebuild work (the earlier writer pragmas, indexes kept), "keep"
+	// keeps the indexes (benchmarks only).
+	childEnvVariant = "KANADE_PROJECTOR_CHILD_VARIANT"
 )
 
 func TestMain(m *testing.M) {
@@ -135,12 +139,26 @@ func runChild(url, dbPath string) error {
 		return err
 	}
 	defer db.Close()
+	variant := os.Getenv(childEnvVariant)
+	if variant == "base" {
+		// The writer pragmas before the rebuild work, for side-by-side
+		// figures (the writer has one connection, so they stick).
+		for _, q := range []string{`PRAGMA cache_size=-32000`, `PRAGMA wal_autocheckpoint=1000`, `PRAGMA journal_size_limit=-1`} {
+			if _, err := db.W.ExecContext(ctx, q); err != nil {
+				return err
+			}
+		}
+	}
 	nc, err := nats.Connect(url)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	p, err := Start(ctx, Options{Conn: nc, DB: db, NodeName: "child", NoService: true})
+	o := Options{Conn: nc, DB: db, NodeName: "child", NoService: true}
+	if variant == "base" || variant == "keep" {
+		o.RebuildMin = -1 // keep the indexes
+	}
+	p, err := Start(ctx, o)
 	if err != nil {
 		return err
 	}
@@ -149,9 +167,13 @@ func runChild(url, dbPath string) error {
 }
 
 func startChild(t testing.TB, url, dbPath string) *exec.Cmd {
+	return startChildVariant(t, url, dbPath, "")
+}
+
+func startChildVariant(t testing.TB, url, dbPath, variant string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnvURL+"="+url, childEnvDB+"="+dbPath)
+	cmd.Env = append(os.Environ(), childEnvURL+"="+url, childEnvDB+"="+dbPath, childEnvVariant+"="+variant)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -222,7 +244,10 @@ func offsetOf(t testing.TB, db *store.DB, stream string) uint64 {
 }
 
 // A projector killed with SIGKILL in the middle of 100,000 results, and
-// restarted, ends with exactly the rows and counters of the stream.
+// restarted, ends with exactly the rows and counters of the stream. The
+// backlog is above DefaultRebuildMin, so the kills land in a rebuild
+// without the secondary indexes: the last run must create them again,
+// exactly as the schema defines them.
 func TestCrashMidStream(t *testing.T) {
 	if testing.Short() {
 		t.Skip("publishes 100,000 results")
@@ -247,9 +272,25 @@ func TestCrashMidStream(t *testing.T) {
 		cmd.Wait()
 		kills++
 		t.Logf("killed at offset %d", offsetOf(t, db, wire.StreamResults))
+		if got := count(t, db, `SELECT count(*) FROM projector_rebuild`); got == 0 {
+			t.Errorf("killed mid-rebuild at %d with no dropped index recorded", offsetOf(t, db, wire.StreamResults))
+		}
 	}
 	startChild(t, n.URL, dbPath)
 	waitFor(t, "all results", func() bool { return offsetOf(t, db, wire.StreamResults) >= total })
+	waitFor(t, "indexes recreated", func() bool { return count(t, db, `SELECT count(*) FROM projector_rebuild`) == 0 })
+	fresh := nodetest.OpenStore(t, filepath.Join(t.TempDir(), "fresh.db"))
+	const schemaQ = `SELECT type, name, tbl_name, COALESCE(sql, '') AS sql FROM sqlite_master ORDER BY type, name`
+	want, got := query(t, fresh, schemaQ), query(t, db, schemaQ)
+	if len(want) != len(got) {
+		t.Errorf("schema after the rebuild has %d entries, want %d:\n%v\n%v", len(got), len(want), got, want)
+	} else {
+		for i := range want {
+			if !equalRows(want[i], got[i]) {
+				t.Errorf("schema entry %d after the rebuild: %v, want %v", i, got[i], want[i])
+			}
+		}
+	}
 	if got := count(t, db, `SELECT count(*) FROM execution_results`); got != total {
 		t.Errorf("%d rows after %d kills, want %d", got, kills, total)
 	}

@@ -10,10 +10,13 @@ import (
 // Status is what kanade.projector.status answers: per stream, how far the
 // projection is, so an operator can see whether it is current.
 type Status struct {
-	Node     string         `json:"node"`
-	CaughtUp bool           `json:"caught_up"`
-	Streams  []StreamStatus `json:"streams"`
-	Rows     RowCounts      `json:"rows"`
+	Node     string `json:"node"`
+	CaughtUp bool   `json:"caught_up"`
+	// Rebuilding is true while a rebuild from empty runs without the
+	// secondary indexes (they are created once every stream is current).
+	Rebuilding bool           `json:"rebuilding"`
+	Streams    []StreamStatus `json:"streams"`
+	Rows       RowCounts      `json:"rows"`
 	// Heartbeats counts heartbeat messages since start; invalid ones
 	// (not JSON, no pc_id) are dropped, as they are in no stream.
 	Heartbeats struct {
@@ -54,7 +57,7 @@ type RowCounts struct {
 // Status reports the projection's position in each stream. It asks the
 // server for each stream's last sequence and each consumer's pending count.
 func (p *Projector) Status(ctx context.Context) (Status, error) {
-	st := Status{Node: p.o.NodeName, CaughtUp: true}
+	st := Status{Node: p.o.NodeName, CaughtUp: !p.rebuild.active(), Rebuilding: p.rebuild.active()}
 	var rejects int64
 	for _, s := range p.streams {
 		ss := StreamStatus{
@@ -133,8 +136,11 @@ func (p *Projector) Lag() (msgs uint64, behind time.Duration) {
 
 // CaughtUp reports whether every stream is current, or has been behind
 // for no more than max. Right after start, before the first fetch has
-// answered, it is false.
+// answered, it is false; and while a rebuild's indexes are missing.
 func (p *Projector) CaughtUp(max time.Duration) bool {
+	if p.rebuild.active() {
+		return false
+	}
 	for _, s := range p.streams {
 		m, b, known := s.lag()
 		if !known || (m > 0 && b > max) {

@@ -1,0 +1,204 @@
+package projector
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+)
+
+// DefaultRebuildMin is the backlog of RESULTS, into an empty projection,
+// from which the secondary indexes of execution_results are dropped for the
+// replay and built once at the end.
+const DefaultRebuildMin = 50_000
+
+// rebuildKeep are indexes of execution_results the write path itself reads
+// (an execution record counts its results by exec_id), so a rebuild keeps
+// them. Unique and primary key indexes (upserts by result_id) have no SQL
+// in sqlite_master and are never dropped.
+var rebuildKeep = map[string]bool{"idx_results_exec": true}
+
+// rebuildState says whether indexes are missing for a rebuild.
+type rebuildState struct {
+	mu      sync.Mutex
+	pending bool
+}
+
+func (r *rebuildState) active() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pending
+}
+
+func (r *rebuildState) set(v bool) {
+	r.mu.Lock()
+	r.pending = v
+	r.mu.Unlock()
+}
+
+// prepareRebuild runs before the consumers start. A rebuild left
+// unfinished (a crash) is continued. Otherwise, when nothing was ever
+// projected (no offsets, no rows) and RESULTS holds at least RebuildMin
+// messages, the secondary indexes of execution_results are dropped, their
+// SQL kept in projector_rebuild in the same transaction.
+func (p *Projector) prepareRebuild(ctx context.Context) error {
+	var n int
+	if err := p.db.W.QueryRowContext(ctx, `SELECT count(*) FROM projector_rebuild`).Scan(&n); err != nil {
+		return fmt.Errorf("projector: read rebuild state: %w", err)
+	}
+	if n > 0 {
+		p.rebuild.set(true)
+		p.log.Info("projector: continuing a rebuild; indexes are created once caught up", "indexes", n)
+		return nil
+	}
+	if p.o.RebuildMin < 0 {
+		return nil
+	}
+	var offsets, rows int
+	if err := p.db.W.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM projector_offsets),
+		(SELECT count(*) FROM (SELECT 1 FROM execution_results LIMIT 1))`).Scan(&offsets, &rows); err != nil {
+		return fmt.Errorf("projector: read rebuild state: %w", err)
+	}
+	if offsets > 0 || rows > 0 {
+		return nil
+	}
+	var backlog uint64
+	for _, s := range p.streams {
+		if s.kind != kindResult {
+			continue
+		}
+		str, err := p.js.Stream(ctx, s.name)
+		if err != nil {
+			return fmt.Errorf("projector: look up stream %s: %w", s.name, err)
+		}
+		backlog = str.CachedInfo().State.Msgs
+	}
+	if backlog < uint64(p.o.RebuildMin) {
+		return nil
+	}
+	var dropped []string
+	err := p.db.WriteTx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT name, sql FROM sqlite_master
+			WHERE type = 'index' AND tbl_name = 'execution_results' AND sql IS NOT NULL ORDER BY name`)
+		if err != nil {
+			return err
+		}
+		var defs [][2]string
+		for rows.Next() {
+			var name, def string
+			if err := rows.Scan(&name, &def); err != nil {
+				rows.Close()
+				return err
+			}
+			if !rebuildKeep[name] {
+				defs = append(defs, [2]string{name, def})
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, d := range defs {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO projector_rebuild (name, sql) VALUES (?, ?)`, d[0], d[1]); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `DROP INDEX `+quoteIdent(d[0])); err != nil {
+				return err
+			}
+			dropped = append(dropped, d[0])
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("projector: drop indexes for the rebuild: %w", err)
+	}
+	if len(dropped) > 0 {
+		p.rebuild.set(true)
+		p.log.Info("projector: rebuilding from empty; indexes dropped until caught up",
+			"backlog", backlog, "indexes", strings.Join(dropped, ","))
+	}
+	return nil
+}
+
+// finishRebuild waits until every stream has caught up, then creates the
+// dropped indexes again in one transaction with the deletion of their
+// rows. Until then CaughtUp is false, so nothing is served from the
+// projection (and the reaper and retention wait).
+func (p *Projector) finishRebuild(ctx context.Context) {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	backoff := time.Second
+	for p.rebuild.active() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !p.streamsCurrent() {
+			continue
+		}
+		start := time.Now()
+		if err := p.createIndexes(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			p.log.Error("projector: recreate indexes after the rebuild; retrying", "err", err)
+			if !sleep(ctx, backoff) {
+				return
+			}
+			backoff = min(2*backoff, time.Minute)
+			continue
+		}
+		p.rebuild.set(false)
+		p.log.Info("projector: indexes recreated after the rebuild", "took", time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// streamsCurrent reports whether every stream has applied all it knows of.
+func (p *Projector) streamsCurrent() bool {
+	for _, s := range p.streams {
+		if m, _, known := s.lag(); !known || m > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (p *Projector) createIndexes(ctx context.Context) error {
+	return p.db.WriteTx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT name, sql FROM projector_rebuild ORDER BY name`)
+		if err != nil {
+			return err
+		}
+		var defs [][2]string
+		for rows.Next() {
+			var name, def string
+			if err := rows.Scan(&name, &def); err != nil {
+				rows.Close()
+				return err
+			}
+			defs = append(defs, [2]string{name, def})
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, d := range defs {
+			var exists int
+			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = ?`, d[0]).Scan(&exists); err != nil {
+				return err
+			}
+			if exists == 0 {
+				if _, err := tx.ExecContext(ctx, d[1]); err != nil {
+					return fmt.Errorf("create index %s: %w", d[0], err)
+				}
+			}
+		}
+		_, err = tx.ExecContext(ctx, `DELETE FROM projector_rebuild`)
+		return err
+	})
+}
+
+func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
