@@ -115,7 +115,8 @@ const (
 	childEnvDB  = "KANADE_PROJECTOR_CHILD_DB"
 	// childEnvVariant "base" runs the child as the projector was before
 	// the rebuild work (the earlier writer pragmas, indexes kept), "keep"
-	// keeps the indexes (benchmarks only).
+	// keeps the indexes, "big" applies 5000 messages per transaction
+	// (benchmarks only).
 	childEnvVariant = "KANADE_PROJECTOR_CHILD_VARIANT"
 )
 
@@ -157,6 +158,9 @@ func runChild(url, dbPath string) error {
 	o := Options{Conn: nc, DB: db, NodeName: "child", NoService: true}
 	if variant == "base" || variant == "keep" {
 		o.RebuildMin = -1 // keep the indexes
+	}
+	if variant == "big" {
+		o.Batch = 5000
 	}
 	p, err := Start(ctx, o)
 	if err != nil {
@@ -306,5 +310,63 @@ func TestCrashMidStream(t *testing.T) {
 	}
 	if got := count(t, db, `SELECT count(*) FROM result_pc_ids`); got != perExec {
 		t.Errorf("%d distinct pc_ids, want %d", got, perExec)
+	}
+}
+
+// A replay into an empty projection with a backlog of at least RebuildMin
+// drops the secondary indexes and is not caught up until they are back,
+// exactly as the schema defines them; a projection that already holds
+// rows keeps its indexes whatever the backlog.
+func TestRebuildWithoutIndexes(t *testing.T) {
+	n := nodetest.Start(t)
+	e := &env{t: t, n: n, js: n.JetStream(t)}
+	for i := range 500 {
+		e.result(mkResult("r"+itoa(i), "", "PC1", 0))
+	}
+	p := e.start(n.DB, Options{NoService: true, Batch: 50, RebuildMin: 100})
+	if !p.rebuild.active() {
+		t.Fatal("no rebuild for 500 results into an empty projection with RebuildMin 100")
+	}
+	if got := count(t, n.DB, `SELECT count(*) FROM projector_rebuild`); got == 0 {
+		t.Error("rebuild without a dropped index recorded")
+	}
+	if got := count(t, n.DB, `SELECT count(*) FROM sqlite_master WHERE name = 'idx_results_exec'`); got != 1 {
+		t.Error("idx_results_exec, which the write path reads, was dropped")
+	}
+	e.settle(p)
+	waitFor(t, "caught up", func() bool { return p.CaughtUp(0) })
+	if p.rebuild.active() || count(t, n.DB, `SELECT count(*) FROM projector_rebuild`) != 0 {
+		t.Error("caught up while the rebuild's indexes are missing")
+	}
+	fresh := nodetest.OpenStore(t, filepath.Join(t.TempDir(), "fresh.db"))
+	const q = `SELECT name, COALESCE(sql, '') AS sql FROM sqlite_master WHERE type = 'index' ORDER BY name`
+	want, got := query(t, fresh, q), query(t, n.DB, q)
+	if len(want) != len(got) {
+		t.Fatalf("indexes after the rebuild %v, want %v", got, want)
+	}
+	for i := range want {
+		if !equalRows(want[i], got[i]) {
+			t.Errorf("index %v after the rebuild, want %v", got[i], want[i])
+		}
+	}
+	if got := count(t, n.DB, `SELECT count(*) FROM execution_results`); got != 500 {
+		t.Errorf("%d rows, want 500", got)
+	}
+
+	// Rows already there (a new node name, so its consumers start over):
+	// no drop.
+	p.Stop()
+	for i := range 500 {
+		e.result(mkResult("s"+itoa(i), "", "PC2", 0))
+	}
+	n.DB.W.Exec(`DELETE FROM projector_offsets`)
+	p2 := e.start(n.DB, Options{NoService: true, Batch: 50, RebuildMin: 100, NodeName: "again"})
+	if p2.rebuild.active() {
+		t.Error("indexes dropped on a projection that holds rows")
+	}
+	e.settle(p2)
+	waitFor(t, "caught up", func() bool { return p2.CaughtUp(0) })
+	if got := count(t, n.DB, `SELECT count(*) FROM execution_results`); got != 1000 {
+		t.Errorf("%d rows, want 1000", got)
 	}
 }
