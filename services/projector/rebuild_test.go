@@ -159,16 +159,6 @@ func runChild(url, dbPath string) error {
 	if variant == "base" || variant == "keep" {
 		o.RebuildMin = -1 // keep the indexes
 	}
-	if variant == "cache" {
-		if _, err := db.W.ExecContext(ctx, `PRAGMA cache_size=-131072`); err != nil {
-			return err
-		}
-	}
-	if variant == "threads" {
-		if _, err := db.W.ExecContext(ctx, `PRAGMA threads=2`); err != nil {
-			return err
-		}
-	}
 	if variant == "big" {
 		o.Batch = 5000
 	}
