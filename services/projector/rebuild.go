@@ -156,10 +156,12 @@ func (p *Projector) finishRebuild(ctx context.Context) {
 	}
 }
 
-// streamsCurrent reports whether every stream has applied all it knows of.
+// streamsCurrent reports whether every stream is within a batch of its
+// head: steady live traffic must not keep the indexes away for ever, and
+// what arrives meanwhile is applied with them.
 func (p *Projector) streamsCurrent() bool {
 	for _, s := range p.streams {
-		if m, _, known := s.lag(); !known || m > 0 {
+		if m, _, known := s.lag(); !known || m >= uint64(p.o.Batch) {
 			return false
 		}
 	}
