@@ -76,6 +76,9 @@ type Projector struct {
 	svc     *api.Running
 	rebuild rebuildState
 
+	outputsMu sync.Mutex
+	outputs   jetstream.ObjectStore // see outputStore
+
 	rowsResults    atomic.Int64
 	rowsExecutions atomic.Int64
 	rowsAgents     atomic.Int64
