@@ -189,6 +189,3 @@ func (p *Projector) Stop() error {
 	p.wg.Wait()
 	return err
 }
-
-// NodeName is the name the projector's durable consumers carry.
-func (p *Projector) NodeName() string { return p.o.NodeName }
