@@ -38,6 +38,11 @@ const (
 	MetaIntParams = "int_params"
 )
 
+// ParamHeaderPrefix names the NATS headers that carry the path and query
+// parameters when the gateway passes a request body through verbatim (a
+// YAML manifest): "Kanade-Param-job_id: backup".
+const ParamHeaderPrefix = "Kanade-Param-"
+
 // Error is an error with the HTTP status it answers with; its message is
 // the plain-text body.
 type Error struct {
