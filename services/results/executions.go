@@ -78,12 +78,9 @@ func scanExecution(sc interface{ Scan(...any) error }) (Execution, error) {
 }
 
 func (p ExecutionParams) validate() (int, error) {
-	limit := p.Limit
-	switch {
-	case limit == 0:
-		limit = DefaultLimit
-	case limit < 0 || limit > MaxLimit:
-		return 0, api.BadRequest("parameter limit: must be between 1 and %d (0 or absent means %d), got %d", MaxLimit, DefaultLimit, p.Limit)
+	limit, err := checkLimit(p.Limit)
+	if err != nil {
+		return 0, err
 	}
 	switch p.Status {
 	case "", "pending", "running", "completed", "expired":

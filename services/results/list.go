@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
-	"time"
 
 	"github.com/kanade-go/kanade/services/api"
 	"github.com/kanade-go/kanade/store"
@@ -138,13 +137,11 @@ type valueFilter struct {
 }
 
 func (p Params) compile() (*query, error) {
-	q := &query{limit: p.Limit, status: p.Status, stdout: p.Stdout, stderr: p.Stderr}
-	switch {
-	case p.Limit == 0:
-		q.limit = DefaultLimit
-	case p.Limit < 0 || p.Limit > MaxLimit:
-		return nil, api.BadRequest("parameter limit: must be between 1 and %d (0 or absent means %d), got %d", MaxLimit, DefaultLimit, p.Limit)
+	limit, err := checkLimit(p.Limit)
+	if err != nil {
+		return nil, err
 	}
+	q := &query{limit: limit, status: p.Status, stdout: p.Stdout, stderr: p.Stderr}
 	switch p.Status {
 	case "", "success", "failure", "running":
 	default:
@@ -177,7 +174,7 @@ func (p Params) compile() (*query, error) {
 		}
 	}
 	if p.Since != "" {
-		t, err := time.Parse(time.RFC3339Nano, p.Since)
+		t, err := store.ParseTime(p.Since)
 		if err != nil {
 			return nil, api.BadRequest("parameter since: must be an RFC 3339 time such as 2026-05-16T00:00:00Z, got %q", p.Since)
 		}
@@ -191,6 +188,17 @@ func (p Params) compile() (*query, error) {
 		q.before = c
 	}
 	return q, nil
+}
+
+// checkLimit validates a list limit: 0 (absent) means DefaultLimit.
+func checkLimit(n int) (int, error) {
+	switch {
+	case n == 0:
+		return DefaultLimit, nil
+	case n < 0 || n > MaxLimit:
+		return 0, api.BadRequest("parameter limit: must be between 1 and %d (0 or absent means %d), got %d", MaxLimit, DefaultLimit, n)
+	}
+	return n, nil
 }
 
 // compileParam compiles a user regex through the cache REGEXP uses, with
@@ -211,7 +219,7 @@ func parseCursor(s string) (*cursor, error) {
 	}
 	c := &cursor{resultID: id}
 	if started != "" {
-		t, err := time.Parse(time.RFC3339Nano, started)
+		t, err := store.ParseTime(started)
 		if err != nil {
 			return nil, bad
 		}
