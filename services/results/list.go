@@ -1,7 +1,6 @@
 package results
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -81,22 +80,13 @@ const (
 // 400 naming the parameter.
 func DecodeList(data []byte) (Params, error) {
 	var p Params
-	if err := decode(data, &p); err != nil {
+	if err := api.Decode(data, &p); err != nil {
 		return Params{}, err
 	}
 	if _, err := p.compile(); err != nil {
 		return Params{}, err
 	}
 	return p, nil
-}
-
-// decode is api.Decode that also names a body that is JSON but not an
-// object (api.Decode would blame a nameless parameter).
-func decode(data []byte, v any) error {
-	if b := bytes.TrimSpace(data); len(b) > 0 && b[0] != '{' && json.Valid(b) {
-		return api.BadRequest("request body: must be a JSON object of parameters")
-	}
-	return api.Decode(data, v)
 }
 
 // Heavy reports whether the request may have to scan rows (a regex or a

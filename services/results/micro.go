@@ -44,7 +44,7 @@ func definitions(o Options) []api.Service {
 		var p struct {
 			ResultID string `json:"result_id"`
 		}
-		err := decode(data, &p)
+		err := api.Decode(data, &p)
 		return p.ResultID, err
 	}
 	results := service("results", "what ran where: results list with regex filters, detail, live output tail", []api.Endpoint{
@@ -74,7 +74,7 @@ func definitions(o Options) []api.Service {
 		{Name: "list", Subject: "kanade.executions.list", HTTP: "GET /api/executions", IntParams: []string{"limit"},
 			Handler: func(ctx context.Context, r api.Request) (any, error) {
 				var p ExecutionParams
-				if err := decode(r.Data, &p); err != nil {
+				if err := api.Decode(r.Data, &p); err != nil {
 					return nil, err
 				}
 				return ListExecutions(ctx, o.DB, p, time.Now())
@@ -84,7 +84,7 @@ func definitions(o Options) []api.Service {
 				var p struct {
 					ExecID string `json:"exec_id"`
 				}
-				if err := decode(r.Data, &p); err != nil {
+				if err := api.Decode(r.Data, &p); err != nil {
 					return nil, err
 				}
 				return ExecutionDetail(ctx, o.DB, p.ExecID, time.Now())
@@ -95,7 +95,7 @@ func definitions(o Options) []api.Service {
 				var p struct {
 					JobID string `json:"job_id"`
 				}
-				if err := decode(r.Data, &p); err != nil {
+				if err := api.Decode(r.Data, &p); err != nil {
 					return nil, err
 				}
 				sent, err := Kill(ctx, o.DB, o.Conn, p.JobID, o.Logger)
@@ -108,7 +108,7 @@ func definitions(o Options) []api.Service {
 	agents := service("agents", "agents seen by heartbeat, alive within two minutes", []api.Endpoint{
 		{Name: "list", Subject: "kanade.agents.list", HTTP: "GET /api/agents",
 			Handler: func(ctx context.Context, r api.Request) (any, error) {
-				if err := decode(r.Data, &struct{}{}); err != nil {
+				if err := api.Decode(r.Data, &struct{}{}); err != nil {
 					return nil, err
 				}
 				return ListAgents(ctx, o.DB, time.Now())
