@@ -162,9 +162,7 @@ func ExecutionDetail(ctx context.Context, db *store.DB, execID string, now time.
 		if err := rows.Scan(&r.ResultID, &r.RequestID, &r.PCID, &exit, &started, &finished); err != nil {
 			return ExecutionDetails{}, fmt.Errorf("execution detail: %w", err)
 		}
-		if exit.Valid {
-			r.ExitCode = &exit.Int64
-		}
+		r.ExitCode = nullInt(exit)
 		r.StartedAt, r.FinishedAt = store.APITime(started), store.APITime(finished)
 		out.Results = append(out.Results, r)
 	}

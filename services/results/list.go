@@ -40,9 +40,7 @@ func scanRow(sc interface{ Scan(...any) error }) (Row, error) {
 	}
 	r.ExecID, r.JobID, r.Version = nullString(execID), nullString(jobID), nullString(version)
 	r.StartedAt, r.FinishedAt = store.APITime(startedAt), store.APITime(finishedAt)
-	if exit.Valid {
-		r.ExitCode = &exit.Int64
-	}
+	r.ExitCode = nullInt(exit)
 	return r, nil
 }
 
@@ -51,6 +49,13 @@ func nullString(s sql.NullString) *string {
 		return nil
 	}
 	return &s.String
+}
+
+func nullInt(n sql.NullInt64) *int64 {
+	if !n.Valid {
+		return nil
+	}
+	return &n.Int64
 }
 
 // Params is a results list request. The JSON keys are the HTTP query
