@@ -67,7 +67,7 @@ func benchSetup(b *testing.B) (*nats.Conn, string, *http.Client, string) {
 		b.Fatal(err)
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc, err := results.Start(ctx, results.Options{Conn: n.Conn(b), DB: n.DB, NodeName: "bench", Logger: quiet})
+	svc, err := results.Start(ctx, results.Options{Conn: n.Conn(b), DB: n.DB, Logger: quiet})
 	if err != nil {
 		b.Fatal(err)
 	}

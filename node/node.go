@@ -297,7 +297,7 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 			return err
 		}
 		ro := o.Results
-		ro.Conn, ro.DB, ro.NodeName, ro.Logger = nc, db, o.NodeName, log.With("component", "results")
+		ro.Conn, ro.DB, ro.Logger = nc, db, log.With("component", "results")
 		// The gate starts them, and stops them while this node's own
 		// projection is too far behind to answer (see resultsGate).
 		var caughtUp func(time.Duration) bool

@@ -23,10 +23,9 @@ import (
 
 // Options configure the results, executions and agents services.
 type Options struct {
-	Conn     *nats.Conn
-	DB       *store.DB
-	NodeName string
-	Logger   *slog.Logger
+	Conn   *nats.Conn
+	DB     *store.DB
+	Logger *slog.Logger
 
 	// TailTimeout bounds the job.tail request to an agent (default 3 s):
 	// past it the tail answers "waiting" rather than an error.
