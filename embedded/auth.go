@@ -2,7 +2,6 @@ package embedded
 
 import (
 	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -15,6 +14,11 @@ import (
 // in-process, so no network client can use it even if it learnt the name.
 const InternalUser = "kanade-internal"
 
+// InternalInboxPrefix is the reply-subject prefix of in-process connections
+// under authorization: agents may subscribe to _INBOX.> (their publish acks
+// come there), so the backend's replies must not.
+const InternalInboxPrefix = "_INBOX_kanade"
+
 // internalAuth makes sure in-process connections get full rights under the
 // authorization a config file set up, and returns the connect option they
 // must use (nil when the server requires no authorization).
@@ -25,12 +29,6 @@ const InternalUser = "kanade-internal"
 //   - a single user/password: it becomes a users list with the generated
 //     user beside it.
 //   - a token: the in-process connections present the token.
-//
-// InternalInboxPrefix is the reply-subject prefix of in-process connections
-// under authorization: agents may subscribe to _INBOX.> (their publish acks
-// come there), so the backend's replies must not.
-const InternalInboxPrefix = "_INBOX_kanade"
-
 func internalAuth(opts *server.Options, account string) (nats.Option, error) {
 	if opts.Authorization != "" {
 		if account != "" {
@@ -55,7 +53,7 @@ func internalAuth(opts *server.Options, account string) (nats.Option, error) {
 	}
 	u := &server.User{
 		Username:               InternalUser,
-		Password:               randomSecret(),
+		Password:               rand.Text(),
 		AllowedConnectionTypes: map[string]struct{}{"IN_PROCESS": {}},
 	}
 	if account != "" {
@@ -70,12 +68,6 @@ func internalAuth(opts *server.Options, account string) (nats.Option, error) {
 	}
 	opts.Users = append(opts.Users, u)
 	return inProcessAuth(nats.UserInfo(u.Username, u.Password)), nil
-}
-
-func randomSecret() string {
-	b := make([]byte, 24)
-	rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // inProcessAuth bundles the credentials with the private inbox prefix.

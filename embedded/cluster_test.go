@@ -1,11 +1,9 @@
-package embedded
+package embedded_test
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
@@ -14,29 +12,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kanade-go/kanade/embedded"
+	"github.com/kanade-go/kanade/nodetest"
 )
-
-// freeAddrs reserves n loopback ports and releases them for the caller:
-// routes must name fixed ports before any server starts.
-func freeAddrs(t *testing.T, n int) []string {
-	t.Helper()
-	var out []string
-	var ls []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return out
-}
-
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // createStream retries while the cluster elects its meta leader.
 func createStream(t *testing.T, js jetstream.JetStream, cfg jetstream.StreamConfig) {
@@ -57,27 +36,27 @@ func createStream(t *testing.T, js jetstream.JetStream, cfg jetstream.StreamConf
 }
 
 func TestThreeEmbeddedServersFormOneJetStreamCluster(t *testing.T) {
-	routes := freeAddrs(t, 3)
+	routes := nodetest.FreeAddrs(t, 3)
 	var urls []string
 	for _, r := range routes {
 		urls = append(urls, "nats://"+r)
 	}
 	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
-	start := func(i int) *Server {
-		s, err := Start(Options{
+	start := func(i int) *embedded.Server {
+		s, err := embedded.Start(embedded.Options{
 			StoreDir:   filepath.Join(dirs[i], "nats"),
 			Listen:     "127.0.0.1:0",
 			ServerName: fmt.Sprintf("kanade-n%d", i),
-			Sync:       SyncInterval,
-			Logger:     quiet(),
-			Cluster:    Cluster{Listen: routes[i], Routes: urls, Name: "test"},
+			Sync:       embedded.SyncInterval,
+			Logger:     nodetest.Logger(t),
+			Cluster:    embedded.Cluster{Listen: routes[i], Routes: urls, Name: "test"},
 		})
 		if err != nil {
 			t.Fatalf("start node %d: %v", i, err)
 		}
 		return s
 	}
-	var srvs []*Server
+	var srvs []*embedded.Server
 	for i := range 3 {
 		srvs = append(srvs, start(i))
 	}
@@ -176,15 +155,15 @@ func TestThreeEmbeddedServersFormOneJetStreamCluster(t *testing.T) {
 }
 
 func TestClusterOptionsRejectBadInput(t *testing.T) {
-	if rs, err := ParseRoutes(" nats://h1:6222, nats://h2:6222 ,"); err != nil || len(rs) != 2 {
+	if rs, err := embedded.ParseRoutes(" nats://h1:6222, nats://h2:6222 ,"); err != nil || len(rs) != 2 {
 		t.Fatalf("ParseRoutes: %v %v", rs, err)
 	}
 	for _, bad := range []string{"h1:6222", "http://h1:6222", "nats://h1"} {
-		if _, err := ParseRoutes(bad); err == nil || !strings.Contains(err.Error(), bad) {
+		if _, err := embedded.ParseRoutes(bad); err == nil || !strings.Contains(err.Error(), bad) {
 			t.Errorf("route %q: %v, want an error naming it", bad, err)
 		}
 	}
-	_, err := Start(Options{StoreDir: t.TempDir(), Logger: quiet(), Cluster: Cluster{Routes: []string{"nats://h1:6222"}}})
+	_, err := embedded.Start(embedded.Options{StoreDir: t.TempDir(), Logger: nodetest.Logger(t), Cluster: embedded.Cluster{Routes: []string{"nats://h1:6222"}}})
 	if err == nil || !strings.Contains(err.Error(), "cluster listen") {
 		t.Errorf("routes without a listener: %v", err)
 	}
@@ -193,7 +172,7 @@ func TestClusterOptionsRejectBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	_, err = Start(Options{StoreDir: t.TempDir(), Logger: quiet(), Cluster: Cluster{Listen: busy.Addr().String()}})
+	_, err = embedded.Start(embedded.Options{StoreDir: t.TempDir(), Logger: nodetest.Logger(t), Cluster: embedded.Cluster{Listen: busy.Addr().String()}})
 	if err == nil || !strings.Contains(err.Error(), "address already in use") {
 		t.Errorf("busy cluster port: %v", err)
 	}

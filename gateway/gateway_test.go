@@ -267,10 +267,10 @@ func TestRequestMapping(t *testing.T) {
 		if got := e.Headers["Content-Type"]; !slices.Equal(got, []string{"application/yaml"}) {
 			t.Fatalf("content type header %v", got)
 		}
-		if got := e.Headers[ParamHeaderPrefix+"id"]; !slices.Equal(got, []string{"abc"}) {
+		if got := e.Headers[api.ParamHeaderPrefix+"id"]; !slices.Equal(got, []string{"abc"}) {
 			t.Fatalf("param header %v (all %v)", got, e.Headers)
 		}
-		if got := e.Headers[ParamHeaderPrefix+"dry"]; !slices.Equal(got, []string{"1"}) {
+		if got := e.Headers[api.ParamHeaderPrefix+"dry"]; !slices.Equal(got, []string{"1"}) {
 			t.Fatalf("query param header %v", got)
 		}
 	})

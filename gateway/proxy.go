@@ -13,12 +13,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
-)
 
-// ParamHeaderPrefix names the NATS headers that carry the path and query
-// parameters when the request body passes through verbatim (a YAML
-// manifest): "Kanade-Param-job_id: backup".
-const ParamHeaderPrefix = "Kanade-Param-"
+	"github.com/kanade-go/kanade/services/api"
+)
 
 // statusClientClosed is logged when the client went away before the reply
 // (nginx's convention); nothing is sent.
@@ -181,7 +178,7 @@ func passHeaders(msg *nats.Msg, r *http.Request, params map[string]any) {
 		msg.Header.Set("Content-Type", ct)
 	}
 	for k, v := range params {
-		msg.Header.Set(ParamHeaderPrefix+k, fmt.Sprint(v))
+		msg.Header.Set(api.ParamHeaderPrefix+k, fmt.Sprint(v))
 	}
 }
 

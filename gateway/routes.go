@@ -77,7 +77,7 @@ func ParseRoute(service, subject, http, intParams string) (Route, error) {
 	} else {
 		r.Path = method
 	}
-	if r.Path != "/api" && !strings.HasPrefix(r.Path, "/api/") {
+	if !isAPI(r.Path) {
 		return Route{}, fmt.Errorf("route %q of %s: path must be under /api/", http, subject)
 	}
 	if r.Method != "" && strings.ToUpper(r.Method) != r.Method {

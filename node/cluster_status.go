@@ -125,7 +125,9 @@ func Gather(ctx context.Context, nc *nats.Conn) (ClusterStatus, error) {
 	out := ClusterStatus{Nodes: []NodeStatus{}}
 	wait := 2 * time.Second // for the first answer
 	for {
-		m, err := sub.NextMsgWithContext(withTimeout(ctx, wait))
+		mctx, cancel := context.WithTimeout(ctx, wait)
+		m, err := sub.NextMsgWithContext(mctx)
+		cancel()
 		if err != nil {
 			break
 		}
@@ -140,12 +142,4 @@ func Gather(ctx context.Context, nc *nats.Conn) (ClusterStatus, error) {
 	}
 	slices.SortFunc(out.Nodes, func(a, b NodeStatus) int { return strings.Compare(a.Node, b.Node) })
 	return out, nil
-}
-
-// withTimeout is a child of ctx that ends after d; the timer is released
-// when it fires or ctx ends.
-func withTimeout(ctx context.Context, d time.Duration) context.Context {
-	c, cancel := context.WithTimeout(ctx, d)
-	context.AfterFunc(c, cancel)
-	return c
 }

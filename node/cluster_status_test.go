@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -58,7 +59,11 @@ func TestClusterStatusListsEveryNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(msg.Data) == 0 || msg.Header.Get("Nats-Service-Error") != "" {
-		t.Fatalf("kanade.cluster.status: %q %v", msg.Data, msg.Header)
+	var viaAPI ClusterStatus
+	if err := json.Unmarshal(msg.Data, &viaAPI); err != nil || msg.Header.Get("Nats-Service-Error") != "" {
+		t.Fatalf("kanade.cluster.status: %q %v: %v", msg.Data, msg.Header, err)
+	}
+	if len(viaAPI.Nodes) != 2 || viaAPI.Nodes[0].Node != "a" || viaAPI.Nodes[1].Node != "b" {
+		t.Fatalf("kanade.cluster.status nodes %+v, want a and b", viaAPI.Nodes)
 	}
 }

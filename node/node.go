@@ -191,7 +191,13 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		natsURL = o.NATSURL
 	}
 
-	var conns []*nats.Conn
+	// Each connection with the channel its closed handler closes: a drain
+	// ends with the close, so stopping waits on these instead of polling.
+	type conn struct {
+		nc     *nats.Conn
+		closed chan struct{}
+	}
+	var conns []conn
 	connect := func(name string) (*nats.Conn, error) {
 		name = "kanade-" + o.NodeName + "-" + name
 		var nc *nats.Conn
@@ -204,7 +210,9 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		if err != nil {
 			return nil, err
 		}
-		conns = append(conns, nc)
+		c := conn{nc, make(chan struct{})}
+		nc.SetClosedHandler(func(*nats.Conn) { close(c.closed) })
+		conns = append(conns, c)
 		return nc, nil
 	}
 
@@ -250,13 +258,18 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 	// Registered after the store so that connections drain before SQLite
 	// closes: a handler in flight may still be reading.
 	stops = append(stops, func() {
-		for _, nc := range conns {
-			nc.Drain()
-		}
-		for _, nc := range conns {
-			for nc.IsDraining() {
-				time.Sleep(10 * time.Millisecond)
+		var draining []conn
+		for _, c := range conns {
+			if err := c.nc.Drain(); err != nil {
+				log.Warn("drain nats connection", "err", err)
+				c.nc.Close()
+				continue
 			}
+			draining = append(draining, c)
+		}
+		// Drain closes the connection when done, or at its DrainTimeout.
+		for _, c := range draining {
+			<-c.closed
 		}
 	})
 
@@ -338,12 +351,7 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		log.Warn("results: the projection is catching up; the read services join when it is fresh")
 	}
 
-	var r Ready
-	if embed {
-		r.NATS = natsURL
-	} else {
-		r.NATS = o.NATSURL
-	}
+	r := Ready{NATS: natsURL}
 	if has(ServiceGateway) {
 		nc, err := connect("gateway")
 		if err != nil {

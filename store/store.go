@@ -93,8 +93,8 @@ func dsn(path string, readOnly bool) string {
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "synchronous(NORMAL)")
 	q.Add("_pragma", "foreign_keys(ON)")
+	q.Add("_pragma", "cache_size(-32000)")
 	if readOnly {
-		q.Add("_pragma", "cache_size(-32000)")
 		q.Add("_pragma", "query_only(1)")
 		q.Set("mode", "ro")
 	} else {
@@ -103,7 +103,6 @@ func dsn(path string, readOnly bool) string {
 		// truncates the WAL back to 64 MiB after a checkpoint so it cannot
 		// stay large. A larger page cache (128 MiB) was measured: no faster
 		// rebuild, three times the memory.
-		q.Add("_pragma", "cache_size(-32000)")
 		q.Add("_pragma", "wal_autocheckpoint(10000)")
 		q.Add("_pragma", "journal_size_limit(67108864)")
 		q.Set("_txlock", "immediate")

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -22,29 +21,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanade-go/kanade/node"
+	"github.com/kanade-go/kanade/nodetest"
 	"github.com/kanade-go/kanade/streams"
 	"github.com/kanade-go/kanade/wire"
 )
-
-// freePorts reserves n loopback addresses and releases them: a cluster's
-// routes must name fixed ports before its nodes start.
-func freePorts(t *testing.T, n int) []string {
-	t.Helper()
-	var out []string
-	var ls []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return out
-}
 
 // clusterNode is one node of a three-node test cluster: its fixed
 // addresses, so that a killed node restarts where it was.
@@ -59,7 +39,7 @@ type clusterNode struct {
 // all are ready (none is until the cluster has a meta leader).
 func startCluster(t *testing.T, extra ...string) []*clusterNode {
 	t.Helper()
-	addrs := freePorts(t, 6)
+	addrs := nodetest.FreeAddrs(t, 6)
 	var routes []string
 	for i := range 3 {
 		routes = append(routes, "nats://"+addrs[3+i])

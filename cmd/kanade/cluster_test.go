@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanade-go/kanade/natsauth"
+	"github.com/kanade-go/kanade/nodetest"
 	"github.com/kanade-go/kanade/wire"
 )
 
@@ -88,7 +89,7 @@ func TestNATSUsersConfigServes(t *testing.T) {
 // TestClusterNodeAloneWaitsAndStops: a clustered node whose peers are not
 // up waits for them, and SIGTERM meanwhile stops it cleanly.
 func TestClusterNodeAloneWaitsAndStops(t *testing.T) {
-	addrs := freePorts(t, 2)
+	addrs := nodetest.FreeAddrs(t, 2)
 	p := launchKanade(t, t.TempDir(), "--node-name", "alone", "--cluster-listen", addrs[0],
 		"--cluster-routes", "nats://"+addrs[0]+",nats://"+addrs[1], "--replicas", "3")
 	waitUntil(t, "waiting for the meta leader", 30*time.Second, func() (bool, string) {

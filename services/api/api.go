@@ -38,6 +38,11 @@ const (
 	MetaIntParams = "int_params"
 )
 
+// ParamHeaderPrefix names the NATS headers that carry the path and query
+// parameters when the gateway passes a request body through verbatim (a
+// YAML manifest): "Kanade-Param-job_id: backup".
+const ParamHeaderPrefix = "Kanade-Param-"
+
 // Error is an error with the HTTP status it answers with; its message is
 // the plain-text body.
 type Error struct {
@@ -249,10 +254,15 @@ func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, req micro.Req
 }
 
 // Decode decodes a JSON request object into v. An empty body leaves v's
-// defaults. Unknown keys and wrong types are 400s naming the parameter.
+// defaults. Unknown keys and wrong types are 400s naming the parameter; a
+// body that is JSON but not an object (null, [1]) is a 400 saying so.
 func Decode(data []byte, v any) error {
-	if len(bytes.TrimSpace(data)) == 0 {
+	b := bytes.TrimSpace(data)
+	if len(b) == 0 {
 		return nil
+	}
+	if b[0] != '{' && json.Valid(b) {
+		return BadRequest("request body: must be a JSON object of parameters")
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()

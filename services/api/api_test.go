@@ -31,6 +31,8 @@ func TestDecode(t *testing.T) {
 		`not json`:       "not valid JSON",
 		`{"limit":1} {}`: "one JSON object",
 		`{"name":[1]}`:   "parameter name: must be a string",
+		`[1,2]`:          "request body: must be a JSON object of parameters",
+		` null`:          "request body: must be a JSON object of parameters",
 	}
 	for body, want := range cases {
 		err := api.Decode([]byte(body), &p)

@@ -119,7 +119,7 @@ func (s *stream) decodeOne(ctx context.Context, it *item, data []byte) error {
 func (p *Projector) readOutput(ctx context.Context, key, inline string) string {
 	backoff := 500 * time.Millisecond
 	for {
-		obs, err := p.js.ObjectStore(ctx, wire.ObjectStoreOutput)
+		obs, err := p.outputStore(ctx)
 		var b []byte
 		if err == nil {
 			b, err = obs.GetBytes(ctx, key)
@@ -137,4 +137,19 @@ func (p *Projector) readOutput(ctx context.Context, key, inline string) string {
 		}
 		backoff = min(2*backoff, 10*time.Second)
 	}
+}
+
+// outputStore returns the output bucket's handle, looked up once: the
+// lookup is a server round trip, and a rebuild reads many objects.
+func (p *Projector) outputStore(ctx context.Context) (jetstream.ObjectStore, error) {
+	p.outputsMu.Lock()
+	defer p.outputsMu.Unlock()
+	if p.outputs == nil {
+		obs, err := p.js.ObjectStore(ctx, wire.ObjectStoreOutput)
+		if err != nil {
+			return nil, err
+		}
+		p.outputs = obs
+	}
+	return p.outputs, nil
 }

@@ -3,6 +3,7 @@ package projector
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -118,11 +119,19 @@ func (h *heartbeats) flush() {
 	h.mu.Unlock()
 	var added int64
 	err := h.p.db.WriteTx(context.Background(), func(tx *sql.Tx) error {
-		added = 0
-		var before int64
-		if err := tx.QueryRow(`SELECT count(*) FROM agents`).Scan(&before); err != nil {
+		// The rows added are the buffered PCs not there yet: a lookup of
+		// these keys, not a count of the whole table.
+		ids := make([]string, 0, len(buf))
+		for pc := range buf {
+			ids = append(ids, pc)
+		}
+		js, _ := json.Marshal(ids)
+		var existing int64
+		if err := tx.QueryRow(`SELECT count(*) FROM agents WHERE pc_id IN (SELECT value FROM json_each(?))`,
+			string(js)).Scan(&existing); err != nil {
 			return err
 		}
+		added = int64(len(buf)) - existing
 		st, err := tx.Prepare(sqlAgent)
 		if err != nil {
 			return err
@@ -134,11 +143,6 @@ func (h *heartbeats) flush() {
 				return fmt.Errorf("agent %s: %w", hb.PCID, err)
 			}
 		}
-		var after int64
-		if err := tx.QueryRow(`SELECT count(*) FROM agents`).Scan(&after); err != nil {
-			return err
-		}
-		added = after - before
 		return nil
 	})
 	if err != nil {

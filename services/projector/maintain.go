@@ -134,7 +134,8 @@ func (p *Projector) Reap(ctx context.Context, now time.Time) (int, error) {
 // Prune deletes what is older than cutoff, in bounded transactions so the
 // writer is never held for long: results (by start, or by recorded time
 // when the start is unknown), executions (by initiation), rejects, and
-// agents silent since; then the distinct values no row uses any more.
+// agents silent since; then the distinct values no row uses any more. It
+// returns how many results it deleted.
 func (p *Projector) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
 	c := store.FormatTime(cutoff)
 	var total int64
@@ -168,7 +169,7 @@ func (p *Projector) Prune(ctx context.Context, cutoff time.Time) (int64, error) 
 			if s.count != nil {
 				s.count.Add(-n)
 			}
-			if i < 2 {
+			if s.count == &p.rowsResults {
 				total += n
 			}
 			if n < retentionBatch {

@@ -76,6 +76,9 @@ type Projector struct {
 	svc     *api.Running
 	rebuild rebuildState
 
+	outputsMu sync.Mutex
+	outputs   jetstream.ObjectStore // see outputStore
+
 	rowsResults    atomic.Int64
 	rowsExecutions atomic.Int64
 	rowsAgents     atomic.Int64
@@ -186,6 +189,3 @@ func (p *Projector) Stop() error {
 	p.wg.Wait()
 	return err
 }
-
-// NodeName is the name the projector's durable consumers carry.
-func (p *Projector) NodeName() string { return p.o.NodeName }

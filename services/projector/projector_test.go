@@ -324,6 +324,9 @@ func TestHeartbeats(t *testing.T) {
 	check(t, one(t, e.n.DB, `SELECT * FROM agents WHERE pc_id = 'PC1'`), map[string]string{
 		"hostname": "host1", "os_family": "windows", "last_heartbeat": ft(t0.Add(30 * time.Second)),
 	})
+	if st, err := e.p.Status(context.Background()); err != nil || st.Rows.Agents != 2 {
+		t.Errorf("status counts %d agents (%v), want 2", st.Rows.Agents, err)
+	}
 	if e.p.hb.invalid.Load() != 1 {
 		t.Errorf("%d invalid heartbeats counted, want 1", e.p.hb.invalid.Load())
 	}

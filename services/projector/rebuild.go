@@ -80,27 +80,15 @@ func (p *Projector) prepareRebuild(ctx context.Context) error {
 	}
 	var dropped []string
 	err := p.db.WriteTx(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `SELECT name, sql FROM sqlite_master
+		defs, err := indexDefs(ctx, tx, `SELECT name, sql FROM sqlite_master
 			WHERE type = 'index' AND tbl_name = 'execution_results' AND sql IS NOT NULL ORDER BY name`)
 		if err != nil {
 			return err
 		}
-		var defs [][2]string
-		for rows.Next() {
-			var name, def string
-			if err := rows.Scan(&name, &def); err != nil {
-				rows.Close()
-				return err
-			}
-			if !rebuildKeep[name] {
-				defs = append(defs, [2]string{name, def})
-			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
 		for _, d := range defs {
+			if rebuildKeep[d[0]] {
+				continue
+			}
 			if _, err := tx.ExecContext(ctx, `INSERT INTO projector_rebuild (name, sql) VALUES (?, ?)`, d[0], d[1]); err != nil {
 				return err
 			}
@@ -170,21 +158,8 @@ func (p *Projector) streamsCurrent() bool {
 
 func (p *Projector) createIndexes(ctx context.Context) error {
 	return p.db.WriteTx(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `SELECT name, sql FROM projector_rebuild ORDER BY name`)
+		defs, err := indexDefs(ctx, tx, `SELECT name, sql FROM projector_rebuild ORDER BY name`)
 		if err != nil {
-			return err
-		}
-		var defs [][2]string
-		for rows.Next() {
-			var name, def string
-			if err := rows.Scan(&name, &def); err != nil {
-				rows.Close()
-				return err
-			}
-			defs = append(defs, [2]string{name, def})
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
 			return err
 		}
 		for _, d := range defs {
@@ -201,6 +176,25 @@ func (p *Projector) createIndexes(ctx context.Context) error {
 		_, err = tx.ExecContext(ctx, `DELETE FROM projector_rebuild`)
 		return err
 	})
+}
+
+// indexDefs reads (name, sql) pairs of indexes. They are read whole before
+// any is dropped or created, since both change sqlite_master under the query.
+func indexDefs(ctx context.Context, tx *sql.Tx, query string) ([][2]string, error) {
+	rows, err := tx.QueryContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var defs [][2]string
+	for rows.Next() {
+		var name, def string
+		if err := rows.Scan(&name, &def); err != nil {
+			return nil, err
+		}
+		defs = append(defs, [2]string{name, def})
+	}
+	return defs, rows.Err()
 }
 
 func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }

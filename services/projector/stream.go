@@ -127,13 +127,20 @@ func (s *stream) position(ctx context.Context) error {
 	default:
 		return fmt.Errorf("projector: look up consumer %s: %w", s.durable, err)
 	}
-	c, err = s.p.js.CreateConsumer(ctx, s.name, s.consumerConfig(off+1))
+	if err := s.createConsumer(ctx, off); err != nil {
+		return err
+	}
+	s.log.Info("projector consumer created", "consumer", s.durable, "from_seq", off+1)
+	return nil
+}
+
+// createConsumer makes the durable consumer deliver from right after off.
+func (s *stream) createConsumer(ctx context.Context, off uint64) error {
+	c, err := s.p.js.CreateConsumer(ctx, s.name, s.consumerConfig(off+1))
 	if err != nil {
 		return fmt.Errorf("projector: create consumer %s: %w", s.durable, err)
 	}
-	s.log.Info("projector consumer created", "consumer", s.durable, "from_seq", off+1)
-	s.cons = c
-	s.nextDel = 1
+	s.cons, s.nextDel = c, 1
 	return nil
 }
 
@@ -227,9 +234,8 @@ func (s *stream) reset(ctx context.Context, batches chan<- batch, before []jetst
 		if err := s.p.js.DeleteConsumer(ctx, s.name, s.durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			s.log.Warn("projector: delete consumer", "err", err)
 		}
-		c, err := s.p.js.CreateConsumer(ctx, s.name, s.consumerConfig(s.applied.Load()+1))
+		err := s.createConsumer(ctx, s.applied.Load())
 		if err == nil {
-			s.cons, s.nextDel = c, 1
 			return true
 		}
 		s.log.Warn("projector: recreate consumer", "err", err)

@@ -78,12 +78,9 @@ func scanExecution(sc interface{ Scan(...any) error }) (Execution, error) {
 }
 
 func (p ExecutionParams) validate() (int, error) {
-	limit := p.Limit
-	switch {
-	case limit == 0:
-		limit = DefaultLimit
-	case limit < 0 || limit > MaxLimit:
-		return 0, api.BadRequest("parameter limit: must be between 1 and %d (0 or absent means %d), got %d", MaxLimit, DefaultLimit, p.Limit)
+	limit, err := checkLimit(p.Limit)
+	if err != nil {
+		return 0, err
 	}
 	switch p.Status {
 	case "", "pending", "running", "completed", "expired":
@@ -165,9 +162,7 @@ func ExecutionDetail(ctx context.Context, db *store.DB, execID string, now time.
 		if err := rows.Scan(&r.ResultID, &r.RequestID, &r.PCID, &exit, &started, &finished); err != nil {
 			return ExecutionDetails{}, fmt.Errorf("execution detail: %w", err)
 		}
-		if exit.Valid {
-			r.ExitCode = &exit.Int64
-		}
+		r.ExitCode = nullInt(exit)
 		r.StartedAt, r.FinishedAt = store.APITime(started), store.APITime(finished)
 		out.Results = append(out.Results, r)
 	}

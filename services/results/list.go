@@ -1,14 +1,12 @@
 package results
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"fmt"
 	"regexp"
 	"strings"
-	"time"
 
 	"github.com/kanade-go/kanade/services/api"
 	"github.com/kanade-go/kanade/store"
@@ -42,9 +40,7 @@ func scanRow(sc interface{ Scan(...any) error }) (Row, error) {
 	}
 	r.ExecID, r.JobID, r.Version = nullString(execID), nullString(jobID), nullString(version)
 	r.StartedAt, r.FinishedAt = store.APITime(startedAt), store.APITime(finishedAt)
-	if exit.Valid {
-		r.ExitCode = &exit.Int64
-	}
+	r.ExitCode = nullInt(exit)
 	return r, nil
 }
 
@@ -53,6 +49,13 @@ func nullString(s sql.NullString) *string {
 		return nil
 	}
 	return &s.String
+}
+
+func nullInt(n sql.NullInt64) *int64 {
+	if !n.Valid {
+		return nil
+	}
+	return &n.Int64
 }
 
 // Params is a results list request. The JSON keys are the HTTP query
@@ -82,22 +85,13 @@ const (
 // 400 naming the parameter.
 func DecodeList(data []byte) (Params, error) {
 	var p Params
-	if err := decode(data, &p); err != nil {
+	if err := api.Decode(data, &p); err != nil {
 		return Params{}, err
 	}
 	if _, err := p.compile(); err != nil {
 		return Params{}, err
 	}
 	return p, nil
-}
-
-// decode is api.Decode that also names a body that is JSON but not an
-// object (api.Decode would blame a nameless parameter).
-func decode(data []byte, v any) error {
-	if b := bytes.TrimSpace(data); len(b) > 0 && b[0] != '{' && json.Valid(b) {
-		return api.BadRequest("request body: must be a JSON object of parameters")
-	}
-	return api.Decode(data, v)
 }
 
 // Heavy reports whether the request may have to scan rows (a regex or a
@@ -138,13 +132,11 @@ type valueFilter struct {
 }
 
 func (p Params) compile() (*query, error) {
-	q := &query{limit: p.Limit, status: p.Status, stdout: p.Stdout, stderr: p.Stderr}
-	switch {
-	case p.Limit == 0:
-		q.limit = DefaultLimit
-	case p.Limit < 0 || p.Limit > MaxLimit:
-		return nil, api.BadRequest("parameter limit: must be between 1 and %d (0 or absent means %d), got %d", MaxLimit, DefaultLimit, p.Limit)
+	limit, err := checkLimit(p.Limit)
+	if err != nil {
+		return nil, err
 	}
+	q := &query{limit: limit, status: p.Status, stdout: p.Stdout, stderr: p.Stderr}
 	switch p.Status {
 	case "", "success", "failure", "running":
 	default:
@@ -177,7 +169,7 @@ func (p Params) compile() (*query, error) {
 		}
 	}
 	if p.Since != "" {
-		t, err := time.Parse(time.RFC3339Nano, p.Since)
+		t, err := store.ParseTime(p.Since)
 		if err != nil {
 			return nil, api.BadRequest("parameter since: must be an RFC 3339 time such as 2026-05-16T00:00:00Z, got %q", p.Since)
 		}
@@ -191,6 +183,17 @@ func (p Params) compile() (*query, error) {
 		q.before = c
 	}
 	return q, nil
+}
+
+// checkLimit validates a list limit: 0 (absent) means DefaultLimit.
+func checkLimit(n int) (int, error) {
+	switch {
+	case n == 0:
+		return DefaultLimit, nil
+	case n < 0 || n > MaxLimit:
+		return 0, api.BadRequest("parameter limit: must be between 1 and %d (0 or absent means %d), got %d", MaxLimit, DefaultLimit, n)
+	}
+	return n, nil
 }
 
 // compileParam compiles a user regex through the cache REGEXP uses, with
@@ -211,7 +214,7 @@ func parseCursor(s string) (*cursor, error) {
 	}
 	c := &cursor{resultID: id}
 	if started != "" {
-		t, err := time.Parse(time.RFC3339Nano, started)
+		t, err := store.ParseTime(started)
 		if err != nil {
 			return nil, bad
 		}

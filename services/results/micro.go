@@ -36,100 +36,83 @@ func definitions(o Options) []api.Service {
 		}
 		return List(ctx, o.DB, p)
 	}
+	// The three services share the worker pool size, deadline and logger.
+	service := func(name, description string, eps []api.Endpoint) api.Service {
+		return api.Service{Name: name, Description: description, Workers: o.Workers, Timeout: o.Timeout, Logger: o.Logger, Endpoints: eps}
+	}
 	byID := func(data []byte) (string, error) {
 		var p struct {
 			ResultID string `json:"result_id"`
 		}
-		err := decode(data, &p)
+		err := api.Decode(data, &p)
 		return p.ResultID, err
 	}
-	results := api.Service{
-		Name:        "results",
-		Description: "what ran where: results list with regex filters, detail, live output tail",
-		Workers:     o.Workers,
-		Timeout:     o.Timeout,
-		Logger:      o.Logger,
-		Endpoints: []api.Endpoint{
-			{Name: "list", Subject: "kanade.results.list", HTTP: "GET /api/results", IntParams: []string{"limit"}, Handler: list},
-			{Name: "detail", Subject: "kanade.results.detail", HTTP: "GET /api/results/{result_id}",
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					id, err := byID(r.Data)
-					if err != nil {
-						return nil, err
-					}
-					return Detail(ctx, o.DB, id)
-				}},
-			{Name: "tail", Subject: "kanade.results.tail", HTTP: "GET /api/results/{result_id}/tail",
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					id, err := byID(r.Data)
-					if err != nil {
-						return nil, err
-					}
-					t, err := Tail(ctx, o.DB, o.Conn, id, o.TailTimeout)
-					if t.why != "" {
-						o.Logger.Debug("tail: waiting", "result_id", id, "why", t.why)
-					}
-					return t, err
-				}},
-		},
-	}
-	executions := api.Service{
-		Name:        "executions",
-		Description: "deployments and their counters; kill a job's runs",
-		Workers:     o.Workers,
-		Timeout:     o.Timeout,
-		Logger:      o.Logger,
-		Endpoints: []api.Endpoint{
-			{Name: "list", Subject: "kanade.executions.list", HTTP: "GET /api/executions", IntParams: []string{"limit"},
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					var p ExecutionParams
-					if err := decode(r.Data, &p); err != nil {
-						return nil, err
-					}
-					return ListExecutions(ctx, o.DB, p, time.Now())
-				}},
-			{Name: "detail", Subject: "kanade.executions.detail", HTTP: "GET /api/executions/{exec_id}",
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					var p struct {
-						ExecID string `json:"exec_id"`
-					}
-					if err := decode(r.Data, &p); err != nil {
-						return nil, err
-					}
-					return ExecutionDetail(ctx, o.DB, p.ExecID, time.Now())
-				}},
-			// The rest of kanade.jobs.* belongs to the scheduler's jobs service.
-			{Name: "kill", Subject: "kanade.jobs.kill", HTTP: "POST /api/jobs/{job_id}/kill",
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					var p struct {
-						JobID string `json:"job_id"`
-					}
-					if err := decode(r.Data, &p); err != nil {
-						return nil, err
-					}
-					sent, err := Kill(ctx, o.DB, o.Conn, p.JobID, o.Logger)
-					if len(sent) > 0 {
-						o.Logger.Info("kill published", "job_id", p.JobID, "exec_ids", sent)
-					}
+	results := service("results", "what ran where: results list with regex filters, detail, live output tail", []api.Endpoint{
+		{Name: "list", Subject: "kanade.results.list", HTTP: "GET /api/results", IntParams: []string{"limit"}, Handler: list},
+		{Name: "detail", Subject: "kanade.results.detail", HTTP: "GET /api/results/{result_id}",
+			Handler: func(ctx context.Context, r api.Request) (any, error) {
+				id, err := byID(r.Data)
+				if err != nil {
 					return nil, err
-				}},
-		},
-	}
-	agents := api.Service{
-		Name:        "agents",
-		Description: "agents seen by heartbeat, alive within two minutes",
-		Workers:     o.Workers,
-		Timeout:     o.Timeout,
-		Logger:      o.Logger,
-		Endpoints: []api.Endpoint{
-			{Name: "list", Subject: "kanade.agents.list", HTTP: "GET /api/agents",
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					if err := decode(r.Data, &struct{}{}); err != nil {
-						return nil, err
-					}
-					return ListAgents(ctx, o.DB, time.Now())
-				}},
-		},
-	}
+				}
+				return Detail(ctx, o.DB, id)
+			}},
+		{Name: "tail", Subject: "kanade.results.tail", HTTP: "GET /api/results/{result_id}/tail",
+			Handler: func(ctx context.Context, r api.Request) (any, error) {
+				id, err := byID(r.Data)
+				if err != nil {
+					return nil, err
+				}
+				t, err := Tail(ctx, o.DB, o.Conn, id, o.TailTimeout)
+				if t.why != "" {
+					o.Logger.Debug("tail: waiting", "result_id", id, "why", t.why)
+				}
+				return t, err
+			}},
+	})
+	executions := service("executions", "deployments and their counters; kill a job's runs", []api.Endpoint{
+		{Name: "list", Subject: "kanade.executions.list", HTTP: "GET /api/executions", IntParams: []string{"limit"},
+			Handler: func(ctx context.Context, r api.Request) (any, error) {
+				var p ExecutionParams
+				if err := api.Decode(r.Data, &p); err != nil {
+					return nil, err
+				}
+				return ListExecutions(ctx, o.DB, p, time.Now())
+			}},
+		{Name: "detail", Subject: "kanade.executions.detail", HTTP: "GET /api/executions/{exec_id}",
+			Handler: func(ctx context.Context, r api.Request) (any, error) {
+				var p struct {
+					ExecID string `json:"exec_id"`
+				}
+				if err := api.Decode(r.Data, &p); err != nil {
+					return nil, err
+				}
+				return ExecutionDetail(ctx, o.DB, p.ExecID, time.Now())
+			}},
+		// The rest of kanade.jobs.* belongs to the scheduler's jobs service.
+		{Name: "kill", Subject: "kanade.jobs.kill", HTTP: "POST /api/jobs/{job_id}/kill",
+			Handler: func(ctx context.Context, r api.Request) (any, error) {
+				var p struct {
+					JobID string `json:"job_id"`
+				}
+				if err := api.Decode(r.Data, &p); err != nil {
+					return nil, err
+				}
+				sent, err := Kill(ctx, o.DB, o.Conn, p.JobID, o.Logger)
+				if len(sent) > 0 {
+					o.Logger.Info("kill published", "job_id", p.JobID, "exec_ids", sent)
+				}
+				return nil, err
+			}},
+	})
+	agents := service("agents", "agents seen by heartbeat, alive within two minutes", []api.Endpoint{
+		{Name: "list", Subject: "kanade.agents.list", HTTP: "GET /api/agents",
+			Handler: func(ctx context.Context, r api.Request) (any, error) {
+				if err := api.Decode(r.Data, &struct{}{}); err != nil {
+					return nil, err
+				}
+				return ListAgents(ctx, o.DB, time.Now())
+			}},
+	})
 	return []api.Service{results, executions, agents}
 }

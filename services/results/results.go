@@ -12,7 +12,6 @@ package results
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"time"
 
@@ -78,12 +77,8 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 		}
 		s.running = append(s.running, r)
 	}
-	// Started means reachable: the subscriptions are on the server before
-	// Start returns, so a request right after it finds a responder.
-	if err := o.Conn.FlushTimeout(5 * time.Second); err != nil {
-		s.Stop()
-		return nil, fmt.Errorf("results: flush subscriptions: %w", err)
-	}
+	// Started means reachable: api.Start flushes each service's
+	// subscriptions before it returns.
 	return s, nil
 }
 

@@ -56,11 +56,7 @@ func Tail(ctx context.Context, db *store.DB, nc *nats.Conn, resultID string, tim
 		return TailReply{}, queryError(ctx, "tail", err)
 	}
 	if finished.Valid {
-		out := TailReply{Stdout: stdout, Stderr: stderr}
-		if exit.Valid {
-			out.ExitCode = &exit.Int64
-		}
-		return out, nil
+		return TailReply{Stdout: stdout, Stderr: stderr, ExitCode: nullInt(exit)}, nil
 	}
 
 	waiting := func(why string) (TailReply, error) { return TailReply{Running: true, why: why}, nil }
