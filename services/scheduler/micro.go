@@ -10,12 +10,9 @@ import (
 	"github.com/kanade-go/kanade/services/api"
 )
 
-// paramHeaderPrefix carries path parameters when the gateway forwards a
-// body that is not JSON (a YAML manifest) verbatim.
-const paramHeaderPrefix = "Kanade-Param-"
-
 // params decodes the request's parameters into v: the JSON object body, or,
-// for a non-JSON body, the Kanade-Param-<name> headers.
+// for a non-JSON body (a YAML manifest forwarded verbatim), the
+// api.ParamHeaderPrefix<name> headers.
 func params(r api.Request, v any) error {
 	body := bytes.TrimSpace(r.Data)
 	if len(body) == 0 || body[0] == '{' {
@@ -23,8 +20,8 @@ func params(r api.Request, v any) error {
 	}
 	m := map[string]string{}
 	for k, vals := range r.Header {
-		if len(vals) > 0 && len(k) > len(paramHeaderPrefix) && strings.EqualFold(k[:len(paramHeaderPrefix)], paramHeaderPrefix) {
-			m[k[len(paramHeaderPrefix):]] = vals[0]
+		if len(vals) > 0 && len(k) > len(api.ParamHeaderPrefix) && strings.EqualFold(k[:len(api.ParamHeaderPrefix)], api.ParamHeaderPrefix) {
+			m[k[len(api.ParamHeaderPrefix):]] = vals[0]
 		}
 	}
 	b, _ := json.Marshal(m)
