@@ -311,10 +311,10 @@ func (f *Fleet) subscribe() error {
 			{wire.Ping("*"), (*agent).answerPing},
 		}
 		for _, ps := range pcSubs {
-			h := ps.h
+			h, at := ps.h, wildcardAt(ps.subject)
 			if err := sub(ps.subject, func(m *nats.Msg) {
 				// Another fleet or a real agent may own this pc_id: stay quiet.
-				if a := f.byPC[pcOf(m.Subject)]; a != nil {
+				if a := f.byPC[token(m.Subject, at)]; a != nil {
 					h(a, m)
 				}
 			}); err != nil {
@@ -348,17 +348,23 @@ func (f *Fleet) subscribe() error {
 	return nil
 }
 
-// pcOf finds the pc_id in commands.pc.{pc}, job.tail.{pc} and agents.{pc}.ping.
-func pcOf(subject string) string {
-	switch {
-	case strings.HasPrefix(subject, "commands.pc."):
-		return strings.TrimPrefix(subject, "commands.pc.")
-	case strings.HasPrefix(subject, "job.tail."):
-		return strings.TrimPrefix(subject, "job.tail.")
-	case strings.HasPrefix(subject, "agents.") && strings.HasSuffix(subject, ".ping"):
-		return strings.TrimSuffix(strings.TrimPrefix(subject, "agents."), ".ping")
+// wildcardAt is the position of the "*" token in a subscription subject
+// built by wire with "*" for the pc_id: where each message carries its pc_id.
+func wildcardAt(subject string) int {
+	return slices.Index(strings.Split(subject, "."), "*")
+}
+
+// token is the i-th dot-separated token of subject ("" if there is none).
+func token(subject string, i int) string {
+	for ; i > 0; i-- {
+		_, rest, ok := strings.Cut(subject, ".")
+		if !ok {
+			return ""
+		}
+		subject = rest
 	}
-	return ""
+	tok, _, _ := strings.Cut(subject, ".")
+	return tok
 }
 
 // deliver decodes a Command once and hands it to each agent.
@@ -376,7 +382,7 @@ func (f *Fleet) deliver(m *nats.Msg, to []*agent) {
 
 // kill stops the runs of exec_id among the given agents.
 func (f *Fleet) kill(subject string, among []*agent) {
-	execID := strings.TrimPrefix(subject, "kill.")
+	execID := strings.TrimPrefix(subject, wire.Kill(""))
 	for _, a := range among {
 		a.kill(execID)
 	}

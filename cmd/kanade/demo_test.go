@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kanade-go/kanade/services/scheduler"
 	"github.com/kanade-go/kanade/sim"
 	"github.com/kanade-go/kanade/wire"
 )
@@ -47,12 +48,11 @@ func TestServeDemo(t *testing.T) {
 		if err != nil {
 			t.Fatalf("job %s: %v", want.ID, err)
 		}
-		var m sim.Manifest
-		if err := json.Unmarshal(e.Value(), &m); err != nil || m != want {
+		// The scheduler reads the catalog: the seeded entry must be a
+		// manifest it accepts, carrying what the demo meant.
+		m, _, err := scheduler.ParseManifest(e.Value(), "application/json")
+		if err != nil || m.ID != want.ID || m.Execute.Script != want.Execute.Script || string(m.Execute.Timeout) != want.Execute.Timeout {
 			t.Fatalf("job %s: %s (%v)", want.ID, e.Value(), err)
-		}
-		if _, err := time.ParseDuration(m.Execute.Timeout); err != nil || !wire.ValidShell(m.Execute.Shell) {
-			t.Fatalf("job %s: timeout %q shell %q", m.ID, m.Execute.Timeout, m.Execute.Shell)
 		}
 	}
 	schedules, _ := js.KeyValue(ctx, wire.BucketSchedules)
@@ -61,10 +61,9 @@ func TestServeDemo(t *testing.T) {
 		if err != nil {
 			t.Fatalf("schedule %s: %v", want.ID, err)
 		}
-		var s map[string]any
-		json.Unmarshal(e.Value(), &s)
-		if s["cron"] != "0 * * * * *" || s["enabled"] != true || s["job_id"] != want.JobID || s["target"] == nil {
-			t.Fatalf("schedule %s: %s", want.ID, e.Value())
+		c, _, err := scheduler.ParseSchedule(e.Value(), "application/json")
+		if err != nil || c.Cron != want.Cron || c.Enabled == nil || !*c.Enabled || c.JobID != want.JobID || !c.Target.All {
+			t.Fatalf("schedule %s: %s (%v)", want.ID, e.Value(), err)
 		}
 	}
 	// Groups are written after the agents subscribe.

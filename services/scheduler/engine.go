@@ -320,18 +320,14 @@ func (e *Engine) apply(en jetstream.KeyValueEntry, now time.Time, initial bool) 
 	}
 	s.c, s.created = c, en.Created()
 	if !c.IsEnabled() {
-		if s.index >= 0 {
-			heap.Remove(&e.queue, s.index)
-		}
+		e.unqueue(s)
 		e.log.Debug("schedule disabled", "schedule", id)
 		return
 	}
 	s.next = c.Spec.Next(now)
 	switch {
 	case s.next.IsZero():
-		if s.index >= 0 {
-			heap.Remove(&e.queue, s.index)
-		}
+		e.unqueue(s)
 	case s.index >= 0:
 		heap.Fix(&e.queue, s.index)
 	default:
@@ -341,10 +337,15 @@ func (e *Engine) apply(en jetstream.KeyValueEntry, now time.Time, initial bool) 
 	e.checkMissed(s, now, initial)
 }
 
-func (e *Engine) remove(s *slot) {
+// unqueue takes s out of the heap, if it is in.
+func (e *Engine) unqueue(s *slot) {
 	if s.index >= 0 {
 		heap.Remove(&e.queue, s.index)
 	}
+}
+
+func (e *Engine) remove(s *slot) {
+	e.unqueue(s)
 	delete(e.slots, s.id)
 	s.mu.Lock()
 	s.gone = true

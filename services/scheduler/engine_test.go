@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanade-go/kanade/nodetest"
@@ -57,6 +58,22 @@ func waitSynced(t *testing.T, s *Scheduler) {
 	}
 }
 
+// startEvery10s starts a synced scheduler on a fake clock at t0 (a whole
+// minute) with the echo job and schedule a firing every 10 s, armed for
+// t0+10s, and listens to every command.
+func startEvery10s(t *testing.T, n *nodetest.Node, t0 time.Time) (*Scheduler, *fakeClock, *nats.Conn, *commandSub) {
+	t.Helper()
+	clock := newFakeClock(t0)
+	s := startScheduler(t, n, "a", clock)
+	waitSynced(t, s)
+	nc := n.Conn(t)
+	cmds := subscribeCommands(t, nc, wire.SubjectCommandsAll)
+	mustCall(t, nc, "kanade.jobs.put", "", echoJob)
+	mustCall(t, nc, "kanade.schedules.put", "", `{"id":"a","job_id":"echo","cron":"*/10 * * * * *"}`)
+	clock.waitArmed(t, t0.Add(10*time.Second))
+	return s, clock, nc, cmds
+}
+
 // The engine fires on the tick, and a put, disable, enable or delete in
 // the bucket takes effect at once; the job is read at fire time.
 func TestEngineFollowsKV(t *testing.T) {
@@ -65,15 +82,7 @@ func TestEngineFollowsKV(t *testing.T) {
 	// time R with a tick between R and the fake now would be a missed
 	// tick to catch up, which is not what this test is about.
 	t0 := time.Now().Truncate(time.Minute).Add(-10 * time.Minute)
-	clock := newFakeClock(t0)
-	s := startScheduler(t, n, "a", clock)
-	waitSynced(t, s)
-	nc := n.Conn(t)
-	cmds := subscribeCommands(t, nc, wire.SubjectCommandsAll)
-	mustCall(t, nc, "kanade.jobs.put", "", echoJob)
-
-	mustCall(t, nc, "kanade.schedules.put", "", `{"id":"a","job_id":"echo","cron":"*/10 * * * * *"}`)
-	clock.waitArmed(t, t0.Add(10*time.Second))
+	s, clock, nc, cmds := startEvery10s(t, n, t0)
 	clock.Set(t0.Add(10 * time.Second))
 	c, _ := cmds.next(t)
 	wantTick(t, c, "a", t0.Add(10*time.Second))
@@ -241,14 +250,7 @@ func TestClaimsBucket(t *testing.T) {
 func TestEngineStalledSkipsBacklog(t *testing.T) {
 	n := nodetest.Start(t)
 	t0 := time.Now().Truncate(time.Minute).Add(-20 * time.Minute)
-	clock := newFakeClock(t0)
-	s := startScheduler(t, n, "a", clock)
-	waitSynced(t, s)
-	nc := n.Conn(t)
-	cmds := subscribeCommands(t, nc, wire.SubjectCommandsAll)
-	mustCall(t, nc, "kanade.jobs.put", "", echoJob)
-	mustCall(t, nc, "kanade.schedules.put", "", `{"id":"a","job_id":"echo","cron":"*/10 * * * * *"}`)
-	clock.waitArmed(t, t0.Add(10*time.Second))
+	_, clock, nc, cmds := startEvery10s(t, n, t0)
 
 	// Five minutes pass at once: 30 ticks are overdue, the oldest far past
 	// the grace. The backlog is skipped (and logged); the next tick fires.

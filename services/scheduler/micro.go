@@ -10,12 +10,9 @@ import (
 	"github.com/kanade-go/kanade/services/api"
 )
 
-// paramHeaderPrefix carries path parameters when the gateway forwards a
-// body that is not JSON (a YAML manifest) verbatim.
-const paramHeaderPrefix = "Kanade-Param-"
-
 // params decodes the request's parameters into v: the JSON object body, or,
-// for a non-JSON body, the Kanade-Param-<name> headers.
+// for a non-JSON body (a YAML manifest forwarded verbatim), the
+// api.ParamHeaderPrefix<name> headers.
 func params(r api.Request, v any) error {
 	body := bytes.TrimSpace(r.Data)
 	if len(body) == 0 || body[0] == '{' {
@@ -23,12 +20,24 @@ func params(r api.Request, v any) error {
 	}
 	m := map[string]string{}
 	for k, vals := range r.Header {
-		if len(vals) > 0 && len(k) > len(paramHeaderPrefix) && strings.EqualFold(k[:len(paramHeaderPrefix)], paramHeaderPrefix) {
-			m[k[len(paramHeaderPrefix):]] = vals[0]
+		if len(vals) > 0 && len(k) > len(api.ParamHeaderPrefix) && strings.EqualFold(k[:len(api.ParamHeaderPrefix)], api.ParamHeaderPrefix) {
+			m[k[len(api.ParamHeaderPrefix):]] = vals[0]
 		}
 	}
 	b, _ := json.Marshal(m)
 	return api.Decode(b, v)
+}
+
+// with adapts fn to a handler that first decodes the request's parameters
+// into P, so each endpoint states only what it does with them.
+func with[P any](fn func(ctx context.Context, p P) (any, error)) api.Handler {
+	return func(ctx context.Context, r api.Request) (any, error) {
+		var p P
+		if err := params(r, &p); err != nil {
+			return nil, err
+		}
+		return fn(ctx, p)
+	}
 }
 
 type jobParams struct {
@@ -37,6 +46,15 @@ type jobParams struct {
 
 type scheduleParams struct {
 	ID string `json:"id"`
+}
+
+type upcomingParams struct {
+	Limit int `json:"limit"`
+}
+
+type previewParams struct {
+	ID    string `json:"id"`
+	Count int    `json:"count"`
 }
 
 // services binds the jobs and schedules capabilities to micro services.
@@ -51,34 +69,22 @@ func services(cat *Catalog, eng *Engine, firer *Firer, clock Clock, log *slog.Lo
 					return cat.ListJobs(ctx)
 				}},
 			{Name: "get", Subject: "kanade.jobs.get", HTTP: "GET /api/jobs/{job_id}",
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					var p jobParams
-					if err := params(r, &p); err != nil {
-						return nil, err
-					}
+				Handler: with(func(ctx context.Context, p jobParams) (any, error) {
 					_, raw, err := cat.GetJob(ctx, p.JobID)
 					return raw, err
-				}},
+				})},
 			{Name: "put", Subject: "kanade.jobs.put", HTTP: "POST /api/jobs",
 				Handler: func(ctx context.Context, r api.Request) (any, error) {
 					return cat.PutJob(ctx, r.Data, r.ContentType())
 				}},
 			{Name: "delete", Subject: "kanade.jobs.delete", HTTP: "DELETE /api/jobs/{job_id}",
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					var p jobParams
-					if err := params(r, &p); err != nil {
-						return nil, err
-					}
+				Handler: with(func(ctx context.Context, p jobParams) (any, error) {
 					return nil, cat.DeleteJob(ctx, p.JobID)
-				}},
+				})},
 			{Name: "exec", Subject: "kanade.jobs.exec", HTTP: "POST /api/exec/{job_id}",
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					var req ExecRequest
-					if err := params(r, &req); err != nil {
-						return nil, err
-					}
+				Handler: with(func(ctx context.Context, req ExecRequest) (any, error) {
 					return ExecNow(ctx, cat, firer, req, clock.Now())
-				}},
+				})},
 		},
 	}
 	scheds := api.Service{
@@ -99,63 +105,34 @@ func services(cat *Catalog, eng *Engine, firer *Firer, clock Clock, log *slog.Lo
 					return out, nil
 				}},
 			{Name: "upcoming", Subject: "kanade.schedules.upcoming", HTTP: "GET /api/schedules/upcoming", IntParams: []string{"limit"},
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					var p struct {
-						Limit int `json:"limit"`
-					}
-					if err := params(r, &p); err != nil {
-						return nil, err
-					}
+				Handler: with(func(ctx context.Context, p upcomingParams) (any, error) {
 					return eng.Upcoming(ctx, p.Limit)
-				}},
+				})},
 			{Name: "get", Subject: "kanade.schedules.get", HTTP: "GET /api/schedules/{id}",
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					var p scheduleParams
-					if err := params(r, &p); err != nil {
-						return nil, err
-					}
+				Handler: with(func(ctx context.Context, p scheduleParams) (any, error) {
 					s, err := cat.GetSchedule(ctx, p.ID)
 					return s.Raw, err
-				}},
+				})},
 			{Name: "put", Subject: "kanade.schedules.put", HTTP: "POST /api/schedules",
 				Handler: func(ctx context.Context, r api.Request) (any, error) {
 					return cat.PutSchedule(ctx, r.Data, r.ContentType())
 				}},
 			{Name: "delete", Subject: "kanade.schedules.delete", HTTP: "DELETE /api/schedules/{id}",
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					var p scheduleParams
-					if err := params(r, &p); err != nil {
-						return nil, err
-					}
+				Handler: with(func(ctx context.Context, p scheduleParams) (any, error) {
 					return nil, cat.DeleteSchedule(ctx, p.ID)
-				}},
+				})},
 			{Name: "enable", Subject: "kanade.schedules.enable", HTTP: "POST /api/schedules/{id}/enable",
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					var p scheduleParams
-					if err := params(r, &p); err != nil {
-						return nil, err
-					}
+				Handler: with(func(ctx context.Context, p scheduleParams) (any, error) {
 					return cat.SetEnabled(ctx, p.ID, true)
-				}},
+				})},
 			{Name: "disable", Subject: "kanade.schedules.disable", HTTP: "POST /api/schedules/{id}/disable",
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					var p scheduleParams
-					if err := params(r, &p); err != nil {
-						return nil, err
-					}
+				Handler: with(func(ctx context.Context, p scheduleParams) (any, error) {
 					return cat.SetEnabled(ctx, p.ID, false)
-				}},
+				})},
 			{Name: "preview", Subject: "kanade.schedules.preview", HTTP: "GET /api/schedules/{id}/preview", IntParams: []string{"count"},
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					var p struct {
-						ID    string `json:"id"`
-						Count int    `json:"count"`
-					}
-					if err := params(r, &p); err != nil {
-						return nil, err
-					}
+				Handler: with(func(ctx context.Context, p previewParams) (any, error) {
 					return cat.Preview(ctx, p.ID, p.Count, clock.Now())
-				}},
+				})},
 		},
 	}
 	return []api.Service{jobs, scheds}

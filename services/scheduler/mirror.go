@@ -14,10 +14,9 @@ import (
 // fire reads the current job or group membership without a round trip.
 // An edit shows within a watcher delivery, milliseconds.
 type Mirror[T any] struct {
-	name   string
-	mu     sync.RWMutex
-	m      map[string]T
-	synced chan struct{}
+	name string
+	mu   sync.RWMutex
+	m    map[string]T
 }
 
 // WatchMirror starts mirroring kv until ctx ends; wg tracks the goroutine.
@@ -28,7 +27,7 @@ func WatchMirror[T any](ctx context.Context, kv jetstream.KeyValue, wg *sync.Wai
 	if err != nil {
 		return nil, fmt.Errorf("watch %s: %w", name, err)
 	}
-	mi := &Mirror[T]{name: name, m: map[string]T{}, synced: make(chan struct{})}
+	mi := &Mirror[T]{name: name, m: map[string]T{}}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -41,11 +40,9 @@ func WatchMirror[T any](ctx context.Context, kv jetstream.KeyValue, wg *sync.Wai
 				if !ok {
 					return
 				}
-				if e == nil {
-					close(mi.synced)
-					continue
+				if e != nil { // nil marks the end of the initial values
+					mi.apply(e, log)
 				}
-				mi.apply(e, log)
 			}
 		}
 	}()
@@ -63,9 +60,6 @@ func (mi *Mirror[T]) Get(key string) (T, bool) {
 	v, ok := mi.m[key]
 	return v, ok
 }
-
-// Synced is closed once the bucket's content at start is loaded.
-func (mi *Mirror[T]) Synced() <-chan struct{} { return mi.synced }
 
 func (mi *Mirror[T]) apply(e jetstream.KeyValueEntry, log *slog.Logger) {
 	mi.mu.Lock()
