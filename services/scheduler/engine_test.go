@@ -27,7 +27,7 @@ func catalogOf(t testing.TB, n *nodetest.Node) *Catalog {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Catalog{Jobs: jobs, Schedules: scheds}
+	return &Catalog{Jobs: jobs, Schedules: scheds, JS: js}
 }
 
 func wantTick(t *testing.T, c wire.Command, schedID string, tick time.Time) {

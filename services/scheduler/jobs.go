@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -97,6 +98,9 @@ func (m Manifest) TimeoutSecs() int64 {
 type Catalog struct {
 	Jobs      jetstream.KeyValue
 	Schedules jetstream.KeyValue
+	// JS, when set, makes single-key reads go to the bucket's stream
+	// leader so a request sees the writes of the one before it (kvread.go).
+	JS jetstream.JetStream
 }
 
 // ListJobs returns every stored manifest, ordered by id.
@@ -117,7 +121,7 @@ func (c *Catalog) GetJob(ctx context.Context, id string) (Manifest, json.RawMess
 	if !validID(id) {
 		return Manifest{}, nil, api.NotFound("job %q not found", id)
 	}
-	e, err := c.Jobs.Get(ctx, id)
+	e, err := c.kvGet(ctx, c.Jobs, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return Manifest{}, nil, api.NotFound("job %q not found", id)
 	}
@@ -125,10 +129,10 @@ func (c *Catalog) GetJob(ctx context.Context, id string) (Manifest, json.RawMess
 		return Manifest{}, nil, fmt.Errorf("get job %s: %w", id, err)
 	}
 	var m Manifest
-	if err := json.Unmarshal(e.Value(), &m); err != nil {
+	if err := json.Unmarshal(e.value, &m); err != nil {
 		return m, nil, fmt.Errorf("stored job %s is not a manifest: %w", id, err)
 	}
-	return m, json.RawMessage(e.Value()), nil
+	return m, json.RawMessage(e.value), nil
 }
 
 // PutJob validates and stores a manifest, replacing any with its id.
@@ -169,24 +173,59 @@ func (c *Catalog) DeleteJob(ctx context.Context, id string) error {
 
 // listEntries reads every live entry of a bucket through one watcher
 // rather than a request per key; ordered by key.
+//
+// The watcher's consumer may sit on any replica of a replicated bucket,
+// one that lags behind the write a client's previous request just made
+// through another node. So it first asks the stream leader for the last
+// sequence and reads on past the watcher's end-of-snapshot marker until it
+// has seen that sequence (the last message of the stream is always the
+// newest of its key, so it is among the entries, deletes included).
 func listEntries(ctx context.Context, kv jetstream.KeyValue) ([]jetstream.KeyValueEntry, error) {
-	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var want uint64
+	if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok {
+		want = bs.StreamInfo().State.LastSeq
+	}
+	w, err := kv.WatchAll(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer w.Stop()
-	var out []jetstream.KeyValueEntry
+	latest := map[string]jetstream.KeyValueEntry{}
+	var seen uint64
+	var caughtUp <-chan time.Time // armed at the snapshot's end
+	done := func() []jetstream.KeyValueEntry {
+		out := make([]jetstream.KeyValueEntry, 0, len(latest))
+		for _, e := range latest {
+			if e.Operation() == jetstream.KeyValuePut {
+				out = append(out, e)
+			}
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
+		return out
+	}
 	for {
 		select {
 		case e, ok := <-w.Updates():
 			if !ok {
 				return nil, errors.New("watcher closed")
 			}
-			if e == nil {
-				sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
-				return out, nil
+			if e != nil {
+				latest[e.Key()] = e
+				seen = max(seen, e.Revision())
+			} else if caughtUp == nil {
+				// A replica that does not catch up within this bound is
+				// broken rather than slow; answer with what it has.
+				caughtUp = time.After(3 * time.Second)
 			}
-			out = append(out, e)
+			if caughtUp != nil && seen >= want {
+				return done(), nil
+			}
+		case <-caughtUp:
+			return done(), nil
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}

@@ -94,7 +94,7 @@ func Start(ctx context.Context, o Options) (*Scheduler, error) {
 		return nil, err
 	}
 
-	s := &Scheduler{Catalog: &Catalog{Jobs: jobs, Schedules: scheds}}
+	s := &Scheduler{Catalog: &Catalog{Jobs: jobs, Schedules: scheds, JS: js}}
 	bg, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	groups, err := WatchMirror[[]string](bg, groupsKV, &s.wg, o.Logger)

@@ -146,18 +146,18 @@ func (c *Catalog) getSchedule(ctx context.Context, id string) (Schedule, uint64,
 	if !validID(id) {
 		return Schedule{}, 0, api.NotFound("schedule %q not found", id)
 	}
-	e, err := c.Schedules.Get(ctx, id)
+	e, err := c.kvGet(ctx, c.Schedules, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return Schedule{}, 0, api.NotFound("schedule %q not found", id)
 	}
 	if err != nil {
 		return Schedule{}, 0, fmt.Errorf("get schedule %s: %w", id, err)
 	}
-	s, err := decodeStored(e.Value())
+	s, err := decodeStored(e.value)
 	if err != nil {
 		return s, 0, fmt.Errorf("schedule %s: %w", id, err)
 	}
-	return s, e.Revision(), nil
+	return s, e.revision, nil
 }
 
 // PutSchedule validates and stores a schedule; 400 if its job is unknown.
@@ -195,8 +195,8 @@ func (c *Catalog) DeleteSchedule(ctx context.Context, id string) error {
 func (c *Catalog) SetEnabled(ctx context.Context, id string, on bool) (json.RawMessage, error) {
 	for attempt := range 5 {
 		if attempt > 0 {
-			// On a replicated bucket the read may come from a follower
-			// that has not seen the write that beat us yet.
+			// Another writer changed the schedule between our read and
+			// our update: back off a little and re-read.
 			time.Sleep(time.Duration(attempt) * 20 * time.Millisecond)
 		}
 		s, rev, err := c.getSchedule(ctx, id)

@@ -1,0 +1,215 @@
+package scheduler
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kanade-go/kanade/embedded"
+	"github.com/kanade-go/kanade/nodetest"
+	"github.com/kanade-go/kanade/streams"
+	"github.com/kanade-go/kanade/wire"
+)
+
+// testCluster is three clustered embedded servers with the buckets at
+// three replicas, and one catalog per server on its own server's
+// connection, as three backend nodes have.
+type testCluster struct {
+	t    *testing.T
+	opts []embedded.Options
+	srvs []*embedded.Server
+	cats []*Catalog
+}
+
+func startCluster(t *testing.T) *testCluster {
+	t.Helper()
+	routes := nodetest.FreeAddrs(t, 3)
+	var urls []string
+	for _, r := range routes {
+		urls = append(urls, "nats://"+r)
+	}
+	c := &testCluster{t: t, srvs: make([]*embedded.Server, 3), cats: make([]*Catalog, 3)}
+	for i := range 3 {
+		c.opts = append(c.opts, embedded.Options{
+			StoreDir:   filepath.Join(t.TempDir(), "nats"),
+			Listen:     "127.0.0.1:0",
+			ServerName: fmt.Sprintf("kanade-n%d", i),
+			Sync:       embedded.SyncInterval,
+			Logger:     nodetest.Logger(t),
+			Cluster:    embedded.Cluster{Listen: routes[i], Routes: urls, Name: "test"},
+		})
+		c.start(i, false)
+	}
+	t.Cleanup(func() {
+		for _, s := range c.srvs {
+			if s != nil {
+				s.Shutdown()
+			}
+		}
+	})
+	// The meta leader is elected a moment after the servers start.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := streams.Ensure(ctx, c.cats[0].JS, 3, nodetest.Logger(t))
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ensure streams: %v", err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	for i := range 3 {
+		c.openBuckets(i)
+	}
+	return c
+}
+
+// start (re)starts server i and connects its catalog.
+func (c *testCluster) start(i int, buckets bool) {
+	c.t.Helper()
+	s, err := embedded.Start(c.opts[i])
+	if err != nil {
+		c.t.Fatalf("start node %d: %v", i, err)
+	}
+	c.srvs[i] = s
+	nc, err := s.Connect("test")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.cats[i] = &Catalog{JS: js}
+	if buckets {
+		c.openBuckets(i)
+	}
+}
+
+func (c *testCluster) openBuckets(i int) {
+	c.t.Helper()
+	var err error
+	cat := c.cats[i]
+	ctx := context.Background()
+	if cat.Jobs, err = cat.JS.KeyValue(ctx, wire.BucketJobs); err != nil {
+		c.t.Fatal(err)
+	}
+	if cat.Schedules, err = cat.JS.KeyValue(ctx, wire.BucketSchedules); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *testCluster) stop(i int) {
+	c.cats[i].JS.Conn().Close()
+	c.srvs[i].Shutdown()
+	c.srvs[i] = nil
+}
+
+// TestCatalogReadsItsWritesAcrossNodes is the cluster failure CI caught: a
+// job put through one node and a schedule naming it put through another
+// right after must be accepted, and every node must list and get what was
+// just written, although a replicated bucket's followers apply writes a
+// moment after the leader acknowledges them.
+func TestCatalogReadsItsWritesAcrossNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-server cluster")
+	}
+	cl := startCluster(t)
+	cats := cl.cats
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := range 60 {
+		w, r := cats[i%3], cats[(i+1)%3]
+		id := fmt.Sprintf("job-%02d", i)
+		if _, err := w.PutJob(ctx, []byte(`{"id":"`+id+`","version":"1","execute":{"shell":"sh","script":"true","timeout":"1m"}}`), "application/json"); err != nil {
+			t.Fatalf("put job %s: %v", id, err)
+		}
+		sched := fmt.Sprintf(`{"id":"s-%02d","job_id":"%s","cron":"@hourly"}`, i, id)
+		if _, err := r.PutSchedule(ctx, []byte(sched), "application/json"); err != nil {
+			t.Fatalf("schedule naming %s, put through the next node right after the job: %v", id, err)
+		}
+		third := cats[(i+2)%3]
+		if _, _, err := third.GetJob(ctx, id); err != nil {
+			t.Fatalf("get %s through the third node: %v", id, err)
+		}
+		jobs, err := third.ListJobs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(jobs) != i+1 {
+			t.Fatalf("after %d puts the third node lists %d jobs", i+1, len(jobs))
+		}
+		scheds, err := w.ListSchedules(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(scheds) != i+1 {
+			t.Fatalf("after %d puts the first node lists %d schedules", i+1, len(scheds))
+		}
+		// A delete is read as gone at once on every node, too.
+		if i%10 == 9 {
+			if err := w.DeleteSchedule(ctx, fmt.Sprintf("s-%02d", i)); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.DeleteJob(ctx, id); err != nil {
+				t.Fatalf("delete %s right after its schedule was deleted elsewhere: %v", id, err)
+			}
+			if _, _, err := third.GetJob(ctx, id); err == nil {
+				t.Fatalf("deleted job %s still found through the third node", id)
+			}
+			// Put them back so the counts above stay simple.
+			if _, err := w.PutJob(ctx, []byte(`{"id":"`+id+`","version":"1","execute":{"shell":"sh","script":"true","timeout":"1m"}}`), "application/json"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.PutSchedule(ctx, []byte(sched), "application/json"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	// The harsh case: a node restarted after missing writes. Its replicas
+	// catch up in the background while its clients are already served.
+	cl.stop(2)
+	big := bytes.Repeat([]byte("x"), 64<<10)
+	for n := range 400 {
+		// Other keys' writes, enough that the catch-up takes a while.
+		if _, err := cats[0].JS.PublishAsync(fmt.Sprintf("$KV.%s.zz-filler-%d", wire.BucketSchedules, n%4), big); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-cats[0].JS.PublishAsyncComplete():
+	case <-ctx.Done():
+		t.Fatal("filler writes not acknowledged")
+	}
+	for i := range 5 {
+		id := fmt.Sprintf("late-%d", i)
+		if _, err := cats[0].PutJob(ctx, []byte(`{"id":"`+id+`","version":"1","execute":{"shell":"sh","script":"true","timeout":"1m"}}`), "application/json"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl.start(2, true)
+	back := cl.cats[2]
+	for i := range 5 {
+		id := fmt.Sprintf("late-%d", i)
+		if _, err := back.PutSchedule(ctx, []byte(fmt.Sprintf(`{"id":"late-%d","job_id":"%s","cron":"@daily"}`, i, id)), "application/json"); err != nil {
+			t.Fatalf("restarted node, schedule naming %s written while it was down: %v", id, err)
+		}
+	}
+	jobs, err := back.ListJobs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(jobs) != 65 {
+		t.Fatalf("restarted node lists %d jobs, want 65", len(jobs))
+	}
+}
