@@ -26,7 +26,8 @@ const lateGrace = time.Minute
 type EngineOptions struct {
 	Schedules jetstream.KeyValue
 	Jobs      jetstream.KeyValue
-	JobCache  *Mirror[Manifest] // optional: jobs without a round trip
+	JobCache  *Mirror[Manifest]   // optional: jobs without a round trip
+	JS        jetstream.JetStream // optional: reads a job missing from JobCache at the leader
 	Claims    jetstream.KeyValue
 	Firer     *Firer
 	Clock     Clock
@@ -485,14 +486,16 @@ func (e *Engine) handle(s *slot, r tickReq) {
 	if !ok {
 		// Not mirrored (yet): ask the bucket.
 		err = e.retry(ctx, r, func() error {
-			en, err := e.o.Jobs.Get(ctx, r.c.JobID)
+			// From the leader: a job put a moment ago may not have
+			// reached this node's replica, and the tick is ours alone.
+			en, err := readKey(ctx, e.o.JS, e.o.Jobs, r.c.JobID)
 			if errors.Is(err, jetstream.ErrKeyNotFound) {
 				return errJobGone
 			}
 			if err != nil {
 				return err
 			}
-			return json.Unmarshal(en.Value(), &m)
+			return json.Unmarshal(en.value, &m)
 		})
 		if err != nil {
 			log.Error("tick not fired: read job", "job_id", r.c.JobID, "err", err)

@@ -89,16 +89,20 @@ func leaderGet(ctx context.Context, js jetstream.JetStream, bucket, key string) 
 	return kvEntry{value: resp.Message.Data, revision: resp.Message.Seq}, nil
 }
 
-// kvGet reads a catalog key from the leader when the catalog has a
-// JetStream context, else through the bucket (tests on one server, where
-// every read is consistent anyway).
-func (c *Catalog) kvGet(ctx context.Context, kv jetstream.KeyValue, key string) (kvEntry, error) {
-	if c.JS == nil {
+// readKey reads key from kv at the bucket's stream leader when js is set,
+// else through the bucket (tests on one server, where every read is
+// consistent anyway).
+func readKey(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, key string) (kvEntry, error) {
+	if js == nil {
 		e, err := kv.Get(ctx, key)
 		if err != nil {
 			return kvEntry{}, err
 		}
 		return kvEntry{value: e.Value(), revision: e.Revision()}, nil
 	}
-	return leaderGet(ctx, c.JS, kv.Bucket(), key)
+	return leaderGet(ctx, js, kv.Bucket(), key)
+}
+
+func (c *Catalog) kvGet(ctx context.Context, kv jetstream.KeyValue, key string) (kvEntry, error) {
+	return readKey(ctx, c.JS, kv, key)
 }

@@ -109,7 +109,7 @@ func Start(ctx context.Context, o Options) (*Scheduler, error) {
 	}
 	firer := &Firer{JS: js, Agents: &AgentCounter{DB: o.DB, Groups: groups, Now: o.Clock.Now, Log: o.Logger}}
 	s.Engine, err = StartEngine(ctx, EngineOptions{
-		Schedules: scheds, Jobs: jobs, JobCache: jobCache, Claims: claims, Firer: firer, Clock: o.Clock,
+		Schedules: scheds, Jobs: jobs, JobCache: jobCache, JS: js, Claims: claims, Firer: firer, Clock: o.Clock,
 		Instance: o.NodeName + "-" + uuid.NewString()[:8], Workers: o.Workers, Logger: o.Logger,
 	})
 	if err != nil {
