@@ -228,43 +228,60 @@ func (c *Command) UnmarshalJSON(b []byte) error {
 
 // UnmarshalJSON accepts the old name job_id for exec_id.
 func (r *ExecResult) UnmarshalJSON(b []byte) error {
+	v, err := unmarshalResult(b)
+	*r = v
+	return err
+}
+
+// unmarshalResult decodes into a shadow type without the method, so the
+// payload is scanned once: json.Unmarshal into *ExecResult would check the
+// whole payload, call the method, and check it again. The projector decodes
+// every result, and outputs make them kilobytes long.
+func unmarshalResult(b []byte) (ExecResult, error) {
 	type plain ExecResult
 	var v struct {
 		plain
 		JobID *string `json:"job_id"`
 	}
 	if err := json.Unmarshal(b, &v); err != nil {
-		return err
+		return ExecResult(v.plain), err
 	}
-	*r = ExecResult(v.plain)
+	r := ExecResult(v.plain)
 	if r.ExecID == nil && v.JobID != nil {
 		r.ExecID = v.JobID
 	}
-	return nil
+	return r, nil
 }
 
 // UnmarshalJSON accepts the old name job_id for exec_id.
 func (e *EventStarted) UnmarshalJSON(b []byte) error {
+	v, err := unmarshalStarted(b)
+	*e = v
+	return err
+}
+
+// unmarshalStarted is unmarshalResult's twin for EventStarted.
+func unmarshalStarted(b []byte) (EventStarted, error) {
 	type plain EventStarted
 	var v struct {
 		plain
 		JobID *string `json:"job_id"`
 	}
 	if err := json.Unmarshal(b, &v); err != nil {
-		return err
+		return EventStarted(v.plain), err
 	}
-	*e = EventStarted(v.plain)
+	e := EventStarted(v.plain)
 	if e.ExecID == "" && v.JobID != nil {
 		e.ExecID = *v.JobID
 	}
-	return nil
+	return e, nil
 }
 
 // DecodeResult decodes and checks an ExecResult: request_id and pc_id are
 // required, and a missing result_id is replaced by the legacy derived id.
 func DecodeResult(b []byte) (ExecResult, error) {
-	var r ExecResult
-	if err := json.Unmarshal(b, &r); err != nil {
+	r, err := unmarshalResult(b)
+	if err != nil {
 		return r, fmt.Errorf("decode ExecResult: %w", err)
 	}
 	if r.RequestID == "" {
@@ -282,8 +299,8 @@ func DecodeResult(b []byte) (ExecResult, error) {
 // DecodeStarted decodes and checks an EventStarted. A missing result_id is
 // replaced by the legacy derived id, as for results.
 func DecodeStarted(b []byte) (EventStarted, error) {
-	var e EventStarted
-	if err := json.Unmarshal(b, &e); err != nil {
+	e, err := unmarshalStarted(b)
+	if err != nil {
 		return e, fmt.Errorf("decode EventStarted: %w", err)
 	}
 	if e.RequestID == "" {
