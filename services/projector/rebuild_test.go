@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -141,6 +142,15 @@ func runChild(url, dbPath string) error {
 	}
 	defer db.Close()
 	variant := os.Getenv(childEnvVariant)
+	// A variant "pragma:<p>;<p>..." runs writer pragmas first, for
+	// side-by-side trials of settings (benchmarks only).
+	if ps, ok := strings.CutPrefix(variant, "pragma:"); ok {
+		for _, q := range strings.Split(ps, ";") {
+			if _, err := db.W.ExecContext(ctx, "PRAGMA "+q); err != nil {
+				return fmt.Errorf("PRAGMA %s: %w", q, err)
+			}
+		}
+	}
 	if variant == "base" {
 		// The writer pragmas before the rebuild work, for side-by-side
 		// figures (the writer has one connection, so they stick).
