@@ -1,10 +1,13 @@
 package scheduler
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/kanade-go/kanade/nodetest"
@@ -67,8 +70,15 @@ func TestJobsCatalog(t *testing.T) {
 	if code, _ := call(t, nc, "kanade.jobs.get", "", `{"job_id":"nope"}`); code != 404 {
 		t.Errorf("get unknown: %d", code)
 	}
-	if code, _ := call(t, nc, "kanade.jobs.delete", "", `{"job_id":"nope"}`); code != 404 {
-		t.Errorf("delete unknown: %d", code)
+	// Deleting what is not there succeeds, as upstream's does, and
+	// leaves no trace in the bucket.
+	for _, id := range []string{"nope", "not a valid id"} {
+		if code, out := call(t, nc, "kanade.jobs.delete", "", `{"job_id":"`+id+`"}`); code != 200 || out != "" {
+			t.Errorf("delete unknown %q: %d %q, want an empty success (204)", id, code, out)
+		}
+	}
+	if _, err := catalogOf(t, n).Jobs.History(context.Background(), "nope"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("delete of an unknown job wrote to the bucket: %v", err)
 	}
 
 	// A schedule holds the job: 409 until it goes.
@@ -152,15 +162,29 @@ func TestSchedulesAPI(t *testing.T) {
 	if len(up) != 1 || up[0].ID != "often" || up[0].NextRun != "2026-05-16T10:20:00Z" {
 		t.Errorf("upcoming after enable: %+v", up)
 	}
-	out = mustCall(t, nc, "kanade.schedules.disable", "", `{"id":"often"}`)
-	if !strings.Contains(out, `"enabled":false`) {
-		t.Errorf("disable reply %s", out)
+	// enable and disable answer 204 with no body, as upstream's do.
+	if out := mustCall(t, nc, "kanade.schedules.disable", "", `{"id":"often"}`); out != "" {
+		t.Errorf("disable reply %q, want none (204)", out)
 	}
-	if code, _ := call(t, nc, "kanade.schedules.enable", "", `{"id":"nope"}`); code != 404 {
-		t.Errorf("enable unknown: %d", code)
+	if out := mustCall(t, nc, "kanade.schedules.get", "", `{"id":"often"}`); !strings.Contains(out, `"enabled":false`) {
+		t.Errorf("after disable: %s", out)
 	}
-	if code, _ := call(t, nc, "kanade.schedules.delete", "", `{"id":"nope"}`); code != 404 {
-		t.Errorf("delete unknown: %d", code)
+	for _, op := range []string{"enable", "disable"} {
+		if code, _ := call(t, nc, "kanade.schedules."+op, "", `{"id":"nope"}`); code != 404 {
+			t.Errorf("%s unknown: %d", op, code)
+		}
+	}
+	if code, out := call(t, nc, "kanade.schedules.delete", "", `{"id":"nope"}`); code != 200 || out != "" {
+		t.Errorf("delete unknown: %d %q, want an empty success (204)", code, out)
+	}
+	if code, out := call(t, nc, "kanade.schedules.delete", "", `{"id":"often"}`); code != 200 || out != "" {
+		t.Errorf("delete: %d %q, want an empty success (204)", code, out)
+	}
+	if code, _ := call(t, nc, "kanade.schedules.get", "", `{"id":"often"}`); code != 404 {
+		t.Errorf("get deleted: %d", code)
+	}
+	if _, err := catalogOf(t, n).Schedules.History(context.Background(), "nope"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("delete of an unknown schedule wrote to the bucket: %v", err)
 	}
 	if code, msg := call(t, nc, "kanade.schedules.get", "", `{"id":"berlin","bogus":1}`); code != 400 || !strings.Contains(msg, "bogus") {
 		t.Errorf("unknown parameter: %d %s", code, msg)

@@ -132,3 +132,39 @@ func validID(s string) bool {
 	}
 	return true
 }
+
+// withField returns the JSON object raw with key set to the JSON of v,
+// every other member kept as it was. The member is appended; a member of
+// that name already there gives way (the object is re-encoded then).
+func withField(raw json.RawMessage, key string, v any) (json.RawMessage, error) {
+	val, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", key, err)
+	}
+	k, _ := json.Marshal(key)
+	b := bytes.TrimSpace(raw)
+	if len(b) < 2 || b[0] != '{' || b[len(b)-1] != '}' || !json.Valid(b) {
+		return nil, errors.New("not a JSON object")
+	}
+	if bytes.Contains(b, k) {
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(b, &m); err != nil {
+			return nil, err
+		}
+		if _, dup := m[key]; dup {
+			m[key] = val
+			return json.Marshal(m)
+		}
+	}
+	body := bytes.TrimSpace(b[1 : len(b)-1])
+	out := make([]byte, 0, len(b)+len(k)+len(val)+3)
+	out = append(out, '{')
+	out = append(out, body...)
+	if len(body) > 0 {
+		out = append(out, ',')
+	}
+	out = append(out, k...)
+	out = append(out, ':')
+	out = append(out, val...)
+	return append(out, '}'), nil
+}

@@ -45,6 +45,7 @@ type Engine struct {
 	sem chan struct{}
 
 	slots   map[string]*slot
+	invalid map[string]uint64 // schedules that cannot be used -> the revision warned of
 	queue   slotHeap
 	claimed map[string]claimEntry // claims as read at start
 
@@ -114,7 +115,7 @@ func StartEngine(ctx context.Context, o EngineOptions) (*Engine, error) {
 	}
 	e := &Engine{
 		o: o, log: o.Logger, sem: make(chan struct{}, o.Workers),
-		slots: map[string]*slot{}, claimed: map[string]claimEntry{}, synced: make(chan struct{}),
+		slots: map[string]*slot{}, invalid: map[string]uint64{}, claimed: map[string]claimEntry{}, synced: make(chan struct{}),
 		reqs: make(chan func()),
 	}
 	entries, err := listEntries(ctx, o.Claims)
@@ -290,6 +291,7 @@ func (e *Engine) apply(en jetstream.KeyValueEntry, now time.Time, initial bool) 
 	id := en.Key()
 	s := e.slots[id]
 	if en.Operation() != jetstream.KeyValuePut {
+		delete(e.invalid, id)
 		if s != nil {
 			e.remove(s)
 			e.log.Info("schedule deleted", "schedule", id)
@@ -305,12 +307,18 @@ func (e *Engine) apply(en jetstream.KeyValueEntry, now time.Time, initial bool) 
 		c, err = sched.Compile()
 	}
 	if err != nil {
-		e.log.Warn("schedule ignored: invalid", "schedule", id, "err", err)
+		// Warn once per revision: a re-watch replays the bucket. The
+		// schedules list shows the same reason (ListSchedulesAPI).
+		if e.invalid[id] != en.Revision() {
+			e.invalid[id] = en.Revision()
+			e.log.Warn("schedule not firing: it cannot be used", "schedule", id, "revision", en.Revision(), "err", err)
+		}
 		if s != nil {
 			e.remove(s)
 		}
 		return
 	}
+	delete(e.invalid, id)
 	c.Raw = nil // the engine needs the parsed fields only
 	if s == nil {
 		s = &slot{id: id, index: -1}

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -52,7 +54,7 @@ func (f Fire) Command() wire.Command {
 		Script:          m.Execute.Script,
 		TimeoutSecs:     m.TimeoutSecs(),
 		RunAs:           m.Execute.RunAs,
-		Staleness:       wire.Staleness{Mode: "cached"},
+		Staleness:       m.CommandStaleness(),
 		Cwd:             m.Execute.Cwd,
 		ScriptObject:    m.Execute.ScriptObject,
 		ScriptObjectSHA: m.Execute.ScriptObjectSHA256,
@@ -60,9 +62,6 @@ func (f Fire) Command() wire.Command {
 	}
 	if c.RunAs == "" {
 		c.RunAs = "system"
-	}
-	if m.Execute.Staleness != nil && m.Execute.Staleness.Mode != "" {
-		c.Staleness = *m.Execute.Staleness
 	}
 	if f.Jitter > 0 {
 		j := ceilSeconds(f.Jitter)
@@ -83,9 +82,27 @@ func (f Fire) Command() wire.Command {
 type Firer struct {
 	JS     jetstream.JetStream
 	Agents *AgentCounter
+	Log    *slog.Logger
+	// RetryFor bounds how long Publish keeps re-sending the messages that
+	// failed (default 5 s, under the API's 9 s request deadline).
+	RetryFor time.Duration
 }
 
-// Publish publishes f and reports what it did.
+// ackWait bounds the wait for one round of acks: a lost ack is a failure
+// to retry, not a hang.
+const ackWait = 2 * time.Second
+
+// pubMsg is one message of a fire, with its de-duplication id.
+type pubMsg struct {
+	subject, id string
+	data        []byte
+}
+
+// Publish publishes f and reports what it did. The messages that fail (an
+// error, no ack) are sent again with the same ids, the ones that went out
+// are not, until all are stored or RetryFor has passed: the streams drop a
+// copy already stored, so no agent gets the Command twice, which a new exec
+// from a client retrying would do (new ids) to the agents already reached.
 func (p *Firer) Publish(ctx context.Context, f Fire) (ExecReply, error) {
 	subjects := f.Target.Subjects()
 	count := p.Agents.Count(ctx, f.Target)
@@ -118,29 +135,116 @@ func (p *Firer) Publish(ctx context.Context, f Fire) (ExecReply, error) {
 	// together: one round trip. The projector counts results that arrive
 	// before their record, so the order does not matter. Each message has
 	// its own id, since ids are unique per stream, not per subject.
-	subjs := append([]string{streams.ExecutionSubject(f.ExecID)}, subjects...)
-	acks := make([]jetstream.PubAckFuture, 0, len(subjs))
-	for i, s := range subjs {
-		data, id := cmdData, f.ExecID+"/"+s
-		if i == 0 {
-			data, id = recData, f.ExecID
-		}
-		a, err := p.JS.PublishAsync(s, data, jetstream.WithMsgID(id))
-		if err != nil {
-			return ExecReply{}, fmt.Errorf("publish exec %s on %s: %w", f.ExecID, s, err)
-		}
-		acks = append(acks, a)
+	msgs := []pubMsg{{subject: streams.ExecutionSubject(f.ExecID), id: f.ExecID, data: recData}}
+	for _, s := range subjects {
+		msgs = append(msgs, pubMsg{subject: s, id: f.ExecID + "/" + s, data: cmdData})
 	}
-	for i, a := range acks {
+	retryFor := p.RetryFor
+	if retryFor <= 0 {
+		retryFor = 5 * time.Second
+	}
+	giveUp := time.Now().Add(retryFor)
+	all := slices.Clone(msgs)
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		failed := p.publishRound(ctx, msgs)
+		if len(failed) == 0 {
+			return ExecReply{ExecID: f.ExecID, JobID: f.Job.ID, Version: f.Job.Version, TargetCount: count, Subjects: subjects}, nil
+		}
+		if ctx.Err() != nil || time.Now().Add(wait).After(giveUp) {
+			return ExecReply{}, publishError(f.ExecID, all, failed)
+		}
+		for _, fm := range failed {
+			p.log().Warn("publish failed; retrying with the same ids", "exec_id", f.ExecID,
+				"subject", fm.msg.subject, "err", fm.err)
+		}
 		select {
-		case <-a.Ok():
-		case err := <-a.Err():
-			return ExecReply{}, fmt.Errorf("publish exec %s on %s: %w", f.ExecID, subjs[i], err)
 		case <-ctx.Done():
-			return ExecReply{}, fmt.Errorf("publish exec %s on %s: %w", f.ExecID, subjs[i], ctx.Err())
+			return ExecReply{}, publishError(f.ExecID, all, failed)
+		case <-time.After(wait):
+		}
+		msgs = msgs[:0]
+		for _, fm := range failed {
+			msgs = append(msgs, fm.msg)
 		}
 	}
-	return ExecReply{ExecID: f.ExecID, JobID: f.Job.ID, Version: f.Job.Version, TargetCount: count, Subjects: subjects}, nil
+}
+
+type failedMsg struct {
+	msg pubMsg
+	err error
+}
+
+// publishRound publishes msgs and waits for their acks; it returns those
+// that failed or were not acked within ackWait.
+func (p *Firer) publishRound(ctx context.Context, msgs []pubMsg) []failedMsg {
+	var failed []failedMsg
+	acks := make([]jetstream.PubAckFuture, len(msgs))
+	for i, m := range msgs {
+		a, err := p.JS.PublishAsync(m.subject, m.data, jetstream.WithMsgID(m.id))
+		if err != nil {
+			failed = append(failed, failedMsg{m, err})
+			continue
+		}
+		acks[i] = a
+	}
+	actx, cancel := context.WithTimeout(ctx, ackWait)
+	defer cancel()
+	for i, a := range acks {
+		if a == nil {
+			continue
+		}
+		if err := awaitAck(actx, a); err != nil {
+			failed = append(failed, failedMsg{msgs[i], err})
+		}
+	}
+	return failed
+}
+
+// awaitAck waits for a's ack until ctx ends; an ack already in counts
+// even then.
+func awaitAck(ctx context.Context, a jetstream.PubAckFuture) error {
+	select {
+	case <-a.Ok():
+		return nil
+	case err := <-a.Err():
+		return err
+	case <-ctx.Done():
+	}
+	select {
+	case <-a.Ok():
+		return nil
+	case err := <-a.Err():
+		return err
+	default:
+		return fmt.Errorf("no ack: %w", ctx.Err())
+	}
+}
+
+// publishError says which subjects did not get the fire, and which did.
+func publishError(execID string, all []pubMsg, failed []failedMsg) error {
+	parts := make([]string, len(failed))
+	bad := make(map[string]bool, len(failed))
+	for i, fm := range failed {
+		parts[i] = fmt.Sprintf("%s (%v)", fm.msg.subject, fm.err)
+		bad[fm.msg.subject] = true
+	}
+	var ok []string
+	for _, m := range all {
+		if !bad[m.subject] {
+			ok = append(ok, m.subject)
+		}
+	}
+	if len(ok) == 0 {
+		return fmt.Errorf("publish exec %s failed on %s", execID, strings.Join(parts, ", "))
+	}
+	return fmt.Errorf("publish exec %s reached %s but failed on %s", execID, strings.Join(ok, ", "), strings.Join(parts, ", "))
+}
+
+func (p *Firer) log() *slog.Logger {
+	if p.Log == nil {
+		return slog.Default()
+	}
+	return p.Log
 }
 
 // ExecRequest is the body of exec: the job from the path, a target and an
@@ -154,6 +258,11 @@ type ExecRequest struct {
 // ExecNow runs a job now: one exec_id, one request_id, one Command to every
 // subject of the target.
 func ExecNow(ctx context.Context, cat *Catalog, p *Firer, req ExecRequest, now time.Time) (ExecReply, error) {
+	// The job first: an unknown one is a 404 whatever the body says.
+	m, _, err := cat.GetJob(ctx, req.JobID)
+	if err != nil {
+		return ExecReply{}, err
+	}
 	if req.Target == nil {
 		return ExecReply{}, api.BadRequest(`empty target: want {"all":true}, {"groups":[…]} or {"pcs":[…]}`)
 	}
@@ -168,10 +277,6 @@ func ExecNow(ctx context.Context, cat *Catalog, p *Firer, req ExecRequest, now t
 	if jitter < 0 {
 		return ExecReply{}, api.BadRequest("jitter must not be negative")
 	}
-	m, _, err := cat.GetJob(ctx, req.JobID)
-	if err != nil {
-		return ExecReply{}, err
-	}
 	rep, err := p.Publish(ctx, Fire{
 		ExecID:      uuid.NewString(),
 		RequestID:   uuid.NewString(),
@@ -182,8 +287,9 @@ func ExecNow(ctx context.Context, cat *Catalog, p *Firer, req ExecRequest, now t
 		InitiatedAt: now,
 	})
 	if err != nil {
-		// NATS or JetStream is not answering: the client may retry (a new
-		// exec; nothing reached an agent, or agents de-duplicate).
+		// Publish already retried what failed with this exec's ids; a
+		// retry by the client is a new exec, which the subjects reached
+		// (named in the error) get a second time.
 		return rep, api.Unavailable("exec %s: %v", req.JobID, err)
 	}
 	return rep, nil

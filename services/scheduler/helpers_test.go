@@ -3,7 +3,10 @@ package scheduler
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -245,4 +248,115 @@ func checkCommandShape(t *testing.T, data []byte) wire.Command {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// logCapture is a slog handler that keeps the records it is given, so a
+// test can wait for what the code reports to operators.
+type logCapture struct {
+	mu      sync.Mutex
+	records []capturedRecord
+	added   chan struct{}
+}
+
+type capturedRecord struct {
+	level slog.Level
+	msg   string
+	attrs map[string]string
+}
+
+func newLogCapture() *logCapture { return &logCapture{added: make(chan struct{}, 1)} }
+
+func (c *logCapture) Enabled(context.Context, slog.Level) bool { return true }
+func (c *logCapture) WithAttrs(as []slog.Attr) slog.Handler {
+	return &logWith{c: c, attrs: as}
+}
+func (c *logCapture) WithGroup(string) slog.Handler { return c }
+func (c *logCapture) Handle(_ context.Context, r slog.Record) error {
+	return c.add(r, nil)
+}
+
+func (c *logCapture) add(r slog.Record, pre []slog.Attr) error {
+	rec := capturedRecord{level: r.Level, msg: r.Message, attrs: map[string]string{}}
+	for _, a := range pre {
+		rec.attrs[a.Key] = a.Value.String()
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		rec.attrs[a.Key] = a.Value.String()
+		return true
+	})
+	c.mu.Lock()
+	c.records = append(c.records, rec)
+	c.mu.Unlock()
+	select {
+	case c.added <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// logWith carries the attributes of a Logger.With.
+type logWith struct {
+	c     *logCapture
+	attrs []slog.Attr
+}
+
+func (w *logWith) Enabled(context.Context, slog.Level) bool { return true }
+func (w *logWith) WithAttrs(as []slog.Attr) slog.Handler {
+	return &logWith{c: w.c, attrs: append(slices.Clone(w.attrs), as...)}
+}
+func (w *logWith) WithGroup(string) slog.Handler { return w }
+func (w *logWith) Handle(_ context.Context, r slog.Record) error {
+	return w.c.add(r, w.attrs)
+}
+
+// matching returns the records at level with msg containing text whose
+// attributes include want.
+func (c *logCapture) matching(level slog.Level, text string, want map[string]string) []capturedRecord {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []capturedRecord
+next:
+	for _, r := range c.records {
+		if r.level != level || !strings.Contains(r.msg, text) {
+			continue
+		}
+		for k, v := range want {
+			if r.attrs[k] != v {
+				continue next
+			}
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// wait waits until a record matches.
+func (c *logCapture) wait(t *testing.T, level slog.Level, text string, want map[string]string) capturedRecord {
+	t.Helper()
+	deadline := time.After(15 * time.Second)
+	for {
+		if m := c.matching(level, text, want); len(m) > 0 {
+			return m[0]
+		}
+		select {
+		case <-c.added:
+		case <-time.After(20 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("no %v log %q with %v", level, text, want)
+		}
+	}
+}
+
+// startLogged is startScheduler with its log captured.
+func startLogged(t *testing.T, n *nodetest.Node, clock Clock) (*Scheduler, *logCapture) {
+	t.Helper()
+	logs := newLogCapture()
+	s, err := Start(context.Background(), Options{
+		Conn: n.Conn(t), DB: n.DB, NodeName: "logged", Logger: slog.New(logs), Clock: clock,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop() })
+	return s, logs
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"sort"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanade-go/kanade/services/api"
+	"github.com/kanade-go/kanade/store"
 	"github.com/kanade-go/kanade/wire"
 )
 
@@ -22,6 +24,9 @@ type Manifest struct {
 	Version     string  `json:"version"`
 	Description string  `json:"description,omitempty"`
 	Execute     Execute `json:"execute"`
+	// Staleness is where upstream's manifest has it; execute.staleness is
+	// read when it is absent.
+	Staleness *wire.Staleness `json:"staleness,omitempty"`
 }
 
 // Execute is the manifest's execute block.
@@ -34,7 +39,7 @@ type Execute struct {
 	ScriptObject       string          `json:"script_object,omitempty"`
 	ScriptObjectSHA256 string          `json:"script_object_sha256,omitempty"`
 	Retry              *wire.Retry     `json:"retry,omitempty"`
-	Staleness          *wire.Staleness `json:"staleness,omitempty"`
+	Staleness          *wire.Staleness `json:"staleness,omitempty"` // fallback for Manifest.Staleness
 }
 
 // ParseManifest decodes a manifest (JSON or YAML, see decodeDocument),
@@ -88,6 +93,23 @@ func (m Manifest) validate() error {
 	return nil
 }
 
+// isNotFound reports whether err is the API's 404.
+func isNotFound(err error) bool {
+	var ae *api.Error
+	return errors.As(err, &ae) && ae.Status == http.StatusNotFound
+}
+
+// CommandStaleness is the staleness a Command carries: the manifest's
+// top-level staleness, else execute.staleness, else cached.
+func (m Manifest) CommandStaleness() wire.Staleness {
+	for _, st := range []*wire.Staleness{m.Staleness, m.Execute.Staleness} {
+		if st != nil && st.Mode != "" {
+			return *st
+		}
+	}
+	return wire.Staleness{Mode: "cached"}
+}
+
 // TimeoutSecs is the manifest timeout in whole seconds, rounded up.
 func (m Manifest) TimeoutSecs() int64 {
 	d, _ := m.Execute.Timeout.Duration()
@@ -101,6 +123,9 @@ type Catalog struct {
 	// JS, when set, makes single-key reads go to the bucket's stream
 	// leader so a request sees the writes of the one before it (kvread.go).
 	JS jetstream.JetStream
+	// DB, when set, is the store whose executions table gives each listed
+	// job its live counts.
+	DB *store.DB
 }
 
 // ListJobs returns every stored manifest, ordered by id.
@@ -112,6 +137,77 @@ func (c *Catalog) ListJobs(ctx context.Context) ([]json.RawMessage, error) {
 	out := make([]json.RawMessage, 0, len(entries))
 	for _, e := range entries {
 		out = append(out, json.RawMessage(e.Value()))
+	}
+	return out, nil
+}
+
+// Live is how many executions of a job are under way, from the executions
+// table (upstream's dashboard reads j.live.running).
+type Live struct {
+	Running int `json:"running"`
+	Pending int `json:"pending"`
+}
+
+// ListJobsLive is the jobs list the API answers: every stored manifest as
+// stored, plus "live": its executions running and pending.
+func (c *Catalog) ListJobsLive(ctx context.Context) ([]json.RawMessage, error) {
+	entries, err := listEntries(ctx, c.Jobs)
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	ids := make([]string, len(entries))
+	list := make([]json.RawMessage, len(entries))
+	for i, e := range entries {
+		ids[i], list[i] = e.Key(), e.Value()
+	}
+	live, err := LiveCounts(ctx, c.DB, ids)
+	if err != nil {
+		return nil, err
+	}
+	for i, raw := range list {
+		withLive, err := withField(raw, "live", live[ids[i]])
+		if err != nil {
+			return nil, fmt.Errorf("job %s: %w", ids[i], err)
+		}
+		list[i] = withLive
+	}
+	return list, nil
+}
+
+// LiveCounts counts the running and pending executions of each job in ids
+// (a nil db: none). One query, on the (job_id, status) index.
+func LiveCounts(ctx context.Context, db *store.DB, ids []string) (map[string]Live, error) {
+	out := make(map[string]Live, len(ids))
+	if db == nil || len(ids) == 0 {
+		return out, nil
+	}
+	arg, err := json.Marshal(ids)
+	if err != nil {
+		return nil, fmt.Errorf("encode job ids: %w", err)
+	}
+	rows, err := db.R.QueryContext(ctx, `SELECT job_id, status, COUNT(*) FROM executions
+		WHERE job_id IN (SELECT value FROM json_each(?)) AND status IN ('running', 'pending')
+		GROUP BY job_id, status`, string(arg))
+	if err != nil {
+		return nil, fmt.Errorf("count live executions: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, status string
+		var n int
+		if err := rows.Scan(&id, &status, &n); err != nil {
+			return nil, fmt.Errorf("count live executions: %w", err)
+		}
+		l := out[id]
+		if status == "running" {
+			l.Running = n
+		} else {
+			l.Pending = n
+		}
+		out[id] = l
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count live executions: %w", err)
 	}
 	return out, nil
 }
@@ -147,9 +243,13 @@ func (c *Catalog) PutJob(ctx context.Context, data []byte, contentType string) (
 	return raw, nil
 }
 
-// DeleteJob removes a job; 409 while a schedule names it, 404 if unknown.
+// DeleteJob removes a job; 409 while a schedule names it. Deleting a job
+// that is not there succeeds, as upstream's does.
 func (c *Catalog) DeleteJob(ctx context.Context, id string) error {
 	if _, _, err := c.GetJob(ctx, id); err != nil {
+		if isNotFound(err) {
+			return nil // nor a delete marker for a key that never was
+		}
 		return err
 	}
 	scheds, err := c.ListSchedules(ctx)

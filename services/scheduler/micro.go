@@ -66,7 +66,7 @@ func services(cat *Catalog, eng *Engine, firer *Firer, clock Clock, log *slog.Lo
 		Endpoints: []api.Endpoint{
 			{Name: "list", Subject: "kanade.jobs.list", HTTP: "GET /api/jobs",
 				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					return cat.ListJobs(ctx)
+					return cat.ListJobsLive(ctx)
 				}},
 			{Name: "get", Subject: "kanade.jobs.get", HTTP: "GET /api/jobs/{job_id}",
 				Handler: with(func(ctx context.Context, p jobParams) (any, error) {
@@ -94,15 +94,7 @@ func services(cat *Catalog, eng *Engine, firer *Firer, clock Clock, log *slog.Lo
 		Endpoints: []api.Endpoint{
 			{Name: "list", Subject: "kanade.schedules.list", HTTP: "GET /api/schedules",
 				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					list, err := cat.ListSchedules(ctx)
-					if err != nil {
-						return nil, err
-					}
-					out := make([]json.RawMessage, len(list))
-					for i, s := range list {
-						out[i] = s.Raw
-					}
-					return out, nil
+					return cat.ListSchedulesChecked(ctx)
 				}},
 			{Name: "upcoming", Subject: "kanade.schedules.upcoming", HTTP: "GET /api/schedules/upcoming", IntParams: []string{"limit"},
 				Handler: with(func(ctx context.Context, p upcomingParams) (any, error) {
@@ -123,11 +115,11 @@ func services(cat *Catalog, eng *Engine, firer *Firer, clock Clock, log *slog.Lo
 				})},
 			{Name: "enable", Subject: "kanade.schedules.enable", HTTP: "POST /api/schedules/{id}/enable",
 				Handler: with(func(ctx context.Context, p scheduleParams) (any, error) {
-					return cat.SetEnabled(ctx, p.ID, true)
+					return nil, cat.SetEnabled(ctx, p.ID, true)
 				})},
 			{Name: "disable", Subject: "kanade.schedules.disable", HTTP: "POST /api/schedules/{id}/disable",
 				Handler: with(func(ctx context.Context, p scheduleParams) (any, error) {
-					return cat.SetEnabled(ctx, p.ID, false)
+					return nil, cat.SetEnabled(ctx, p.ID, false)
 				})},
 			{Name: "preview", Subject: "kanade.schedules.preview", HTTP: "GET /api/schedules/{id}/preview", IntParams: []string{"count"},
 				Handler: with(func(ctx context.Context, p previewParams) (any, error) {

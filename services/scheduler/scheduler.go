@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
@@ -30,7 +31,7 @@ import (
 // Options configure the scheduler.
 type Options struct {
 	Conn     *nats.Conn
-	DB       *store.DB // read only: the agents table, for target counts
+	DB       *store.DB // read only: agents (target counts), executions (live counts)
 	NodeName string
 	Logger   *slog.Logger
 
@@ -66,7 +67,9 @@ func Start(ctx context.Context, o Options) (*Scheduler, error) {
 	if o.Replicas < 1 {
 		o.Replicas = 1
 	}
-	js, err := jetstream.New(o.Conn)
+	// An async publish whose ack never comes is dropped from the client's
+	// pending set after this long (Firer has given up on it by then).
+	js, err := jetstream.New(o.Conn, jetstream.WithPublishAsyncTimeout(30*time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("scheduler: jetstream: %w", err)
 	}
@@ -94,7 +97,7 @@ func Start(ctx context.Context, o Options) (*Scheduler, error) {
 		return nil, err
 	}
 
-	s := &Scheduler{Catalog: &Catalog{Jobs: jobs, Schedules: scheds, JS: js}}
+	s := &Scheduler{Catalog: &Catalog{Jobs: jobs, Schedules: scheds, JS: js, DB: o.DB}}
 	bg, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	groups, err := WatchMirror[[]string](bg, groupsKV, &s.wg, o.Logger)
@@ -107,7 +110,7 @@ func Start(ctx context.Context, o Options) (*Scheduler, error) {
 		s.Stop()
 		return nil, err
 	}
-	firer := &Firer{JS: js, Agents: &AgentCounter{DB: o.DB, Groups: groups, Now: o.Clock.Now, Log: o.Logger}}
+	firer := &Firer{JS: js, Log: o.Logger, Agents: &AgentCounter{DB: o.DB, Groups: groups, Now: o.Clock.Now, Log: o.Logger}}
 	s.Engine, err = StartEngine(ctx, EngineOptions{
 		Schedules: scheds, Jobs: jobs, JobCache: jobCache, JS: js, Claims: claims, Firer: firer, Clock: o.Clock,
 		Instance: o.NodeName + "-" + uuid.NewString()[:8], Workers: o.Workers, Logger: o.Logger,

@@ -136,6 +136,35 @@ func (c *Catalog) ListSchedules(ctx context.Context) ([]Schedule, error) {
 	return out, nil
 }
 
+// ListSchedulesChecked is the schedules list the API answers: every stored
+// schedule as stored, and for one that cannot be used (written to the
+// bucket by something that did not validate it: upstream, a nats kv put)
+// an "error" field with the reason, since the engine does not fire it.
+func (c *Catalog) ListSchedulesChecked(ctx context.Context) ([]json.RawMessage, error) {
+	list, err := c.ListSchedules(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]json.RawMessage, len(list))
+	for i, s := range list {
+		out[i] = s.Raw
+		_, err := decodeStored(s.Raw)
+		if err == nil {
+			_, err = s.Compile()
+		}
+		if err == nil {
+			continue
+		}
+		raw, ferr := withField(s.Raw, "error", err.Error())
+		if ferr != nil {
+			// Not a JSON object at all: name it and say so.
+			raw, _ = json.Marshal(map[string]string{"id": s.ID, "error": err.Error()})
+		}
+		out[i] = raw
+	}
+	return out, nil
+}
+
 // GetSchedule returns one schedule; 404 if unknown.
 func (c *Catalog) GetSchedule(ctx context.Context, id string) (Schedule, error) {
 	s, _, err := c.getSchedule(ctx, id)
@@ -167,8 +196,7 @@ func (c *Catalog) PutSchedule(ctx context.Context, data []byte, contentType stri
 		return nil, err
 	}
 	if _, _, err := c.GetJob(ctx, s.JobID); err != nil {
-		var ae *api.Error
-		if errors.As(err, &ae) && ae.Status == 404 {
+		if isNotFound(err) {
 			return nil, api.BadRequest("unknown job_id %q", s.JobID)
 		}
 		return nil, err
@@ -179,9 +207,13 @@ func (c *Catalog) PutSchedule(ctx context.Context, data []byte, contentType stri
 	return raw, nil
 }
 
-// DeleteSchedule removes a schedule; 404 if unknown.
+// DeleteSchedule removes a schedule. Deleting one that is not there
+// succeeds, as upstream's does: the outcome the caller asked for holds.
 func (c *Catalog) DeleteSchedule(ctx context.Context, id string) error {
 	if _, err := c.GetSchedule(ctx, id); err != nil {
+		if isNotFound(err) {
+			return nil // nor a delete marker for a key that never was
+		}
 		return err
 	}
 	if err := c.Schedules.Delete(ctx, id); err != nil {
@@ -190,9 +222,10 @@ func (c *Catalog) DeleteSchedule(ctx context.Context, id string) error {
 	return nil
 }
 
-// SetEnabled turns a schedule on or off, keeping every other field. It
-// updates on the revision it read, so a concurrent edit is not lost.
-func (c *Catalog) SetEnabled(ctx context.Context, id string, on bool) (json.RawMessage, error) {
+// SetEnabled turns a schedule on or off, keeping every other field; 404 if
+// unknown. It updates on the revision it read, so a concurrent edit is not
+// lost.
+func (c *Catalog) SetEnabled(ctx context.Context, id string, on bool) error {
 	for attempt := range 5 {
 		if attempt > 0 {
 			// Another writer changed the schedule between our read and
@@ -201,29 +234,29 @@ func (c *Catalog) SetEnabled(ctx context.Context, id string, on bool) (json.RawM
 		}
 		s, rev, err := c.getSchedule(ctx, id)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		var doc map[string]any
 		dec := json.NewDecoder(bytes.NewReader(s.Raw))
 		dec.UseNumber()
 		if err := dec.Decode(&doc); err != nil {
-			return nil, fmt.Errorf("schedule %s: %w", id, err)
+			return fmt.Errorf("schedule %s: %w", id, err)
 		}
 		doc["enabled"] = on
 		raw, err := json.Marshal(doc)
 		if err != nil {
-			return nil, fmt.Errorf("encode schedule: %w", err)
+			return fmt.Errorf("encode schedule: %w", err)
 		}
 		_, err = c.Schedules.Update(ctx, id, raw, rev)
 		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("update schedule %s: %w", id, err)
+			return fmt.Errorf("update schedule %s: %w", id, err)
 		}
-		return raw, nil
+		return nil
 	}
-	return nil, api.Conflict("schedule %q is being changed concurrently; retry", id)
+	return api.Conflict("schedule %q is being changed concurrently; retry", id)
 }
 
 // Preview is the next fire times of one schedule.
