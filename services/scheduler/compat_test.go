@@ -3,12 +3,16 @@ package scheduler
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/kanade-go/kanade/nodetest"
+	"github.com/kanade-go/kanade/services/api"
 	"github.com/kanade-go/kanade/wire"
 )
 
@@ -274,5 +278,213 @@ func TestSchedulesUnusableIsReported(t *testing.T) {
 	}
 	if warn("last-day") != 2 || warn("good") != 0 {
 		t.Errorf("warnings: last-day %d good %d, want 2 and 0", warn("last-day"), warn("good"))
+	}
+}
+
+// An unknown job is a 404 whatever the body: the job is looked up first.
+func TestExecUnknownJobFirst(t *testing.T) {
+	n := nodetest.Start(t)
+	startScheduler(t, n, "a", nil)
+	nc := n.Conn(t)
+	for _, body := range []string{`{"job_id":"nope"}`, `{"job_id":"nope","target":{}}`, `{"job_id":"nope","target":{"all":true},"jitter":"x"}`, `{"job_id":"nope","target":{"pcs":["a b"]}}`} {
+		if code, msg := call(t, nc, "kanade.jobs.exec", "", body); code != 404 || !strings.Contains(msg, "nope") {
+			t.Errorf("exec %s: %d %q, want 404", body, code, msg)
+		}
+	}
+}
+
+// A publish that fails on one subject after the others succeeded is
+// retried within the request with the same ids, so the agents already
+// reached do not get the Command twice and the one missed gets the same
+// Command (exec_id, request_id) as the others.
+func TestExecRetriesFailedSubjectsWithSameIDs(t *testing.T) {
+	n := nodetest.Start(t)
+	_, logs := startLogged(t, n, nil)
+	nc := n.Conn(t)
+	js := n.JetStream(t)
+	ctx := context.Background()
+	mustCall(t, nc, "kanade.jobs.put", "", echoJob)
+
+	// EXEC keeps one Command per subject; refusing new ones while one is
+	// there makes a publish on commands.pc.B fail until B's is removed.
+	st, err := js.Stream(ctx, wire.StreamExec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.Discard, cfg.DiscardNewPerSubject = jetstream.DiscardNew, true
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	old, err := js.Publish(ctx, "commands.pc.B", []byte(`{"old":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	type result struct {
+		code int
+		body string
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, body := call(t, nc, "kanade.jobs.exec", "", `{"job_id":"echo","target":{"pcs":["A","B"]}}`)
+		done <- result{code, body}
+	}()
+	logs.wait(t, slog.LevelWarn, "retrying with the same ids", map[string]string{"subject": "commands.pc.B"})
+	if err := st.DeleteMsg(ctx, old.Sequence); err != nil {
+		t.Fatal(err)
+	}
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("exec did not answer")
+	}
+	var rep ExecReply
+	if r.code != 200 || json.Unmarshal([]byte(r.body), &rep) != nil {
+		t.Fatalf("exec: %d %s, want success after the retry", r.code, r.body)
+	}
+
+	cmd := func(subject string) (wire.Command, string, uint64) {
+		t.Helper()
+		m, err := st.GetLastMsgForSubject(ctx, subject)
+		if err != nil {
+			t.Fatalf("%s: %v", subject, err)
+		}
+		var c wire.Command
+		if err := json.Unmarshal(m.Data, &c); err != nil {
+			t.Fatalf("%s: %s", subject, m.Data)
+		}
+		return c, m.Header.Get(jetstream.MsgIDHeader), m.Sequence
+	}
+	a, aID, aSeq := cmd("commands.pc.A")
+	b, bID, _ := cmd("commands.pc.B")
+	if *a.ExecID != rep.ExecID || *b.ExecID != rep.ExecID || a.RequestID != b.RequestID {
+		t.Errorf("A exec %s request %s, B exec %s request %s, reply exec %s: want one exec and one request id",
+			*a.ExecID, a.RequestID, *b.ExecID, b.RequestID, rep.ExecID)
+	}
+	if aID != rep.ExecID+"/commands.pc.A" || bID != rep.ExecID+"/commands.pc.B" {
+		t.Errorf("message ids %q %q", aID, bID)
+	}
+	// A was not commanded twice: its one Command is the only one stored.
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter("commands.pc.A"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Subjects["commands.pc.A"] != 1 || aSeq == 0 {
+		t.Errorf("commands.pc.A holds %d messages", info.State.Subjects["commands.pc.A"])
+	}
+	if recs := executionRecords(t, js); len(recs) != 1 || recs[0].ExecID != rep.ExecID {
+		t.Errorf("execution records %+v, want the one exec", recs)
+	}
+}
+
+// A subject that keeps failing past the retry bound is a 503 that says
+// which subjects the Command reached.
+func TestExecGivesUpNamingSubjects(t *testing.T) {
+	n := nodetest.Start(t)
+	s, _ := startLogged(t, n, nil)
+	nc := n.Conn(t)
+	js := n.JetStream(t)
+	ctx := context.Background()
+	mustCall(t, nc, "kanade.jobs.put", "", echoJob)
+	st, err := js.Stream(ctx, wire.StreamExec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.Discard, cfg.DiscardNewPerSubject = jetstream.DiscardNew, true
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "commands.pc.B", []byte(`{"old":true}`)); err != nil {
+		t.Fatal(err)
+	}
+	firer := &Firer{JS: s.Catalog.JS, Agents: &AgentCounter{}, Log: n.Logger, RetryFor: 300 * time.Millisecond}
+	_, err = ExecNow(ctx, s.Catalog, firer, ExecRequest{JobID: "echo", Target: &Target{PCs: []string{"A", "B"}}}, time.Now())
+	if err == nil || !strings.Contains(err.Error(), "reached executions.") || !strings.Contains(err.Error(), "commands.pc.A but failed on commands.pc.B") {
+		t.Fatalf("exec: %v, want a 503 naming the subjects reached and missed", err)
+	}
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Status != 503 {
+		t.Errorf("exec error %v, want a 503", err)
+	}
+}
+
+// staleness is read where upstream's manifest has it, at the top level,
+// and from execute.staleness when it is not there.
+func TestCommandStaleness(t *testing.T) {
+	n := nodetest.Start(t)
+	startScheduler(t, n, "a", nil)
+	nc := n.Conn(t)
+	cmds := subscribeCommands(t, nc, "commands.>")
+	cases := map[string]string{
+		`"staleness":{"mode":"strict"},"execute":{"shell":"sh","script":"x","timeout":"1m"}`:                                                  "strict",
+		`"staleness":{"mode":"strict"},"execute":{"shell":"sh","script":"x","timeout":"1m","staleness":{"mode":"loose"}}`:                     "strict",
+		`"execute":{"shell":"sh","script":"x","timeout":"1m","staleness":{"mode":"loose"}}`:                                                   "loose",
+		`"execute":{"shell":"sh","script":"x","timeout":"1m"}`:                                                                                "cached",
+		"\"staleness\":{\"mode\":\"\"},\"execute\":{\"shell\":\"sh\",\"script\":\"x\",\"timeout\":\"1m\",\"staleness\":{\"mode\":\"loose\"}}": "loose",
+	}
+	for manifest, want := range cases {
+		mustCall(t, nc, "kanade.jobs.put", "", `{"id":"st","version":"1",`+manifest+`}`)
+		mustCall(t, nc, "kanade.jobs.exec", "", `{"job_id":"st","target":{"pcs":["PC1"]}}`)
+		if c, _ := cmds.next(t); c.Staleness.Mode != want {
+			t.Errorf("manifest {%s}: command staleness %q, want %q", manifest, c.Staleness.Mode, want)
+		}
+	}
+	// YAML as upstream writes it.
+	mustCall(t, nc, "kanade.jobs.put", "application/yaml", "id: st\nversion: 1.0.0\nstaleness:\n  mode: strict\nexecute:\n  shell: sh\n  script: x\n  timeout: 30s\n")
+	mustCall(t, nc, "kanade.jobs.exec", "", `{"job_id":"st","target":{"all":true}}`)
+	if c, _ := cmds.next(t); c.Staleness.Mode != "strict" {
+		t.Errorf("YAML manifest: command staleness %q", c.Staleness.Mode)
+	}
+}
+
+// The jobs list gives each job its running and pending executions from
+// the executions table, and keeps the stored manifest as it is.
+func TestJobsListLive(t *testing.T) {
+	n := nodetest.Start(t)
+	startScheduler(t, n, "a", nil)
+	nc := n.Conn(t)
+	mustCall(t, nc, "kanade.jobs.put", "", echoJob)
+	mustCall(t, nc, "kanade.jobs.put", "", `{"id":"inv","version":"2","owner":"ops","execute":{"shell":"sh","script":"x","timeout":"1m"}}`)
+	mustCall(t, nc, "kanade.jobs.put", "", `{"id":"idle","version":"1","execute":{"shell":"sh","script":"x","timeout":"1m"}}`)
+	rows := map[string][]string{
+		"echo":  {"running", "running", "pending", "completed", "expired"},
+		"inv":   {"pending", "pending", "pending", "completed"},
+		"other": {"running"}, // a job no longer in the catalog
+	}
+	i := 0
+	for job, statuses := range rows {
+		for _, st := range statuses {
+			i++
+			if _, err := n.DB.W.Exec(`INSERT INTO executions (exec_id, job_id, initiated_at, status) VALUES (?, ?, ?, ?)`,
+				"e"+strings.Repeat("0", 3)+string(rune('a'+i)), job, "2026-05-16T00:00:00.000000000Z", st); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var list []map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(mustCall(t, nc, "kanade.jobs.list", "", "")), &list); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"echo": `{"running":2,"pending":1}`, "idle": `{"running":0,"pending":0}`, "inv": `{"running":0,"pending":3}`}
+	if len(list) != 3 {
+		t.Fatalf("list: %d jobs", len(list))
+	}
+	for _, j := range list {
+		var id string
+		json.Unmarshal(j["id"], &id)
+		if string(j["live"]) != want[id] {
+			t.Errorf("job %s live %s, want %s", id, j["live"], want[id])
+		}
+		// Without live, the item is the stored manifest.
+		delete(j, "live")
+		got, _ := json.Marshal(j)
+		var stored map[string]json.RawMessage
+		json.Unmarshal([]byte(mustCall(t, nc, "kanade.jobs.get", "", `{"job_id":"`+id+`"}`)), &stored)
+		if s, _ := json.Marshal(stored); string(s) != string(got) {
+			t.Errorf("job %s listed as %s, stored as %s", id, got, s)
+		}
 	}
 }
