@@ -236,8 +236,8 @@ func TestGatewayContract(t *testing.T) {
 		both(t, "GET", "/projector/status", "", "", "kanade.projector.status", `{}`, nil, "rate_per_sec", "behind_secs")
 	})
 	t.Run("schedule enable and disable", func(t *testing.T) {
-		wantStatus(t, both(t, "POST", "/schedules/yearly/disable", "", "", "kanade.schedules.disable", `{"id":"yearly"}`, nil), 200)
-		wantStatus(t, both(t, "POST", "/schedules/yearly/enable", "", "", "kanade.schedules.enable", `{"id":"yearly"}`, nil), 200)
+		wantStatus(t, both(t, "POST", "/schedules/yearly/disable", "", "", "kanade.schedules.disable", `{"id":"yearly"}`, nil), 204)
+		wantStatus(t, both(t, "POST", "/schedules/yearly/enable", "", "", "kanade.schedules.enable", `{"id":"yearly"}`, nil), 204)
 	})
 	t.Run("kill", func(t *testing.T) {
 		wantStatus(t, both(t, "POST", "/jobs/backup/kill", "", "", "kanade.jobs.kill", `{"job_id":"backup"}`, nil), 204)
