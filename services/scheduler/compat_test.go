@@ -260,6 +260,19 @@ func TestSchedulesUnusableIsReported(t *testing.T) {
 	if out := mustCall(t, nc, "kanade.schedules.get", "", `{"id":"last-day"}`); strings.Contains(out, "error") {
 		t.Errorf("get: %s", out)
 	}
+	// Fixed from its list item, it is stored without the derived error.
+	for _, s := range list {
+		if s["id"] == "mars" {
+			s["tz"] = "utc"
+			b, _ := json.Marshal(s)
+			if out := mustCall(t, nc, "kanade.schedules.put", "", string(b)); strings.Contains(out, "error") {
+				t.Errorf("put of a list item stored %s", out)
+			}
+		}
+	}
+	if out := mustCall(t, nc, "kanade.schedules.list", "", ""); strings.Count(out, `"error"`) != 2 {
+		t.Errorf("list after fixing mars: %s", out)
+	}
 
 	warn := func(id string) int {
 		return len(logs.matching(slog.LevelWarn, "schedule not firing", map[string]string{"schedule": id}))
@@ -497,5 +510,11 @@ func TestJobsListLive(t *testing.T) {
 		if s, _ := json.Marshal(stored); string(s) != string(got) {
 			t.Errorf("job %s listed as %s, stored as %s", id, got, s)
 		}
+	}
+	// A list item put back (an edit from the list) is stored without it.
+	item, _ := json.Marshal(map[string]any{"id": "idle", "version": "1", "live": map[string]int{"running": 1},
+		"execute": map[string]string{"shell": "sh", "script": "x", "timeout": "1m"}})
+	if out := mustCall(t, nc, "kanade.jobs.put", "", string(item)); strings.Contains(out, "live") {
+		t.Errorf("put of a list item stored %s", out)
 	}
 }

@@ -44,12 +44,15 @@ type Execute struct {
 
 // ParseManifest decodes a manifest (JSON or YAML, see decodeDocument),
 // validates it and returns it with the JSON to store: every field of the
-// input, unknown ones included.
+// input, unknown ones included, but the list's derived live.
 func ParseManifest(data []byte, contentType string) (Manifest, json.RawMessage, error) {
 	doc, err := decodeDocument(data, contentType, "id", "version")
 	if err != nil {
 		return Manifest{}, nil, err
 	}
+	// The list's live counts are derived, not part of a manifest: one
+	// edited from a list item must not carry them into the bucket.
+	delete(doc, "live")
 	var m Manifest
 	if err := bindDocument(doc, &m); err != nil {
 		return m, nil, err

@@ -77,12 +77,15 @@ func (s Schedule) Compile() (*Compiled, error) {
 
 // ParseSchedule decodes (JSON or YAML) and validates a schedule, fills in
 // the defaults (tz UTC, enabled true, target all) and returns the JSON to
-// store. Whether the job exists is checked by PutSchedule.
+// store, without the list's derived error field. Whether the job exists is checked by PutSchedule.
 func ParseSchedule(data []byte, contentType string) (*Compiled, json.RawMessage, error) {
 	doc, err := decodeDocument(data, contentType, "id", "job_id", "cron")
 	if err != nil {
 		return nil, nil, err
 	}
+	// The list's error is derived, not part of a schedule: one edited
+	// from a list item must not carry it into the bucket.
+	delete(doc, "error")
 	var s Schedule
 	if err := bindDocument(doc, &s); err != nil {
 		return nil, nil, err
