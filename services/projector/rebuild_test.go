@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -136,6 +137,18 @@ func TestMain(m *testing.M) {
 func runChild(url, dbPath string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
+	if path := os.Getenv("KANADE_PROJECTOR_CHILD_CPUPROFILE"); path != "" {
+		// For profiling a rebuild (benchmarks only); written on SIGTERM.
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	db, err := store.Open(ctx, dbPath, store.Options{})
 	if err != nil {
 		return err
