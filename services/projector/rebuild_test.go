@@ -47,11 +47,14 @@ func mixedTraffic(e *env, rng *rand.Rand) {
 		for i := range targets {
 			id := fmt.Sprintf("%s-r%d", execID, i)
 			pc := fmt.Sprintf("PC%d", i)
-			code := int64(rng.IntN(3))
+			code := int64(rng.IntN(4))
 			job := fmt.Sprintf("job-%d", x%2)
 			s := mkStarted(id, execID, pc)
 			s.ManifestID = &job
 			r := mkResult(id, execID, pc, code)
+			if code == 3 {
+				r = mkSkipped(id, execID, pc, wire.ExitDeadline)
+			}
 			r.ManifestID = &job
 			pubs = append(pubs, func() { e.started(s) })
 			if i != 0 { // one run per exec stays in flight
