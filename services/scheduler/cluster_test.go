@@ -95,16 +95,29 @@ func (c *testCluster) start(i int, buckets bool) {
 	}
 }
 
+// openBuckets looks the buckets up through server i. A server just
+// restarted answers once it has rejoined the cluster, which on a loaded
+// machine can take longer than one lookup's timeout: retry meanwhile.
 func (c *testCluster) openBuckets(i int) {
 	c.t.Helper()
-	var err error
 	cat := c.cats[i]
-	ctx := context.Background()
-	if cat.Jobs, err = cat.JS.KeyValue(ctx, wire.BucketJobs); err != nil {
-		c.t.Fatal(err)
-	}
-	if cat.Schedules, err = cat.JS.KeyValue(ctx, wire.BucketSchedules); err != nil {
-		c.t.Fatal(err)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		jobs, err := cat.JS.KeyValue(ctx, wire.BucketJobs)
+		var scheds jetstream.KeyValue
+		if err == nil {
+			scheds, err = cat.JS.KeyValue(ctx, wire.BucketSchedules)
+		}
+		cancel()
+		if err == nil {
+			cat.Jobs, cat.Schedules = jobs, scheds
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("open buckets through node %d: %v", i, err)
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 }
 
