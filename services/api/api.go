@@ -30,7 +30,8 @@ const Version = "0.1.0"
 // Metadata keys on endpoints, read by the gateway.
 const (
 	// MetaHTTP names the route: "GET /api/results/{result_id}". Path
-	// parameters become keys of the JSON request body.
+	// parameters become keys of the JSON request body, or headers beside
+	// a body the client sent (see ParamHeaderPrefix and Params).
 	MetaHTTP = "http"
 	// MetaIntParams lists query parameters (comma separated) that the
 	// gateway must send as JSON numbers.
