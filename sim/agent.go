@@ -21,7 +21,8 @@ const seenTTL = 6 * time.Hour
 
 // ackWait bounds one publish attempt. Generous: with fsync on every write
 // a burst of thousands of results queues for seconds, and retrying a
-// queued publish only adds load (the msg id makes the retry harmless).
+// queued publish only adds load, and, without msg ids (as real agents
+// publish), a duplicate in the stream.
 const ackWait = 15 * time.Second
 
 var (
@@ -106,11 +107,11 @@ func (a *agent) execute(ctx context.Context, cmd wire.Command, r *run, received 
 	case cmd.DeadlineAt != nil && received.After(*cmd.DeadlineAt):
 		fmt.Fprintf(r.stderr, "deadline_at %s passed before the Command was received (%s): not run\n",
 			cmd.DeadlineAt.UTC().Format(time.RFC3339), received.UTC().Format(time.RFC3339))
-		a.finish(cmd, r, wire.ExitDeadline, startedAt)
+		a.finish(cmd, r, wire.ExitDeadline, startedAt, true)
 		return
 	case !a.supports(cmd.Shell):
 		fmt.Fprintf(r.stderr, "shell %q is not supported on this agent\n", cmd.Shell)
-		a.finish(cmd, r, wire.ExitUnsupported, startedAt)
+		a.finish(cmd, r, wire.ExitUnsupported, startedAt, true)
 		return
 	}
 
@@ -160,15 +161,30 @@ func (a *agent) execute(ctx context.Context, cmd wire.Command, r *run, received 
 	case a.f.ctx.Err() != nil:
 		return // switched off mid-run: nothing is published
 	}
-	a.finish(cmd, r, exit, startedAt)
+	a.finish(cmd, r, exit, startedAt, false)
 }
 
-// finish ends the run and publishes its result.
-func (a *agent) finish(cmd wire.Command, r *run, exit int64, startedAt time.Time) {
+// skipExit reports whether exit is a synthetic code of a deliberate
+// non-run, which agents mark skipped: 122 unsupported, 124 version pin, 125
+// deadline passed, 126 revoked, 127 staleness. Never 123 (refused, a
+// failure).
+func skipExit(exit int64) bool {
+	switch exit {
+	case wire.ExitUnsupported, wire.ExitVersionPin, wire.ExitDeadline, wire.ExitRevoked, wire.ExitStaleness:
+		return true
+	}
+	return false
+}
+
+// finish ends the run and publishes its result. notRun says the agent
+// decided not to run the Command: its synthetic exit code may mark the
+// result skipped; a script that ran and exited 125 is not.
+func (a *agent) finish(cmd wire.Command, r *run, exit int64, startedAt time.Time, notRun bool) {
 	r.end()
 	res := wire.ExecResult{
 		ResultID: r.resultID, RequestID: cmd.RequestID, PCID: a.pcID, ExitCode: exit,
 		StartedAt: startedAt, FinishedAt: now(), ManifestID: optional(cmd.ID),
+		Skipped: notRun && skipExit(exit),
 	}
 	if r.execID != "" {
 		res.ExecID = &r.execID
@@ -186,14 +202,15 @@ func (a *agent) finish(cmd wire.Command, r *run, exit int64, startedAt time.Time
 }
 
 // output is a stream's captured text for the result, or, above the
-// threshold, the key it was moved to in the object store.
+// threshold, the key it was moved to in the object store: the request's
+// key, or a suffixed one when another agent of the same request took it.
 func (a *agent) output(cmd wire.Command, s *stream, name string) (string, *string, bool) {
 	text := s.Captured()
 	if len(text) <= ObjectThreshold {
 		return text, nil, true
 	}
-	key := wire.OutputObjectKey(cmd.RequestID, name)
-	if !a.f.putObject(key, []byte(text)) {
+	key, ok := a.f.putObject(wire.OutputObjectKey(cmd.RequestID, name), []byte(text))
+	if !ok {
 		return "", nil, false
 	}
 	return "", &key, true
@@ -336,28 +353,45 @@ func (f *Fleet) retry(what string, try func(ctx context.Context) error) bool {
 	}
 }
 
-// publish publishes v through JetStream and waits for the ack, retrying;
-// msgID lets the stream drop a retry whose first ack was lost.
+// publish publishes v through JetStream and waits for the ack, retrying.
+// Like real agents it sets no message id, so a retry whose first ack was
+// lost stores a duplicate; Options.MsgIDs sets msgID, and the stream drops
+// such a retry within its duplicate window. Options.Duplicates publishes
+// some messages twice on purpose, as a lost ack would.
 func (f *Fleet) publish(subject string, v any, msgID string) bool {
 	data, err := json.Marshal(v)
 	if err != nil {
 		f.log.Error("sim: encode", "subject", subject, "err", err)
 		return false
 	}
-	return f.retry(subject, func(ctx context.Context) error {
-		_, err := f.js.Publish(ctx, subject, data, jetstream.WithMsgID(msgID))
+	var opts []jetstream.PublishOpt
+	if f.o.MsgIDs {
+		opts = append(opts, jetstream.WithMsgID(msgID))
+	}
+	send := func(ctx context.Context) error {
+		_, err := f.js.Publish(ctx, subject, data, opts...)
 		return err
-	})
+	}
+	if !f.retry(subject, send) {
+		return false
+	}
+	if f.o.Duplicates > 0 && rand.Float64() < f.o.Duplicates {
+		if !f.retry(subject, send) {
+			return false
+		}
+		f.c.duplicated.Add(1)
+	}
+	return true
 }
 
-// putObject stores a large output in the result_output object store.
-func (f *Fleet) putObject(key string, data []byte) bool {
-	return f.retry("object "+key, func(ctx context.Context) error {
-		obs, err := f.js.ObjectStore(ctx, wire.ObjectStoreOutput)
-		if err != nil {
-			return err
-		}
-		_, err = obs.PutBytes(ctx, key, data)
+// putObject stores a large output in the result_output object store under
+// base or the first free base.rN (see putNoOverwrite) and returns the key.
+func (f *Fleet) putObject(base string, data []byte) (string, bool) {
+	var key, claimed string
+	ok := f.retry("object "+base, func(ctx context.Context) error {
+		var err error
+		key, err = putNoOverwrite(ctx, f.js, wire.ObjectStoreOutput, base, data, &claimed)
 		return err
 	})
+	return key, ok
 }

@@ -72,7 +72,17 @@ type Options struct {
 	// KeepFinished is how long a finished run answers job.tail (default
 	// 60 s, the contract's value).
 	KeepFinished time.Duration
-	Logger       *slog.Logger
+	// MsgIDs sets a Nats-Msg-Id on EventStarted and ExecResult publishes,
+	// so the streams drop a retried publish. Real agents set none, and the
+	// default is to do as they do: a retry after a lost ack then reaches the
+	// stream twice, and the backend must cope.
+	MsgIDs bool
+	// Duplicates is the fraction (0 to 1) of EventStarted and ExecResult
+	// publishes sent a second time once acked, as an agent does when an ack
+	// is lost, to exercise the backend's handling of duplicates. With
+	// MsgIDs the streams drop them.
+	Duplicates float64
+	Logger     *slog.Logger
 }
 
 // Stats are the fleet's counters since start.
@@ -84,6 +94,7 @@ type Stats struct {
 	StartedPublished int64
 	ResultsPublished int64
 	PublishRetries   int64
+	Duplicated       int64 // publishes sent twice on purpose (Options.Duplicates)
 	TailsAnswered    int64
 	PingsAnswered    int64
 	Heartbeats       int64
@@ -92,13 +103,13 @@ type Stats struct {
 
 // String is the summary line.
 func (s Stats) String() string {
-	return fmt.Sprintf("agents=%d running=%d commands=%d dup=%d started=%d results=%d retries=%d tails=%d pings=%d heartbeats=%d kills=%d",
+	return fmt.Sprintf("agents=%d running=%d commands=%d dup=%d started=%d results=%d retries=%d republished=%d tails=%d pings=%d heartbeats=%d kills=%d",
 		s.Agents, s.Running, s.Commands, s.Duplicates, s.StartedPublished, s.ResultsPublished, s.PublishRetries,
-		s.TailsAnswered, s.PingsAnswered, s.Heartbeats, s.Kills)
+		s.Duplicated, s.TailsAnswered, s.PingsAnswered, s.Heartbeats, s.Kills)
 }
 
 type counters struct {
-	running, commands, duplicates, started, results, retries, tails, pings, heartbeats, kills atomic.Int64
+	running, commands, duplicates, started, results, retries, duplicated, tails, pings, heartbeats, kills atomic.Int64
 }
 
 // Fleet is a running set of simulated agents.
@@ -218,6 +229,9 @@ func (o *Options) withDefaults() error {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if !(o.Duplicates >= 0 && o.Duplicates <= 1) {
+		return fmt.Errorf("sim: duplicates must be a fraction from 0 to 1, not %v", o.Duplicates)
+	}
 	for _, g := range o.Groups {
 		if !wire.ValidToken(g) {
 			return fmt.Errorf("sim: group %q cannot be a subject token", g)
@@ -254,6 +268,7 @@ func (f *Fleet) Stats() Stats {
 		StartedPublished: f.c.started.Load(),
 		ResultsPublished: f.c.results.Load(),
 		PublishRetries:   f.c.retries.Load(),
+		Duplicated:       f.c.duplicated.Load(),
 		TailsAnswered:    f.c.tails.Load(),
 		PingsAnswered:    f.c.pings.Load(),
 		Heartbeats:       f.c.heartbeats.Load(),

@@ -288,26 +288,32 @@ func TestDeadlinePassedAndTimeout(t *testing.T) {
 	hung := command("# sim: outcome=timeout", true)
 	hung.TimeoutSecs = 1
 	pwsh := command("Get-Date", true)
-	pwsh.Shell = "bash" // not a shell of the contract
+	pwsh.Shell = "bash"                                   // not a shell of the contract
+	exits := command("# sim: exit=125 duration=0s", true) // a script that ran and exited 125
 	publish(t, js, late, wire.SubjectCommandsAll)
 	publish(t, js, hung, wire.SubjectCommandsAll)
 	publish(t, js, pwsh, wire.SubjectCommandsAll)
-	waitIdle(t, f, 3)
+	publish(t, js, exits, wire.SubjectCommandsAll)
+	waitIdle(t, f, 4)
 
+	// Deliberate non-runs are skipped; runs, whatever their exit, are not.
 	r := results(t, js, late.RequestID)["sim-pc-0001"]
-	if r.ExitCode != wire.ExitDeadline || !strings.Contains(r.Stderr, "deadline_at") {
-		t.Errorf("past deadline: exit %d stderr %q", r.ExitCode, r.Stderr)
+	if r.ExitCode != wire.ExitDeadline || !strings.Contains(r.Stderr, "deadline_at") || !r.Skipped {
+		t.Errorf("past deadline: exit %d skipped %v stderr %q", r.ExitCode, r.Skipped, r.Stderr)
+	}
+	if r := results(t, js, exits.RequestID)["sim-pc-0001"]; r.ExitCode != 125 || r.Skipped {
+		t.Errorf("a run that exited 125: exit %d skipped %v", r.ExitCode, r.Skipped)
 	}
 	if ev := messages(t, js, wire.StreamEvents, wire.Started(*late.ExecID, "sim-pc-0001")); len(ev) != 0 {
 		t.Errorf("a Command past its deadline was started")
 	}
 	r = results(t, js, hung.RequestID)["sim-pc-0001"]
-	if r.ExitCode != wire.ExitKilled || !strings.Contains(r.Stderr, "timed out after 1s") {
-		t.Errorf("timeout: exit %d stderr %q", r.ExitCode, r.Stderr)
+	if r.ExitCode != wire.ExitKilled || !strings.Contains(r.Stderr, "timed out after 1s") || r.Skipped {
+		t.Errorf("timeout: exit %d skipped %v stderr %q", r.ExitCode, r.Skipped, r.Stderr)
 	}
 	r = results(t, js, pwsh.RequestID)["sim-pc-0001"]
-	if r.ExitCode != wire.ExitUnsupported {
-		t.Errorf("unknown shell: exit %d", r.ExitCode)
+	if r.ExitCode != wire.ExitUnsupported || !r.Skipped {
+		t.Errorf("unknown shell: exit %d skipped %v", r.ExitCode, r.Skipped)
 	}
 }
 
@@ -328,11 +334,11 @@ func TestExecRunsSh(t *testing.T) {
 	waitIdle(t, f, 4)
 
 	r := results(t, js, ok.RequestID)["sim-pc-0001"]
-	if r.ExitCode != 3 || r.Stdout != "hello from sim-pc-0001\n" || r.Stderr != "oops\n" {
-		t.Errorf("sh: exit %d stdout %q stderr %q", r.ExitCode, r.Stdout, r.Stderr)
+	if r.ExitCode != 3 || r.Stdout != "hello from sim-pc-0001\n" || r.Stderr != "oops\n" || r.Skipped {
+		t.Errorf("sh: exit %d stdout %q stderr %q skipped %v", r.ExitCode, r.Stdout, r.Stderr, r.Skipped)
 	}
-	if r := results(t, js, ps.RequestID)["sim-pc-0001"]; r.ExitCode != wire.ExitUnsupported {
-		t.Errorf("powershell with --exec: exit %d, want 122", r.ExitCode)
+	if r := results(t, js, ps.RequestID)["sim-pc-0001"]; r.ExitCode != wire.ExitUnsupported || !r.Skipped {
+		t.Errorf("powershell with --exec: exit %d skipped %v, want 122 skipped", r.ExitCode, r.Skipped)
 	}
 	if r := results(t, js, slow.RequestID)["sim-pc-0001"]; r.ExitCode != wire.ExitKilled || strings.Contains(r.Stdout, "never") {
 		t.Errorf("timeout: exit %d stdout %q stderr %q", r.ExitCode, r.Stdout, r.Stderr)

@@ -134,7 +134,7 @@ type ExecResult struct {
 	RequestID      string    `json:"request_id"`
 	ExecID         *string   `json:"exec_id,omitempty"`
 	PCID           string    `json:"pc_id"`
-	ExitCode       int64     `json:"exit_code"`
+	ExitCode       int64     `json:"exit_code"` // required: DecodeResult rejects a result without it
 	Stdout         string    `json:"stdout"`
 	Stderr         string    `json:"stderr"`
 	StartedAt      time.Time `json:"started_at"`
@@ -226,9 +226,10 @@ func (c *Command) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// UnmarshalJSON accepts the old name job_id for exec_id.
+// UnmarshalJSON accepts the old name job_id for exec_id. It does not check
+// that exit_code is present (a missing one reads as 0): DecodeResult does.
 func (r *ExecResult) UnmarshalJSON(b []byte) error {
-	v, err := unmarshalResult(b)
+	v, _, err := unmarshalResult(b)
 	*r = v
 	return err
 }
@@ -236,21 +237,29 @@ func (r *ExecResult) UnmarshalJSON(b []byte) error {
 // unmarshalResult decodes into a shadow type without the method, so the
 // payload is scanned once: json.Unmarshal into *ExecResult would check the
 // whole payload, call the method, and check it again. The projector decodes
-// every result, and outputs make them kilobytes long.
-func unmarshalResult(b []byte) (ExecResult, error) {
+// every result, and outputs make them kilobytes long. hasExit reports
+// whether exit_code was present and not null, seen in the same pass: the
+// shadow's own exit_code field is shallower than the embedded one, so
+// encoding/json fills it instead.
+func unmarshalResult(b []byte) (r ExecResult, hasExit bool, err error) {
 	type plain ExecResult
 	var v struct {
 		plain
-		JobID *string `json:"job_id"`
+		ExitCode *int64  `json:"exit_code"`
+		JobID    *string `json:"job_id"`
 	}
-	if err := json.Unmarshal(b, &v); err != nil {
-		return ExecResult(v.plain), err
+	err = json.Unmarshal(b, &v)
+	r = ExecResult(v.plain)
+	if v.ExitCode != nil {
+		r.ExitCode, hasExit = *v.ExitCode, true
 	}
-	r := ExecResult(v.plain)
+	if err != nil {
+		return r, hasExit, err
+	}
 	if r.ExecID == nil && v.JobID != nil {
 		r.ExecID = v.JobID
 	}
-	return r, nil
+	return r, hasExit, nil
 }
 
 // UnmarshalJSON accepts the old name job_id for exec_id.
@@ -277,10 +286,12 @@ func unmarshalStarted(b []byte) (EventStarted, error) {
 	return e, nil
 }
 
-// DecodeResult decodes and checks an ExecResult: request_id and pc_id are
-// required, and a missing result_id is replaced by the legacy derived id.
+// DecodeResult decodes and checks an ExecResult: request_id, pc_id and
+// exit_code are required (a null exit_code is missing: without it a result
+// would read as a success), and a missing result_id is replaced by the
+// legacy derived id.
 func DecodeResult(b []byte) (ExecResult, error) {
-	r, err := unmarshalResult(b)
+	r, hasExit, err := unmarshalResult(b)
 	if err != nil {
 		return r, fmt.Errorf("decode ExecResult: %w", err)
 	}
@@ -289,6 +300,9 @@ func DecodeResult(b []byte) (ExecResult, error) {
 	}
 	if r.PCID == "" {
 		return r, fmt.Errorf("decode ExecResult: missing pc_id")
+	}
+	if !hasExit {
+		return r, fmt.Errorf("decode ExecResult: missing exit_code")
 	}
 	if r.ResultID == "" {
 		r.ResultID = LegacyResultID(r.RequestID, r.PCID)

@@ -100,10 +100,42 @@ func TestTolerantDecoding(t *testing.T) {
 	if err != nil || e.ExecID != "e1" || e.ResultID != r.ResultID {
 		t.Errorf("started: %+v %v", e, err)
 	}
-	for _, bad := range []string{`not json`, `{"pc_id":"PC1"}`, `{"request_id":"r"}`, `{"request_id":"r","pc_id":7}`} {
+	for _, bad := range []string{`not json`, `{"pc_id":"PC1","exit_code":0}`, `{"request_id":"r","exit_code":0}`,
+		`{"request_id":"r","pc_id":7,"exit_code":0}`, `{"request_id":"r","pc_id":"PC1","exit_code":"0"}`} {
 		if _, err := DecodeResult([]byte(bad)); err == nil {
 			t.Errorf("DecodeResult(%s) accepted", bad)
 		}
+	}
+}
+
+// exit_code is required: a result without it (or with null) would
+// otherwise read as exit 0, a success.
+func TestDecodeResultRequiresExitCode(t *testing.T) {
+	for _, bad := range []string{
+		`{"request_id":"r","pc_id":"PC1","stdout":"ok"}`,
+		`{"request_id":"r","pc_id":"PC1","exit_code":null}`,
+		`{"request_id":"r","pc_id":"PC1","exit_code":null,"skipped":true}`,
+	} {
+		_, err := DecodeResult([]byte(bad))
+		if err == nil || !strings.Contains(err.Error(), "missing exit_code") {
+			t.Errorf("DecodeResult(%s) = %v, want missing exit_code", bad, err)
+		}
+	}
+	for in, want := range map[string]int64{
+		`{"request_id":"r","pc_id":"PC1","exit_code":0}`:                      0,
+		`{"exit_code":-1,"request_id":"r","pc_id":"PC1"}`:                     -1,
+		`{"request_id":"r","pc_id":"PC1","exit_code":125,"skipped":true}`:     125,
+		`{"request_id":"r","pc_id":"PC1","exit_code":3,"job_id":"e","x":[1]}`: 3,
+	} {
+		r, err := DecodeResult([]byte(in))
+		if err != nil || r.ExitCode != want {
+			t.Errorf("DecodeResult(%s) = exit %d, %v; want %d", in, r.ExitCode, err, want)
+		}
+	}
+	// The method stays tolerant: only DecodeResult validates.
+	var r ExecResult
+	if err := json.Unmarshal([]byte(`{"request_id":"r","pc_id":"PC1","exit_code":4,"skipped":true}`), &r); err != nil || r.ExitCode != 4 || !r.Skipped {
+		t.Errorf("json.Unmarshal: %+v %v", r, err)
 	}
 	if _, err := DecodeHeartbeat([]byte(`{"at":"2026-05-16T00:00:00Z"}`)); err == nil {
 		t.Error("heartbeat without pc_id accepted")

@@ -37,6 +37,8 @@ func simCmd(args []string) error {
 	heartbeat := f.Duration("heartbeat", 30*time.Second, "heartbeat interval")
 	replay := f.Bool("replay", false, "at start, run the last Command EXEC keeps for each agent subject (default: only new Commands)")
 	subs := f.String("subscriptions", string(sim.Shared), "shared (one subscription per subject pattern) or per-agent")
+	msgIDs := f.Bool("msg-ids", false, "set a Nats-Msg-Id on results and started events so the streams drop retried publishes (real agents set none)")
+	duplicates := f.Float64("duplicates", 0, "fraction (0-1) of results and started events published twice, as after a lost ack")
 	summary := f.Duration("summary", 5*time.Second, "interval of the summary line")
 	logLevel := f.String("log-level", "info", "debug, info, warn or error")
 	if err := f.parse(args); err != nil {
@@ -48,7 +50,7 @@ func simCmd(args []string) error {
 	}
 	o := sim.Options{
 		Agents: *agents, Prefix: *prefix, First: *first, Exec: *execScripts, Heartbeat: *heartbeat,
-		Replay: *replay, Subscriptions: sim.Subscriptions(*subs), Logger: log,
+		Replay: *replay, Subscriptions: sim.Subscriptions(*subs), MsgIDs: *msgIDs, Duplicates: *duplicates, Logger: log,
 	}
 	if *groups != "" {
 		for _, g := range strings.Split(*groups, ",") {

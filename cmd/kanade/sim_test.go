@@ -21,7 +21,7 @@ import (
 func TestSimCommand(t *testing.T) {
 	node := startKanade(t, t.TempDir())
 	cmd := exec.Command(binary(t), "sim", "--nats-url", node.NATS, "--agents", "5", "--groups", "g1,g2",
-		"--duration", "10ms-50ms", "--mix", "success=1", "--summary", "100ms")
+		"--duration", "10ms-50ms", "--mix", "success=1", "--summary", "100ms", "--duplicates", "1")
 	pipe, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -74,11 +74,13 @@ func TestSimCommand(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		info, err := s.Info(context.Background(), jetstream.WithSubjectFilter(wire.Results(c.RequestID)))
-		if err == nil && info.State.Subjects[wire.Results(c.RequestID)] == 3 { // g1 = agents 1, 3, 5
+		// g1 = agents 1, 3, 5, each result published twice and, without
+		// --msg-ids, kept twice.
+		if err == nil && info.State.Subjects[wire.Results(c.RequestID)] == 6 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("results never reached 3: %v %v\n%s", info, err, output())
+			t.Fatalf("results never reached 6: %v %v\n%s", info, err, output())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -92,7 +94,8 @@ func TestSimCommand(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("sim still running 30s after SIGTERM")
 	}
-	if out := output(); !strings.Contains(out, "kanade sim: stopped: agents=5 running=0 commands=3 dup=0 started=3 results=3") {
+	if out := output(); !strings.Contains(out, "kanade sim: stopped: agents=5 running=0 commands=3 dup=0 started=3 results=3") ||
+		!strings.Contains(out, " republished=6 ") {
 		t.Fatalf("final summary missing:\n%s", out)
 	}
 }
@@ -103,6 +106,7 @@ func TestSimBadFlags(t *testing.T) {
 		{"--duration 5s-1s", "--duration"},
 		{"--agents 0 --nats-url nats://127.0.0.1:1", "agents must be at least 1"},
 		{"--groups a.b --nats-url nats://127.0.0.1:1", "cannot be a subject token"},
+		{"--duplicates 1.5 --nats-url nats://127.0.0.1:1", "duplicates must be a fraction"},
 	} {
 		err, stderr := runKanade(t, 30*time.Second, append([]string{"sim"}, strings.Fields(c.args)...)...)
 		if err == nil || !strings.Contains(stderr, c.want) {

@@ -16,14 +16,22 @@ import (
 // event only fills what is still NULL, and recorded_at keeps the earliest
 // publish time of the two, so a rebuild that reads the streams in another
 // interleaving reproduces it.
+//
+// A result counts toward its execution as exactly one of success (exit 0),
+// failure (any other exit, the reaper's -1 included) or skipped (the agent
+// set skipped: a deliberate non-run, whatever its synthetic exit code), and
+// all three count toward completion.
 const (
 	sqlLookup = `SELECT result_id, finished_at IS NOT NULL, reaped, exec_id FROM execution_results
 		WHERE result_id IN (SELECT value FROM json_each(?))`
-	sqlInsertResult = `INSERT INTO execution_results (result_id, request_id, exec_id, pc_id, exit_code,
-		stdout, stderr, started_at, finished_at, recorded_at, job_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)`
-	sqlUpdateResult = `UPDATE execution_results SET exit_code = ?, stdout = ?, stderr = ?, finished_at = ?,
+	sqlInsertResultHead = `INSERT INTO execution_results (result_id, request_id, exec_id, pc_id, exit_code,
+		stdout, stderr, started_at, finished_at, recorded_at, job_id, skipped) VALUES (?,?,?,?,?,?,?,?,?,?,?,`
+	// The two take the same arguments; skipped is part of the statement.
+	sqlInsertResult        = sqlInsertResultHead + `0)`
+	sqlInsertSkippedResult = sqlInsertResultHead + `1)`
+	sqlUpdateResult        = `UPDATE execution_results SET exit_code = ?, stdout = ?, stderr = ?, finished_at = ?,
 		job_id = COALESCE(?, job_id), exec_id = COALESCE(exec_id, ?), started_at = COALESCE(started_at, ?),
-		recorded_at = MIN(recorded_at, ?), reaped = 0
+		recorded_at = MIN(recorded_at, ?), reaped = 0, skipped = ?
 		WHERE result_id = ? AND (finished_at IS NULL OR reaped = 1)`
 	sqlInsertStarted = `INSERT INTO execution_results (result_id, request_id, exec_id, pc_id, started_at,
 		recorded_at, job_id, version) VALUES (?,?,?,?,?,?,?,?)`
@@ -38,23 +46,26 @@ const (
 	// A new executions row counts the results already projected for it,
 	// so the counters end exact whichever stream was read first.
 	sqlCountExecution = `UPDATE executions SET
-		success_count = (SELECT count(*) FROM execution_results r
-			WHERE r.exec_id = executions.exec_id AND r.finished_at IS NOT NULL AND r.exit_code = 0),
-		failure_count = (SELECT count(*) FROM execution_results r
-			WHERE r.exec_id = executions.exec_id AND r.finished_at IS NOT NULL AND r.exit_code <> 0)
+		success_count = (SELECT count(*) FROM execution_results r WHERE r.exec_id = executions.exec_id
+			AND r.finished_at IS NOT NULL AND r.skipped = 0 AND r.exit_code = 0),
+		failure_count = (SELECT count(*) FROM execution_results r WHERE r.exec_id = executions.exec_id
+			AND r.finished_at IS NOT NULL AND r.skipped = 0 AND r.exit_code <> 0),
+		skipped_count = (SELECT count(*) FROM execution_results r WHERE r.exec_id = executions.exec_id
+			AND r.finished_at IS NOT NULL AND r.skipped = 1)
 		WHERE exec_id = ?`
 	sqlExecutionStatus = `UPDATE executions SET status = CASE
-		WHEN target_count > 0 AND success_count + failure_count >= target_count THEN 'completed'
+		WHEN target_count > 0 AND success_count + failure_count + skipped_count >= target_count THEN 'completed'
 		WHEN EXISTS (SELECT 1 FROM execution_results r WHERE r.exec_id = executions.exec_id) THEN 'running'
 		ELSE 'pending' END
 		WHERE exec_id = ? AND status IN ('pending', 'running')`
 	// SET expressions see the old values, hence the deltas in the CASE.
 	sqlExecutionDelta = `UPDATE executions SET success_count = success_count + ?1,
-		failure_count = failure_count + ?2,
+		failure_count = failure_count + ?2, skipped_count = skipped_count + ?3,
 		status = CASE WHEN status NOT IN ('pending', 'running') THEN status
-			WHEN target_count > 0 AND success_count + failure_count + ?1 + ?2 >= target_count THEN 'completed'
+			WHEN target_count > 0
+				AND success_count + failure_count + skipped_count + ?1 + ?2 + ?3 >= target_count THEN 'completed'
 			ELSE 'running' END
-		WHERE exec_id = ?3`
+		WHERE exec_id = ?4`
 	sqlOffset = `INSERT INTO projector_offsets (stream, last_seq) VALUES (?, ?)
 		ON CONFLICT (stream) DO UPDATE SET last_seq = excluded.last_seq`
 )
@@ -82,24 +93,46 @@ type txResult struct {
 // transaction; an entry with zero deltas still moves pending -> running.
 type execDeltas struct {
 	order []string
-	m     map[string]*[2]int
+	m     map[string]*outcome
 }
 
-func (d *execDeltas) add(execID string, success, failure int) {
+// outcome is a change to an execution's success, failure and skipped
+// counters.
+type outcome struct{ success, failure, skipped int }
+
+var (
+	countSuccess = outcome{success: 1}
+	countFailure = outcome{failure: 1}
+	countSkipped = outcome{skipped: 1}
+)
+
+// outcomeOf is how a result counts toward its execution.
+func outcomeOf(exitCode int64, skipped bool) outcome {
+	switch {
+	case skipped:
+		return countSkipped
+	case exitCode == 0:
+		return countSuccess
+	}
+	return countFailure
+}
+
+func (d *execDeltas) add(execID string, o outcome) {
 	if execID == "" {
 		return
 	}
 	if d.m == nil {
-		d.m = map[string]*[2]int{}
+		d.m = map[string]*outcome{}
 	}
 	v, ok := d.m[execID]
 	if !ok {
-		v = new([2]int)
+		v = new(outcome)
 		d.m[execID] = v
 		d.order = append(d.order, execID)
 	}
-	v[0] += success
-	v[1] += failure
+	v.success += o.success
+	v.failure += o.failure
+	v.skipped += o.skipped
 }
 
 func (d *execDeltas) flush(ctx context.Context, tx *sql.Tx) error {
@@ -113,7 +146,7 @@ func (d *execDeltas) flush(ctx context.Context, tx *sql.Tx) error {
 	defer st.Close()
 	for _, id := range d.order {
 		v := d.m[id]
-		if _, err := st.ExecContext(ctx, v[0], v[1], id); err != nil {
+		if _, err := st.ExecContext(ctx, v.success, v.failure, v.skipped, id); err != nil {
 			return fmt.Errorf("update execution %s counters: %w", id, err)
 		}
 	}
@@ -297,15 +330,15 @@ func applyResult(st *stmts, it *item, state map[string]*rowState, deltas *execDe
 		// finished_at NULL means in flight; a result is never that.
 		finished = it.published
 	}
-	success, failure := 0, 1
-	if r.ExitCode == 0 {
-		success, failure = 1, 0
-	}
 	rec := store.FormatTime(it.published)
 	rs := state[r.ResultID]
 	switch {
 	case rs == nil:
-		if _, err := st.exec(sqlInsertResult, r.ResultID, r.RequestID, nullStr(r.ExecID), r.PCID, r.ExitCode,
+		insert := sqlInsertResult
+		if r.Skipped {
+			insert = sqlInsertSkippedResult
+		}
+		if _, err := st.exec(insert, r.ResultID, r.RequestID, nullStr(r.ExecID), r.PCID, r.ExitCode,
 			r.Stdout, r.Stderr, store.NullTime(r.StartedAt), store.FormatTime(finished), rec,
 			nullStr(r.ManifestID)); err != nil {
 			return fmt.Errorf("insert result %s: %w", r.ResultID, err)
@@ -317,7 +350,7 @@ func applyResult(st *stmts, it *item, state map[string]*rowState, deltas *execDe
 		return nil // a redelivered result: counted already
 	default:
 		if _, err := st.exec(sqlUpdateResult, r.ExitCode, r.Stdout, r.Stderr, store.FormatTime(finished),
-			nullStr(r.ManifestID), nullStr(r.ExecID), store.NullTime(r.StartedAt), rec, r.ResultID); err != nil {
+			nullStr(r.ManifestID), nullStr(r.ExecID), store.NullTime(r.StartedAt), rec, r.Skipped, r.ResultID); err != nil {
 			return fmt.Errorf("update result %s: %w", r.ResultID, err)
 		}
 		if rs.execID == "" {
@@ -325,11 +358,11 @@ func applyResult(st *stmts, it *item, state map[string]*rowState, deltas *execDe
 		}
 		if rs.reaped {
 			// The reaper counted a failure; the real result replaces it.
-			deltas.add(rs.execID, 0, -1)
+			deltas.add(rs.execID, outcome{failure: -1})
 		}
 	}
 	rs.finished, rs.reaped = true, false
-	deltas.add(rs.execID, success, failure)
+	deltas.add(rs.execID, outcomeOf(r.ExitCode, r.Skipped))
 	return nil
 }
 
@@ -355,7 +388,7 @@ func applyStarted(st *stmts, it *item, state map[string]*rowState, deltas *execD
 		}
 		execID = rs.execID
 	}
-	deltas.add(execID, 0, 0) // pending -> running
+	deltas.add(execID, outcome{}) // pending -> running
 	return nil
 }
 

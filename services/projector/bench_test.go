@@ -342,7 +342,8 @@ func benchRebuildOnce(b *testing.B, url string, total int, variant string, round
 	el := time.Since(start)
 	hwm := procRSS(cmd.Process.Pid, "VmHWM")
 	cpu := procCPU(cmd.Process.Pid)
-	cmd.Process.Kill()
+	// SIGTERM, so a child asked for a CPU profile writes it.
+	cmd.Process.Signal(syscall.SIGTERM)
 	cmd.Wait()
 	fmt.Printf("variant %q: rebuild of %d results into an empty database: %.1f s (%.0f results/s); child CPU %.1f s (%.0f results per CPU second); child max RSS %d MiB (VmHWM %d MiB)\n  %s\n",
 		variant, total, el.Seconds(), float64(total)/el.Seconds(), cpu.Seconds(), float64(total)/cpu.Seconds(), maxRSS>>10, hwm>>10, strings.Join(samples, "\n  "))

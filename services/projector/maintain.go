@@ -116,7 +116,7 @@ func (p *Projector) Reap(ctx context.Context, now time.Time) (int, error) {
 				if _, err := st.ExecContext(ctx, store.FormatTime(c.deadline), note, c.id); err != nil {
 					return fmt.Errorf("reap %s: %w", c.id, err)
 				}
-				deltas.add(c.exec, 0, 1)
+				deltas.add(c.exec, countFailure)
 				n++
 			}
 			return deltas.flush(ctx, tx)

@@ -150,15 +150,24 @@ func TestExecutionAfterResults(t *testing.T) {
 	e := newEnv(t, Options{NoService: true})
 	e.result(mkResult("r1", "x1", "PC1", 0))
 	e.result(mkResult("r2", "x1", "PC2", 3))
+	e.result(mkSkipped("r4", "x1", "PC4", wire.ExitDeadline))
 	e.started(mkStarted("r3", "x1", "PC3"))
 	e.settle(e.p)
-	e.execution(mkExec("x1", 3, 60))
-	e.execution(mkExec("x1", 3, 60)) // republished: the row stands
+	e.execution(mkExec("x1", 4, 60))
+	e.execution(mkExec("x1", 4, 60)) // republished: the row stands
 	e.settle(e.p)
-	check(t, execRow(t, e.n.DB, "x1"), map[string]string{"status": "running", "success_count": "1", "failure_count": "1"})
+	check(t, execRow(t, e.n.DB, "x1"), map[string]string{"status": "running", "success_count": "1", "failure_count": "1", "skipped_count": "1"})
 	e.result(mkResult("r3", "x1", "PC3", 0))
 	e.settle(e.p)
-	check(t, execRow(t, e.n.DB, "x1"), map[string]string{"status": "completed", "success_count": "2", "failure_count": "1"})
+	check(t, execRow(t, e.n.DB, "x1"), map[string]string{"status": "completed", "success_count": "2", "failure_count": "1", "skipped_count": "1"})
+
+	// Only skipped results projected before the record: it completes.
+	e.result(mkSkipped("s1", "x2", "PC1", wire.ExitUnsupported))
+	e.result(mkSkipped("s2", "x2", "PC2", wire.ExitStaleness))
+	e.settle(e.p)
+	e.execution(mkExec("x2", 2, 60))
+	e.settle(e.p)
+	check(t, execRow(t, e.n.DB, "x2"), map[string]string{"status": "completed", "success_count": "0", "failure_count": "0", "skipped_count": "2"})
 }
 
 func TestReapedRowOverwrittenByLateResult(t *testing.T) {
@@ -401,7 +410,11 @@ func TestRedeliveryAppliesNothingTwice(t *testing.T) {
 	e := newEnv(t, Options{NoService: true, NodeName: "rd"})
 	e.execution(mkExec("x1", 20, 60))
 	for i := range 20 {
-		e.result(mkResult("r"+itoa(i), "x1", "PC"+itoa(i), int64(i%3)))
+		r := mkResult("r"+itoa(i), "x1", "PC"+itoa(i), int64(i%3))
+		if i%4 == 3 {
+			r = mkSkipped(r.ResultID, "x1", r.PCID, wire.ExitDeadline)
+		}
+		e.result(r)
 	}
 	e.settle(e.p)
 	before := query(t, e.n.DB, `SELECT * FROM executions`)
@@ -443,7 +456,7 @@ func TestRedeliveryAppliesNothingTwice(t *testing.T) {
 	if after := query(t, e.n.DB, `SELECT * FROM executions`); !equalRows(before[0], after[0]) {
 		t.Errorf("executions changed by redelivery:\n%v\n%v", before, after)
 	}
-	check(t, execRow(t, e.n.DB, "x1"), map[string]string{"success_count": "7", "failure_count": "13", "status": "completed"})
+	check(t, execRow(t, e.n.DB, "x1"), map[string]string{"success_count": "5", "failure_count": "10", "skipped_count": "5", "status": "completed"})
 }
 
 // Delivered but never committed (a crash before commit): the consumer is

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -46,11 +47,14 @@ func mixedTraffic(e *env, rng *rand.Rand) {
 		for i := range targets {
 			id := fmt.Sprintf("%s-r%d", execID, i)
 			pc := fmt.Sprintf("PC%d", i)
-			code := int64(rng.IntN(3))
+			code := int64(rng.IntN(4))
 			job := fmt.Sprintf("job-%d", x%2)
 			s := mkStarted(id, execID, pc)
 			s.ManifestID = &job
 			r := mkResult(id, execID, pc, code)
+			if code == 3 {
+				r = mkSkipped(id, execID, pc, wire.ExitDeadline)
+			}
 			r.ManifestID = &job
 			pubs = append(pubs, func() { e.started(s) })
 			if i != 0 { // one run per exec stays in flight
@@ -136,6 +140,18 @@ func TestMain(m *testing.M) {
 func runChild(url, dbPath string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
+	if path := os.Getenv("KANADE_PROJECTOR_CHILD_CPUPROFILE"); path != "" {
+		// For profiling a rebuild (benchmarks only); written on SIGTERM.
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	db, err := store.Open(ctx, dbPath, store.Options{})
 	if err != nil {
 		return err
