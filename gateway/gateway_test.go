@@ -246,32 +246,30 @@ func TestRequestMapping(t *testing.T) {
 			t.Fatalf("%d %q", r.status, r.body)
 		}
 	})
-	t.Run("JSON body gets the params merged in", func(t *testing.T) {
-		e, data := do(t, "POST", u+"/api/test/abc?dry=1", strings.NewReader(`{"target":{"pcs":["PC1"]},"jitter":"5m","id":"spoofed","n":12345678901234567890}`), "Content-Type", "application/json").echoed(t)
-		if data["id"] != "abc" || data["dry"] != "1" || data["jitter"] != "5m" {
-			t.Fatalf("merged %s", e.Body)
-		}
-		if !strings.Contains(e.Body, `"target":{"pcs":["PC1"]}`) || !strings.Contains(e.Body, `12345678901234567890`) {
-			t.Fatalf("body values not kept verbatim: %s", e.Body)
-		}
-		if got := e.Headers["Content-Type"]; !slices.Equal(got, []string{"application/json"}) {
-			t.Fatalf("content type header %v", got)
+	t.Run("JSON and YAML bodies pass verbatim, params in headers only", func(t *testing.T) {
+		for _, c := range []struct{ body, ctype string }{
+			{`{"target":{"pcs":["PC1"]},"jitter":"5m","id":"spoofed","n":12345678901234567890}`, "application/json"},
+			{"id: backup\nscript: echo hi\n", "application/yaml"},
+			{`{"id":"x"}`, ""},
+		} {
+			e, _ := do(t, "POST", u+"/api/test/abc?dry=1&limit=5", strings.NewReader(c.body), "Content-Type", c.ctype).echoed(t)
+			if e.Body != c.body {
+				t.Fatalf("body %q, want %q verbatim", e.Body, c.body)
+			}
+			if got := e.Headers["Content-Type"]; c.ctype != "" && !slices.Equal(got, []string{c.ctype}) {
+				t.Fatalf("content type header %v, want %s", got, c.ctype)
+			}
+			for k, want := range map[string]string{"id": "abc", "dry": "1", "limit": "5"} {
+				if got := e.Headers[api.ParamHeaderPrefix+k]; !slices.Equal(got, []string{want}) {
+					t.Fatalf("%s: param header %s = %v, want %s (all %v)", c.ctype, k, got, want, e.Headers)
+				}
+			}
 		}
 	})
-	t.Run("YAML body passes verbatim with its headers", func(t *testing.T) {
-		yaml := "id: backup\nscript: echo hi\n"
-		e, _ := do(t, "POST", u+"/api/test/abc?dry=1", strings.NewReader(yaml), "Content-Type", "application/yaml").echoed(t)
-		if e.Body != yaml {
-			t.Fatalf("body %q, want %q", e.Body, yaml)
-		}
-		if got := e.Headers["Content-Type"]; !slices.Equal(got, []string{"application/yaml"}) {
-			t.Fatalf("content type header %v", got)
-		}
-		if got := e.Headers[api.ParamHeaderPrefix+"id"]; !slices.Equal(got, []string{"abc"}) {
-			t.Fatalf("param header %v (all %v)", got, e.Headers)
-		}
-		if got := e.Headers[api.ParamHeaderPrefix+"dry"]; !slices.Equal(got, []string{"1"}) {
-			t.Fatalf("query param header %v", got)
+	t.Run("a blank body is no body", func(t *testing.T) {
+		e, _ := do(t, "POST", u+"/api/test/abc?dry=1", strings.NewReader(" \n")).echoed(t)
+		if e.Body != `{"dry":"1","id":"abc"}` || len(e.Headers) != 0 {
+			t.Fatalf("body %q headers %v", e.Body, e.Headers)
 		}
 	})
 	t.Run("service errors keep their status and text", func(t *testing.T) {

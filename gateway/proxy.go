@@ -22,7 +22,9 @@ import (
 const statusClientClosed = 499
 
 // serveEndpoint turns one HTTP request into one NATS request and its reply
-// into the HTTP response.
+// into the HTTP response. Without a body, the path and query parameters
+// are the JSON request; with one, the body is the request and the
+// parameters go in api.ParamHeaderPrefix headers (read by api.Params).
 func (g *Gateway) serveEndpoint(w http.ResponseWriter, r *http.Request, ep *endpoint) {
 	params, err := requestParams(r, ep)
 	if err != nil {
@@ -35,25 +37,18 @@ func (g *Gateway) serveEndpoint(w http.ResponseWriter, r *http.Request, ep *endp
 		textError(w, status, err.Error())
 		return
 	}
-	switch {
-	case len(body) == 0:
+	if len(bytes.TrimSpace(body)) == 0 {
 		msg.Data, err = json.Marshal(params)
-	case bytes.HasPrefix(bytes.TrimLeft(body, " \t\r\n"), []byte("{")):
-		msg.Data, err = mergeParams(body, params)
 		if err != nil {
-			// Not an object after all: the service reports the syntax error.
-			msg.Data, err = body, nil
-			passHeaders(msg, r, params)
-		} else {
-			msg.Header = nats.Header{"Content-Type": []string{"application/json"}}
+			textError(w, http.StatusInternalServerError, "encode request: "+err.Error())
+			return
 		}
-	default:
+	} else {
+		// A body is the client's document (a manifest, an exec target): it
+		// goes through byte for byte, JSON or YAML alike, and the
+		// parameters travel beside it, never inside it.
 		msg.Data = body
 		passHeaders(msg, r, params)
-	}
-	if err != nil {
-		textError(w, http.StatusInternalServerError, "encode request: "+err.Error())
-		return
 	}
 
 	ctx, cancel := context.WithTimeout(r.Context(), g.o.APITimeout)
@@ -147,31 +142,10 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int,
 	return body, 0, nil
 }
 
-// mergeParams adds the parameters to a JSON object body, keeping the
-// body's own values byte for byte.
-func mergeParams(body []byte, params map[string]any) ([]byte, error) {
-	if len(params) == 0 {
-		if !json.Valid(body) {
-			return nil, errors.New("invalid JSON")
-		}
-		return body, nil
-	}
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(body, &obj); err != nil {
-		return nil, err
-	}
-	for k, v := range params {
-		b, err := json.Marshal(v)
-		if err != nil {
-			return nil, err
-		}
-		obj[k] = b
-	}
-	return json.Marshal(obj)
-}
-
 // passHeaders carries the body's Content-Type and the parameters in NATS
-// headers, for a body passed through verbatim.
+// headers, for a body passed through verbatim. Header values are text:
+// int parameters were already checked, and api.Params turns them back
+// into numbers.
 func passHeaders(msg *nats.Msg, r *http.Request, params map[string]any) {
 	msg.Header = nats.Header{}
 	if ct := r.Header.Get("Content-Type"); ct != "" {

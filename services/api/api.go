@@ -9,7 +9,6 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -31,7 +30,8 @@ const Version = "0.1.0"
 // Metadata keys on endpoints, read by the gateway.
 const (
 	// MetaHTTP names the route: "GET /api/results/{result_id}". Path
-	// parameters become keys of the JSON request body.
+	// parameters become keys of the JSON request body, or headers beside
+	// a body the client sent (see ParamHeaderPrefix and Params).
 	MetaHTTP = "http"
 	// MetaIntParams lists query parameters (comma separated) that the
 	// gateway must send as JSON numbers.
@@ -40,7 +40,8 @@ const (
 
 // ParamHeaderPrefix names the NATS headers that carry the path and query
 // parameters when the gateway passes a request body through verbatim (a
-// YAML manifest): "Kanade-Param-job_id: backup".
+// JSON or YAML manifest, an exec target): "Kanade-Param-job_id: backup".
+// The body stays the client's, byte for byte; Params reads both.
 const ParamHeaderPrefix = "Kanade-Param-"
 
 // Error is an error with the HTTP status it answers with; its message is
@@ -78,6 +79,8 @@ type Request struct {
 	Subject string
 	Data    []byte
 	Header  micro.Headers
+
+	log *slog.Logger // the endpoint's, for Params; nil in a hand-made Request
 }
 
 // ContentType is the request's Content-Type header ("" if none).
@@ -221,7 +224,7 @@ func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, req micro.Req
 			fail(&Error{Status: http.StatusInternalServerError, Message: "internal error"})
 		}
 	}()
-	out, err := h(ctx, Request{Subject: req.Subject(), Data: req.Data(), Header: req.Headers()})
+	out, err := h(ctx, Request{Subject: req.Subject(), Data: req.Data(), Header: req.Headers(), log: log})
 	if err != nil {
 		var e *Error
 		switch {
@@ -251,59 +254,4 @@ func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, req micro.Req
 		}
 	}
 	send(&nats.Msg{Data: body})
-}
-
-// Decode decodes a JSON request object into v. An empty body leaves v's
-// defaults. Unknown keys and wrong types are 400s naming the parameter; a
-// body that is JSON but not an object (null, [1]) is a 400 saying so.
-func Decode(data []byte, v any) error {
-	b := bytes.TrimSpace(data)
-	if len(b) == 0 {
-		return nil
-	}
-	if b[0] != '{' && json.Valid(b) {
-		return BadRequest("request body: must be a JSON object of parameters")
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var te *json.UnmarshalTypeError
-		var se *json.SyntaxError
-		switch {
-		case errors.As(err, &te):
-			return TypeError("parameter", te)
-		case errors.As(err, &se):
-			return BadRequest("request body is not valid JSON: %v", err)
-		case strings.HasPrefix(err.Error(), "json: unknown field "):
-			return BadRequest("unknown parameter %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
-		default:
-			return BadRequest("request body: %v", err)
-		}
-	}
-	if dec.More() {
-		return BadRequest("request body: one JSON object expected")
-	}
-	return nil
-}
-
-// TypeError is the 400 for a JSON value of the wrong type: "<what> limit:
-// must be an integer".
-func TypeError(what string, te *json.UnmarshalTypeError) error {
-	return BadRequest("%s %s: must be %s", what, te.Field, kind(te.Type.Kind().String()))
-}
-
-func kind(k string) string {
-	switch {
-	case strings.HasPrefix(k, "int"), strings.HasPrefix(k, "uint"):
-		return "an integer"
-	case k == "string":
-		return "a string"
-	case k == "bool":
-		return "true or false"
-	case k == "struct", k == "map":
-		return "an object"
-	case k == "slice":
-		return "a list"
-	}
-	return "a " + k
 }

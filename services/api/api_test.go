@@ -1,10 +1,13 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,14 +28,18 @@ func TestDecode(t *testing.T) {
 	if err := api.Decode(nil, &p); err != nil || p.Limit != 0 {
 		t.Fatalf("empty body: %v", err)
 	}
+	// Unknown keys are ignored, as upstream; known ones keep their types.
+	if err := api.Decode([]byte(`{"limit":3,"_":"123","nope":{"x":[1]}}`), &p); err != nil || p.Limit != 3 {
+		t.Fatalf("unknown keys: %+v %v", p, err)
+	}
 	cases := map[string]string{
-		`{"limit":"x"}`:  "parameter limit: must be an integer",
-		`{"nope":1}`:     `unknown parameter "nope"`,
-		`not json`:       "not valid JSON",
-		`{"limit":1} {}`: "one JSON object",
-		`{"name":[1]}`:   "parameter name: must be a string",
-		`[1,2]`:          "request body: must be a JSON object of parameters",
-		` null`:          "request body: must be a JSON object of parameters",
+		`{"limit":"x"}`:          "parameter limit: must be an integer",
+		`{"limit":"x","nope":1}`: "parameter limit: must be an integer",
+		`not json`:               "not valid JSON",
+		`{"limit":1} {}`:         "one JSON object",
+		`{"name":[1]}`:           "parameter name: must be a string",
+		`[1,2]`:                  "request body: must be a JSON object of parameters",
+		` null`:                  "request body: must be a JSON object of parameters",
 	}
 	for body, want := range cases {
 		err := api.Decode([]byte(body), &p)
@@ -47,13 +54,14 @@ func TestServiceAnswersAndMapsErrors(t *testing.T) {
 	n := nodetest.Start(t)
 	nc := n.Conn(t)
 	release := make(chan struct{})
+	var logged lockedBuffer
 	svc, err := api.Start(nc, api.Service{
-		Name: "apitest", Workers: 4, Logger: n.Logger,
+		Name: "apitest", Workers: 4, Logger: slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Endpoints: []api.Endpoint{
 			{Name: "echo", Subject: "kanade.apitest.echo", HTTP: "GET /api/echo", IntParams: []string{"limit"},
 				Handler: func(ctx context.Context, r api.Request) (any, error) {
 					var p params
-					if err := api.Decode(r.Data, &p); err != nil {
+					if err := api.Params(r, &p); err != nil {
 						return nil, err
 					}
 					return p, nil
@@ -88,11 +96,17 @@ func TestServiceAnswersAndMapsErrors(t *testing.T) {
 	if m := req("kanade.apitest.echo", `{"limit":3,"name":"x"}`); string(m.Data) != `{"limit":3,"name":"x"}` {
 		t.Errorf("echo: %s", m.Data)
 	}
+	// An unknown key is ignored, and logged at debug level.
+	if m := req("kanade.apitest.echo", `{"limit":2,"_":"1700000000","cascade":"true"}`); string(m.Data) != `{"limit":2,"name":""}` {
+		t.Errorf("echo with unknown keys: %s", m.Data)
+	}
+	if !strings.Contains(logged.String(), `msg="unknown parameters ignored"`) || !strings.Contains(logged.String(), "params=\"[_ cascade]\"") {
+		t.Errorf("unknown keys not logged at debug level:\n%s", logged.String())
+	}
 	if m := req("kanade.apitest.empty", ``); len(m.Data) != 0 || m.Header.Get(micro.ErrorCodeHeader) != "" {
 		t.Errorf("empty: %q %v", m.Data, m.Header)
 	}
 	for subj, want := range map[string][2]string{
-		"kanade.apitest.echo":    {"400", "unknown parameter"},
 		"kanade.apitest.missing": {"404", "no such thing"},
 		"kanade.apitest.broken":  {"500", "internal error"},
 	} {
@@ -102,6 +116,32 @@ func TestServiceAnswersAndMapsErrors(t *testing.T) {
 		}
 		if strings.Contains(string(m.Data), "secret") {
 			t.Errorf("%s leaked an internal error: %s", subj, m.Data)
+		}
+	}
+
+	// Parameters in headers (the gateway passing a body through) come
+	// last and win; a JSON body is read too, any other body is not.
+	hreq := func(body string, hdr nats.Header) *nats.Msg {
+		t.Helper()
+		m, err := client.RequestMsg(&nats.Msg{Subject: "kanade.apitest.echo", Data: []byte(body), Header: hdr}, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	for _, c := range []struct {
+		body string
+		hdr  nats.Header
+		want string
+	}{
+		{`{"limit":1,"name":"body"}`, nats.Header{api.ParamHeaderPrefix + "name": {"path"}, api.ParamHeaderPrefix + "limit": {"7"}}, `{"limit":7,"name":"path"}`},
+		{`{"limit":1}`, nats.Header{"kanade-param-name": {"123"}, api.ParamHeaderPrefix + "dry_run": {"1"}}, `{"limit":1,"name":"123"}`},
+		{"name: yaml\nlimit: 9\n", nats.Header{"Content-Type": {"application/yaml"}, api.ParamHeaderPrefix + "name": {"path"}}, `{"limit":0,"name":"path"}`},
+		{``, nats.Header{api.ParamHeaderPrefix + "limit": {"ten"}}, "parameter limit: must be an integer"},
+		{`{"limit":"x"}`, nats.Header{api.ParamHeaderPrefix + "name": {"n"}}, "parameter limit: must be an integer"},
+	} {
+		if m := hreq(c.body, c.hdr); string(m.Data) != c.want {
+			t.Errorf("%q with %v: %s, want %s", c.body, c.hdr, m.Data, c.want)
 		}
 	}
 
@@ -128,4 +168,22 @@ func TestServiceAnswersAndMapsErrors(t *testing.T) {
 		b, _ := json.Marshal(svc.Info())
 		t.Errorf("metadata missing: %s", b)
 	}
+}
+
+// lockedBuffer is a log sink safe for the service's worker goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

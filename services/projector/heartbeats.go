@@ -65,6 +65,13 @@ func (h *heartbeats) subscribe() error {
 	}
 	sub.SetPendingLimits(maxBuffered, 256<<20)
 	h.sub = sub
+	// Heartbeats are core messages: one sent before the server has our
+	// interest is gone. A round trip makes the subscription live before
+	// Start returns (a test under load lost its heartbeats without it).
+	// Not fatal: the client re-sends its subscriptions when it reconnects.
+	if err := h.p.o.Conn.FlushTimeout(5 * time.Second); err != nil {
+		h.p.log.Warn("projector: heartbeat subscription not confirmed", "err", err)
+	}
 	return nil
 }
 

@@ -55,7 +55,7 @@ func FuzzLiteralShape(f *testing.F) {
 	f.Add(`(?i)sk`, "\u017f\u212a")
 	f.Fuzz(func(t *testing.T, pattern, value string) {
 		prefix, exact := literalShape(pattern)
-		r, err := compileParam("p", pattern)
+		r, err := compileRegex(pattern)
 		if err != nil {
 			return
 		}

@@ -82,10 +82,12 @@ const (
 )
 
 // DecodeList decodes and validates a list request body. Every problem is a
-// 400 naming the parameter.
-func DecodeList(data []byte) (Params, error) {
+// 400 naming the parameter; unknown keys are ignored.
+func DecodeList(data []byte) (Params, error) { return decodeList(api.Request{Data: data}) }
+
+func decodeList(r api.Request) (Params, error) {
 	var p Params
-	if err := api.Decode(data, &p); err != nil {
+	if err := api.Params(r, &p); err != nil {
 		return Params{}, err
 	}
 	if _, err := p.compile(); err != nil {
@@ -153,7 +155,7 @@ func (p Params) compile() (*query, error) {
 		if v.pattern == "" {
 			continue
 		}
-		re, err := compileParam(v.param, v.pattern)
+		re, err := compileRegex(v.pattern)
 		if err != nil {
 			return nil, err
 		}
@@ -161,9 +163,9 @@ func (p Params) compile() (*query, error) {
 		f.prefix, f.exact = literalShape(v.pattern)
 		q.values = append(q.values, f)
 	}
-	for _, v := range [][2]string{{"stdout", p.Stdout}, {"stderr", p.Stderr}} {
-		if v[1] != "" {
-			if _, err := compileParam(v[0], v[1]); err != nil {
+	for _, pattern := range []string{p.Stdout, p.Stderr} {
+		if pattern != "" {
+			if _, err := compileRegex(pattern); err != nil {
 				return nil, err
 			}
 		}
@@ -196,12 +198,13 @@ func checkLimit(n int) (int, error) {
 	return n, nil
 }
 
-// compileParam compiles a user regex through the cache REGEXP uses, with
-// upstream's 400 text and the parameter named after it.
-func compileParam(param, pattern string) (*regexp.Regexp, error) {
+// compileRegex compiles a user regex through the cache REGEXP uses. The
+// 400 is upstream's text exactly, which names the pattern but not the
+// parameter: a client knows which of its filters held that pattern.
+func compileRegex(pattern string) (*regexp.Regexp, error) {
 	re, err := store.CompileRegexp(pattern)
 	if err != nil {
-		return nil, api.BadRequest("invalid regex `%s`: %v (parameter %s)", pattern, err, param)
+		return nil, api.BadRequest("invalid regex `%s`: %v", pattern, err)
 	}
 	return re, nil
 }

@@ -19,7 +19,7 @@ func definitions(o Options) []api.Service {
 	// free for detail, tail and first-page lists.
 	heavy := make(chan struct{}, o.HeavyQueries)
 	list := func(ctx context.Context, r api.Request) (any, error) {
-		p, err := DecodeList(r.Data)
+		p, err := decodeList(r)
 		if err != nil {
 			return nil, err
 		}
@@ -40,18 +40,18 @@ func definitions(o Options) []api.Service {
 	service := func(name, description string, eps []api.Endpoint) api.Service {
 		return api.Service{Name: name, Description: description, Workers: o.Workers, Timeout: o.Timeout, Logger: o.Logger, Endpoints: eps}
 	}
-	byID := func(data []byte) (string, error) {
+	byID := func(r api.Request) (string, error) {
 		var p struct {
 			ResultID string `json:"result_id"`
 		}
-		err := api.Decode(data, &p)
+		err := api.Params(r, &p)
 		return p.ResultID, err
 	}
 	results := service("results", "what ran where: results list with regex filters, detail, live output tail", []api.Endpoint{
 		{Name: "list", Subject: "kanade.results.list", HTTP: "GET /api/results", IntParams: []string{"limit"}, Handler: list},
 		{Name: "detail", Subject: "kanade.results.detail", HTTP: "GET /api/results/{result_id}",
 			Handler: func(ctx context.Context, r api.Request) (any, error) {
-				id, err := byID(r.Data)
+				id, err := byID(r)
 				if err != nil {
 					return nil, err
 				}
@@ -59,7 +59,7 @@ func definitions(o Options) []api.Service {
 			}},
 		{Name: "tail", Subject: "kanade.results.tail", HTTP: "GET /api/results/{result_id}/tail",
 			Handler: func(ctx context.Context, r api.Request) (any, error) {
-				id, err := byID(r.Data)
+				id, err := byID(r)
 				if err != nil {
 					return nil, err
 				}
@@ -74,7 +74,7 @@ func definitions(o Options) []api.Service {
 		{Name: "list", Subject: "kanade.executions.list", HTTP: "GET /api/executions", IntParams: []string{"limit"},
 			Handler: func(ctx context.Context, r api.Request) (any, error) {
 				var p ExecutionParams
-				if err := api.Decode(r.Data, &p); err != nil {
+				if err := api.Params(r, &p); err != nil {
 					return nil, err
 				}
 				return ListExecutions(ctx, o.DB, p, time.Now())
@@ -84,7 +84,7 @@ func definitions(o Options) []api.Service {
 				var p struct {
 					ExecID string `json:"exec_id"`
 				}
-				if err := api.Decode(r.Data, &p); err != nil {
+				if err := api.Params(r, &p); err != nil {
 					return nil, err
 				}
 				return ExecutionDetail(ctx, o.DB, p.ExecID, time.Now())
@@ -95,7 +95,7 @@ func definitions(o Options) []api.Service {
 				var p struct {
 					JobID string `json:"job_id"`
 				}
-				if err := api.Decode(r.Data, &p); err != nil {
+				if err := api.Params(r, &p); err != nil {
 					return nil, err
 				}
 				sent, err := Kill(ctx, o.DB, o.Conn, p.JobID, o.Logger)
@@ -108,7 +108,7 @@ func definitions(o Options) []api.Service {
 	agents := service("agents", "agents seen by heartbeat, alive within two minutes", []api.Endpoint{
 		{Name: "list", Subject: "kanade.agents.list", HTTP: "GET /api/agents",
 			Handler: func(ctx context.Context, r api.Request) (any, error) {
-				if err := api.Decode(r.Data, &struct{}{}); err != nil {
+				if err := api.Params(r, &struct{}{}); err != nil {
 					return nil, err
 				}
 				return ListAgents(ctx, o.DB, time.Now())

@@ -1,32 +1,17 @@
 package scheduler
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
-	"strings"
 
 	"github.com/kanade-go/kanade/services/api"
 )
 
-// params decodes the request's parameters into v: the JSON object body, or,
-// for a non-JSON body (a YAML manifest forwarded verbatim), the
-// api.ParamHeaderPrefix<name> headers.
-func params(r api.Request, v any) error {
-	body := bytes.TrimSpace(r.Data)
-	if len(body) == 0 || body[0] == '{' {
-		return api.Decode(body, v)
-	}
-	m := map[string]string{}
-	for k, vals := range r.Header {
-		if len(vals) > 0 && len(k) > len(api.ParamHeaderPrefix) && strings.EqualFold(k[:len(api.ParamHeaderPrefix)], api.ParamHeaderPrefix) {
-			m[k[len(api.ParamHeaderPrefix):]] = vals[0]
-		}
-	}
-	b, _ := json.Marshal(m)
-	return api.Decode(b, v)
-}
+// params decodes the request's parameters into v: the JSON object body
+// and the api.ParamHeaderPrefix<name> headers the gateway sends beside a
+// body it passes through (a manifest, an exec target), the headers winning.
+func params(r api.Request, v any) error { return api.Params(r, v) }
 
 // with adapts fn to a handler that first decodes the request's parameters
 // into P, so each endpoint states only what it does with them.

@@ -248,6 +248,13 @@ await step('filter Activity to failures and see only failed rows', async () => {
   if (after !== before) throw new Error(`the error moved the table from y=${before} to y=${after}`);
   await page.locator(tid('filter-pc_id')).fill('');
   await poll('error cleared', async () => (await page.locator(tid('error-pc_id')).textContent()) === '');
+  // The error quotes the pattern, not the field (upstream's text): the page
+  // finds the field by the pattern it sent, even one holding "`: ".
+  await page.locator(tid('filter-stderr')).fill('x`: (');
+  await poll('regex error on stderr', async () => (await page.locator(tid('error-stderr')).textContent()).startsWith('invalid regex `x`: (`: ')
+    && (await page.locator(tid('error-pc_id')).textContent()) === '');
+  await page.locator(tid('filter-stderr')).fill('');
+  await poll('stderr error cleared', async () => (await page.locator(tid('error-stderr')).textContent()) === '');
   // The URL alone reproduces the view.
   await page.reload();
   await poll('filters restored from the URL', async () => (await page.locator(tid('filter-job_id')).inputValue()) === `^${FAIL_JOB}$`
@@ -312,13 +319,45 @@ await step('disable a schedule', async () => {
   await row.waitFor();
   const id = await row.getAttribute('data-schedule-id');
   await saveUnchanged(`/api/schedules/${id}`, row.locator(tid('edit-schedule')));
+  // Upstream answers enable/disable with 204 and no body: the page must
+  // show the new state from the list it reads again, not from the reply.
+  await page.route('**/api/schedules/*/disable', async (route) => {
+    const res = await route.fetch();
+    if (res.ok()) await route.fulfill({ status: 204, body: '' });
+    else await route.fulfill({ response: res });
+  });
   await row.locator(tid('toggle-schedule')).click();
   const same = page.locator(`${tid('schedule-row')}[data-schedule-id="${id}"]`);
   await poll('schedule disabled', async () => (await same.getAttribute('data-enabled')) === 'false');
+  await page.unrouteAll();
   const stored = (await api('/api/schedules')).find((s) => s.id === id);
   if (stored.enabled !== false) throw new Error(`API still has ${id} enabled`);
   await same.locator(tid('preview-schedule')).click();
   await page.locator(`${tid('schedule-preview')}[data-schedule-id="${id}"]`).waitFor();
+});
+
+await step('delete a schedule someone else deleted first', async () => {
+  const id = `e2e-gone-${suffix}`;
+  await api('/api/schedules', { method: 'POST', data: { id, job_id: SLOW_JOB, cron: '0 0 3 1 1 *', target: { all: true } } });
+  await go('/schedules');
+  await page.reload(); // already on /schedules: read the list again now
+  const row = page.locator(`${tid('schedule-row')}[data-schedule-id="${id}"]`);
+  await row.waitFor();
+  await api(`/api/schedules/${id}`, { method: 'DELETE' });
+  // Deleting an unknown schedule answers 204 upstream (not 404): the page
+  // must settle on the list it reads again, with no error shown.
+  await page.route(`**/api/schedules/${id}`, async (route) => {
+    if (route.request().method() !== 'DELETE') return route.continue();
+    const res = await route.fetch();
+    if (res.status() === 404) await route.fulfill({ status: 204, body: '' });
+    else await route.fulfill({ response: res });
+  });
+  await row.locator(tid('delete-schedule')).click();
+  await page.locator(`${tid('confirm-dialog')} ${tid('dialog-submit')}`).click();
+  await poll('the row to go', async () => (await row.count()) === 0);
+  const banner = await page.locator(tid('schedules-error')).textContent();
+  if (banner) throw new Error(`error shown after a 204 delete: ${banner}`);
+  await page.unrouteAll();
 });
 
 // Every page in both themes, at desktop and phone width.

@@ -59,17 +59,20 @@ function query(s) {
   return q;
 }
 
-// Which filter fields a 400 message is about: the parameter it names
-// ("… (parameter pc_id)"), else the field holding the regex it quotes.
-function fieldsOf(message, s) {
+// Which filter fields a 400 message is about. A bad regex answers
+// upstream's ``invalid regex `PATTERN`: REASON``, which names the pattern,
+// not the field: the fields whose sent value is that pattern are the ones
+// (the longest, should one pattern also prefix the message for another).
+// Other messages name their parameter ("parameter since: …").
+function fieldsOf(message, sent) {
   const keys = FIELDS.map(([k]) => k);
+  const bad = keys.filter((k) => sent[k] && message.startsWith(`invalid regex \`${sent[k]}\`: `));
+  if (bad.length) {
+    const longest = Math.max(...bad.map((k) => sent[k].length));
+    return bad.filter((k) => sent[k].length === longest);
+  }
   const named = /\bparameter ([a-z_]+)\b/.exec(message);
   if (named && keys.includes(named[1])) return [named[1]];
-  const m = /invalid regex `([\s\S]*?)`:/.exec(message);
-  if (m) {
-    const hit = keys.filter((k) => s[k] === m[1]);
-    if (hit.length) return hit;
-  }
   return keys.filter((k) => new RegExp(`(^|[^a-z_])${k}([^a-z_]|$)`).test(message));
 }
 
@@ -176,9 +179,9 @@ export function mount(main, { params, life }) {
     }
   }
 
-  function showError(err) {
+  function showError(err, sent) {
     clearErrors();
-    const hit = err.status === 400 ? fieldsOf(err.message, s) : [];
+    const hit = err.status === 400 ? fieldsOf(err.message, sent) : [];
     for (const k of hit) {
       fieldErrors[k].textContent = err.message;
       inputs[k].setAttribute('aria-invalid', 'true');
@@ -202,11 +205,12 @@ export function mount(main, { params, life }) {
   async function load() {
     cancelRefresh();
     table.classList.add('busy');
-    const res = await latest.run((signal) => api('GET', '/api/results', { query: query(s), signal }));
+    const q = query(s);
+    const res = await latest.run((signal) => api('GET', '/api/results', { query: q, signal }));
     if (!res) return;
     table.classList.remove('busy');
     if (!res.ok) {
-      showError(res.error);
+      showError(res.error, q);
       if (!rows.length) replace(tbody, h('tr', { class: 'empty' }, h('td', { colspan: COLUMNS }, 'No results to show.')));
       table.classList.add('stale');
       older.disabled = true;

@@ -7,7 +7,7 @@ import { tokenDialog } from './dialog.fefcff641c.js';
 import { initThemeToggle } from './theme.9bc285ecbb.js';
 import { Lifecycle } from './lifecycle.cf1e604c6c.js';
 import { h, replace } from './dom.3dd86e8f14.js';
-import * as activity from './page-activity.54e70754cc.js';
+import * as activity from './page-activity.962c226459.js';
 import * as result from './page-result.50d72e6857.js';
 import * as executions from './page-executions.17bcc845a4.js';
 import * as jobs from './page-jobs.aaada17359.js';
