@@ -2,7 +2,6 @@ package scheduler
 
 import (
 	"context"
-	"encoding/json"
 	"log/slog"
 
 	"github.com/kanade-go/kanade/services/api"
