@@ -26,7 +26,11 @@ type Execution struct {
 	TargetCount  int64   `json:"target_count"`
 	SuccessCount int64   `json:"success_count"`
 	FailureCount int64   `json:"failure_count"`
-	Status       string  `json:"status"`
+	// SkippedCount is beyond upstream's shape: results an agent chose not
+	// to run (skipped: true), counted toward completion but neither as a
+	// success nor as a failure.
+	SkippedCount int64  `json:"skipped_count"`
+	Status       string `json:"status"`
 }
 
 // ExecutionParams is an executions list request.
@@ -61,16 +65,16 @@ type ExecutionDetails struct {
 // is now, in stored form.
 const executionStatus = `CASE
 	WHEN status IN ('completed', 'expired') THEN status
-	WHEN target_count > 0 AND success_count + failure_count >= target_count THEN 'completed'
+	WHEN target_count > 0 AND success_count + failure_count + skipped_count >= target_count THEN 'completed'
 	WHEN deadline_at IS NOT NULL AND deadline_at < ? THEN 'expired'
 	ELSE status END`
 
-const executionColumns = `exec_id, job_id, version, initiated_by, initiated_at, target_count, success_count, failure_count, ` + executionStatus
+const executionColumns = `exec_id, job_id, version, initiated_by, initiated_at, target_count, success_count, failure_count, skipped_count, ` + executionStatus
 
 func scanExecution(sc interface{ Scan(...any) error }) (Execution, error) {
 	var e Execution
 	var version, by, at sql.NullString
-	if err := sc.Scan(&e.ExecID, &e.JobID, &version, &by, &at, &e.TargetCount, &e.SuccessCount, &e.FailureCount, &e.Status); err != nil {
+	if err := sc.Scan(&e.ExecID, &e.JobID, &version, &by, &at, &e.TargetCount, &e.SuccessCount, &e.FailureCount, &e.SkippedCount, &e.Status); err != nil {
 		return Execution{}, err
 	}
 	e.Version, e.InitiatedBy, e.InitiatedAt = nullString(version), nullString(by), store.APITime(at)

@@ -18,6 +18,7 @@ type execRec struct {
 	id, job, status string
 	initiated       time.Time
 	target, ok, bad int
+	skipped         int
 	deadline        time.Time
 }
 
@@ -26,8 +27,8 @@ func insertExecs(t *testing.T, db *store.DB, recs ...execRec) {
 	err := db.WriteTx(context.Background(), func(tx *sql.Tx) error {
 		for _, r := range recs {
 			if _, err := tx.Exec(`INSERT INTO executions (exec_id, job_id, version, initiated_by, initiated_at, target_count,
-				success_count, failure_count, status, deadline_at) VALUES (?, ?, '1.0.0', 'scheduler', ?, ?, ?, ?, ?, ?)`,
-				r.id, r.job, store.FormatTime(r.initiated), r.target, r.ok, r.bad, r.status, store.NullTime(r.deadline)); err != nil {
+				success_count, failure_count, skipped_count, status, deadline_at) VALUES (?, ?, '1.0.0', 'scheduler', ?, ?, ?, ?, ?, ?, ?)`,
+				r.id, r.job, store.FormatTime(r.initiated), r.target, r.ok, r.bad, r.skipped, r.status, store.NullTime(r.deadline)); err != nil {
 				return err
 			}
 		}
@@ -46,6 +47,9 @@ func TestExecutions(t *testing.T) {
 		execRec{id: "x-late", job: "inv", status: "pending", initiated: now.Add(-4 * time.Hour), target: 3, deadline: now.Add(-time.Hour)},
 		execRec{id: "x-run", job: "inv", status: "running", initiated: now.Add(-3 * time.Hour), target: 3, ok: 1, deadline: now.Add(time.Hour)},
 		execRec{id: "x-pend", job: "other", status: "pending", initiated: now.Add(-2 * time.Hour), target: 1},
+		// Every target answered, one of them skipping: complete at read
+		// time even if the stored status lags.
+		execRec{id: "x-skip", job: "other", status: "running", initiated: now.Add(-90 * time.Minute), target: 2, ok: 1, skipped: 1},
 	)
 	insert(t, e.n.DB,
 		rec{id: "r2", exec: "x-done", pc: "PC2", job: "inv", exit: code(1), started: t0, finished: t0.Add(time.Second)},
@@ -73,13 +77,17 @@ func TestExecutions(t *testing.T) {
 		}
 		return out
 	}
-	if got, want := status(list("")), []string{"x-pend=pending", "x-run=running", "x-late=expired", "x-done=completed"}; !slices.Equal(got, want) {
+	all := list("")
+	if got, want := status(all), []string{"x-skip=completed", "x-pend=pending", "x-run=running", "x-late=expired", "x-done=completed"}; !slices.Equal(got, want) {
 		t.Errorf("list: %v, want %v", got, want)
+	}
+	if all[0].SkippedCount != 1 || all[0].SuccessCount != 1 || all[0].FailureCount != 0 {
+		t.Errorf("skipped execution %+v", all[0])
 	}
 	if got, want := status(list(`{"job_id":"inv","limit":2}`)), []string{"x-run=running", "x-late=expired"}; !slices.Equal(got, want) {
 		t.Errorf("by job: %v, want %v", got, want)
 	}
-	for st, want := range map[string][]string{"expired": {"x-late=expired"}, "completed": {"x-done=completed"}, "pending": {"x-pend=pending"}} {
+	for st, want := range map[string][]string{"expired": {"x-late=expired"}, "completed": {"x-skip=completed", "x-done=completed"}, "pending": {"x-pend=pending"}} {
 		if got := status(list(`{"status":"` + st + `"}`)); !slices.Equal(got, want) {
 			t.Errorf("status %s: %v, want %v", st, got, want)
 		}
@@ -90,8 +98,8 @@ func TestExecutions(t *testing.T) {
 		}
 	}
 	// An unknown key is ignored, as upstream: {"job":…} filters nothing.
-	if got := status(list(`{"job":"inv","_":"1"}`)); len(got) != 4 {
-		t.Errorf("unknown key: %v, want the 4 executions", got)
+	if got := status(list(`{"job":"inv","_":"1"}`)); len(got) != 5 {
+		t.Errorf("unknown key: %v, want the 5 executions", got)
 	}
 
 	_, b := e.call(t, "kanade.executions.detail", `{"exec_id":"x-done"}`)
