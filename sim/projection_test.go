@@ -124,8 +124,21 @@ func TestDuplicatePublishesProjectExactly(t *testing.T) {
 					return got == w
 				})
 			}
-			// Settled: nothing more arrives, nothing was counted twice.
-			time.Sleep(200 * time.Millisecond)
+			// Settled: every message of the streams is applied (the
+			// offsets reach the streams' last sequences), and nothing was
+			// counted twice.
+			for _, name := range []string{wire.StreamResults, wire.StreamEvents, streams.StreamExecutions} {
+				st, err := js.Stream(context.Background(), name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				last := st.CachedInfo().State.LastSeq
+				waitFor(t, name+" applied to its last message", func() bool {
+					var off uint64
+					n.DB.R.QueryRow(`SELECT last_seq FROM projector_offsets WHERE stream = ?`, name).Scan(&off)
+					return off >= last
+				})
+			}
 			for id, w := range want {
 				if got := projected(t, n, id); got != w {
 					t.Errorf("execution %s: %+v, want %+v", id, got, w)

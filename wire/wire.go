@@ -235,8 +235,9 @@ func (r *ExecResult) UnmarshalJSON(b []byte) error {
 }
 
 // unmarshalResult decodes into a shadow type without the method, so the
-// payload is scanned once: json.Unmarshal into *ExecResult would check the
-// whole payload, call the method, and check it again. The projector decodes
+// payload is scanned twice (json.Unmarshal's validity check, then the
+// decode), not three times: json.Unmarshal into *ExecResult would check
+// the whole payload, call the method, and check and decode it again. The projector decodes
 // every result, and outputs make them kilobytes long. hasExit reports
 // whether exit_code was present and not null, seen in the same pass: the
 // shadow's own exit_code field is shallower than the embedded one, so

@@ -44,10 +44,11 @@ func (r *rebuildState) set(v bool) {
 // messages, the secondary indexes of execution_results and its triggers
 // are dropped, their SQL kept in projector_rebuild in the same transaction.
 //
-// The triggers keep result_exec_ids (store migration 0200) current row by
-// row; measured side by side on 200,000 results, dropping them made the
-// replay 15-24 % faster, and one INSERT ... SELECT DISTINCT over the
-// finished table fills the table instead (createIndexes).
+// The result_exec_ids triggers (store migration 0200) keep that table
+// current row by row; measured side by side on 200,000 results, dropping
+// them made the replay 15-24 % faster, and one INSERT ... SELECT DISTINCT
+// over the finished table fills it instead (createIndexes). Only those:
+// another trigger would need its own fill.
 func (p *Projector) prepareRebuild(ctx context.Context) error {
 	var n int
 	if err := p.db.W.QueryRowContext(ctx, `SELECT count(*) FROM projector_rebuild`).Scan(&n); err != nil {
@@ -86,7 +87,8 @@ func (p *Projector) prepareRebuild(ctx context.Context) error {
 	var dropped []string
 	err := p.db.WriteTx(ctx, func(tx *sql.Tx) error {
 		defs, err := indexDefs(ctx, tx, `SELECT name, sql, type FROM sqlite_master
-			WHERE type IN ('index', 'trigger') AND tbl_name = 'execution_results' AND sql IS NOT NULL
+			WHERE tbl_name = 'execution_results' AND sql IS NOT NULL
+				AND (type = 'index' OR type = 'trigger' AND name LIKE 'result\_exec\_ids\_%' ESCAPE '\')
 			ORDER BY type, name`)
 		if err != nil {
 			return err

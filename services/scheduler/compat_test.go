@@ -489,6 +489,17 @@ func TestJobsListLive(t *testing.T) {
 			}
 		}
 	}
+	// Stored as pending or running but shown otherwise by the executions
+	// API: past its deadline (expired), and every target answered
+	// (completed). Neither is live.
+	if _, err := n.DB.W.Exec(`INSERT INTO executions (exec_id, job_id, initiated_at, status, deadline_at)
+		VALUES ('e-late', 'echo', '2026-05-16T00:00:00.000000000Z', 'pending', '2026-05-16T01:00:00.000000000Z')`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.DB.W.Exec(`INSERT INTO executions (exec_id, job_id, initiated_at, status, target_count, success_count, skipped_count)
+		VALUES ('e-done', 'inv', '2026-05-16T00:00:00.000000000Z', 'running', 2, 1, 1)`); err != nil {
+		t.Fatal(err)
+	}
 	var list []map[string]json.RawMessage
 	if err := json.Unmarshal([]byte(mustCall(t, nc, "kanade.jobs.list", "", "")), &list); err != nil {
 		t.Fatal(err)

@@ -118,7 +118,7 @@ func StartEngine(ctx context.Context, o EngineOptions) (*Engine, error) {
 		slots: map[string]*slot{}, invalid: map[string]uint64{}, claimed: map[string]claimEntry{}, synced: make(chan struct{}),
 		reqs: make(chan func()),
 	}
-	entries, err := listEntries(ctx, o.Claims)
+	entries, err := listEntries(ctx, o.JS, o.Claims)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", BucketClaims, err)
 	}
@@ -308,7 +308,7 @@ func (e *Engine) apply(en jetstream.KeyValueEntry, now time.Time, initial bool) 
 	}
 	if err != nil {
 		// Warn once per revision: a re-watch replays the bucket. The
-		// schedules list shows the same reason (ListSchedulesAPI).
+		// schedules list shows the same reason (ListSchedulesChecked).
 		if e.invalid[id] != en.Revision() {
 			e.invalid[id] = en.Revision()
 			e.log.Warn("schedule not firing: it cannot be used", "schedule", id, "revision", en.Revision(), "err", err)

@@ -84,7 +84,8 @@ type Firer struct {
 	Agents *AgentCounter
 	Log    *slog.Logger
 	// RetryFor bounds how long Publish keeps re-sending the messages that
-	// failed (default 5 s, under the API's 9 s request deadline).
+	// failed (default: until half a second before the context's deadline,
+	// else 5 s).
 	RetryFor time.Duration
 }
 
@@ -139,11 +140,15 @@ func (p *Firer) Publish(ctx context.Context, f Fire) (ExecReply, error) {
 	for _, s := range subjects {
 		msgs = append(msgs, pubMsg{subject: s, id: f.ExecID + "/" + s, data: cmdData})
 	}
-	retryFor := p.RetryFor
-	if retryFor <= 0 {
-		retryFor = 5 * time.Second
+	// Give up only shortly before the caller's deadline: a 503 for
+	// messages whose acks were merely slow (an fsync under load) makes the
+	// client retry with new ids, the double run this loop exists to avoid.
+	giveUp := time.Now().Add(5 * time.Second)
+	if p.RetryFor > 0 {
+		giveUp = time.Now().Add(p.RetryFor)
+	} else if dl, ok := ctx.Deadline(); ok {
+		giveUp = dl.Add(-500 * time.Millisecond)
 	}
-	giveUp := time.Now().Add(retryFor)
 	all := slices.Clone(msgs)
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, time.Second) {
 		failed := p.publishRound(ctx, msgs)

@@ -133,7 +133,7 @@ type Catalog struct {
 
 // ListJobs returns every stored manifest, ordered by id.
 func (c *Catalog) ListJobs(ctx context.Context) ([]json.RawMessage, error) {
-	entries, err := listEntries(ctx, c.Jobs)
+	entries, err := listEntries(ctx, c.JS, c.Jobs)
 	if err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
 	}
@@ -154,7 +154,7 @@ type Live struct {
 // ListJobsLive is the jobs list the API answers: every stored manifest as
 // stored, plus "live": its executions running and pending.
 func (c *Catalog) ListJobsLive(ctx context.Context) ([]json.RawMessage, error) {
-	entries, err := listEntries(ctx, c.Jobs)
+	entries, err := listEntries(ctx, c.JS, c.Jobs)
 	if err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
 	}
@@ -163,7 +163,7 @@ func (c *Catalog) ListJobsLive(ctx context.Context) ([]json.RawMessage, error) {
 	for i, e := range entries {
 		ids[i], list[i] = e.Key(), e.Value()
 	}
-	live, err := LiveCounts(ctx, c.DB, ids)
+	live, err := LiveCounts(ctx, c.DB, ids, time.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -179,7 +179,7 @@ func (c *Catalog) ListJobsLive(ctx context.Context) ([]json.RawMessage, error) {
 
 // LiveCounts counts the running and pending executions of each job in ids
 // (a nil db: none). One query, on the (job_id, status) index.
-func LiveCounts(ctx context.Context, db *store.DB, ids []string) (map[string]Live, error) {
+func LiveCounts(ctx context.Context, db *store.DB, ids []string, now time.Time) (map[string]Live, error) {
 	out := make(map[string]Live, len(ids))
 	if db == nil || len(ids) == 0 {
 		return out, nil
@@ -188,9 +188,14 @@ func LiveCounts(ctx context.Context, db *store.DB, ids []string) (map[string]Liv
 	if err != nil {
 		return nil, fmt.Errorf("encode job ids: %w", err)
 	}
+	// As the executions API shows them (services/results): an execution
+	// whose targets all answered is completed, one past its deadline_at
+	// expired, even before the stored status says so.
 	rows, err := db.R.QueryContext(ctx, `SELECT job_id, status, COUNT(*) FROM executions
 		WHERE job_id IN (SELECT value FROM json_each(?)) AND status IN ('running', 'pending')
-		GROUP BY job_id, status`, string(arg))
+			AND NOT (target_count > 0 AND success_count + failure_count + skipped_count >= target_count)
+			AND (deadline_at IS NULL OR deadline_at >= ?)
+		GROUP BY job_id, status`, string(arg), store.FormatTime(now))
 	if err != nil {
 		return nil, fmt.Errorf("count live executions: %w", err)
 	}
@@ -279,18 +284,18 @@ func (c *Catalog) DeleteJob(ctx context.Context, id string) error {
 //
 // The watcher's consumer may sit on any replica of a replicated bucket,
 // one that lags behind the write a client's previous request just made
-// through another node. So it first asks the stream leader for the last
-// sequence and reads on past the watcher's end-of-snapshot marker until it
-// has seen that sequence (the last message of the stream is always the
-// newest of its key, so it is among the entries, deletes included).
-func listEntries(ctx context.Context, kv jetstream.KeyValue) ([]jetstream.KeyValueEntry, error) {
-	st, err := kv.Status(ctx)
-	if err != nil {
-		return nil, err
-	}
+// through another node. So, given js, it first asks the stream leader for
+// the revision of the bucket's newest message and reads on past the
+// watcher's end-of-snapshot marker until it has seen it (the newest
+// message is the newest of its key, so it is among the entries, deletes
+// included). Without js (one server) the snapshot is current.
+func listEntries(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue) ([]jetstream.KeyValueEntry, error) {
 	var want uint64
-	if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok {
-		want = bs.StreamInfo().State.LastSeq
+	if js != nil {
+		var err error
+		if want, err = leaderLastRevision(ctx, js, kv.Bucket()); err != nil {
+			return nil, err
+		}
 	}
 	w, err := kv.WatchAll(ctx)
 	if err != nil {

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -74,4 +75,38 @@ func TestCatalogReadsPastAStaleReplica(t *testing.T) {
 		t.Fatal("the stale replica never answered a plain Get; the test proves nothing")
 	}
 	t.Logf("plain KV Get missed %d of 40 fresh keys; the catalog none", stale)
+}
+
+// A key with wildcards names no job: read at the leader it must not match,
+// and return, some other key (a schedule written straight into KV with
+// job_id "*" would fire whichever job was written last).
+func TestLeaderGetRefusesWildcards(t *testing.T) {
+	n := nodetest.Start(t)
+	cat := catalogOf(t, n)
+	ctx := context.Background()
+	if _, err := cat.PutJob(ctx, []byte(`{"id":"real","version":"1","execute":{"shell":"sh","script":"true","timeout":"1m"}}`), "application/json"); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"*", ">", "re*", "a.>"} {
+		if e, err := leaderGet(ctx, cat.JS, wire.BucketJobs, key); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			t.Errorf("leaderGet %q: %q, %v; want not found", key, e.value, err)
+		}
+	}
+	if e, err := leaderGet(ctx, cat.JS, wire.BucketJobs, "real"); err != nil || e.revision == 0 {
+		t.Errorf("leaderGet real: %+v, %v", e, err)
+	}
+	// The bucket's newest revision, deletes included, at the leader.
+	if err := cat.DeleteJob(ctx, "real"); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := leaderLastRevision(ctx, cat.JS, wire.BucketJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := cat.Jobs.Status(ctx); rev != st.(*jetstream.KeyValueBucketStatus).StreamInfo().State.LastSeq {
+		t.Errorf("last revision %d, stream %+v", rev, st)
+	}
+	if _, _, err := cat.GetJob(ctx, "real"); err == nil {
+		t.Error("deleted job still found")
+	}
 }

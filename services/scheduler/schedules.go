@@ -51,6 +51,8 @@ func (s Schedule) Compile() (*Compiled, error) {
 		return nil, api.BadRequest("invalid id %q: use letters, digits, '-', '_' and '.'", s.ID)
 	case s.JobID == "":
 		return nil, api.BadRequest("job_id is required")
+	case !validID(s.JobID):
+		return nil, api.BadRequest("invalid job_id %q: use letters, digits, '-', '_' and '.'", s.JobID)
 	}
 	spec, err := ParseCron(s.Cron, s.TZ)
 	if err != nil {
@@ -124,7 +126,7 @@ func decodeStored(b []byte) (Schedule, error) {
 
 // ListSchedules returns every stored schedule, ordered by id.
 func (c *Catalog) ListSchedules(ctx context.Context) ([]Schedule, error) {
-	entries, err := listEntries(ctx, c.Schedules)
+	entries, err := listEntries(ctx, c.JS, c.Schedules)
 	if err != nil {
 		return nil, fmt.Errorf("list schedules: %w", err)
 	}
