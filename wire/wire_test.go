@@ -180,7 +180,7 @@ func TestSubjects(t *testing.T) {
 
 // BenchmarkDecodeResult compares, side by side, decoding a result with 1 KiB
 // of stdout through json.Unmarshal into *ExecResult (the payload is checked,
-// then the method decodes it again) and through DecodeResult (one pass).
+// then the method decodes it again) and through DecodeResult (two passes: the validity check and the decode).
 //
 //	go test -run '^$' -bench DecodeResult ./wire
 func BenchmarkDecodeResult(b *testing.B) {
