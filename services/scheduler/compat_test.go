@@ -317,6 +317,28 @@ func TestExecUnknownJobFirst(t *testing.T) {
 	}
 }
 
+// blockExecSubject makes publishes on subject fail: EXEC keeps one Command
+// per subject, and refusing new ones while one is there makes the next
+// publish fail until that one is removed. It returns the blocking one's ack.
+func blockExecSubject(t *testing.T, js jetstream.JetStream, subject string) *jetstream.PubAck {
+	t.Helper()
+	ctx := context.Background()
+	st, err := js.Stream(ctx, wire.StreamExec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.Discard, cfg.DiscardNewPerSubject = jetstream.DiscardNew, true
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	ack, err := js.Publish(ctx, subject, []byte(`{"old":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ack
+}
+
 // A publish that fails on one subject after the others succeeded is
 // retried within the request with the same ids, so the agents already
 // reached do not get the Command twice and the one missed gets the same
@@ -329,18 +351,8 @@ func TestExecRetriesFailedSubjectsWithSameIDs(t *testing.T) {
 	ctx := context.Background()
 	mustCall(t, nc, "kanade.jobs.put", "", echoJob)
 
-	// EXEC keeps one Command per subject; refusing new ones while one is
-	// there makes a publish on commands.pc.B fail until B's is removed.
+	old := blockExecSubject(t, js, "commands.pc.B")
 	st, err := js.Stream(ctx, wire.StreamExec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := st.CachedInfo().Config
-	cfg.Discard, cfg.DiscardNewPerSubject = jetstream.DiscardNew, true
-	if _, err := js.UpdateStream(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	old, err := js.Publish(ctx, "commands.pc.B", []byte(`{"old":true}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -412,20 +424,9 @@ func TestExecGivesUpNamingSubjects(t *testing.T) {
 	js := n.JetStream(t)
 	ctx := context.Background()
 	mustCall(t, nc, "kanade.jobs.put", "", echoJob)
-	st, err := js.Stream(ctx, wire.StreamExec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := st.CachedInfo().Config
-	cfg.Discard, cfg.DiscardNewPerSubject = jetstream.DiscardNew, true
-	if _, err := js.UpdateStream(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.Publish(ctx, "commands.pc.B", []byte(`{"old":true}`)); err != nil {
-		t.Fatal(err)
-	}
+	blockExecSubject(t, js, "commands.pc.B")
 	firer := &Firer{JS: s.Catalog.JS, Agents: &AgentCounter{}, Log: n.Logger, RetryFor: 300 * time.Millisecond}
-	_, err = ExecNow(ctx, s.Catalog, firer, ExecRequest{JobID: "echo", Target: &Target{PCs: []string{"A", "B"}}}, time.Now())
+	_, err := ExecNow(ctx, s.Catalog, firer, ExecRequest{JobID: "echo", Target: &Target{PCs: []string{"A", "B"}}}, time.Now())
 	if err == nil || !strings.Contains(err.Error(), "reached executions.") || !strings.Contains(err.Error(), "commands.pc.A but failed on commands.pc.B") {
 		t.Fatalf("exec: %v, want a 503 naming the subjects reached and missed", err)
 	}
