@@ -15,13 +15,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/kanade-go/kanade/sim"
+	"github.com/kanade-go/kanade/wire"
 )
 
 // TestDashboardInBrowser starts the real binary with simulated agents
 // (`kanade serve --demo`, with an API token) and drives the dashboard in headless Chromium with
 // web/e2e/dashboard.mjs: filter failures, follow a running result's live
-// output and kill it, run a job on a group, disable a schedule. Screenshots of
+// output and kill it, run a job on a group, disable a schedule; see a job's
+// live executions, skipped results of a job whose shell no agent supports and
+// a stored schedule the engine cannot use (both written to KV by
+// seedUnvalidated, bypassing the API's validation). Screenshots of
 // every page, light and dark, land in artifacts/screenshots/.
 //
 // It needs Node, Chromium and `npm ci` in web/e2e. Without them it skips,
@@ -58,7 +65,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	// With an API token, so the run also covers the dashboard's token prompt.
 	token := rand.Text()
-	url := startDemo(t, bin, token)
+	url, natsURL := startDemo(t, bin, token)
+	skipJob, brokenSchedule := seedUnvalidated(t, natsURL)
 
 	shots, err := filepath.Abs(filepath.Join("..", "artifacts", "screenshots"))
 	if err != nil {
@@ -67,7 +75,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, filepath.Join("e2e", "dashboard.mjs"), url)
-	cmd.Env = append(os.Environ(), "SCREENSHOT_DIR="+shots, "CHROMIUM="+chromium, "E2E_TOKEN="+token)
+	cmd.Env = append(os.Environ(), "SCREENSHOT_DIR="+shots, "CHROMIUM="+chromium, "E2E_TOKEN="+token,
+		"E2E_SKIP_JOB="+skipJob, "E2E_BROKEN_SCHEDULE="+brokenSchedule)
 	if os.Getenv("E2E_GROUP") == "" {
 		cmd.Env = append(cmd.Env, "E2E_GROUP="+sim.DemoGroups[len(sim.DemoGroups)-1])
 	}
@@ -81,9 +90,45 @@ func TestDashboardInBrowser(t *testing.T) {
 
 var readyLine = regexp.MustCompile(`^kanade ready http=(\S+) nats=(\S+)$`)
 
+// seedUnvalidated writes, straight into the KV buckets (as a `nats kv put`
+// or an upstream tool would, bypassing the API's validation), a job whose
+// shell no agent supports, so its runs come back skipped (exit 122), and a
+// schedule whose cron cannot be parsed, which the API lists with an
+// "error". It returns their ids for the browser script.
+func seedUnvalidated(t *testing.T, natsURL string) (job, schedule string) {
+	t.Helper()
+	nc, err := nats.Connect(natsURL, nats.Name("web-e2e"))
+	if err != nil {
+		t.Fatalf("connect %s: %v", natsURL, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	suffix := strings.ToLower(rand.Text()[:8])
+	job, schedule = "e2e-skip-"+suffix, "e2e-broken-"+suffix
+	put := func(bucket, key, value string) {
+		kv, err := js.KeyValue(ctx, bucket)
+		if err != nil {
+			t.Fatalf("kv %s: %v", bucket, err)
+		}
+		if _, err := kv.Put(ctx, key, []byte(value)); err != nil {
+			t.Fatalf("put %s/%s: %v", bucket, key, err)
+		}
+	}
+	put(wire.BucketJobs, job, `{"id":"`+job+`","version":"1.0.0","description":"a shell no agent runs: every result skipped (browser test)",`+
+		`"execute":{"shell":"bash","script":"echo never","timeout":"1m"}}`)
+	put(wire.BucketSchedules, schedule, `{"id":"`+schedule+`","job_id":"`+job+`","cron":"every tuesday","enabled":false,"target":{"all":true}}`)
+	return job, schedule
+}
+
 // startDemo runs `kanade serve --demo` on free ports and returns its HTTP
-// address once it prints its ready line. It is stopped when the test ends.
-func startDemo(t *testing.T, bin, token string) string {
+// and NATS addresses once it prints its ready line. It is stopped when the
+// test ends.
+func startDemo(t *testing.T, bin, token string) (httpURL, natsURL string) {
 	t.Helper()
 	cmd := exec.Command(bin, "serve", "--demo",
 		"--data-dir", t.TempDir(), "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--node-name", "e2e")
@@ -104,7 +149,7 @@ func startDemo(t *testing.T, bin, token string) string {
 		defer mu.Unlock()
 		return log.String()
 	}
-	ready := make(chan string, 1)
+	ready := make(chan [2]string, 1)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -113,7 +158,7 @@ func startDemo(t *testing.T, bin, token string) string {
 		for sc.Scan() {
 			line := sc.Text()
 			if m := readyLine.FindStringSubmatch(line); m != nil {
-				ready <- m[1]
+				ready <- [2]string{m[1], m[2]}
 			}
 			mu.Lock()
 			if log.Len() < 1<<20 {
@@ -138,11 +183,11 @@ func startDemo(t *testing.T, bin, token string) string {
 	})
 	select {
 	case u := <-ready:
-		return u
+		return u[0], u[1]
 	case <-done:
 		t.Fatalf("kanade exited before it was ready:\n%s", logged())
 	case <-time.After(90 * time.Second):
 		t.Fatalf("kanade not ready after 90 s:\n%s", logged())
 	}
-	return ""
+	return "", ""
 }

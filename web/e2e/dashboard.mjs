@@ -3,7 +3,11 @@
 // Env: SCREENSHOT_DIR (default artifacts/screenshots), CHROMIUM (default
 // /usr/bin/chromium), E2E_GROUP (group to run a job on; default: the first
 // group a demo schedule targets), E2E_TOKEN (the server's --api-token, when
-// it has one: the test then enters it in the dashboard's prompt).
+// it has one: the test then enters it in the dashboard's prompt),
+// E2E_SKIP_JOB (a stored job whose shell no agent supports: its results come
+// back skipped) and E2E_BROKEN_SCHEDULE (a stored schedule the engine cannot
+// use); web/e2e_test.go writes both straight into KV, and the steps that need
+// them fail when they are missing.
 //
 // It drives the real UI only (clicks, typing); the API is read directly only
 // to pick a group name. Each step prints "ok - …"; the first failure prints
@@ -24,6 +28,8 @@ mkdirSync(shotDir, { recursive: true });
 const token = process.env.E2E_TOKEN || '';
 const suffix = Date.now().toString(36);
 const SLOW_JOB = `e2e-slow-${suffix}`;
+const SKIP_JOB = process.env.E2E_SKIP_JOB || '';
+const BROKEN_SCHEDULE = process.env.E2E_BROKEN_SCHEDULE || '';
 const FAIL_JOB = `e2e-fail-${suffix}`;
 
 const browser = await chromium.launch({
@@ -223,6 +229,36 @@ await step(`run a job on group ${group} and see the execution complete`, async (
   await page.screenshot({ path: join(shotDir, 'execution-light.png') });
 });
 
+await step(`skipped results: a job no agent can run, on group ${group}`, async () => {
+  if (!SKIP_JOB) throw new Error('E2E_SKIP_JOB not set (web/e2e_test.go writes that job)');
+  await runJob(SKIP_JOB, async (d) => {
+    await d.locator(tid('target-groups')).check();
+    await d.locator(tid('target-groups-input')).fill(group);
+  });
+  await page.locator(tid('execution-page')).waitFor();
+  // Skipped results count toward completion, as neither success nor failure.
+  await poll('execution completed', async () => (await page.locator(`${tid('execution-summary')} ${tid('execution-status')}`).textContent()) === 'completed', 60000);
+  const summary = page.locator(tid('execution-summary'));
+  const [ok, failed, target] = (await summary.locator(tid('execution-counts')).textContent()).split('/').map((x) => Number(x.trim()));
+  if (!(target > 0 && ok === 0 && failed === 0)) throw new Error(`counts ${ok}/${failed}/${target}: want none succeeded or failed`);
+  const skipped = await summary.locator(tid('execution-skipped')).textContent();
+  if (skipped !== `${target} skipped`) throw new Error(`summary says ${JSON.stringify(skipped)}, want "${target} skipped"`);
+  const seg = summary.locator(`${tid('progress')} .seg.skipped`);
+  const [barW, segW] = [(await summary.locator(tid('progress')).boundingBox()).width, (await seg.boundingBox()).width];
+  if (Math.abs(barW - segW) > 1) throw new Error(`skipped segment ${segW}px of a ${barW}px bar: want all of it`);
+  await page.screenshot({ path: join(shotDir, 'execution-skipped-light.png') });
+  // The list shows it too; executions with none skipped show no count.
+  const execId = page.url().split('/').pop();
+  await go(`/executions?job_id=${encodeURIComponent(SKIP_JOB)}`);
+  const row = page.locator(`${tid('execution-row')}[data-exec-id="${execId}"]`);
+  await row.waitFor();
+  const listed = await row.locator(tid('execution-skipped')).textContent();
+  if (listed !== `${target} skipped`) throw new Error(`list says ${JSON.stringify(listed)}`);
+  await go(`/executions?job_id=${encodeURIComponent(FAIL_JOB)}`);
+  await page.locator(tid('execution-row')).first().waitFor();
+  if (await page.locator(tid('execution-skipped')).count()) throw new Error('a skipped count shown on an execution with none skipped');
+});
+
 await step('filter Activity to failures and see only failed rows', async () => {
   await go('/');
   await page.locator(tid('status-tab-failure')).click();
@@ -302,6 +338,52 @@ await step('kill it', async () => {
   if (await page.locator(tid('kill-button')).isVisible()) throw new Error('kill button still shown on a finished run');
 });
 
+await step('Jobs shows a job\'s live executions, and nothing once none is', async () => {
+  const pc = pcs[2];
+  await api(`/api/exec/${SLOW_JOB}`, { method: 'POST', data: { target: { pcs: [pc] } } });
+  await go('/jobs');
+  const jobRow = page.locator(`${tid('job-row')}[data-job-id="${SLOW_JOB}"]`);
+  const badge = jobRow.locator(tid('job-live'));
+  // The Jobs page does not refresh itself: read it again until the run shows.
+  await poll('a running badge', async () => {
+    if (await badge.count() && Number(await badge.getAttribute('data-running')) >= 1) return true;
+    await page.reload();
+    await jobRow.waitFor();
+    return false;
+  }, 40000);
+  const text = await badge.textContent();
+  if (!/^\d+ running( · \d+ pending)?$/.test(text)) throw new Error(`badge reads ${JSON.stringify(text)}`);
+  // A job with nothing under way shows no badge.
+  if (await page.locator(`${tid('job-row')}[data-job-id="${FAIL_JOB}"] ${tid('job-live')}`).count()) throw new Error(`${FAIL_JOB} shows a live badge`);
+  await page.screenshot({ path: join(shotDir, 'jobs-live-light.png') });
+  // The badge leads to that job's running executions.
+  await badge.click();
+  await page.waitForURL(/#\/executions\?/);
+  const u = new URL(page.url().replace('#/', ''));
+  if (u.searchParams.get('job_id') !== SLOW_JOB || u.searchParams.get('status') !== 'running') throw new Error(`badge led to ${page.url()}`);
+  await poll('the running execution listed', async () => {
+    const rows = await page.locator(tid('execution-row')).evaluateAll((rs) => rs.map((r) => [r.dataset.jobId, r.dataset.status]));
+    return rows.length > 0 && rows.every(([j, st]) => j === SLOW_JOB && st === 'running');
+  });
+  // An older backend sends no "live": the list still renders, without badges.
+  await page.route('**/api/jobs', async (route) => {
+    const res = await route.fetch();
+    const jobs = (await res.json()).map(({ live, ...j }) => j);
+    await route.fulfill({ response: res, json: jobs });
+  });
+  await go('/jobs');
+  await jobRow.waitFor();
+  if (await page.locator(tid('job-live')).count()) throw new Error('a badge shown without "live" in the list');
+  await page.unrouteAll();
+  // Once the run ends the badge goes.
+  await api(`/api/jobs/${SLOW_JOB}/kill`, { method: 'POST' });
+  await poll('the badge to go', async () => {
+    await page.reload();
+    await jobRow.waitFor();
+    return (await badge.count()) === 0;
+  }, 40000);
+});
+
 await step('Activity refreshes itself while a run is in flight', async () => {
   await go(`/?job_id=${encodeURIComponent('^' + SLOW_JOB + '$')}&pc_id=${encodeURIComponent('^' + pcs[1] + '$')}`);
   await page.locator(tid('results-table')).waitFor();
@@ -358,6 +440,23 @@ await step('delete a schedule someone else deleted first', async () => {
   const banner = await page.locator(tid('schedules-error')).textContent();
   if (banner) throw new Error(`error shown after a 204 delete: ${banner}`);
   await page.unrouteAll();
+});
+
+await step('a stored schedule the engine cannot use shows its error', async () => {
+  if (!BROKEN_SCHEDULE) throw new Error('E2E_BROKEN_SCHEDULE not set (web/e2e_test.go writes that schedule)');
+  const reason = (await api('/api/schedules')).find((s) => s.id === BROKEN_SCHEDULE)?.error;
+  if (!reason) throw new Error(`the API lists no error for ${BROKEN_SCHEDULE}`);
+  await go('/schedules');
+  const row = page.locator(`${tid('schedule-row')}[data-schedule-id="${BROKEN_SCHEDULE}"]`);
+  await row.waitFor();
+  const marker = row.locator(`${tid('next-run')} ${tid('schedule-error')}`);
+  if ((await marker.getAttribute('title')) !== reason) throw new Error(`marker title ${JSON.stringify(await marker.getAttribute('title'))}, want ${JSON.stringify(reason)}`);
+  if (!(await marker.textContent()).includes(reason)) throw new Error(`marker reads ${JSON.stringify(await marker.textContent())}`);
+  // A usable schedule keeps its next run, with no error marker.
+  if (await page.locator(`${tid('schedule-row')}:not([data-schedule-id="${BROKEN_SCHEDULE}"]) ${tid('schedule-error')}`).count()) {
+    throw new Error('an error marker on a usable schedule');
+  }
+  await page.screenshot({ path: join(shotDir, 'schedules-error-light.png') });
 });
 
 // Every page in both themes, at desktop and phone width.

@@ -1,5 +1,5 @@
 // Executions: each fan-out of a job to its targets, with its progress as a
-// bar (succeeded, failed, not heard from yet), and a drill-down to the
+// bar (succeeded, failed, skipped, not heard from yet), and a drill-down to the
 // results of one execution.
 
 import { h, replace } from './dom.js';
@@ -14,11 +14,19 @@ const REFRESH_MS = 2000;
 const IDLE_REFRESH_MS = 10000;
 const STATUSES = ['', 'pending', 'running', 'completed', 'expired'];
 
+// counts: skipped results (an agent deliberately did not run: deadline
+// passed, unsupported shell, …) count toward completion, as neither success
+// nor failure. An older backend sends no skipped_count: 0.
 function counts(e) {
   const success = e.success_count || 0;
   const failure = e.failure_count || 0;
-  const target = Math.max(e.target_count || 0, success + failure);
-  return { success, failure, target, waiting: target - success - failure };
+  const skipped = e.skipped_count || 0;
+  const target = Math.max(e.target_count || 0, success + failure + skipped);
+  return { success, failure, skipped, target, waiting: target - success - failure - skipped };
+}
+
+function progressText(c) {
+  return `${c.success} succeeded, ${c.failure} failed${c.skipped ? `, ${c.skipped} skipped` : ''}, ${c.waiting} not finished, of ${c.target}`;
 }
 
 // progressBar: widths are set through the CSSOM, which the page's CSP allows
@@ -32,15 +40,28 @@ export function progressBar(e) {
   };
   return h('div', {
     class: 'progress', role: 'img', testid: 'progress',
-    'aria-label': `${c.success} succeeded, ${c.failure} failed, ${c.waiting} not finished, of ${c.target}`,
-    title: `${c.success} succeeded, ${c.failure} failed, ${c.waiting} not finished, of ${c.target}`,
-  }, seg('success', c.success), seg('failure', c.failure));
+    'aria-label': progressText(c),
+    title: progressText(c),
+  }, seg('success', c.success), seg('failure', c.failure), c.skipped > 0 ? seg('skipped', c.skipped) : null);
 }
 
 function countsText(e) {
   const c = counts(e);
   return h('span', { class: 'counts num', testid: 'execution-counts' },
     h('span', { class: 'ok' }, String(c.success)), ' / ', h('span', { class: 'bad' }, String(c.failure)), ` / ${c.target}`);
+}
+
+// skippedText: "2 skipped" next to the counts, only when some were.
+function skippedText(e) {
+  const c = counts(e);
+  if (c.skipped <= 0) return null;
+  return h('span', { class: 'skipped num', testid: 'execution-skipped', title: 'results an agent deliberately did not run (deadline passed, unsupported shell, …)' },
+    `${c.skipped} skipped`);
+}
+
+// countsCell: the counts, then the skipped ones when there are any.
+function countsCell(e) {
+  return h('span', { class: 'counts-cell' }, countsText(e), skippedText(e));
 }
 
 // resultsText: how far the targets got, from the rows an execution has.
@@ -130,7 +151,7 @@ function execRow(e) {
     h('td', { class: 'num opt' }, timeEl(e.initiated_at)),
     h('td', {}, statusBadge(e.status)),
     h('td', {}, progressBar(e)),
-    h('td', {}, countsText(e)),
+    h('td', {}, countsCell(e)),
     h('td', { class: 'mono opt', title: e.exec_id }, shortId(e.exec_id)));
 }
 
@@ -174,7 +195,7 @@ export const detail = {
       const results = [...(v.results || [])].sort((a, b) => a.pc_id.localeCompare(b.pc_id, undefined, { numeric: true }));
       heading.textContent = `${exec.job_id}${exec.version ? ' ' + exec.version : ''}`;
       const c = counts(exec);
-      replace(summary, statusBadge(exec.status), progressBar(exec), countsText(exec),
+      replace(summary, statusBadge(exec.status), progressBar(exec), countsCell(exec),
         h('span', { class: 'muted' }, c.waiting > 0 ? `${c.waiting} not finished` : 'all reported'));
       const item = (label, value) => [h('dt', {}, label), h('dd', {}, value)];
       replace(meta,

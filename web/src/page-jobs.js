@@ -79,6 +79,21 @@ export async function runDialog(job) {
   if (res && res.exec_id) navigate(href('/executions/' + encodeURIComponent(res.exec_id)));
 }
 
+// liveBadge: how many executions of the job are under way ("2 running ·
+// 1 pending"), linking to them; nothing when none is, or when the backend
+// does not report it (an older one sends no "live").
+export function liveBadge(j) {
+  const running = Number(j.live?.running) || 0;
+  const pending = Number(j.live?.pending) || 0;
+  if (running <= 0 && pending <= 0) return null;
+  const text = [running > 0 ? `${running} running` : null, pending > 0 ? `${pending} pending` : null].filter(Boolean).join(' · ');
+  return h('a', {
+    class: 'badge running live', testid: 'job-live', dataset: { running: String(running), pending: String(pending) },
+    href: href('/executions', { job_id: j.id, status: running > 0 ? 'running' : 'pending' }),
+    title: `executions of ${j.id} under way: ${text}`,
+  }, text);
+}
+
 export function mount(main, { life }) {
   const latest = new Latest(life);
   const banner = h('p', { class: 'banner', role: 'alert', testid: 'jobs-error' });
@@ -98,7 +113,8 @@ export function mount(main, { life }) {
   function jobRow(j) {
     const ex = j.execute || {};
     return h('tr', { testid: 'job-row', dataset: { jobId: j.id } },
-      h('td', { class: 'mono ellipsis', title: j.id }, h('a', { href: href('/executions', { job_id: j.id }), title: 'executions of this job' }, j.id)),
+      h('td', { class: 'mono', title: j.id }, h('div', { class: 'job-cell' },
+        h('a', { class: 'ellipsis', href: href('/executions', { job_id: j.id }), title: 'executions of this job' }, j.id), liveBadge(j))),
       h('td', { class: 'mono' }, j.version ?? '—'),
       h('td', { class: 'ellipsis opt', title: j.description || null }, j.description || h('span', { class: 'muted' }, '—')),
       h('td', { class: 'opt' }, [ex.shell, ex.timeout].filter(Boolean).join(' · ') || '—'),

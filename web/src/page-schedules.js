@@ -27,6 +27,18 @@ export function targetText(t) {
   return '—';
 }
 
+// nextCell: the next run, or, for a stored schedule the engine cannot use
+// (the API's "error": written by something that did not validate it), the
+// reason in its place, since it will not fire.
+function nextCell(sc, enabled, next) {
+  if (sc.error) {
+    return h('span', { class: 'badge failure schedule-error', testid: 'schedule-error', title: String(sc.error) },
+      h('span', { 'aria-hidden': 'true' }, '⚠ '), h('span', { class: 'sr-only' }, 'error: '), String(sc.error));
+  }
+  if (enabled && next) return [timeEl(next), agoEl(next)];
+  return h('span', { class: 'muted' }, enabled ? '—' : 'disabled');
+}
+
 export function mount(main, { life }) {
   const latest = new Latest(life);
   const banner = h('p', { class: 'banner', role: 'alert', testid: 'schedules-error' });
@@ -53,12 +65,12 @@ export function mount(main, { life }) {
       testid: 'toggle-schedule', title: enabled ? 'enabled: click to disable' : 'disabled: click to enable',
       onclick: () => setEnabled(sc, !enabled, toggle),
     }, enabled ? 'Enabled' : 'Disabled');
-    const row = h('tr', { testid: 'schedule-row', dataset: { scheduleId: sc.id, enabled: String(enabled) } },
+    const row = h('tr', { testid: 'schedule-row', class: sc.error ? 'broken' : null, dataset: { scheduleId: sc.id, enabled: String(enabled), error: sc.error ? 'true' : null } },
       h('td', { class: 'mono ellipsis', title: sc.id }, sc.id),
       h('td', { class: 'mono ellipsis opt', title: sc.job_id }, sc.job_id),
       h('td', { class: 'mono opt ellipsis', title: sc.tz ? `${sc.cron} (${sc.tz})` : sc.cron }, sc.cron, sc.tz ? h('span', { class: 'muted' }, ` ${sc.tz}`) : null),
       h('td', { class: 'opt ellipsis' }, targetText(sc.target)),
-      h('td', { class: 'num', testid: 'next-run' }, enabled && next ? [timeEl(next), agoEl(next)] : h('span', { class: 'muted' }, enabled ? '—' : 'disabled')),
+      h('td', { class: 'num', testid: 'next-run' }, nextCell(sc, enabled, next)),
       h('td', {}, h('div', { class: 'actions' },
         toggle,
         h('button', { type: 'button', class: 'small', testid: 'preview-schedule', 'aria-expanded': String(previews.has(sc.id)), onclick: () => togglePreview(sc) }, 'Preview'),
@@ -122,7 +134,7 @@ export function mount(main, { life }) {
     let text = TEMPLATE;
     if (sc) {
       const full = await api('GET', `/api/schedules/${encodeURIComponent(sc.id)}`).catch(() => sc);
-      const { next_run, ...stored } = full; // derived, not part of the schedule
+      const { next_run, error, ...stored } = full; // derived, not part of the schedule
       text = toYAML(stored);
     }
     const saved = await yamlDialog({

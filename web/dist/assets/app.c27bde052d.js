@@ -9,9 +9,9 @@ import { Lifecycle } from './lifecycle.cf1e604c6c.js';
 import { h, replace } from './dom.3dd86e8f14.js';
 import * as activity from './page-activity.962c226459.js';
 import * as result from './page-result.50d72e6857.js';
-import * as executions from './page-executions.17bcc845a4.js';
-import * as jobs from './page-jobs.aaada17359.js';
-import * as schedules from './page-schedules.5cf0470eca.js';
+import * as executions from './page-executions.98d07d0ea7.js';
+import * as jobs from './page-jobs.92018d0d8a.js';
+import * as schedules from './page-schedules.b5892ad3a6.js';
 import * as agents from './page-agents.96f7dc987d.js';
 
 const routes = [
