@@ -118,7 +118,10 @@ func StartEngine(ctx context.Context, o EngineOptions) (*Engine, error) {
 		slots: map[string]*slot{}, invalid: map[string]uint64{}, claimed: map[string]claimEntry{}, synced: make(chan struct{}),
 		reqs: make(chan func()),
 	}
-	entries, err := listEntries(ctx, o.JS, o.Claims)
+	// Not at the leader: the claims bucket may have been created a moment
+	// ago and have no leader yet, and a claim read from a lagging replica
+	// only costs a lost compare-and-set later (claims.go).
+	entries, err := listEntries(ctx, nil, o.Claims)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", BucketClaims, err)
 	}
