@@ -80,7 +80,8 @@ type Request struct {
 	Data    []byte
 	Header  micro.Headers
 
-	log *slog.Logger // the endpoint's, for Params; nil in a hand-made Request
+	log  *slog.Logger // the endpoint's, for Params; nil in a hand-made Request
+	ints []string     // the endpoint's IntParams, for Params
 }
 
 // ContentType is the request's Content-Type header ("" if none).
@@ -166,7 +167,7 @@ func Start(nc *nats.Conn, s Service) (*Running, error) {
 				defer func() { <-sem; r.wg.Done() }()
 				rctx, cancel := context.WithTimeout(ctx, s.Timeout)
 				defer cancel()
-				respond(rctx, nc, elog, req, h)
+				respond(rctx, nc, elog, ep.IntParams, req, h)
 			}()
 		})
 		if err := svc.AddEndpoint(ep.Name, handler, micro.WithEndpointSubject(ep.Subject), micro.WithEndpointMetadata(meta)); err != nil {
@@ -199,7 +200,7 @@ func (r *Running) Info() micro.Info { return r.svc.Info() }
 // the reply itself rather than through req.Respond/req.Error: those record
 // the outcome on the request, which micro reads as soon as the dispatching
 // handler returns, so writing it from this worker goroutine would race.
-func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, req micro.Request, h Handler) {
+func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, ints []string, req micro.Request, h Handler) {
 	send := func(m *nats.Msg) {
 		if req.Reply() == "" {
 			return // a plain publish wants no answer
@@ -224,7 +225,7 @@ func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, req micro.Req
 			fail(&Error{Status: http.StatusInternalServerError, Message: "internal error"})
 		}
 	}()
-	out, err := h(ctx, Request{Subject: req.Subject(), Data: req.Data(), Header: req.Headers(), log: log})
+	out, err := h(ctx, Request{Subject: req.Subject(), Data: req.Data(), Header: req.Headers(), log: log, ints: ints})
 	if err != nil {
 		var e *Error
 		switch {
