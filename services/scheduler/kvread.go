@@ -2,10 +2,8 @@ package scheduler
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -31,67 +29,29 @@ type kvEntry struct {
 	deleted  bool // a delete or purge marker
 }
 
-// errNoMessage is the leader's "no message" for a subject.
-var errNoMessage = errors.New("no message")
-
 // leaderLast reads the newest message of the bucket's stream on subject
-// (which may be a wildcard) from the stream leader.
+// (which may be a wildcard) from the stream leader. It goes through the
+// older JetStreamContext API on purpose: its GetLastMsg uses STREAM.MSG.GET
+// unless asked for a direct get, where the jetstream package's Stream
+// switches to a direct get whenever the stream allows them (KV buckets do).
+// nats.ErrMsgNotFound when the subject has no message.
 func leaderLast(ctx context.Context, js jetstream.JetStream, bucket, subject string) (kvEntry, error) {
-	req, err := json.Marshal(map[string]string{"last_by_subj": subject})
-	if err != nil {
-		return kvEntry{}, err
-	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 	}
-	// Options().APIPrefix is set only when the caller chose one (the
-	// backend does not); an empty one means the default.
-	prefix := js.Options().APIPrefix
-	if prefix == "" {
-		prefix = jetstream.DefaultAPIPrefix
-	} else if !strings.HasSuffix(prefix, ".") {
-		prefix += "."
+	legacy, err := js.Conn().JetStream()
+	if err != nil {
+		return kvEntry{}, err
 	}
-	msg, err := js.Conn().RequestWithContext(ctx, prefix+"STREAM.MSG.GET.KV_"+bucket, req)
+	m, err := legacy.GetLastMsg("KV_"+bucket, subject, nats.Context(ctx))
 	if err != nil {
 		return kvEntry{}, fmt.Errorf("read %s from the stream leader: %w", subject, err)
 	}
-	var resp struct {
-		Error *struct {
-			ErrCode     uint16 `json:"err_code"`
-			Description string `json:"description"`
-		} `json:"error"`
-		Message *struct {
-			Seq  uint64 `json:"seq"`
-			Hdrs []byte `json:"hdrs"`
-			Data []byte `json:"data"`
-		} `json:"message"`
-	}
-	if err := json.Unmarshal(msg.Data, &resp); err != nil {
-		return kvEntry{}, fmt.Errorf("read %s: bad reply: %w", subject, err)
-	}
-	if resp.Error != nil {
-		if resp.Error.ErrCode == uint16(jetstream.JSErrCodeMessageNotFound) {
-			return kvEntry{}, errNoMessage
-		}
-		return kvEntry{}, fmt.Errorf("read %s: %s (%d)", subject, resp.Error.Description, resp.Error.ErrCode)
-	}
-	if resp.Message == nil {
-		return kvEntry{}, fmt.Errorf("read %s: empty reply", subject)
-	}
-	e := kvEntry{value: resp.Message.Data, revision: resp.Message.Seq}
-	if len(resp.Message.Hdrs) > 0 {
-		h, err := nats.DecodeHeadersMsg(resp.Message.Hdrs)
-		if err != nil {
-			return kvEntry{}, fmt.Errorf("read %s: headers: %w", subject, err)
-		}
-		// A delete or purge is stored as a marker message, not removed.
-		op := h.Get("KV-Operation")
-		e.deleted = op == "DEL" || op == "PURGE"
-	}
-	return e, nil
+	// A delete or purge is stored as a marker message, not removed.
+	op := m.Header.Get("KV-Operation")
+	return kvEntry{value: m.Data, revision: m.Sequence, deleted: op == "DEL" || op == "PURGE"}, nil
 }
 
 // leaderGet reads key of bucket at the stream leader.
@@ -102,7 +62,7 @@ func leaderGet(ctx context.Context, js jetstream.JetStream, bucket, key string) 
 		return kvEntry{}, jetstream.ErrKeyNotFound
 	}
 	e, err := leaderLast(ctx, js, bucket, "$KV."+bucket+"."+key)
-	if errors.Is(err, errNoMessage) || err == nil && e.deleted {
+	if errors.Is(err, nats.ErrMsgNotFound) || err == nil && e.deleted {
 		return kvEntry{}, jetstream.ErrKeyNotFound
 	}
 	return e, err
@@ -115,7 +75,7 @@ func leaderGet(ctx context.Context, js jetstream.JetStream, bucket, key string) 
 // purged or messages removed.
 func leaderLastRevision(ctx context.Context, js jetstream.JetStream, bucket string) (uint64, error) {
 	e, err := leaderLast(ctx, js, bucket, "$KV."+bucket+".>")
-	if errors.Is(err, errNoMessage) {
+	if errors.Is(err, nats.ErrMsgNotFound) {
 		return 0, nil
 	}
 	return e.revision, err
