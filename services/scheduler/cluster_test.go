@@ -154,7 +154,7 @@ func TestCatalogReadsItsWritesAcrossNodes(t *testing.T) {
 		if _, _, err := third.GetJob(ctx, id); err != nil {
 			t.Fatalf("get %s through the third node: %v", id, err)
 		}
-		jobs, err := third.ListJobs(ctx)
+		jobs, err := third.ListJobsLive(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -218,7 +218,7 @@ func TestCatalogReadsItsWritesAcrossNodes(t *testing.T) {
 			t.Fatalf("restarted node, schedule naming %s written while it was down: %v", id, err)
 		}
 	}
-	jobs, err := back.ListJobs(ctx)
+	jobs, err := back.ListJobsLive(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -131,19 +131,6 @@ type Catalog struct {
 	DB *store.DB
 }
 
-// ListJobs returns every stored manifest, ordered by id.
-func (c *Catalog) ListJobs(ctx context.Context) ([]json.RawMessage, error) {
-	entries, err := listEntries(ctx, c.JS, c.Jobs)
-	if err != nil {
-		return nil, fmt.Errorf("list jobs: %w", err)
-	}
-	out := make([]json.RawMessage, 0, len(entries))
-	for _, e := range entries {
-		out = append(out, json.RawMessage(e.Value()))
-	}
-	return out, nil
-}
-
 // Live is how many executions of a job are under way, from the executions
 // table (upstream's dashboard reads j.live.running).
 type Live struct {
@@ -152,7 +139,8 @@ type Live struct {
 }
 
 // ListJobsLive is the jobs list the API answers: every stored manifest as
-// stored, plus "live": its executions running and pending.
+// stored, ordered by id, plus "live": its executions running and pending
+// (zeros without a store).
 func (c *Catalog) ListJobsLive(ctx context.Context) ([]json.RawMessage, error) {
 	entries, err := listEntries(ctx, c.JS, c.Jobs)
 	if err != nil {

@@ -126,19 +126,26 @@ func decodeStored(b []byte) (Schedule, error) {
 
 // ListSchedules returns every stored schedule, ordered by id.
 func (c *Catalog) ListSchedules(ctx context.Context) ([]Schedule, error) {
+	list, _, err := c.listSchedules(ctx)
+	return list, err
+}
+
+// listSchedules also returns, by position, why a stored schedule does not
+// decode (nil if it does); such a one is listed by key with its raw value.
+func (c *Catalog) listSchedules(ctx context.Context) ([]Schedule, []error, error) {
 	entries, err := listEntries(ctx, c.JS, c.Schedules)
 	if err != nil {
-		return nil, fmt.Errorf("list schedules: %w", err)
+		return nil, nil, fmt.Errorf("list schedules: %w", err)
 	}
-	out := make([]Schedule, 0, len(entries))
-	for _, e := range entries {
-		s, err := decodeStored(e.Value())
-		if err != nil {
-			s = Schedule{ID: e.Key(), Raw: json.RawMessage(e.Value())}
+	out := make([]Schedule, len(entries))
+	errs := make([]error, len(entries))
+	for i, e := range entries {
+		out[i], errs[i] = decodeStored(e.Value())
+		if errs[i] != nil {
+			out[i] = Schedule{ID: e.Key(), Raw: json.RawMessage(e.Value())}
 		}
-		out = append(out, s)
 	}
-	return out, nil
+	return out, errs, nil
 }
 
 // ListSchedulesChecked is the schedules list the API answers: every stored
@@ -146,14 +153,14 @@ func (c *Catalog) ListSchedules(ctx context.Context) ([]Schedule, error) {
 // bucket by something that did not validate it: upstream, a nats kv put)
 // an "error" field with the reason, since the engine does not fire it.
 func (c *Catalog) ListSchedulesChecked(ctx context.Context) ([]json.RawMessage, error) {
-	list, err := c.ListSchedules(ctx)
+	list, errs, err := c.listSchedules(ctx)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]json.RawMessage, len(list))
 	for i, s := range list {
 		out[i] = s.Raw
-		_, err := decodeStored(s.Raw)
+		err := errs[i]
 		if err == nil {
 			_, err = s.Compile()
 		}
