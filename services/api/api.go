@@ -36,6 +36,27 @@ const (
 	// MetaIntParams lists query parameters (comma separated) that the
 	// gateway must send as JSON numbers.
 	MetaIntParams = "int_params"
+	// MetaTier is the least role that may call the endpoint: TierViewer,
+	// TierOperator or TierAdmin (TierPublic for login and the like). The
+	// gateway refuses a route whose tier it does not know.
+	MetaTier = "tier"
+	// MetaAudit is the audit action of a mutating endpoint ("job.put").
+	MetaAudit = "audit"
+)
+
+// Role tiers, lowest first, as upstream tiers its routes.
+const (
+	TierPublic   = "public"
+	TierViewer   = "viewer"
+	TierOperator = "operator"
+	TierAdmin    = "admin"
+)
+
+// Headers the gateway (or any trusted caller) sets on a request to name
+// who is calling; services put them in audit records.
+const (
+	HeaderActor = "Kanade-Actor"
+	HeaderAddr  = "Kanade-Addr"
 )
 
 // ParamHeaderPrefix names the NATS headers that carry the path and query
@@ -84,6 +105,10 @@ type Request struct {
 	ints []string     // the endpoint's IntParams, for Params
 }
 
+// Actor is who makes the request, as the caller named it in HeaderActor;
+// "" when nobody did.
+func (r Request) Actor() string { return r.Header.Get(HeaderActor) }
+
 // ContentType is the request's Content-Type header ("" if none).
 func (r Request) ContentType() string { return r.Header.Get("Content-Type") }
 
@@ -99,7 +124,17 @@ type Endpoint struct {
 	Subject   string // "kanade.results.list"
 	HTTP      string // "GET /api/results"; empty = not on HTTP
 	IntParams []string
-	Handler   Handler
+	// Tier is the least role allowed to call it (TierViewer, ...); every
+	// endpoint declares one.
+	Tier string
+	// Audit names the action of a mutating endpoint ("job.put"); such an
+	// endpoint leaves an audit record, with its actor, before it answers.
+	// Empty for reads.
+	Audit string
+	// AuditTarget names the request parameter that is the audit record's
+	// target ("job_id"); empty when there is none.
+	AuditTarget string
+	Handler     Handler
 }
 
 // Service describes a micro service.
@@ -157,6 +192,12 @@ func Start(nc *nats.Conn, s Service) (*Running, error) {
 		}
 		if len(ep.IntParams) > 0 {
 			meta[MetaIntParams] = strings.Join(ep.IntParams, ",")
+		}
+		if ep.Tier != "" {
+			meta[MetaTier] = ep.Tier
+		}
+		if ep.Audit != "" {
+			meta[MetaAudit] = ep.Audit
 		}
 		h := ep.Handler
 		elog := log.With("endpoint", ep.Name)
