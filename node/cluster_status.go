@@ -30,9 +30,13 @@ type NodeStatus struct {
 	Services []string `json:"services"`
 	// ResultsServing says whether this node's results, executions and
 	// agents services are in their queue groups (see the results gate).
-	ResultsServing bool              `json:"results_serving"`
-	Projector      *projector.Status `json:"projector,omitempty"`
-	Error          string            `json:"error,omitempty"`
+	ResultsServing bool `json:"results_serving"`
+	// JoinBlocked says why the read services stay out of their queue
+	// groups whatever the projection's freshness (a history gap no
+	// operator accepted: see the projector's history_gaps).
+	JoinBlocked string            `json:"join_blocked,omitempty"`
+	Projector   *projector.Status `json:"projector,omitempty"`
+	Error       string            `json:"error,omitempty"`
 }
 
 // ClusterStatus is the answer of SubjectClusterStatus.
@@ -100,6 +104,7 @@ func (v *clusterView) local(ctx context.Context) NodeStatus {
 		st.ResultsServing = v.gate.serving()
 	}
 	if v.proj != nil {
+		st.JoinBlocked = v.proj.JoinBlocked()
 		ps, err := v.proj.Status(ctx)
 		if err != nil {
 			st.Error = err.Error()

@@ -313,6 +313,7 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		}, nc, o.ResultsJoinLag, o.ResultsLeaveLag, ro.Logger)
 		if proj != nil {
 			gate.positions = projectionPositions(js, proj)
+			gate.blocked = proj.JoinBlocked
 		}
 		gctx, stopGate := context.WithCancel(context.Background())
 		gateDone := make(chan struct{})

@@ -46,6 +46,10 @@ type resultsGate struct {
 	// waits until the projection reaches the leaders' heads.
 	positions func(context.Context) (map[string]streamPos, error)
 	start     func() (stopper, error)
+	// blocked, when set, says why the services must stay out whatever the
+	// projection's freshness (a history gap no operator accepted); "" when
+	// they may join.
+	blocked func() string
 	// conn is the services' connection: flushed after they stop, so the
 	// server has seen them leave before the gate says they are out.
 	conn        *nats.Conn
@@ -54,6 +58,7 @@ type resultsGate struct {
 
 	mu       sync.Mutex
 	svc      stopper
+	blockLog string // the last reason logged for staying out
 	since    time.Time         // start of the current run of fresh checks
 	target   map[string]uint64 // leaders' heads the projection must reach
 	targetAt time.Time
@@ -93,6 +98,17 @@ func (g *resultsGate) run(ctx context.Context) {
 func (g *resultsGate) check(now time.Time) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.blocked != nil {
+		if why := g.blocked(); why != "" {
+			g.stopLocked(why)
+			g.since, g.target = time.Time{}, nil
+			if why != g.blockLog {
+				g.blockLog = why
+				g.log.Error("results: staying out of the queue groups", "why", why)
+			}
+			return
+		}
+	}
 	if g.caughtUp == nil {
 		if g.svc == nil {
 			g.startLocked("no projector on this node")

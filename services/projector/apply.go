@@ -87,6 +87,7 @@ type txResult struct {
 	pcIDs    []string // distinct values inserted
 	jobIDs   []string
 	gen      uint64 // knownValues generation they were checked under
+	gaps     []Gap  // history gaps found (see checkGap)
 }
 
 // execDeltas accumulates counter changes per execution within a
@@ -198,7 +199,7 @@ func (s *stream) apply(items []item) error {
 	if needTx {
 		err := s.p.db.WriteTx(ctx, func(tx *sql.Tx) error {
 			res = txResult{}
-			return applyTx(ctx, tx, s.p.known, s.name, offset, items, &res)
+			return applyTx(ctx, tx, s.p.known, s.name, s.gapCheck(), offset, items, &res)
 		})
 		if err != nil {
 			return fmt.Errorf("apply %s batch: %w", s.name, err)
@@ -215,9 +216,18 @@ func (s *stream) apply(items []item) error {
 	return nil
 }
 
+// gapCheck is how this stream's batches look for history gaps.
+func (s *stream) gapCheck() gapCheck {
+	gc := gapCheck{whole: s.kind != kindStarted, accept: s.p.o.AcceptGaps}
+	if s.p.o.Retention > 0 {
+		gc.cutoff = time.Now().Add(-s.p.o.Retention)
+	}
+	return gc
+}
+
 // applyTx applies the items above offset within tx, in order, and stores
 // the new offset in the same transaction.
-func applyTx(ctx context.Context, tx *sql.Tx, known *knownValues, stream string, offset uint64, items []item, res *txResult) error {
+func applyTx(ctx context.Context, tx *sql.Tx, known *knownValues, stream string, gc gapCheck, offset uint64, items []item, res *txResult) error {
 	st := &stmts{ctx: ctx, tx: tx}
 	defer st.close()
 
@@ -233,6 +243,9 @@ func applyTx(ctx context.Context, tx *sql.Tx, known *knownValues, stream string,
 		it := &items[i]
 		if it.seq <= offset {
 			continue
+		}
+		if err := checkGap(st, stream, gc, res.lastSeq, it, res); err != nil {
+			return err
 		}
 		res.lastSeq = max(res.lastSeq, it.seq)
 		res.applied++
@@ -491,6 +504,7 @@ func (s *stream) committed(items []item, res txResult) {
 	}
 	s.markCurrent()
 	s.p.known.add(res.gen, res.pcIDs, res.jobIDs)
+	s.p.addGaps(res.gaps)
 	s.p.rowsResults.Add(int64(res.inserted))
 	s.p.rowsExecutions.Add(int64(res.execs))
 	s.rejects.Add(uint64(res.rejects))

@@ -60,6 +60,10 @@ type Options struct {
 	// which the secondary indexes are dropped during the replay and built
 	// once at the end (default DefaultRebuildMin; negative never).
 	RebuildMin int
+	// AcceptGaps accepts the history gaps found (recorded, and found during
+	// this run): the read services may join although the projection lacks
+	// what the streams lost before it applied them (see Gap).
+	AcceptGaps bool
 	// NoService skips the micro service (tests, benchmarks).
 	NoService bool
 }
@@ -75,6 +79,7 @@ type Projector struct {
 	hb      *heartbeats
 	svc     *api.Running
 	rebuild rebuildState
+	gaps    gapState
 
 	outputsMu sync.Mutex
 	outputs   jetstream.ObjectStore // see outputStore
@@ -125,6 +130,9 @@ func Start(ctx context.Context, o Options) (*Projector, error) {
 		{streams.StreamExecutions, streams.SubjectExecutions, "executions", kindExecution},
 	}
 	if err := p.loadCounts(ctx); err != nil {
+		return nil, err
+	}
+	if err := p.loadGaps(ctx); err != nil {
 		return nil, err
 	}
 	for _, sp := range specs {

@@ -16,7 +16,13 @@ type Status struct {
 	// secondary indexes (they are created once every stream is current).
 	Rebuilding bool           `json:"rebuilding"`
 	Streams    []StreamStatus `json:"streams"`
-	Rows       RowCounts      `json:"rows"`
+	// HistoryGaps are stretches of RESULTS or EXECUTIONS that left the
+	// stream before this projection applied them; JoinBlocked says why the
+	// node's read services stay out of their queue groups (a gap no
+	// operator accepted), "" when they may join.
+	HistoryGaps []Gap     `json:"history_gaps"`
+	JoinBlocked string    `json:"join_blocked,omitempty"`
+	Rows        RowCounts `json:"rows"`
 	// Heartbeats counts heartbeat messages since start; invalid ones
 	// (not JSON, no pc_id) are dropped, as they are in no stream.
 	Heartbeats struct {
@@ -57,7 +63,11 @@ type RowCounts struct {
 // Status reports the projection's position in each stream. It asks the
 // server for each stream's last sequence and each consumer's pending count.
 func (p *Projector) Status(ctx context.Context) (Status, error) {
-	st := Status{Node: p.o.NodeName, CaughtUp: !p.rebuild.active(), Rebuilding: p.rebuild.active()}
+	st := Status{Node: p.o.NodeName, CaughtUp: !p.rebuild.active(), Rebuilding: p.rebuild.active(),
+		HistoryGaps: p.Gaps(), JoinBlocked: p.JoinBlocked()}
+	if st.HistoryGaps == nil {
+		st.HistoryGaps = []Gap{}
+	}
 	var rejects int64
 	for _, s := range p.streams {
 		ss := StreamStatus{
