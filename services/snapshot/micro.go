@@ -1,0 +1,61 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/kanade-go/kanade/services/api"
+)
+
+// Subjects of the service.
+const (
+	SubjectCreate = "kanade.snapshot.create"
+	SubjectList   = "kanade.snapshot.list"
+)
+
+// serviceTimeout bounds an on-demand snapshot: VACUUM INTO and the upload
+// of a large projection take minutes (the HTTP route answers 504 after the
+// gateway's timeout, but the snapshot goes on; `kanade snapshot` waits).
+const serviceTimeout = 30 * time.Minute
+
+func (s *Snapshotter) startService() (*api.Running, error) {
+	return api.Start(s.o.Conn, api.Service{
+		Name:        "snapshot",
+		Description: "snapshots of the SQLite projection in the object store " + Bucket,
+		Metadata:    map[string]string{"node": s.o.NodeName},
+		Logger:      s.log,
+		Workers:     2,
+		Timeout:     serviceTimeout,
+		Endpoints: []api.Endpoint{
+			{
+				Name: "create", Subject: SubjectCreate, HTTP: "POST /api/snapshots",
+				Tier: api.TierAdmin, Audit: "snapshot.create",
+				Handler: func(ctx context.Context, r api.Request) (any, error) {
+					if err := api.Decode(r.Data, &struct{}{}); err != nil {
+						return nil, err
+					}
+					info, err := s.Take(ctx)
+					if errors.Is(err, ErrNotReady) {
+						return nil, api.Unavailable("%v", err)
+					}
+					return info, err
+				},
+			},
+			{
+				Name: "list", Subject: SubjectList, HTTP: "GET /api/snapshots",
+				Tier: api.TierAdmin,
+				Handler: func(ctx context.Context, r api.Request) (any, error) {
+					if err := api.Decode(r.Data, &struct{}{}); err != nil {
+						return nil, err
+					}
+					list, err := List(ctx, s.obj)
+					if err != nil {
+						return nil, api.Unavailable("%v", err)
+					}
+					return map[string]any{"snapshots": list}, nil
+				},
+			},
+		},
+	})
+}

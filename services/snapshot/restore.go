@@ -1,0 +1,173 @@
+package snapshot
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kanade-go/kanade/store"
+)
+
+// Empty reports whether the projection at path holds nothing: no file, or
+// a database with no stream offsets and no result rows (created and never
+// fed). Only such a database is replaced by a snapshot.
+func Empty(ctx context.Context, path string) (bool, error) {
+	st, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("snapshot: %w", err)
+	}
+	if st.Size() == 0 {
+		return true, nil
+	}
+	c, err := sql.Open("sqlite", roURI(path))
+	if err != nil {
+		return false, fmt.Errorf("snapshot: open %s: %w", path, err)
+	}
+	defer c.Close()
+	var tables int
+	if err := c.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table'
+		AND name IN ('projector_offsets', 'execution_results')`).Scan(&tables); err != nil {
+		return false, fmt.Errorf("snapshot: read %s: %w", path, err)
+	}
+	if tables < 2 {
+		return tables == 0, nil
+	}
+	var n int
+	if err := c.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM projector_offsets)
+		+ (SELECT count(*) FROM (SELECT 1 FROM execution_results LIMIT 1))`).Scan(&n); err != nil {
+		return false, fmt.Errorf("snapshot: read %s: %w", path, err)
+	}
+	return n == 0, nil
+}
+
+// RestoreIfEmpty puts the newest usable snapshot in place of an empty or
+// missing projection at path, before the store is opened. It returns the
+// snapshot restored, or nil when the projection was not empty or there is
+// no snapshot (the projector then replays the streams from their start).
+// Progress is logged every few seconds. A snapshot written by a newer
+// schema than this binary's is skipped.
+func RestoreIfEmpty(ctx context.Context, js jetstream.JetStream, path string, log *slog.Logger) (*Info, error) {
+	empty, err := Empty(ctx, path)
+	if err != nil || !empty {
+		return nil, err
+	}
+	obj, err := js.ObjectStore(ctx, Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		log.Info("snapshot: the projection is empty and there is no snapshot bucket; replaying the streams")
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: object store %s: %w", Bucket, err)
+	}
+	list, err := List(ctx, obj)
+	if err != nil {
+		return nil, err
+	}
+	for _, in := range list {
+		if in.Schema > store.SchemaVersion() {
+			log.Warn("snapshot: skipped, made by a newer schema", "name", in.Name, "schema", in.Schema, "ours", store.SchemaVersion())
+			continue
+		}
+		log.Info("snapshot: the projection is empty; restoring the newest snapshot", "name", in.Name,
+			"node", in.Node, "created_at", in.CreatedAt, "bytes", in.Bytes, "db_bytes", in.DBBytes, "offsets", in.Offsets)
+		start := time.Now()
+		if err := restore(ctx, obj, in, path, log); err != nil {
+			return nil, err
+		}
+		in.TookSecs = time.Since(start).Seconds()
+		log.Info("snapshot: restored; the streams replay from its sequences", "name", in.Name,
+			"results", in.Results, "took", time.Since(start).Round(time.Millisecond))
+		return &in, nil
+	}
+	log.Info("snapshot: the projection is empty and there is no usable snapshot; replaying the streams")
+	return nil, nil
+}
+
+// restore downloads in into a temporary file and renames it over path.
+func restore(ctx context.Context, obj jetstream.ObjectStore, in Info, path string, log *slog.Logger) error {
+	tmp := path + ".restore"
+	os.Remove(tmp)
+	defer os.Remove(tmp)
+	r, err := obj.Get(ctx, in.Name)
+	if err != nil {
+		return fmt.Errorf("snapshot: get %s: %w", in.Name, err)
+	}
+	defer r.Close()
+	var read atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				n := read.Load()
+				log.Info("snapshot: restoring", "name", in.Name, "read", n, "of", in.Bytes,
+					"percent", fmt.Sprintf("%.1f", 100*float64(n)/float64(max(in.Bytes, 1))))
+			}
+		}
+	}()
+	defer close(done)
+	dec, err := zstd.NewReader(&counter{r: r, n: &read}, zstd.WithDecoderConcurrency(1))
+	if err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	defer dec.Close()
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	// The object store checks the SHA-256 digest at the end of the object:
+	// a damaged snapshot fails here rather than being renamed into place.
+	_, err = io.Copy(f, dec)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("snapshot: restore %s: %w", in.Name, err)
+	}
+	for _, suffix := range []string{"-wal", "-shm"} {
+		if err := os.Remove(path + suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("snapshot: %w", err)
+		}
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	return nil
+}
+
+type counter struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c *counter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// roURI is a read-only file: URI for path (a plain name would ignore the
+// mode).
+func roURI(path string) string {
+	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?mode=ro"
+}
