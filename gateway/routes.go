@@ -65,6 +65,8 @@ func ContractRoutes() []Route {
 		{Service: "schedules", Subject: "kanade.schedules.disable", Method: "POST", Path: "/api/schedules/{id}/disable"},
 		{Service: "schedules", Subject: "kanade.schedules.preview", Method: "GET", Path: "/api/schedules/{id}/preview", IntParams: []string{"count"}},
 		{Service: "schedules", Subject: "kanade.schedules.upcoming", Method: "GET", Path: "/api/schedules/upcoming", IntParams: []string{"limit"}},
+		{Service: "snapshot", Subject: "kanade.snapshot.create", Method: "POST", Path: "/api/snapshots"},
+		{Service: "snapshot", Subject: "kanade.snapshot.list", Method: "GET", Path: "/api/snapshots"},
 	}
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/kanade-go/kanade/services/projector"
 	"github.com/kanade-go/kanade/services/results"
 	"github.com/kanade-go/kanade/services/scheduler"
+	"github.com/kanade-go/kanade/services/snapshot"
 	"github.com/kanade-go/kanade/store"
 	"github.com/kanade-go/kanade/streams"
 )
@@ -73,6 +74,7 @@ type Options struct {
 	Projector projector.Options
 	Results   results.Options
 	Scheduler scheduler.Options
+	Snapshot  snapshot.Options
 }
 
 // Ready tells where a started node listens.
@@ -244,6 +246,11 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 
 	var db *store.DB
 	if needStore {
+		if has(ServiceProjector) {
+			if err := restoreSnapshot(ctx, js, filepath.Join(o.DataDir, "kanade.db"), log); err != nil {
+				return err
+			}
+		}
 		db, err = store.Open(ctx, filepath.Join(o.DataDir, "kanade.db"), store.Options{})
 		if err != nil {
 			return err
@@ -287,6 +294,16 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		}
 		stops = append(stops, func() { logStop(log, "projector", p.Stop()) })
 		proj = p
+		warnRetention(ctx, js, log, o.Projector.Retention, o.Snapshot.Interval >= 0)
+		snc, err := connect("snapshot")
+		if err != nil {
+			return err
+		}
+		sn, err := startSnapshots(ctx, o, snc, db, p, log)
+		if err != nil {
+			return err
+		}
+		stops = append(stops, func() { logStop(log, "snapshots", sn.Stop()) })
 	}
 	var gate *resultsGate
 	if has(ServiceResults) {
