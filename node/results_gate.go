@@ -201,14 +201,25 @@ func (g *resultsGate) serving() bool {
 
 // waitJoined waits for the first join, at most d; it reports whether it
 // happened.
+// A node kept out by blocked (a history gap) stops waiting at once.
 func (g *resultsGate) waitJoined(ctx context.Context, d time.Duration) bool {
-	select {
-	case <-g.joined:
-		return true
-	case <-ctx.Done():
-	case <-time.After(d):
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	end := time.After(d)
+	for {
+		select {
+		case <-g.joined:
+			return true
+		case <-ctx.Done():
+			return false
+		case <-end:
+			return false
+		case <-t.C:
+			if g.blocked != nil && g.blocked() != "" {
+				return false
+			}
+		}
 	}
-	return false
 }
 
 // projectionPositions reads, for the streams the projector reads whole
