@@ -58,7 +58,7 @@ type resultsGate struct {
 
 	mu       sync.Mutex
 	svc      stopper
-	blockLog string // the last reason logged for staying out
+	blockLog string            // the last reason logged for staying out
 	since    time.Time         // start of the current run of fresh checks
 	target   map[string]uint64 // leaders' heads the projection must reach
 	targetAt time.Time
