@@ -359,3 +359,62 @@ func TestSnapshotRestoresPastStreamRetention(t *testing.T) {
 		t.Fatalf("results list once the gap is accepted: %v", err)
 	}
 }
+
+// A node of a three-node cluster whose projection starts after RESULTS
+// lost the history (here it ran only a gateway until then, as a node added
+// to the cluster) restores the snapshot a peer took, replays the rest, and
+// ends with the same rows as its peers, column for column.
+func TestClusterNodeAddedAfterPurgeRestoresSnapshot(t *testing.T) {
+	nodes := startCluster(t, "--nats-sync", "interval", "--snapshot-interval", "off", "--retention", "off")
+	n3 := nodes[2]
+	full := n3.args
+	// n3 has no projection yet: restarted as a gateway only.
+	n3.p.stop(t)
+	n3.args = append(append([]string{}, full...), "--services", "gateway")
+	n3.restart(t)
+	removeDB(t, n3.dir)
+
+	nc, js := connectJS(t, "nats://"+nodes[0].client)
+	var feed fleetFeed
+	feed.publish(t, js, 0, 2000)
+	for _, n := range nodes[:2] {
+		waitProjected(t, nc, n.name, 2000, 200)
+	}
+	in := takeSnapshot(t, "nats://"+nodes[0].client)
+	if in.Offsets[wire.StreamResults] != 2000 {
+		t.Fatalf("snapshot %+v", in)
+	}
+	feed.publish(t, js, 2000, 3000)
+	for _, n := range nodes[:2] {
+		waitProjected(t, nc, n.name, 3000, 300)
+	}
+	purgeResultsBelow(t, js, 2001)
+
+	n3.p.stop(t)
+	n3.args = full
+	n3.restart(t)
+	if !strings.Contains(n3.p.Stderr(), "snapshot: restored") {
+		t.Fatalf("n3 restored no snapshot:\n%s", n3.p.Stderr())
+	}
+	ns := waitProjected(t, nc, n3.name, 3000, 300)
+	if len(ns.Projector.HistoryGaps) != 0 {
+		t.Fatalf("n3 gaps %+v", ns.Projector.HistoryGaps)
+	}
+	waitUntil(t, "n3 serving results", 30*time.Second, func() (bool, string) {
+		ns, _ := nodeStatus(t, nc, n3.name)
+		return ns.ResultsServing, ns.JoinBlocked
+	})
+	for _, n := range nodes {
+		n.p.stop(t)
+	}
+	want, rows := dumpProjection(t, nodes[0].dir)
+	if rows != 3000 {
+		t.Fatalf("n1 has %d results, want 3000", rows)
+	}
+	for _, n := range nodes[1:] {
+		if got, _ := dumpProjection(t, n.dir); got != want {
+			t.Errorf("%s differs from n1 row for row", n.name)
+		}
+	}
+	checkCounters(t, n3.dir, feed.want)
+}
