@@ -260,8 +260,10 @@ func CompileRegexp(pattern string) (*regexp.Regexp, error) {
 }
 
 func init() {
-	// The one init side effect the project allows: SQLite's `x REGEXP p`
-	// calls regexp(p, x). NULL values match as the empty string.
+	registerOutputFunctions()
+	// The one init side effect the project allows: SQL functions. SQLite's `x REGEXP p`
+	// calls regexp(p, x). NULL values match as the empty string; a
+	// compressed output matches as its text.
 	sqlite.MustRegisterDeterministicScalarFunction("regexp", 2, func(ctx *sqlite.FunctionContext, args []driver.Value) (driver.Value, error) {
 		p, ok := args[0].(string)
 		if !ok {
@@ -277,7 +279,10 @@ func init() {
 		case string:
 			return re.MatchString(v), nil
 		case []byte:
-			return re.Match(v), nil
+			// A compressed output (see outputs.go) is matched as its text.
+			var ok bool
+			err := withOutput(v, func(b []byte) { ok = re.Match(b) })
+			return ok, err
 		default:
 			return re.MatchString(fmt.Sprint(v)), nil
 		}

@@ -25,13 +25,14 @@ const (
 	sqlLookup = `SELECT result_id, finished_at IS NOT NULL, reaped, exec_id FROM execution_results
 		WHERE result_id IN (SELECT value FROM json_each(?))`
 	sqlInsertResultHead = `INSERT INTO execution_results (result_id, request_id, exec_id, pc_id, exit_code,
-		stdout, stderr, started_at, finished_at, recorded_at, job_id, skipped) VALUES (?,?,?,?,?,?,?,?,?,?,?,`
+		stdout, stderr, started_at, finished_at, recorded_at, job_id, stdout_preview, stderr_preview, skipped)
+		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,`
 	// The two take the same arguments; skipped is part of the statement.
 	sqlInsertResult        = sqlInsertResultHead + `0)`
 	sqlInsertSkippedResult = sqlInsertResultHead + `1)`
 	sqlUpdateResult        = `UPDATE execution_results SET exit_code = ?, stdout = ?, stderr = ?, finished_at = ?,
 		job_id = COALESCE(?, job_id), exec_id = COALESCE(exec_id, ?), started_at = COALESCE(started_at, ?),
-		recorded_at = MIN(recorded_at, ?), reaped = 0, skipped = ?
+		recorded_at = MIN(recorded_at, ?), reaped = 0, skipped = ?, stdout_preview = ?, stderr_preview = ?
 		WHERE result_id = ? AND (finished_at IS NULL OR reaped = 1)`
 	sqlInsertStarted = `INSERT INTO execution_results (result_id, request_id, exec_id, pc_id, started_at,
 		recorded_at, job_id, version) VALUES (?,?,?,?,?,?,?,?)`
@@ -159,6 +160,8 @@ type stmts struct {
 	ctx context.Context
 	tx  *sql.Tx
 	m   map[string]*sql.Stmt
+	// plainOutputs stores outputs as text (Options.PlainOutputs).
+	plainOutputs bool
 }
 
 func (s *stmts) exec(query string, args ...any) (sql.Result, error) {
@@ -218,7 +221,7 @@ func (s *stream) apply(items []item) error {
 
 // gapCheck is how this stream's batches look for history gaps.
 func (s *stream) gapCheck() gapCheck {
-	gc := gapCheck{whole: s.kind != kindStarted, accept: s.p.o.AcceptGaps}
+	gc := gapCheck{whole: s.kind != kindStarted, accept: s.p.o.AcceptGaps, plainOutputs: s.p.o.PlainOutputs}
 	if s.p.o.Retention > 0 {
 		gc.cutoff = time.Now().Add(-s.p.o.Retention)
 	}
@@ -228,7 +231,7 @@ func (s *stream) gapCheck() gapCheck {
 // applyTx applies the items above offset within tx, in order, and stores
 // the new offset in the same transaction.
 func applyTx(ctx context.Context, tx *sql.Tx, known *knownValues, stream string, gc gapCheck, offset uint64, items []item, res *txResult) error {
-	st := &stmts{ctx: ctx, tx: tx}
+	st := &stmts{ctx: ctx, tx: tx, plainOutputs: gc.plainOutputs}
 	defer st.close()
 
 	state, err := lookup(ctx, tx, offset, items)
@@ -345,6 +348,16 @@ func applyResult(st *stmts, it *item, state map[string]*rowState, deltas *execDe
 	}
 	rec := store.FormatTime(it.published)
 	rs := state[r.ResultID]
+	if rs != nil && rs.finished && !rs.reaped {
+		return nil // a redelivered result: counted already
+	}
+	// Outputs are stored zstd-compressed with a plain preview (see
+	// store.EncodeOutput), or plain with Options.PlainOutputs.
+	var stdout, stderr, stdoutPre, stderrPre any = r.Stdout, r.Stderr, nil, nil
+	if !st.plainOutputs {
+		stdout, stdoutPre = store.EncodeOutput(r.Stdout)
+		stderr, stderrPre = store.EncodeOutput(r.Stderr)
+	}
 	switch {
 	case rs == nil:
 		insert := sqlInsertResult
@@ -352,18 +365,17 @@ func applyResult(st *stmts, it *item, state map[string]*rowState, deltas *execDe
 			insert = sqlInsertSkippedResult
 		}
 		if _, err := st.exec(insert, r.ResultID, r.RequestID, nullStr(r.ExecID), r.PCID, r.ExitCode,
-			r.Stdout, r.Stderr, store.NullTime(r.StartedAt), store.FormatTime(finished), rec,
-			nullStr(r.ManifestID)); err != nil {
+			stdout, stderr, store.NullTime(r.StartedAt), store.FormatTime(finished), rec,
+			nullStr(r.ManifestID), stdoutPre, stderrPre); err != nil {
 			return fmt.Errorf("insert result %s: %w", r.ResultID, err)
 		}
 		res.inserted++
 		rs = &rowState{execID: str(r.ExecID)}
 		state[r.ResultID] = rs
-	case rs.finished && !rs.reaped:
-		return nil // a redelivered result: counted already
 	default:
-		if _, err := st.exec(sqlUpdateResult, r.ExitCode, r.Stdout, r.Stderr, store.FormatTime(finished),
-			nullStr(r.ManifestID), nullStr(r.ExecID), store.NullTime(r.StartedAt), rec, r.Skipped, r.ResultID); err != nil {
+		if _, err := st.exec(sqlUpdateResult, r.ExitCode, stdout, stderr, store.FormatTime(finished),
+			nullStr(r.ManifestID), nullStr(r.ExecID), store.NullTime(r.StartedAt), rec, r.Skipped,
+			stdoutPre, stderrPre, r.ResultID); err != nil {
 			return fmt.Errorf("update result %s: %w", r.ResultID, err)
 		}
 		if rs.execID == "" {

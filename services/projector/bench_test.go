@@ -157,7 +157,7 @@ func benchCeilingDB(b *testing.B, db *store.DB, total, perExec int) figure {
 					r := genResult(i, perExec, out, benchID)
 					if _, err := st.ExecContext(ctx, r.ResultID, r.RequestID, nullStr(r.ExecID), r.PCID, r.ExitCode,
 						r.Stdout, r.Stderr, store.NullTime(r.StartedAt), store.FormatTime(r.FinishedAt), rec,
-						nullStr(r.ManifestID)); err != nil {
+						nullStr(r.ManifestID), nil, nil); err != nil {
 						return err
 					}
 				}

@@ -118,6 +118,9 @@ type gapCheck struct {
 	whole  bool      // the consumer reads every subject of the stream
 	cutoff time.Time // messages published before this would be pruned anyway
 	accept bool      // record new gaps as accepted
+	// plainOutputs is Options.PlainOutputs (carried here, with the rest
+	// of what a batch's transaction needs to know of the options).
+	plainOutputs bool
 }
 
 // checkGap records a hole between prev and it.seq (both stream sequences,

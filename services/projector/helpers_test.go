@@ -126,15 +126,23 @@ func query(t testing.TB, db *store.DB, q string, args ...any) []row {
 	var out []row
 	for rows.Next() {
 		vals := make([]sql.NullString, len(cols))
+		outs := make([]store.Output, len(cols))
 		ptrs := make([]any, len(cols))
 		for i := range vals {
 			ptrs[i] = &vals[i]
+			if cols[i] == "stdout" || cols[i] == "stderr" {
+				// Compressed or plain, compared as text.
+				ptrs[i] = &outs[i]
+			}
 		}
 		if err := rows.Scan(ptrs...); err != nil {
 			t.Fatal(err)
 		}
 		r := row{}
 		for i, c := range cols {
+			if c == "stdout" || c == "stderr" {
+				vals[i] = sql.NullString{String: string(outs[i]), Valid: true}
+			}
 			if vals[i].Valid {
 				r[c] = vals[i].String
 			} else {

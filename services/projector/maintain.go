@@ -104,7 +104,8 @@ func (p *Projector) Reap(ctx context.Context, now time.Time) (int, error) {
 				return err
 			}
 			st, err := tx.PrepareContext(ctx, `UPDATE execution_results SET exit_code = -1, reaped = 1,
-				finished_at = ?, stderr = stderr || ? WHERE result_id = ? AND finished_at IS NULL`)
+				finished_at = ?1, stderr = CASE WHEN typeof(stderr) = 'blob' THEN stderr ELSE stderr || ?2 END
+				WHERE result_id = ?3 AND finished_at IS NULL`)
 			if err != nil {
 				return err
 			}

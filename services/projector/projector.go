@@ -64,6 +64,10 @@ type Options struct {
 	// this run): the read services may join although the projection lacks
 	// what the streams lost before it applied them (see Gap).
 	AcceptGaps bool
+	// PlainOutputs stores stdout and stderr as plain text; by default they
+	// are stored zstd-compressed (store.EncodeOutput), and plain outputs of
+	// an existing database are compressed in the background.
+	PlainOutputs bool
 	// NoService skips the micro service (tests, benchmarks).
 	NoService bool
 }
@@ -162,7 +166,8 @@ func Start(ctx context.Context, o Options) (*Projector, error) {
 	for _, s := range p.streams {
 		s.start(runCtx, &p.wg)
 	}
-	p.wg.Add(3)
+	p.wg.Add(4)
+	go func() { defer p.wg.Done(); p.compressOutputs(runCtx) }()
 	go func() { defer p.wg.Done(); p.hb.run(runCtx) }()
 	go func() { defer p.wg.Done(); p.finishRebuild(runCtx) }()
 	go func() { defer p.wg.Done(); p.maintain(runCtx) }()
@@ -196,4 +201,20 @@ func (p *Projector) Stop() error {
 	}
 	p.wg.Wait()
 	return err
+}
+
+// compressOutputs compresses the plain outputs of an existing database in
+// the background, while the projection is current (see
+// store.CompressOutputs); with PlainOutputs it forgets the job instead.
+func (p *Projector) compressOutputs(ctx context.Context) {
+	if p.o.PlainOutputs {
+		if err := p.db.ForgetCompressOutputs(ctx); err != nil {
+			p.log.Warn("projector: reset the output compression job", "err", err)
+		}
+		return
+	}
+	ready := func() bool { return p.CaughtUp(time.Minute) }
+	if err := p.db.CompressOutputs(ctx, 500, ready, p.log); err != nil && ctx.Err() == nil {
+		p.log.Error("projector: compress existing outputs", "err", err)
+	}
 }
