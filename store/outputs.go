@@ -54,11 +54,17 @@ func EncodeOutput(s string) (value, preview any) {
 	if len(s) < CompressMin {
 		return s, nil
 	}
-	z := encoder.EncodeAll([]byte(s), make([]byte, 0, len(s)/3))
+	z := CompressOutput(s)
 	if len(z) > len(s)*9/10 {
 		return s, nil
 	}
 	return z, Preview(s, PreviewBytes)
+}
+
+// CompressOutput is s as one zstd frame, whatever its size (EncodeOutput
+// decides whether that is worth it).
+func CompressOutput(s string) []byte {
+	return encoder.EncodeAll([]byte(s), make([]byte, 0, len(s)/3+16))
 }
 
 // Preview is s cut to at most n bytes on a UTF-8 boundary.

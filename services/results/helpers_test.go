@@ -37,7 +37,8 @@ func insert(t testing.TB, db *store.DB, recs ...rec) {
 	t.Helper()
 	err := db.WriteTx(context.Background(), func(tx *sql.Tx) error {
 		ins, err := tx.Prepare(`INSERT INTO execution_results (result_id, request_id, exec_id, pc_id, exit_code, stdout, stderr,
-			started_at, finished_at, recorded_at, job_id, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+			started_at, finished_at, recorded_at, job_id, version, stdout_preview, stderr_preview)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 		if err != nil {
 			return err
 		}
@@ -53,8 +54,11 @@ func insert(t testing.TB, db *store.DB, recs ...rec) {
 			if r.exit != nil {
 				exit = *r.exit
 			}
-			if _, err := ins.Exec(r.id, r.request, nullable(r.exec), r.pc, exit, r.stdout, r.stderr,
-				store.NullTime(r.started), store.NullTime(r.finished), store.FormatTime(r.recorded), nullable(r.job), nullable(r.version)); err != nil {
+			stdout, stdoutPre := storedOutput(r.stdout)
+			stderr, stderrPre := storedOutput(r.stderr)
+			if _, err := ins.Exec(r.id, r.request, nullable(r.exec), r.pc, exit, stdout, stderr,
+				store.NullTime(r.started), store.NullTime(r.finished), store.FormatTime(r.recorded), nullable(r.job), nullable(r.version),
+				stdoutPre, stderrPre); err != nil {
 				return err
 			}
 			if _, err := tx.Exec(`INSERT OR IGNORE INTO result_pc_ids (pc_id) VALUES (?)`, r.pc); err != nil {

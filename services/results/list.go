@@ -34,7 +34,8 @@ func scanRow(sc interface{ Scan(...any) error }) (Row, error) {
 	var r Row
 	var execID, startedAt, finishedAt, jobID, version sql.NullString
 	var exit sql.NullInt64
-	if err := sc.Scan(&r.ResultID, &r.RequestID, &execID, &r.PCID, &exit, &r.Stdout, &r.Stderr,
+	// Outputs are stored plain or compressed (store.Output reads both).
+	if err := sc.Scan(&r.ResultID, &r.RequestID, &execID, &r.PCID, &exit, (*store.Output)(&r.Stdout), (*store.Output)(&r.Stderr),
 		&startedAt, &finishedAt, &jobID, &version); err != nil {
 		return Row{}, err
 	}
@@ -403,13 +404,15 @@ func (q *query) fetch(ctx context.Context, r *sql.DB, index, extra string, extra
 		if o[1] == "" {
 			continue
 		}
+		// A compressed output (a BLOB) skips the literal test: only
+		// REGEXP decompresses it.
 		switch lit, fold := requiredLiteral(o[1]); {
 		case lit == "":
 		case fold:
-			conds = append(conds, o[0]+` LIKE ? ESCAPE '\'`)
+			conds = append(conds, "(typeof("+o[0]+") = 'blob' OR "+o[0]+` LIKE ? ESCAPE '\')`)
 			args = append(args, likeContains(lit))
 		default:
-			conds = append(conds, "instr("+o[0]+", ?) > 0")
+			conds = append(conds, "(typeof("+o[0]+") = 'blob' OR instr("+o[0]+", ?) > 0)")
 			args = append(args, lit)
 		}
 		conds = append(conds, o[0]+" REGEXP ?")

@@ -41,7 +41,8 @@ func Tail(ctx context.Context, db *store.DB, nc *nats.Conn, resultID string, tim
 	if resultID == "" {
 		return TailReply{}, api.BadRequest("parameter result_id: required")
 	}
-	var pcID, stdout, stderr string
+	var pcID string
+	var stdout, stderr store.Output
 	var finished sql.NullString
 	var exit sql.NullInt64
 	stmt, err := db.ReadStmt(ctx, `SELECT pc_id, finished_at, exit_code, stdout, stderr FROM execution_results WHERE result_id = ?`)
@@ -56,7 +57,7 @@ func Tail(ctx context.Context, db *store.DB, nc *nats.Conn, resultID string, tim
 		return TailReply{}, queryError(ctx, "tail", err)
 	}
 	if finished.Valid {
-		return TailReply{Stdout: stdout, Stderr: stderr, ExitCode: nullInt(exit)}, nil
+		return TailReply{Stdout: string(stdout), Stderr: string(stderr), ExitCode: nullInt(exit)}, nil
 	}
 
 	waiting := func(why string) (TailReply, error) { return TailReply{Running: true, why: why}, nil }
