@@ -24,7 +24,7 @@ import (
 //     size in bytes of either form (output_size reads only the frame
 //     header);
 //   - stdout_preview and stderr_preview (migration 1701) hold, for a
-//     compressed output, its first PreviewBytes bytes cut on a UTF-8
+//     compressed output, its first PreviewBytes (256) bytes cut on a UTF-8
 //     boundary, plain, so lists need not decompress; NULL for a plain
 //     output, which is its own preview: COALESCE(stdout_preview, stdout).
 const (
@@ -33,7 +33,7 @@ const (
 	CompressMin = 128
 	// PreviewBytes is the length of the plain preview kept beside a
 	// compressed output.
-	PreviewBytes = 1024
+	PreviewBytes = 256
 	// maxOutput bounds what one compressed value may expand to.
 	maxOutput = 64 << 20
 )

@@ -7,6 +7,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"database/sql/driver"
@@ -233,30 +234,67 @@ func APITime(s sql.NullString) *string {
 // cache starts over.
 var regexCache = struct {
 	sync.RWMutex
-	m map[string]*regexp.Regexp
-}{m: map[string]*regexp.Regexp{}}
+	m map[string]*compiledRegexp
+}{m: map[string]*compiledRegexp{}}
+
+// compiledRegexp is a pattern with the literal every match contains (see
+// requiredLiteral), tested first on a decompressed output.
+type compiledRegexp struct {
+	re   *regexp.Regexp
+	lit  []byte
+	fold bool
+}
 
 const maxCachedPatterns = 1024
 
 // CompileRegexp compiles pattern through the cache used by REGEXP.
 func CompileRegexp(pattern string) (*regexp.Regexp, error) {
+	c, err := compileCached(pattern)
+	if err != nil {
+		return nil, err
+	}
+	return c.re, nil
+}
+
+func compileCached(pattern string) (*compiledRegexp, error) {
 	regexCache.RLock()
-	re, ok := regexCache.m[pattern]
+	c, ok := regexCache.m[pattern]
 	regexCache.RUnlock()
 	if ok {
-		return re, nil
+		return c, nil
 	}
 	re, err := regexp.Compile(pattern)
 	if err != nil {
 		return nil, err
 	}
+	lit, fold := requiredLiteral(pattern)
+	c = &compiledRegexp{re: re, lit: []byte(lit), fold: fold}
+	if fold {
+		c.lit = bytes.ToLower(c.lit)
+	}
 	regexCache.Lock()
 	if len(regexCache.m) >= maxCachedPatterns {
-		regexCache.m = map[string]*regexp.Regexp{}
+		regexCache.m = map[string]*compiledRegexp{}
 	}
-	regexCache.m[pattern] = re
+	regexCache.m[pattern] = c
 	regexCache.Unlock()
-	return re, nil
+	return c, nil
+}
+
+// match tests a value: the required literal first (cheap), then the regex.
+func (c *compiledRegexp) match(b []byte) bool {
+	switch {
+	case len(c.lit) == 0:
+	case c.fold:
+		if !containsFoldASCII(b, c.lit) {
+			return false
+		}
+	default:
+		if !bytes.Contains(b, c.lit) {
+			return false
+		}
+	}
+	return c.re.Match(b)
 }
 
 func init() {
@@ -269,10 +307,11 @@ func init() {
 		if !ok {
 			return nil, fmt.Errorf("regexp: pattern must be text")
 		}
-		re, err := CompileRegexp(p)
+		c, err := compileCached(p)
 		if err != nil {
 			return nil, fmt.Errorf("invalid regex `%s`: %w", p, err)
 		}
+		re := c.re
 		switch v := args[1].(type) {
 		case nil:
 			return re.MatchString(""), nil
@@ -281,7 +320,7 @@ func init() {
 		case []byte:
 			// A compressed output (see outputs.go) is matched as its text.
 			var ok bool
-			err := withOutput(v, func(b []byte) { ok = re.Match(b) })
+			err := withOutput(v, func(b []byte) { ok = c.match(b) })
 			return ok, err
 		default:
 			return re.MatchString(fmt.Sprint(v)), nil
