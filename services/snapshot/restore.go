@@ -22,17 +22,15 @@ import (
 // a database with no stream offsets and no result rows (created and never
 // fed). Only such a database is replaced by a snapshot.
 func Empty(ctx context.Context, path string) (bool, error) {
-	st, err := os.Stat(path)
-	if errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		return true, nil
-	}
-	if err != nil {
+	} else if err != nil {
 		return false, fmt.Errorf("snapshot: %w", err)
 	}
-	if st.Size() == 0 {
-		return true, nil
-	}
-	c, err := sql.Open("sqlite", roURI(path))
+	// Opened read-write, as the store will be: rows may still sit in the
+	// WAL of a node that crashed (the main file can even be empty), and
+	// only a writer recovers them.
+	c, err := sql.Open("sqlite", "file:"+(&url.URL{Path: path}).EscapedPath()+"?_pragma=busy_timeout(10000)")
 	if err != nil {
 		return false, fmt.Errorf("snapshot: open %s: %w", path, err)
 	}
@@ -90,6 +88,7 @@ func RestoreIfEmpty(ctx context.Context, js jetstream.JetStream, path string, lo
 		in.TookSecs = time.Since(start).Seconds()
 		log.Info("snapshot: restored; the streams replay from its sequences", "name", in.Name,
 			"results", in.Results, "took", time.Since(start).Round(time.Millisecond))
+		warnOlderThanStreams(ctx, js, in, log)
 		return &in, nil
 	}
 	log.Info("snapshot: the projection is empty and there is no usable snapshot; replaying the streams")
@@ -170,4 +169,20 @@ func (c *counter) Read(p []byte) (int, error) {
 // mode).
 func roURI(path string) string {
 	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?mode=ro"
+}
+
+// warnOlderThanStreams says so when a stream no longer holds the messages
+// right after the snapshot's sequence: the projector will record the
+// history gap (and keep the node out of the read queue groups).
+func warnOlderThanStreams(ctx context.Context, js jetstream.JetStream, in Info, log *slog.Logger) {
+	for name, seq := range in.Offsets {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			continue
+		}
+		if first := s.CachedInfo().State.FirstSeq; first > seq+1 {
+			log.Warn("snapshot: older than the stream: messages after it are gone, history is lost",
+				"name", in.Name, "stream", name, "snapshot_seq", seq, "stream_first_seq", first)
+		}
+	}
 }

@@ -220,3 +220,56 @@ func TestClaimOnce(t *testing.T) {
 		t.Fatal("an older period was claimed again")
 	}
 }
+
+// The periodic loop takes snapshots on its own and keeps the last Keep;
+// a projection that is not ready (history gaps) takes none.
+func TestPeriodicSnapshots(t *testing.T) {
+	n := nodetest.Start(t)
+	js := n.JetStream(t)
+	p := startProjector(t, n, n.DB)
+	feed(t, js, 0, 20)
+	waitApplied(t, p, 20)
+	s, err := Start(context.Background(), Options{Conn: n.Conn(t), DB: n.DB, NodeName: "snap", Logger: n.Logger,
+		Projection: p, Interval: time.Second, Keep: 2, NoService: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		list, err := List(context.Background(), s.obj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list) > 2 {
+			t.Fatalf("%d snapshots kept, want at most 2", len(list))
+		}
+		if len(list) == 2 {
+			if list[0].Offsets[wire.StreamResults] != 20 {
+				t.Fatalf("periodic snapshot %+v", list[0])
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d periodic snapshots in 20 s", len(list))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s.Stop()
+
+	notReady := gappy{}
+	s2, err := Start(context.Background(), Options{Conn: n.Conn(t), DB: n.DB, NodeName: "gappy", Logger: n.Logger,
+		Projection: notReady, Interval: -1, NoService: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Stop()
+	if _, err := s2.Take(context.Background()); err != ErrNotReady {
+		t.Fatalf("snapshot of a projection with gaps: %v", err)
+	}
+}
+
+type gappy struct{}
+
+func (gappy) CaughtUp(time.Duration) bool { return true }
+func (gappy) HasGaps() bool               { return true }
