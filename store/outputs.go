@@ -5,8 +5,8 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
-	"unicode/utf8"
 
 	"github.com/klauspost/compress/zstd"
 	"modernc.org/sqlite"
@@ -24,16 +24,17 @@ import (
 //     size in bytes of either form (output_size reads only the frame
 //     header);
 //   - stdout_preview and stderr_preview (migration 1701) hold, for a
-//     compressed output, its first PreviewBytes (256) bytes cut on a UTF-8
-//     boundary, plain, so lists need not decompress; NULL for a plain
-//     output, which is its own preview: COALESCE(stdout_preview, stdout).
+//     compressed output, its first PreviewChars (256) characters, plain,
+//     so lists need not decompress; NULL for a plain output, which is its
+//     own preview: substr(COALESCE(stdout_preview, stdout), 1, n) is the
+//     same text for any n up to PreviewChars.
 const (
 	// CompressMin is the smallest output worth compressing: below it the
 	// frame's header costs more than it saves.
 	CompressMin = 128
-	// PreviewBytes is the length of the plain preview kept beside a
-	// compressed output.
-	PreviewBytes = 256
+	// PreviewChars is the length, in characters, of the plain preview
+	// kept beside a compressed output (lists show 200).
+	PreviewChars = 256
 	// maxOutput bounds what one compressed value may expand to.
 	maxOutput = 64 << 20
 )
@@ -58,7 +59,7 @@ func EncodeOutput(s string) (value, preview any) {
 	if len(z) > len(s)*9/10 {
 		return s, nil
 	}
-	return z, Preview(s, PreviewBytes)
+	return z, Preview(s, PreviewChars)
 }
 
 // CompressOutput is s as one zstd frame, whatever its size (EncodeOutput
@@ -67,16 +68,19 @@ func CompressOutput(s string) []byte {
 	return encoder.EncodeAll([]byte(s), make([]byte, 0, len(s)/3+16))
 }
 
-// Preview is s cut to at most n bytes on a UTF-8 boundary.
+// Preview is s cut to at most n characters (runes).
 func Preview(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	i := n
-	for i > 0 && !utf8.RuneStart(s[i]) {
-		i--
+	i := 0
+	for j := range s {
+		if i == n {
+			return s[:j]
+		}
+		i++
 	}
-	return s[:i]
+	return s
 }
 
 // IsCompressed reports whether a stored value is a zstd frame.
@@ -157,9 +161,139 @@ func (o *Output) Scan(v any) error {
 
 var errOutputArg = errors.New("output: one argument")
 
-// registerOutputFunctions registers output(x) and output_size(x); called
-// from the package's init, beside regexp.
+// OutputSubstr is SQLite's substr(CAST(text AS BLOB), start, n) of a
+// stored output's text (n < 0: no length given), reading a compressed one
+// only as far as the slice ends.
+func OutputSubstr(v any, start, n int64) ([]byte, error) {
+	b, ok := v.([]byte)
+	if !ok || !IsCompressed(b) {
+		var text []byte
+		switch x := v.(type) {
+		case string:
+			text = []byte(x)
+		case []byte:
+			text = x
+		case nil:
+		default:
+			text = []byte(fmt.Sprint(v))
+		}
+		lo, hi := substrRange(int64(len(text)), start, n)
+		return bytes.Clone(text[lo:hi]), nil
+	}
+	size, err := OutputSize(b)
+	if err != nil {
+		return nil, err
+	}
+	lo, hi := substrRange(size, start, n)
+	if hi <= lo {
+		return []byte{}, nil
+	}
+	dec := streamDecoders.Get().(*zstd.Decoder)
+	defer streamDecoders.Put(dec)
+	if err := dec.Reset(bytes.NewReader(b)); err != nil {
+		return nil, fmt.Errorf("decompress output: %w", err)
+	}
+	if _, err := io.CopyN(io.Discard, dec, lo); err != nil {
+		return nil, fmt.Errorf("decompress output: %w", err)
+	}
+	out := make([]byte, hi-lo)
+	if _, err := io.ReadFull(dec, out); err != nil {
+		return nil, fmt.Errorf("decompress output: %w", err)
+	}
+	return out, nil
+}
+
+var streamDecoders = sync.Pool{New: func() any {
+	d, _ := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxOutput))
+	return d
+}}
+
+// substrRange is the [lo, hi) byte range SQLite's substr(X, p1, p2) takes
+// of a value of size bytes, as its func.c computes it (p2 noLength: the
+// call gave no length).
+func substrRange(size, p1, p2 int64) (lo, hi int64) {
+	negP2 := false
+	if p2 == noLength {
+		p2 = 1 << 40 // SQLite uses its length limit
+	} else if p2 < 0 {
+		p2, negP2 = -p2, true
+	}
+	if p1 < 0 {
+		p1 += size
+		if p1 < 0 {
+			p2 += p1
+			if p2 < 0 {
+				p2 = 0
+			}
+			p1 = 0
+		}
+	} else if p1 > 0 {
+		p1--
+	} else if p2 > 0 {
+		p2--
+	}
+	if negP2 {
+		p1 -= p2
+		if p1 < 0 {
+			p2 += p1
+			p1 = 0
+		}
+	}
+	if p1 > size {
+		return size, size
+	}
+	if p1+p2 > size {
+		p2 = size - p1
+	}
+	return p1, p1 + p2
+}
+
+// noLength is output_substr's n when the call gave none.
+const noLength = -1 << 62
+
+// SQL for an output column col of either form, for queries that read
+// outputs: its text, its size in bytes, and substr(CAST(text AS BLOB),
+// start, n) (n "" for none). A plain value stays with SQLite's own
+// functions; only a compressed one goes to Go.
+func OutputTextSQL(col string) string {
+	return "CASE WHEN typeof(" + col + ") = 'blob' THEN output(" + col + ") ELSE " + col + " END"
+}
+
+func OutputSizeSQL(col string) string {
+	return "CASE WHEN typeof(" + col + ") = 'blob' THEN output_size(" + col + ") ELSE octet_length(" + col + ") END"
+}
+
+func OutputSubstrSQL(col, start, n string) string {
+	args := start
+	if n != "" {
+		args += ", " + n
+	}
+	return "CASE WHEN typeof(" + col + ") = 'blob' THEN output_substr(" + col + ", " + args + ") ELSE substr(CAST(" + col + " AS BLOB), " + args + ") END"
+}
+
+// registerOutputFunctions registers output(x), output_size(x) and
+// output_substr(x, start[, n]); called from the package's init, beside
+// regexp.
 func registerOutputFunctions() {
+	sqlite.MustRegisterDeterministicScalarFunction("output_substr", -1, func(ctx *sqlite.FunctionContext, args []driver.Value) (driver.Value, error) {
+		if len(args) != 2 && len(args) != 3 {
+			return nil, errors.New("output_substr: two or three arguments")
+		}
+		if args[0] == nil {
+			return nil, nil
+		}
+		start, ok := args[1].(int64)
+		if !ok {
+			return nil, errors.New("output_substr: start must be an integer")
+		}
+		n := int64(noLength)
+		if len(args) == 3 {
+			if n, ok = args[2].(int64); !ok {
+				return nil, errors.New("output_substr: length must be an integer")
+			}
+		}
+		return OutputSubstr(args[0], start, n)
+	})
 	sqlite.MustRegisterDeterministicScalarFunction("output", 1, func(ctx *sqlite.FunctionContext, args []driver.Value) (driver.Value, error) {
 		if len(args) != 1 {
 			return nil, errOutputArg

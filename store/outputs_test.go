@@ -30,7 +30,7 @@ func TestEncodeOutput(t *testing.T) {
 				t.Errorf("%d bytes compressed to %d", len(s), len(z))
 			}
 			p := pre.(string)
-			if !strings.HasPrefix(s, p) || !utf8.ValidString(p) || len(p) > PreviewBytes || len(p) < min(len(s), PreviewBytes)-3 {
+			if !strings.HasPrefix(s, p) || !utf8.ValidString(p) || utf8.RuneCountInString(p) != min(utf8.RuneCountInString(s), PreviewChars) {
 				t.Errorf("preview of %d bytes: %d bytes, valid %v", len(s), len(p), utf8.ValidString(p))
 			}
 		} else if pre != nil {
@@ -181,3 +181,65 @@ func TestCompressOutputsJob(t *testing.T) {
 }
 
 func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// output_substr of a compressed value is exactly SQLite's substr of the
+// text as a BLOB, for every start and length, and the SQL helpers read
+// both forms alike.
+func TestOutputSubstr(t *testing.T) {
+	db := open(t)
+	ctx := context.Background()
+	text := scriptOutput(3)
+	z := CompressOutput(text)
+	size := len(text)
+	starts := []int64{0, 1, 2, 5, -1, -2, -7, int64(size), int64(size) + 1, int64(size) + 9, -int64(size), -int64(size) - 3, 300, -300}
+	lens := []int64{noLength, 0, 1, 3, 17, -1, -4, int64(size), int64(size) * 2, -int64(size) - 5}
+	for _, st := range starts {
+		for _, n := range lens {
+			var want []byte
+			var err error
+			if n == noLength {
+				err = db.R.QueryRow(`SELECT substr(CAST(? AS BLOB), ?)`, text, st).Scan(&want)
+			} else {
+				err = db.R.QueryRow(`SELECT substr(CAST(? AS BLOB), ?, ?)`, text, st, n).Scan(&want)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := OutputSubstr(z, st, n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != string(want) {
+				t.Errorf("substr(%d, %d): %q, want %q", st, n, got, want)
+			}
+		}
+	}
+	for i, v := range []any{text, z} {
+		if _, err := db.W.ExecContext(ctx, `INSERT INTO execution_results (result_id, request_id, pc_id, recorded_at, stdout)
+			VALUES (?, 'r', 'PC1', '2026', ?)`, fmt.Sprint("s", i), v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows, err := db.R.Query(`SELECT ` + OutputTextSQL("stdout") + `, ` + OutputSizeSQL("stdout") + `, ` +
+		OutputSubstrSQL("stdout", "3", "10") + `, ` + OutputSubstrSQL("stdout", "-12", "") + ` FROM execution_results ORDER BY result_id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var all string
+		var sz int64
+		var mid, tail []byte
+		if err := rows.Scan(&all, &sz, &mid, &tail); err != nil {
+			t.Fatal(err)
+		}
+		if all != text || sz != int64(size) || string(mid) != text[2:12] || string(tail) != text[size-12:] {
+			t.Errorf("row %d: %d bytes, size %d, mid %q, tail %q", n, len(all), sz, mid, tail)
+		}
+		n++
+	}
+	if n != 2 {
+		t.Fatalf("%d rows", n)
+	}
+}

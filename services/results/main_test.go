@@ -33,5 +33,5 @@ func storedOutput(s string) (value, preview any) {
 	if plainOutputs {
 		return s, nil
 	}
-	return store.CompressOutput(s), store.Preview(s, store.PreviewBytes)
+	return store.CompressOutput(s), store.Preview(s, store.PreviewChars)
 }
