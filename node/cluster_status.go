@@ -13,6 +13,7 @@ import (
 
 	"github.com/kanade-go/kanade/services/api"
 	"github.com/kanade-go/kanade/services/projector"
+	"github.com/kanade-go/kanade/services/snapshot"
 )
 
 // Subjects of the cluster view.
@@ -34,9 +35,12 @@ type NodeStatus struct {
 	// JoinBlocked says why the read services stay out of their queue
 	// groups whatever the projection's freshness (a history gap no
 	// operator accepted: see the projector's history_gaps).
-	JoinBlocked string            `json:"join_blocked,omitempty"`
-	Projector   *projector.Status `json:"projector,omitempty"`
-	Error       string            `json:"error,omitempty"`
+	JoinBlocked string `json:"join_blocked,omitempty"`
+	// RestoredSnapshot is the snapshot this node's projection was restored
+	// from when it started empty; absent when it was not.
+	RestoredSnapshot *snapshot.Info    `json:"restored_snapshot,omitempty"`
+	Projector        *projector.Status `json:"projector,omitempty"`
+	Error            string            `json:"error,omitempty"`
 }
 
 // ClusterStatus is the answer of SubjectClusterStatus.
@@ -51,6 +55,7 @@ type clusterView struct {
 	services []string
 	gate     *resultsGate         // nil without results
 	proj     *projector.Projector // nil without projector
+	restored *snapshot.Info       // nil unless restored at start
 	sub      *nats.Subscription
 	svc      *api.Running
 }
@@ -99,7 +104,7 @@ func (v *clusterView) stop() error {
 }
 
 func (v *clusterView) local(ctx context.Context) NodeStatus {
-	st := NodeStatus{Node: v.node, Services: v.services}
+	st := NodeStatus{Node: v.node, Services: v.services, RestoredSnapshot: v.restored}
 	if v.gate != nil {
 		st.ResultsServing = v.gate.serving()
 	}

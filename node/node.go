@@ -245,9 +245,10 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 	}
 
 	var db *store.DB
+	var restored *snapshot.Info
 	if needStore {
 		if has(ServiceProjector) {
-			if err := restoreSnapshot(ctx, js, filepath.Join(o.DataDir, "kanade.db"), log); err != nil {
+			if restored, err = restoreSnapshot(ctx, js, filepath.Join(o.DataDir, "kanade.db"), log); err != nil {
 				return err
 			}
 		}
@@ -358,7 +359,7 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		if err != nil {
 			return err
 		}
-		v := &clusterView{node: o.NodeName, services: o.Services, gate: gate, proj: proj}
+		v := &clusterView{node: o.NodeName, services: o.Services, gate: gate, proj: proj, restored: restored}
 		if err := startClusterView(nc, v, log.With("component", "cluster")); err != nil {
 			return err
 		}

@@ -17,11 +17,13 @@ import (
 
 // restoreSnapshot puts the newest snapshot in place of an empty or
 // missing projection before the store opens (see snapshot.RestoreIfEmpty).
-func restoreSnapshot(ctx context.Context, js jetstream.JetStream, path string, log *slog.Logger) error {
-	if _, err := snapshot.RestoreIfEmpty(ctx, js, path, log.With("component", "snapshot")); err != nil {
-		return fmt.Errorf("restore snapshot: %w", err)
+// It returns the snapshot restored, nil if none was.
+func restoreSnapshot(ctx context.Context, js jetstream.JetStream, path string, log *slog.Logger) (*snapshot.Info, error) {
+	in, err := snapshot.RestoreIfEmpty(ctx, js, path, log.With("component", "snapshot"))
+	if err != nil {
+		return nil, fmt.Errorf("restore snapshot: %w", err)
 	}
-	return nil
+	return in, nil
 }
 
 // startSnapshots runs this node's snapshotter: it takes part in the

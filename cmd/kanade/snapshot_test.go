@@ -297,6 +297,9 @@ func TestSnapshotRestoresPastStreamRetention(t *testing.T) {
 	}
 	nc, js = connectJS(t, p.NATS)
 	ns := waitProjected(t, nc, "snapnode", 20000, 2000)
+	if ns.RestoredSnapshot == nil || ns.RestoredSnapshot.Name != in.Name {
+		t.Fatalf("cluster status restored_snapshot %+v, want %s", ns.RestoredSnapshot, in.Name)
+	}
 	if len(ns.Projector.HistoryGaps) != 0 || ns.JoinBlocked != "" {
 		t.Fatalf("gaps %+v blocked %q after a restore", ns.Projector.HistoryGaps, ns.JoinBlocked)
 	}
