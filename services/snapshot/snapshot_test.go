@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,7 +19,7 @@ import (
 	"github.com/kanade-go/kanade/wire"
 )
 
-func publish(t *testing.T, js jetstream.JetStream, subject string, v any) {
+func publish(t testing.TB, js jetstream.JetStream, subject string, v any) {
 	t.Helper()
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -29,7 +30,11 @@ func publish(t *testing.T, js jetstream.JetStream, subject string, v any) {
 	}
 }
 
-func feed(t *testing.T, js jetstream.JetStream, from, n int) {
+func feed(t *testing.T, js jetstream.JetStream, from, n int) { feedTB(t, js, from, n) }
+
+func feedB(b *testing.B, js jetstream.JetStream, n int) { feedTB(b, js, 0, n) }
+
+func feedTB(t testing.TB, js jetstream.JetStream, from, n int) {
 	t.Helper()
 	t0 := time.Now().UTC().Add(-time.Hour)
 	for i := from; i < from+n; i++ {
@@ -41,13 +46,19 @@ func feed(t *testing.T, js jetstream.JetStream, from, n int) {
 		}
 		r := wire.ExecResult{
 			ResultID: fmt.Sprintf("r%05d", i), RequestID: "req-" + exec, ExecID: &exec, PCID: fmt.Sprintf("PC%d", i%7),
-			ExitCode: int64(i % 3), Stdout: strings.Repeat("line of output\n", 20), StartedAt: t0, FinishedAt: t0.Add(time.Second),
+			ExitCode: int64(i % 3), Stdout: output(i), StartedAt: t0, FinishedAt: t0.Add(time.Second),
 		}
 		publish(t, js, wire.Results(r.RequestID), r)
 	}
 }
 
 func startProjector(t *testing.T, n *nodetest.Node, db *store.DB) *projector.Projector {
+	return startProjectorTB(t, n, db)
+}
+
+func startProjectorB(b *testing.B, n *nodetest.Node) *projector.Projector { return startProjectorTB(b, n, n.DB) }
+
+func startProjectorTB(t testing.TB, n *nodetest.Node, db *store.DB) *projector.Projector {
 	t.Helper()
 	p, err := projector.Start(context.Background(), projector.Options{
 		Conn: n.Conn(t), DB: db, NodeName: "snap", Logger: n.Logger, NoService: true,
@@ -273,3 +284,15 @@ type gappy struct{}
 
 func (gappy) CaughtUp(time.Duration) bool { return true }
 func (gappy) HasGaps() bool               { return true }
+
+// output is about 600 bytes of script output with the numbers of run i.
+func output(i int) string {
+	rng := rand.New(rand.NewPCG(uint64(i), 7))
+	var b strings.Builder
+	for j := range 8 {
+		fmt.Fprintf(&b, "%02d:%02d:%02d service %s pid %d mem %d KB state %s\r\n", 8, j*7%60, rng.IntN(60),
+			[]string{"wuauserv", "BITS", "Spooler", "Dnscache", "W32Time"}[rng.IntN(5)], 400+rng.IntN(30000),
+			rng.IntN(900000), []string{"Running", "Running", "Running", "Stopped"}[rng.IntN(4)])
+	}
+	return b.String()
+}
