@@ -222,3 +222,33 @@ func TestVerifyingAgentsHeartbeat(t *testing.T) {
 		t.Fatal("no heartbeat")
 	}
 }
+
+// A Command replayed from EXEC keeps its headers: a signed one runs, an
+// unsigned one is refused.
+func TestVerifyingAgentsReplay(t *testing.T) {
+	n := nodetest.Start(t)
+	js := n.JetStream(t)
+	backend, _, _ := signing.Generate("backend-1")
+	ring, _ := signing.NewKeyring([]signing.KeyringEntry{backend.KeyringEntry()})
+	good, bad := command("# sim: outcome=success", true), command("# sim: outcome=success", true)
+	b := func(c wire.Command) []byte { out, _ := json.Marshal(c); return out }
+	m := &nats.Msg{Subject: wire.CommandsPC("rp-0001"), Data: b(good)}
+	backend.Sign(m)
+	if _, err := js.PublishMsg(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(context.Background(), wire.CommandsPC("rp-0002"), b(bad)); err != nil {
+		t.Fatal(err)
+	}
+	startFleet(t, n, sim.Options{Agents: 2, Prefix: "rp-", Replay: true, Keyring: ring,
+		Mix: sim.Mix{Success: 1, MaxDuration: 10 * time.Millisecond, OutputBytes: 64}})
+	waitFor(t, "both replays to end", func() bool {
+		return len(results(t, js, good.RequestID)) == 1 && len(results(t, js, bad.RequestID)) == 1
+	})
+	if r := results(t, js, good.RequestID)["rp-0001"]; r.ExitCode != 0 {
+		t.Fatalf("signed replay: %+v", r)
+	}
+	if r := results(t, js, bad.RequestID)["rp-0002"]; !signing.IsRefusal(r) {
+		t.Fatalf("unsigned replay: %+v", r)
+	}
+}

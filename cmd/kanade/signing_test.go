@@ -324,3 +324,79 @@ func TestServeDemoEnvelopes(t *testing.T) {
 	}
 	p.stop(t)
 }
+
+func TestSimCommandKeys(t *testing.T) {
+	for _, c := range []struct{ args, want string }{
+		{"--command-keys []", "keyring is empty"},
+		{"--command-keys nope", "--command-keys"},
+		{`--command-keys [{"kid":"a","public_key":"AQID"}]`, "public_key is 3 bytes"},
+		{"--command-keys-file /nonexistent/keys.json", "--command-keys-file"},
+	} {
+		err, stderr := runKanade(t, 30*time.Second, append([]string{"sim", "--nats-url", "nats://127.0.0.1:1"}, strings.Fields(c.args)...)...)
+		if err == nil || !strings.Contains(stderr, c.want) {
+			t.Errorf("sim %s: %v %q, want an error naming %q", c.args, err, stderr, c.want)
+		}
+	}
+
+	// A fleet given the backend's keyring file runs what the backend
+	// signed and refuses what it did not.
+	t.Setenv("KANADE_COMMAND_SIGNING_KEY", vectorSeed)
+	t.Setenv("KANADE_COMMAND_SIGNING_KID", "backend-1")
+	p := startKanade(t, t.TempDir())
+	keys := filepath.Join(t.TempDir(), "command-keys.json")
+	os.WriteFile(keys, []byte(`[{"kid":"backend-1","public_key":"iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w=","label":"backend"}]`), 0o600)
+	cmd := exec.Command(binary(t), "sim", "--nats-url", p.NATS, "--agents", "2", "--prefix", "kpc-", "--command-keys-file", keys,
+		"--duration", "10ms", "--mix", "success=1", "--summary", "100ms")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	nc, err := nats.Connect(p.NATS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := nc.Request(wire.Ping("kpc-0002"), nil, time.Second); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sim agents never answered\n%s", stderr.String())
+		}
+	}
+	httpCall(t, "POST", p.HTTP+"/api/jobs", "application/json", `{"id":"quick","version":"1","execute":{"shell":"sh","script":"true","timeout":"30s"}}`)
+	r := httpCall(t, "POST", p.HTTP+"/api/exec/quick", "application/json", `{"target":{"pcs":["kpc-0001","kpc-0002"]}}`)
+	var ex struct {
+		ExecID string `json:"exec_id"`
+	}
+	json.Unmarshal([]byte(r.body), &ex)
+	js, _ := jetstream.New(nc)
+	execID := "unsigned-exec"
+	b, _ := json.Marshal(wire.Command{ID: "quick", Version: "1", RequestID: "unsigned-request", ExecID: &execID, Shell: "sh", Script: "true", Staleness: wire.Staleness{Mode: "cached"}})
+	if _, err := js.Publish(context.Background(), wire.CommandsPC("kpc-0001"), b); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		r = httpCall(t, "GET", p.HTTP+"/api/executions/"+ex.ExecID, "", "")
+		refusal := httpCall(t, "GET", p.HTTP+"/api/results/"+signing.RefusalResultID("unsigned-request", "kpc-0001"), "", "")
+		if strings.Contains(r.body, `"status":"completed"`) && refusal.status == 200 {
+			if !strings.Contains(r.body, `"success_count":2`) || !strings.Contains(refusal.body, `"exit_code":123`) {
+				t.Fatalf("signed exec %s\nrefusal %s", r.body, refusal.body)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("exec %s\n%s", r.body, stderr.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cmd.Process.Signal(os.Interrupt)
+	cmd.Wait()
+	if out := stderr.String(); !strings.Contains(out, "enforcing signatures, keys [backend-1:"+vectorFingerprint+"]") || !strings.Contains(out, " refused=1") {
+		t.Fatalf("sim output:\n%s", out)
+	}
+	p.stop(t)
+}
