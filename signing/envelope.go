@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"slices"
 	"strings"
@@ -82,15 +83,16 @@ func CheckEnvelope(v Verdict, body []byte, pcID string, now time.Time) ([]byte, 
 		v.Outcome, v.Detail = o, fmt.Sprintf(format, args...)
 		return nil, v
 	}
+	if err := envelopeKeys(body); err != nil {
+		return reject(EnvelopeRejected, "not a v2 envelope: %v", err)
+	}
 	var raw struct {
 		Kind       *json.RawMessage `json:"kind"`
 		TargetPCID *string          `json:"target_pc_id"`
 		ExpiresAt  *string          `json:"expires_at"`
 		Command    json.RawMessage  `json:"command"`
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&raw); err != nil {
+	if err := json.Unmarshal(body, &raw); err != nil {
 		return reject(EnvelopeRejected, "not a v2 envelope: %v", err)
 	}
 	var kind string
@@ -132,6 +134,45 @@ func CheckEnvelope(v Verdict, body []byte, pcID string, now time.Time) ([]byte, 
 		return reject(Expired, "Its start deadline %s has passed (now %s).", deadline.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
 	return raw.Command, v
+}
+
+// envelopeKeys checks that body is one JSON object whose keys are the
+// envelope's, each once, spelled exactly: encoding/json alone would match
+// "KIND" to kind and take the last of two "kind"s, where upstream's
+// agents refuse both.
+func envelopeKeys(body []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return errors.New("not a JSON object")
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		key, _ := t.(string)
+		switch key {
+		case "kind", "target_pc_id", "expires_at", "command":
+		default:
+			return fmt.Errorf("unknown key %q", key)
+		}
+		if seen[key] {
+			return fmt.Errorf("key %q twice", key)
+		}
+		seen[key] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return err
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("data after the object")
+	}
+	return nil
 }
 
 // Envelopes turns a publish on commands.pc.{pc} into a v2 envelope for

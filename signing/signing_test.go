@@ -160,6 +160,7 @@ func TestKeyringRejects(t *testing.T) {
 		"repeated kid": `[{"kid":"a","public_key":"` + vecPublic + `"},{"kid":"a","public_key":"` + vecPublic + `"}]`,
 		"bad base64":   `[{"kid":"a","public_key":"!!"}]`,
 		"short key":    `[{"kid":"a","public_key":"AQID"}]`,
+		"line break":   `[{"kid":"a","public_key":"` + vecPublic[:20] + `\n` + vecPublic[20:] + `"}]`,
 		"not a point":  `[{"kid":"a","public_key":"` + base64.StdEncoding.EncodeToString(offCurve) + `"}]`,
 		"empty kid":    `[{"kid":"","public_key":"` + vecPublic + `"}]`,
 	} {
@@ -289,6 +290,9 @@ func TestEnvelope(t *testing.T) {
 		"unknown key":       {[]byte(strings.Replace(string(body), `{"kind"`, `{"x":1,"kind"`, 1)), "PC001", now, now, EnvelopeRejected},
 		"other kind":        {[]byte(strings.Replace(string(body), KindV2, "kanade.command.v3", 1)), "PC001", now, now, EnvelopeRejected},
 		"null kind":         {[]byte(strings.Replace(string(body), `"`+KindV2+`"`, "null", 1)), "PC001", now, now, EnvelopeRejected},
+		"key in capitals":   {[]byte(strings.Replace(string(body), `"target_pc_id"`, `"TARGET_PC_ID"`, 1)), "PC001", now, now, EnvelopeRejected},
+		"key twice":         {[]byte(strings.Replace(string(body), `{"kind"`, `{"target_pc_id":"PC002","kind"`, 1)), "PC001", now, now, EnvelopeRejected},
+		"trailing data":     {append(append([]byte{}, body...), []byte(` {}`)...), "PC001", now, now, EnvelopeRejected},
 	} {
 		if v := check(tc.body, tc.pc, tc.at, tc.now); v.Outcome != tc.want {
 			t.Errorf("%s: %s (%s), want %s", name, v.Outcome, v.Detail, tc.want)

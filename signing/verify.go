@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/big"
 	"slices"
@@ -58,7 +59,7 @@ func NewKeyring(entries []KeyringEntry) (*Keyring, error) {
 		if _, dup := k.keys[kid]; dup {
 			return nil, fmt.Errorf("keyring: kid %q appears twice", kid)
 		}
-		pub, err := base64.StdEncoding.Strict().DecodeString(e.PublicKey)
+		pub, err := decodeBase64(e.PublicKey)
 		if err != nil {
 			return nil, fmt.Errorf("keyring entry %q: public_key is not base64 (standard, padded): %w", kid, err)
 		}
@@ -182,7 +183,7 @@ func (k *Keyring) Verify(h nats.Header, body []byte, now time.Time) Verdict {
 		return bad("%s %q is not decimal milliseconds", HeaderAt, at)
 	}
 	v.At = time.UnixMilli(atMS).UTC()
-	raw, err := base64.StdEncoding.Strict().DecodeString(sig)
+	raw, err := decodeBase64(sig)
 	if err != nil || len(raw) != ed25519.SignatureSize {
 		return bad("%s is not a base64 %d-byte signature", HeaderSig, ed25519.SignatureSize)
 	}
@@ -208,6 +209,16 @@ func (k *Keyring) Verify(h nats.Header, body []byte, now time.Time) Verdict {
 	}
 	v.Outcome = OK
 	return v
+}
+
+// decodeBase64 decodes standard padded base64 as strictly as upstream's
+// agents: no stray bits in the padding, and no line breaks (which Go's
+// decoder would skip).
+func decodeBase64(s string) ([]byte, error) {
+	if strings.ContainsAny(s, "\r\n") {
+		return nil, errors.New("line break in base64")
+	}
+	return base64.StdEncoding.Strict().DecodeString(s)
 }
 
 // sigHeaders reads the four signature headers, whatever the case of their

@@ -48,10 +48,13 @@ func Start(o Options) (*api.Running, error) {
 		return nil, errors.New("command signing: no NATS connection")
 	}
 	info := Describe(o.Signer)
+	// Each node's key in its service info (nats micro info command-signing),
+	// so that a node of a cluster with another key stands out.
+	meta := map[string]string{"node": o.NodeName, "kid": o.Signer.Kid(), "fingerprint": o.Signer.Fingerprint()}
 	return api.Start(o.Conn, api.Service{
 		Name:        "command-signing",
 		Description: "the key id and fingerprint this backend signs Commands with",
-		Metadata:    map[string]string{"node": o.NodeName},
+		Metadata:    meta,
 		Logger:      o.Logger,
 		Workers:     2,
 		Endpoints: []api.Endpoint{{

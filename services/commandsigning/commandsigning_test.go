@@ -42,6 +42,9 @@ func TestInfo(t *testing.T) {
 			if tier := r.Info().Endpoints[0].Metadata["tier"]; tier != "viewer" {
 				t.Fatalf("tier %q", tier)
 			}
+			if md := r.Info().Metadata; md["kid"] != tc.signer.Kid() || md["fingerprint"] != tc.signer.Fingerprint() {
+				t.Fatalf("service metadata %v", md)
+			}
 		})
 	}
 }
