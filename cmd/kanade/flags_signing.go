@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/kanade-go/kanade/node"
@@ -23,6 +24,9 @@ func signingFlags(f *flags) func(*node.Options) error {
 			return err
 		}
 		o.Signer = s
+		if st, err := os.Stat(*keyFile); err == nil && st.Mode().Perm()&0o077 != 0 && o.Logger != nil {
+			o.Logger.Warn("command signing key file is readable by others than its owner: chmod 600 it", "file", *keyFile, "mode", st.Mode().Perm().String())
+		}
 		switch *envelope {
 		case "off":
 		case "v2":
