@@ -21,7 +21,7 @@ func keygen(args []string, stdout io.Writer) error {
 	f := flag.NewFlagSet("keygen", flag.ContinueOnError)
 	kid := f.String("kid", signing.DefaultKid(time.Now()), "id of the new key")
 	keyFile := f.String("key-file", "", "write the secret seed to this file (mode 0600) instead of printing it")
-	force := f.Bool("force", false, "replace an existing --key-file (a rotation: see the README for the order)")
+	rotate := f.Bool("rotate", false, "replace an existing --key-file (a rotation: agents must trust the new key first, see the README)")
 	if err := f.Parse(args); err != nil {
 		return err
 	}
@@ -33,7 +33,7 @@ func keygen(args []string, stdout io.Writer) error {
 		return err
 	}
 	if *keyFile != "" {
-		if err := writeSecret(*keyFile, seed+"\n", *force); err != nil {
+		if err := writeSecret(*keyFile, seed+"\n", *rotate); err != nil {
 			return err
 		}
 	}
@@ -62,7 +62,7 @@ func writeSecret(path, data string, force bool) error {
 	}
 	f, err := os.OpenFile(path, flag, 0o600)
 	if errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("key file %s exists: pass --force to replace it (agents must trust the new key first)", path)
+		return fmt.Errorf("key file %s exists: pass --rotate to replace it (agents must trust the new key first)", path)
 	}
 	if err != nil {
 		return fmt.Errorf("key file: %w", err)

@@ -61,10 +61,16 @@ func TestKeygen(t *testing.T) {
 	}
 	seed, _ := os.ReadFile(file)
 	if err := exec.Command(binary(t), "keygen", "--key-file", file).Run(); err == nil {
-		t.Fatal("keygen replaced an existing key file without --force")
+		t.Fatal("keygen replaced an existing key file without --rotate")
 	}
 	if again, _ := os.ReadFile(file); !bytes.Equal(seed, again) {
 		t.Fatal("the key file changed")
+	}
+	if err := exec.Command(binary(t), "keygen", "--key-file", file, "--rotate", "--kid", "backend-next").Run(); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := os.ReadFile(file); bytes.Equal(seed, again) {
+		t.Fatal("--rotate kept the old key")
 	}
 	if _, err := (signing.Config{KeyFile: file, Kid: "k"}).Load(); err != nil {
 		t.Fatal(err)
