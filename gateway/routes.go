@@ -67,6 +67,7 @@ func ContractRoutes() []Route {
 		{Service: "schedules", Subject: "kanade.schedules.upcoming", Method: "GET", Path: "/api/schedules/upcoming", IntParams: []string{"limit"}},
 		{Service: "snapshot", Subject: "kanade.snapshot.create", Method: "POST", Path: "/api/snapshots"},
 		{Service: "snapshot", Subject: "kanade.snapshot.list", Method: "GET", Path: "/api/snapshots"},
+		{Service: "command-signing", Subject: "kanade.command_signing.get", Method: "GET", Path: "/api/command-signing"},
 	}
 }
 
