@@ -53,15 +53,30 @@ func snapshotCmd(args []string) error {
 		actor = "cli:" + u.Username
 	}
 	msg.Header.Set(api.HeaderActor, actor)
-	reply, err := nc.RequestMsgWithContext(ctx, msg)
-	if errors.Is(err, nats.ErrNoResponders) {
-		return fmt.Errorf("no node answers %s (is a node with the projector running, and its projection without history gaps?)", subject)
-	}
-	if err != nil {
-		return fmt.Errorf("%s: %w", subject, err)
-	}
-	if code := reply.Header.Get("Nats-Service-Error-Code"); code != "" {
-		return fmt.Errorf("%s: %s %s", subject, code, reply.Header.Get("Nats-Service-Error"))
+	// The queue group picks any node: one still catching up answers 503,
+	// another may be ready, so a 503 is tried again a few times.
+	var reply *nats.Msg
+	for attempt := 1; ; attempt++ {
+		reply, err = nc.RequestMsgWithContext(ctx, msg)
+		if errors.Is(err, nats.ErrNoResponders) {
+			return fmt.Errorf("no node answers %s (is a node with the projector running, and its projection without history gaps?)", subject)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", subject, err)
+		}
+		code := reply.Header.Get("Nats-Service-Error-Code")
+		if code == "" {
+			break
+		}
+		if code != "503" || attempt >= 5 {
+			return fmt.Errorf("%s: %s %s", subject, code, reply.Header.Get("Nats-Service-Error"))
+		}
+		fmt.Fprintf(os.Stderr, "kanade snapshot: %s; trying again\n", reply.Header.Get("Nats-Service-Error"))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
 	}
 	var v any
 	if err := json.Unmarshal(reply.Data, &v); err != nil {
