@@ -26,6 +26,9 @@ type Route struct {
 	Method    string   // "GET"; empty matches every method
 	Path      string   // "/api/results/{result_id}" (ServeMux pattern syntax)
 	IntParams []string // query parameters sent as JSON numbers
+	// Timeout, when set, replaces the gateway's API timeout for this
+	// route (api.MetaTimeout).
+	Timeout time.Duration
 }
 
 // Pattern is the ServeMux pattern: "GET /api/results/{result_id}".
@@ -163,6 +166,9 @@ func Discover(ctx context.Context, nc *nats.Conn, maxWait, quiet time.Duration) 
 				continue
 			}
 			r, err := ParseRoute(info.Name, ep.Subject, h, ep.Metadata[api.MetaIntParams])
+			if err == nil {
+				r.Timeout, err = routeTimeout(ep.Metadata[api.MetaTimeout])
+			}
 			if err != nil {
 				bad = append(bad, err)
 				continue
@@ -306,7 +312,7 @@ func merge(live []Route, known map[string]Route, static []Route) []Route {
 
 func sameRoutes(a, b []Route) bool {
 	return slices.EqualFunc(a, b, func(x, y Route) bool {
-		return x.Pattern() == y.Pattern() && x.Subject == y.Subject && x.Service == y.Service && slices.Equal(x.IntParams, y.IntParams)
+		return x.Pattern() == y.Pattern() && x.Subject == y.Subject && x.Service == y.Service && slices.Equal(x.IntParams, y.IntParams) && x.Timeout == y.Timeout
 	})
 }
 

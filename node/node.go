@@ -25,6 +25,7 @@ import (
 	"github.com/kanade-go/kanade/services/projector"
 	"github.com/kanade-go/kanade/services/results"
 	"github.com/kanade-go/kanade/services/scheduler"
+	"github.com/kanade-go/kanade/signing"
 	"github.com/kanade-go/kanade/store"
 	"github.com/kanade-go/kanade/streams"
 )
@@ -68,6 +69,11 @@ type Options struct {
 	NodeName string
 	Replicas int
 	Logger   *slog.Logger
+
+	// Signer signs the Commands this node publishes (nil: unsigned).
+	Signer *signing.Signer
+	// HealthDegradedBelow: see health.Checker.DegradedBelow.
+	HealthDegradedBelow float64
 
 	Gateway   gateway.Options
 	Projector projector.Options
@@ -332,6 +338,26 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 			return fmt.Errorf("start scheduler: %w", err)
 		}
 		stops = append(stops, func() { logStop(log, "scheduler", s.Stop()) })
+		rnc, err := connect("run")
+		if err != nil {
+			return err
+		}
+		stopRun, err := startRunServices(rnc, o, log.With("component", "run"))
+		if err != nil {
+			return err
+		}
+		stops = append(stops, func() { logStop(log, "run", stopRun()) })
+	}
+	if has(ServiceResults) {
+		nc, err := connect("health")
+		if err != nil {
+			return err
+		}
+		h, err := startHealth(nc, db, o, log.With("component", "health"))
+		if err != nil {
+			return err
+		}
+		stops = append(stops, func() { logStop(log, "health", h.Stop()) })
 	}
 
 	// Every node answers for itself on the cluster view.

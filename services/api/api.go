@@ -42,6 +42,9 @@ const (
 	MetaTier = "tier"
 	// MetaAudit is the audit action of a mutating endpoint ("job.put").
 	MetaAudit = "audit"
+	// MetaTimeout is how long the gateway waits for a reply on a route
+	// that answers later than its default (a Go duration: "1h0m15s").
+	MetaTimeout = "timeout"
 )
 
 // Role tiers, lowest first, as upstream tiers its routes.
@@ -134,7 +137,10 @@ type Endpoint struct {
 	// AuditTarget names the request parameter that is the audit record's
 	// target ("job_id"); empty when there is none.
 	AuditTarget string
-	Handler     Handler
+	// Timeout, when set, tells the gateway to wait this long for the
+	// reply instead of its default (see MetaTimeout).
+	Timeout time.Duration
+	Handler Handler
 }
 
 // Service describes a micro service.
@@ -198,6 +204,9 @@ func Start(nc *nats.Conn, s Service) (*Running, error) {
 		}
 		if ep.Audit != "" {
 			meta[MetaAudit] = ep.Audit
+		}
+		if ep.Timeout > 0 {
+			meta[MetaTimeout] = ep.Timeout.String()
 		}
 		h := ep.Handler
 		elog := log.With("endpoint", ep.Name)
