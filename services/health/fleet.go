@@ -67,6 +67,8 @@ type Checker struct {
 	JS  jetstream.JetStream
 	Log *slog.Logger
 	Now func() time.Time
+	// Alive is how recent a heartbeat must be (default AliveWindow).
+	Alive time.Duration
 	// DegradedBelow is the fraction of known agents that must be active
 	// for the fleet to be ok (default 0.5: degraded when most stopped).
 	// Negative keeps upstream's rule: degraded only when none is active.
@@ -78,6 +80,13 @@ func (c *Checker) now() time.Time {
 		return time.Now()
 	}
 	return c.Now()
+}
+
+func (c *Checker) alive() time.Duration {
+	if c.Alive <= 0 {
+		return AliveWindow
+	}
+	return c.Alive
 }
 
 // Fleet computes the rollup. It never fails: a query that does, counts 0
@@ -125,7 +134,7 @@ func (c *Checker) agents(ctx context.Context, now time.Time) AgentCounts {
 		return a
 	}
 	err := c.DB.R.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(last_heartbeat >= ?), 0) FROM agents`,
-		store.FormatTime(now.Add(-AliveWindow))).Scan(&a.Known, &a.Active)
+		store.FormatTime(now.Add(-c.alive()))).Scan(&a.Known, &a.Active)
 	if err != nil {
 		c.Log.Warn("health: count agents", "err", err)
 		return AgentCounts{}
@@ -157,7 +166,7 @@ func (c *Checker) recent(ctx context.Context, now time.Time) RecentResults {
 
 func (c *Checker) jetStreamRoll(ctx context.Context) JetStreamRoll {
 	roll := JetStreamRoll{Total: len(FleetResources), Missing: []string{}}
-	for _, p := range probeAll(ctx, c.JS, FleetResources, "") {
+	for _, p := range probeAll(ctx, c.JS, FleetResources) {
 		if p.Exists {
 			roll.Healthy++
 		} else {

@@ -39,14 +39,20 @@ var (
 	AllObjectStores = []string{"agent_releases", "app_packages", "scripts", wire.ObjectStoreOutput, "collections"}
 )
 
-// FleetResources are the resources health/fleet requires: the ones this
-// backend creates at start (upstream probes a fixed list of its own, which
-// names streams this backend never makes).
-var FleetResources = []string{
-	wire.StreamResults, wire.StreamExec, wire.StreamEvents, streams.StreamExecutions,
-	"KV_" + wire.BucketScriptCurrent, "KV_" + wire.BucketScriptStatus, "KV_" + wire.BucketAgentGroups,
-	"KV_" + wire.BucketSchedules, "KV_" + wire.BucketJobs, "OBJ_" + wire.ObjectStoreOutput,
+// FleetResources are the resources health/fleet requires, by name, with
+// the stream backing each: the ones this backend creates at start
+// (upstream probes a fixed list of its own, naming streams this backend
+// never makes).
+var FleetResources = []Resource{
+	{wire.StreamResults, wire.StreamResults}, {wire.StreamExec, wire.StreamExec},
+	{wire.StreamEvents, wire.StreamEvents}, {streams.StreamExecutions, streams.StreamExecutions},
+	{wire.BucketScriptCurrent, "KV_" + wire.BucketScriptCurrent}, {wire.BucketScriptStatus, "KV_" + wire.BucketScriptStatus},
+	{wire.BucketAgentGroups, "KV_" + wire.BucketAgentGroups}, {wire.BucketSchedules, "KV_" + wire.BucketSchedules},
+	{wire.BucketJobs, "KV_" + wire.BucketJobs}, {wire.ObjectStoreOutput, "OBJ_" + wire.ObjectStoreOutput},
 }
+
+// Resource is a JetStream resource's name and its backing stream.
+type Resource struct{ Name, Stream string }
 
 // probe reads one backing stream's cached info.
 func probe(ctx context.Context, js jetstream.JetStream, name, stream string) (Probe, error) {
@@ -68,19 +74,19 @@ func probe(ctx context.Context, js jetstream.JetStream, name, stream string) (Pr
 	return p, nil
 }
 
-// probeAll probes streams (backing names) concurrently, in order. A
-// resource whose probe fails for another reason than absence shows as
-// missing: the status page must answer even then.
-func probeAll(ctx context.Context, js jetstream.JetStream, names []string, prefix string) []Probe {
-	out := make([]Probe, len(names))
+// probeAll probes resources concurrently, in order. A resource whose
+// probe fails for another reason than absence shows as missing: the status
+// must answer even then.
+func probeAll(ctx context.Context, js jetstream.JetStream, rs []Resource) []Probe {
+	out := make([]Probe, len(rs))
 	var wg sync.WaitGroup
-	for i, n := range names {
+	for i, r := range rs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p, err := probe(ctx, js, n, prefix+n)
+			p, err := probe(ctx, js, r.Name, r.Stream)
 			if err != nil {
-				p = Probe{Name: n}
+				p = Probe{Name: r.Name}
 			}
 			out[i] = p
 		}()
@@ -89,11 +95,20 @@ func probeAll(ctx context.Context, js jetstream.JetStream, names []string, prefi
 	return out
 }
 
+// backed names each resource's backing stream: prefix + name.
+func backed(names []string, prefix string) []Resource {
+	out := make([]Resource, len(names))
+	for i, n := range names {
+		out[i] = Resource{n, prefix + n}
+	}
+	return out
+}
+
 // JetStream probes every resource of the canonical lists.
 func JetStream(ctx context.Context, js jetstream.JetStream) JetStreamStatus {
 	return JetStreamStatus{
-		Streams:      probeAll(ctx, js, AllStreams, ""),
-		KVBuckets:    probeAll(ctx, js, AllKVBuckets, "KV_"),
-		ObjectStores: probeAll(ctx, js, AllObjectStores, "OBJ_"),
+		Streams:      probeAll(ctx, js, backed(AllStreams, "")),
+		KVBuckets:    probeAll(ctx, js, backed(AllKVBuckets, "KV_")),
+		ObjectStores: probeAll(ctx, js, backed(AllObjectStores, "OBJ_")),
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -27,7 +28,8 @@ type Options struct {
 	Conn          *nats.Conn
 	DB            *store.DB
 	Logger        *slog.Logger
-	DegradedBelow float64 // see Checker.DegradedBelow
+	DegradedBelow float64       // see Checker.DegradedBelow
+	Alive         time.Duration // see Checker.Alive
 }
 
 // Service is the running health and jetstream services.
@@ -62,7 +64,7 @@ func Start(o Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Checker{DB: o.DB, JS: js, Log: o.Logger, DegradedBelow: o.DegradedBelow}
+	c := &Checker{DB: o.DB, JS: js, Log: o.Logger, DegradedBelow: o.DegradedBelow, Alive: o.Alive}
 	svcs := []api.Service{{
 		Name:        "health",
 		Description: "the fleet's health rollup and execution counts",
