@@ -17,6 +17,8 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/kanade-go/kanade/services/api"
+	"github.com/kanade-go/kanade/services/health"
+	"github.com/kanade-go/kanade/services/run"
 )
 
 // Route maps one HTTP route onto one service subject.
@@ -68,6 +70,13 @@ func ContractRoutes() []Route {
 		{Service: "schedules", Subject: "kanade.schedules.disable", Method: "POST", Path: "/api/schedules/{id}/disable"},
 		{Service: "schedules", Subject: "kanade.schedules.preview", Method: "GET", Path: "/api/schedules/{id}/preview", IntParams: []string{"count"}},
 		{Service: "schedules", Subject: "kanade.schedules.upcoming", Method: "GET", Path: "/api/schedules/upcoming", IntParams: []string{"limit"}},
+		{Service: "run", Subject: run.Subject, Method: "POST", Path: "/api/run", Timeout: run.Options{}.MaxWait()},
+		{Service: "scripts", Subject: "kanade.scripts.status", Method: "GET", Path: "/api/scripts/status"},
+		{Service: "scripts", Subject: "kanade.scripts.revoke", Method: "POST", Path: "/api/scripts/{cmd_id}/revoke"},
+		{Service: "scripts", Subject: "kanade.scripts.unrevoke", Method: "POST", Path: "/api/scripts/{cmd_id}/unrevoke"},
+		{Service: "schemas", Subject: "kanade.schemas.manifest", Method: "GET", Path: "/api/schemas/manifest.json"},
+		{Service: "health", Subject: health.SubjectFleet, Method: "GET", Path: "/api/health/fleet"},
+		{Service: "jetstream", Subject: health.SubjectJetStream, Method: "GET", Path: "/api/jetstream/status"},
 	}
 }
 
