@@ -460,14 +460,14 @@ await step('a stored schedule the engine cannot use shows its error', async () =
   await page.screenshot({ path: join(shotDir, 'schedules-error-light.png') });
 });
 
-await homeSteps({ step, page, base, go, tid, poll, addJob, runJob, pcs: () => pcs, shotDir, join, suffix });
+await homeSteps({ step, page, base, go, tid, poll, api, addJob, runJob, pcs: () => pcs, shotDir, join, suffix });
 
 // Every page in both themes, at desktop and phone width.
 await step('screenshots of every page, light and dark', async () => {
   const resultId = (await api(`/api/results?job_id=${encodeURIComponent('^' + SLOW_JOB + '$')}&limit=1`))[0].result_id;
   const execId = (await api('/api/executions?limit=1'))[0].exec_id;
   const pages = [
-    ['home', '/', 'home-page', tid('health-status')],
+    ['home', '/', 'home-page', tid('version-row')],
     ['activity', '/activity', 'activity-page', tid('result-row')],
     ['activity-failures', '/?status=failure', 'activity-page', tid('result-row')],
     ['result', `/results/${resultId}`, 'result-page', tid('result-meta') + ' dt'],

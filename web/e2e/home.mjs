@@ -1,7 +1,7 @@
 // Browser steps for the Home page and script revoke on the Jobs page;
 // dashboard.mjs calls homeSteps with its helpers once the demo is up.
 
-export async function homeSteps({ step, page, base, go, tid, poll, addJob, runJob, pcs, shotDir, join, suffix }) {
+export async function homeSteps({ step, page, base, go, tid, poll, api, addJob, runJob, pcs, shotDir, join, suffix }) {
   await step('Home is the landing page: health, last 24 h, agents, versions, schedules, JetStream', async () => {
     await page.goto(base + '/');
     await page.locator(tid('home-page')).waitFor();
@@ -11,12 +11,18 @@ export async function homeSteps({ step, page, base, go, tid, poll, addJob, runJo
     const online = Number(await page.locator(`${tid('agents-online')} .value`).textContent());
     if (!(online >= 2)) throw new Error(`${online} agents online`);
     await poll('a version row', async () => (await page.locator(tid('version-row')).count()) > 0);
-    await poll('an upcoming schedule', async () => (await page.locator(tid('upcoming-row')).count()) > 0);
+    // Earlier steps disable and delete schedules: the card shows what the
+    // engine has, up to five.
+    const upcoming = (await api('/api/schedules/upcoming?limit=5')).length;
+    await poll(`${upcoming} upcoming schedules`, async () => {
+      const rows = await page.locator(tid('upcoming-row')).count();
+      return rows === upcoming && (rows > 0 || /No enabled schedule/.test(await page.locator(tid('home-upcoming')).textContent()));
+    });
     await poll('RESULTS usage', async () => (await page.locator(`${tid('jetstream-row')}[data-name="RESULTS"]`).count()) === 1);
     if (!/all \d+ resources present/.test(await page.locator(tid('health-jetstream')).textContent())) {
       throw new Error(`JetStream line: ${await page.locator(tid('health-jetstream')).textContent()}`);
     }
-    await page.screenshot({ path: join(shotDir, 'home-light.png') });
+    await page.screenshot({ path: join(shotDir, 'home-loaded-light.png') });
     // The 24 h failure count links to those failures in Activity.
     await page.locator(`${tid('recent-failed')} a`).click();
     await page.locator(tid('activity-page')).waitFor();

@@ -57,13 +57,21 @@ async function fleetHealth(signal) {
   }
 }
 
-async function versions(signal) {
-  try {
-    return { list: await api('GET', '/api/agents/versions', { signal }), derived: false };
-  } catch (err) {
-    if (!(err instanceof ApiError) || ![404, 405, 503].includes(err.status)) throw err;
+// versionsFeed reads /api/agents/versions, or, on a backend without it,
+// derives the same from the agents list (and stops asking for the route).
+function versionsFeed() {
+  let missing = false;
+  return async (signal) => {
+    if (!missing) {
+      try {
+        return { list: await api('GET', '/api/agents/versions', { signal }), derived: false };
+      } catch (err) {
+        if (!(err instanceof ApiError) || ![404, 405, 503].includes(err.status)) throw err;
+        missing = err.status !== 503; // a stopped service may come back
+      }
+    }
     return { list: versionsFrom(await api('GET', '/api/agents', { signal })), derived: true };
-  }
+  };
 }
 
 function card(testid, heading, ...body) {
@@ -94,6 +102,7 @@ export function mount(main, { life }) {
       card('home-upcoming', 'Next schedules', slots.upcoming),
       card('home-jetstream', 'JetStream usage', slots.jetstream))));
 
+  const versions = versionsFeed();
   const failed = (slot, err) => replace(slot, h('p', { class: 'banner', role: 'alert' }, errorText(err)));
   const feeds = {
     health: new Latest(life), versions: new Latest(life), upcoming: new Latest(life), jetstream: new Latest(life),
@@ -157,9 +166,9 @@ export function mount(main, { life }) {
         h('td', {}, pct == null ? h('span', { class: 'muted' }, 'no limit')
           : h('meter', { min: 0, max: 100, value: pct.toFixed(1), title: `${pct.toFixed(1)} % of the limit`, 'aria-label': `${p.name} ${pct.toFixed(0)} % full` })));
     });
-    replace(slots.jetstream, h('table', { class: 'mini' },
+    replace(slots.jetstream, h('div', { class: 'scroll-x' }, h('table', { class: 'mini' },
       h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Resource'), h('th', { scope: 'col', class: 'num' }, 'Messages'), h('th', { scope: 'col', class: 'num' }, 'Bytes'), h('th', { scope: 'col' }, 'Used'))),
-      h('tbody', {}, rows)));
+      h('tbody', {}, rows))));
   }
 
   async function load() {
