@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -76,7 +75,7 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	if *execID != "" {
 		req["exec_id"] = *execID
 	}
-	body, err := json.Marshal(req)
+	body, err := api.Marshal(req)
 	if err != nil {
 		return err
 	}

@@ -1,9 +1,7 @@
 package health
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -44,17 +42,6 @@ func (s *Service) Stop() error {
 	return errors.Join(errs...)
 }
 
-// encode is JSON without HTML escaping (resource and PC names pass through).
-func encode(v any) ([]byte, error) {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimRight(b.Bytes(), "\n"), nil
-}
-
 // Start starts the health and jetstream micro services.
 func Start(o Options) (*Service, error) {
 	if o.Logger == nil {
@@ -73,7 +60,7 @@ func Start(o Options) (*Service, error) {
 			{Name: "fleet", Subject: SubjectFleet, HTTP: "GET /api/health/fleet", Tier: api.TierViewer,
 				Handler: func(ctx context.Context, r api.Request) (any, error) {
 					f := c.Fleet(ctx)
-					b, err := encode(f)
+					b, err := api.Marshal(f)
 					if err != nil {
 						return nil, err
 					}
@@ -92,7 +79,7 @@ func Start(o Options) (*Service, error) {
 		Logger:      o.Logger,
 		Endpoints: []api.Endpoint{
 			{Name: "status", Subject: SubjectJetStream, HTTP: "GET /api/jetstream/status", Tier: api.TierViewer,
-				Handler: func(ctx context.Context, r api.Request) (any, error) { return encode(JetStream(ctx, js)) }},
+				Handler: func(ctx context.Context, r api.Request) (any, error) { return JetStream(ctx, js), nil }},
 		},
 	}}
 	s := &Service{}

@@ -125,7 +125,7 @@ func (r *Runner) Run(ctx context.Context, req Request) (json.RawMessage, error) 
 	if err != nil {
 		return nil, err
 	}
-	data, err := json.Marshal(cmd)
+	data, err := api.Marshal(cmd)
 	if err != nil {
 		return nil, fmt.Errorf("encode command: %w", err)
 	}
