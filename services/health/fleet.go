@@ -73,7 +73,16 @@ type Checker struct {
 	// for the fleet to be ok (default 0.5: degraded when most stopped).
 	// Negative keeps upstream's rule: degraded only when none is active.
 	DegradedBelow float64
+
+	// The 24 h counts read every row of the window: kept for recentTTL, so
+	// dashboards and scrapers polling together cost one scan.
+	mu       sync.Mutex
+	recentAt time.Time
+	recentV  RecentResults
 }
+
+// recentTTL is how long the 24 h counts are reused.
+const recentTTL = 5 * time.Second
 
 func (c *Checker) now() time.Time {
 	if c.Now == nil {
@@ -136,7 +145,7 @@ func (c *Checker) agents(ctx context.Context, now time.Time) AgentCounts {
 	err := c.DB.R.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(last_heartbeat >= ?), 0) FROM agents`,
 		store.FormatTime(now.Add(-c.alive()))).Scan(&a.Known, &a.Active)
 	if err != nil {
-		c.Log.Warn("health: count agents", "err", err)
+		c.logger().Warn("health: count agents", "err", err)
 		return AgentCounts{}
 	}
 	a.Stale = max(a.Known-a.Active, 0)
@@ -147,6 +156,20 @@ func (c *Checker) agents(ctx context.Context, now time.Time) AgentCounts {
 // not, here); in-flight rows are in total and running, never in failed;
 // skipped results (a deliberate non-run) are not failures.
 func (c *Checker) recent(ctx context.Context, now time.Time) RecentResults {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.recentAt.IsZero() && now.Sub(c.recentAt) >= 0 && now.Sub(c.recentAt) < recentTTL {
+		return c.recentV
+	}
+	r := c.countRecent(ctx, now)
+	c.recentAt, c.recentV = now, r
+	return r
+}
+
+// Recent counts the 24 h window before now, uncached.
+func (c *Checker) Recent(ctx context.Context, now time.Time) RecentResults { return c.countRecent(ctx, now) }
+
+func (c *Checker) countRecent(ctx context.Context, now time.Time) RecentResults {
 	r := RecentResults{WindowHours: 24}
 	if c.DB == nil {
 		return r
@@ -158,7 +181,7 @@ func (c *Checker) recent(ctx context.Context, now time.Time) RecentResults {
 		FROM execution_results WHERE started_at >= ?`,
 		store.FormatTime(now.Add(-24*time.Hour))).Scan(&r.Total, &r.Failed, &r.Running, &r.Skipped)
 	if err != nil {
-		c.Log.Warn("health: count recent results", "err", err)
+		c.logger().Warn("health: count recent results", "err", err)
 		return RecentResults{WindowHours: 24}
 	}
 	return r
@@ -199,4 +222,11 @@ func (c *Checker) Executions(ctx context.Context) (map[string]int64, error) {
 		out[s] = n
 	}
 	return out, rows.Err()
+}
+
+func (c *Checker) logger() *slog.Logger {
+	if c.Log == nil {
+		return slog.Default()
+	}
+	return c.Log
 }
