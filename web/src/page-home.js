@@ -78,6 +78,12 @@ function card(testid, heading, ...body) {
   return h('section', { class: 'card', testid, 'aria-label': heading }, h('h2', {}, heading), ...body);
 }
 
+function wideCard(testid, heading, ...body) {
+  const c = card(testid, heading, ...body);
+  c.classList.add('wide');
+  return c;
+}
+
 function stat(label, value, testid, link) {
   const v = link ? h('a', { href: link }, String(value)) : String(value);
   return h('div', { class: 'stat', testid }, h('span', { class: 'value num' }, v), h('span', { class: 'label' }, label));
@@ -100,7 +106,7 @@ export function mount(main, { life }) {
       card('home-agents', 'Agents', slots.agents),
       card('home-versions', 'Agent versions', slots.versions),
       card('home-upcoming', 'Next schedules', slots.upcoming),
-      card('home-jetstream', 'JetStream usage', slots.jetstream))));
+      wideCard('home-jetstream', 'JetStream usage', slots.jetstream))));
 
   const versions = versionsFeed();
   const failed = (slot, err) => replace(slot, h('p', { class: 'banner', role: 'alert' }, errorText(err)));
@@ -133,10 +139,10 @@ export function mount(main, { life }) {
 
   function showVersions({ list, derived }) {
     const rows = (list || []).map((v) => h('tr', { testid: 'version-row', dataset: { version: v.version ?? '' } },
-      h('td', { class: 'mono ellipsis' }, v.version ?? h('span', { class: 'muted' }, 'unknown')),
+      h('td', { class: 'mono ellipsis', title: v.version ?? null }, v.version ?? h('span', { class: 'muted' }, 'unknown')),
       h('td', { class: 'num' }, String(v.active)), h('td', { class: 'num' }, String(v.total))));
     replace(slots.versions, rows.length
-      ? h('table', { class: 'mini' }, h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Version'), h('th', { scope: 'col', class: 'num' }, 'Online'), h('th', { scope: 'col', class: 'num' }, 'Total'))), h('tbody', {}, rows))
+      ? h('table', { class: 'mini' }, h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Version'), h('th', { scope: 'col', class: 'num w-n' }, 'Online'), h('th', { scope: 'col', class: 'num w-n' }, 'Total'))), h('tbody', {}, rows))
       : h('p', { class: 'muted' }, 'No agent yet.'),
     derived ? h('p', { class: 'muted note' }, 'from the agents list') : null);
   }
@@ -144,10 +150,10 @@ export function mount(main, { life }) {
   function showUpcoming(list) {
     const rows = (list || []).map((u) => h('tr', { testid: 'upcoming-row', dataset: { scheduleId: u.id } },
       h('td', { class: 'mono ellipsis', title: u.id }, h('a', { href: href('/schedules') }, u.id)),
-      h('td', { class: 'mono ellipsis', title: u.job_id }, u.job_id),
+      h('td', { class: 'mono ellipsis opt', title: u.job_id }, u.job_id),
       h('td', { class: 'num' }, timeEl(u.next_run), agoEl(u.next_run))));
     replace(slots.upcoming, rows.length
-      ? h('table', { class: 'mini' }, h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Schedule'), h('th', { scope: 'col' }, 'Job'), h('th', { scope: 'col' }, 'Next run'))), h('tbody', {}, rows))
+      ? h('table', { class: 'mini' }, h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Schedule'), h('th', { scope: 'col', class: 'opt' }, 'Job'), h('th', { scope: 'col', class: 'w-when' }, 'Next run'))), h('tbody', {}, rows))
       : h('p', { class: 'muted' }, 'No enabled schedule.'));
   }
 
@@ -161,13 +167,13 @@ export function mount(main, { life }) {
       const pct = p.max_bytes ? Math.min(100, (100 * (p.bytes || 0)) / p.max_bytes) : null;
       return h('tr', { testid: 'jetstream-row', dataset: { name: p.name, kind } },
         h('td', { class: 'mono ellipsis', title: `${kind} ${p.name}` }, p.name),
-        h('td', { class: 'num' }, (p.messages ?? 0).toLocaleString()),
+        h('td', { class: 'num opt' }, (p.messages ?? 0).toLocaleString()),
         h('td', { class: 'num' }, bytes(p.bytes), p.max_bytes ? h('span', { class: 'muted' }, ` / ${bytes(p.max_bytes)}`) : null),
-        h('td', {}, pct == null ? h('span', { class: 'muted' }, 'no limit')
+        h('td', {}, pct == null ? h('span', { class: 'muted' }, '—')
           : h('meter', { min: 0, max: 100, value: pct.toFixed(1), title: `${pct.toFixed(1)} % of the limit`, 'aria-label': `${p.name} ${pct.toFixed(0)} % full` })));
     });
     replace(slots.jetstream, h('div', { class: 'scroll-x' }, h('table', { class: 'mini' },
-      h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Resource'), h('th', { scope: 'col', class: 'num' }, 'Messages'), h('th', { scope: 'col', class: 'num' }, 'Bytes'), h('th', { scope: 'col' }, 'Used'))),
+      h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Resource'), h('th', { scope: 'col', class: 'num w-n opt' }, 'Messages'), h('th', { scope: 'col', class: 'num w-bytes' }, 'Bytes'), h('th', { scope: 'col', class: 'w-meter' }, 'Used'))),
       h('tbody', {}, rows))));
   }
 

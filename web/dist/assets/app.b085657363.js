@@ -13,7 +13,7 @@ import * as executions from './page-executions.98d07d0ea7.js';
 import * as jobs from './page-jobs.6dd504601e.js';
 import * as schedules from './page-schedules.b5892ad3a6.js';
 import * as agents from './page-agents.96f7dc987d.js';
-import * as home from './page-home.7963f096dd.js';
+import * as home from './page-home.e3cad59bbf.js';
 
 const routes = [
   // Home is the landing page; '/' with a query is an Activity link made
