@@ -70,6 +70,7 @@ func ContractRoutes() []Route {
 		{Service: "schedules", Subject: "kanade.schedules.disable", Method: "POST", Path: "/api/schedules/{id}/disable"},
 		{Service: "schedules", Subject: "kanade.schedules.preview", Method: "GET", Path: "/api/schedules/{id}/preview", IntParams: []string{"count"}},
 		{Service: "schedules", Subject: "kanade.schedules.upcoming", Method: "GET", Path: "/api/schedules/upcoming", IntParams: []string{"limit"}},
+		{Service: "command-signing", Subject: "kanade.command_signing.get", Method: "GET", Path: "/api/command-signing"},
 		{Service: "run", Subject: run.Subject, Method: "POST", Path: "/api/run", Timeout: run.Options{}.MaxWait()},
 		{Service: "scripts", Subject: "kanade.scripts.status", Method: "GET", Path: "/api/scripts/status"},
 		{Service: "scripts", Subject: "kanade.scripts.revoke", Method: "POST", Path: "/api/scripts/{cmd_id}/revoke"},

@@ -17,7 +17,7 @@ import (
 // publish to agents or write what they gate on: run (ad-hoc scripts) and
 // scripts (revoke), with schemas. It returns their stop.
 func startRunServices(nc *nats.Conn, o Options, log *slog.Logger) (func() error, error) {
-	r, err := run.Start(run.Options{Conn: nc, Signer: o.Signer, Logger: log})
+	r, err := run.Start(run.Options{Conn: nc, Signer: o.Signer, Envelopes: o.Envelopes, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("start run: %w", err)
 	}

@@ -167,7 +167,9 @@ func (c *Checker) recent(ctx context.Context, now time.Time) RecentResults {
 }
 
 // Recent counts the 24 h window before now, uncached.
-func (c *Checker) Recent(ctx context.Context, now time.Time) RecentResults { return c.countRecent(ctx, now) }
+func (c *Checker) Recent(ctx context.Context, now time.Time) RecentResults {
+	return c.countRecent(ctx, now)
+}
 
 func (c *Checker) countRecent(ctx context.Context, now time.Time) RecentResults {
 	r := RecentResults{WindowHours: 24}

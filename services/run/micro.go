@@ -17,10 +17,11 @@ const Subject = "kanade.run"
 
 // Options configure the run service.
 type Options struct {
-	Conn   *nats.Conn
-	Signer *signing.Signer
-	Logger *slog.Logger
-	Grace  time.Duration // see Runner.Grace
+	Conn      *nats.Conn
+	Signer    *signing.Signer
+	Envelopes *signing.Envelopes // see Runner.Envelopes
+	Logger    *slog.Logger
+	Grace     time.Duration // see Runner.Grace
 	// Workers bounds the runs waited for at once (default 64): a run holds
 	// its worker until the result or the timeout, but waiting costs little.
 	Workers int
@@ -45,7 +46,7 @@ func Start(o Options) (*api.Running, error) {
 	if o.Workers <= 0 {
 		o.Workers = 64
 	}
-	r := &Runner{Conn: o.Conn, JS: js, Signer: o.Signer, Grace: o.Grace}
+	r := &Runner{Conn: o.Conn, JS: js, Signer: o.Signer, Envelopes: o.Envelopes, Grace: o.Grace}
 	return api.Start(o.Conn, api.Service{
 		Name:        "run",
 		Description: "ad-hoc scripts on one PC, answered with the agent's result",

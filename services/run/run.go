@@ -51,6 +51,9 @@ type Runner struct {
 	Conn   *nats.Conn
 	JS     jetstream.JetStream
 	Signer *signing.Signer // nil: unsigned, as upstream without a key
+	// Envelopes wraps the Command in a v2 envelope for a PC that reports
+	// it (nil: a bare Command, as upstream's run).
+	Envelopes *signing.Envelopes
 	// Grace is added to timeout_secs for the wait (default DefaultGrace).
 	Grace time.Duration
 }
@@ -141,7 +144,11 @@ func (r *Runner) Run(ctx context.Context, req Request) (json.RawMessage, error) 
 		return nil, api.Errorf(http.StatusInternalServerError, "subscribe results: %v", err)
 	}
 
-	msg := &nats.Msg{Subject: wire.CommandsPC(req.PCID), Data: data, Header: nats.Header{}}
+	subject := wire.CommandsPC(req.PCID)
+	if data, err = r.Envelopes.Body(subject, data, time.Now()); err != nil {
+		return nil, api.Errorf(http.StatusInternalServerError, "publish to %s: envelope: %v", req.PCID, err)
+	}
+	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
 	if err := r.Signer.Sign(msg); err != nil {
 		return nil, api.Errorf(http.StatusInternalServerError, "publish to %s: sign: %v", req.PCID, err)
 	}
