@@ -14,6 +14,7 @@ import (
 	"github.com/kanade-go/kanade/nodetest"
 	"github.com/kanade-go/kanade/services/projector"
 	"github.com/kanade-go/kanade/services/run"
+	"github.com/kanade-go/kanade/signing"
 	"github.com/kanade-go/kanade/sim"
 	"github.com/kanade-go/kanade/wire"
 )
@@ -35,9 +36,13 @@ func request(t *testing.T, nc *nats.Conn, body string, wait time.Duration) (int,
 	return 200, string(m.Data)
 }
 
-func startRun(t *testing.T, n *nodetest.Node, grace time.Duration) {
+func startRun(t *testing.T, n *nodetest.Node, grace time.Duration, signer ...*signing.Signer) {
 	t.Helper()
-	r, err := run.Start(run.Options{Conn: n.Conn(t), Logger: n.Logger, Grace: grace})
+	o := run.Options{Conn: n.Conn(t), Logger: n.Logger, Grace: grace}
+	if len(signer) > 0 {
+		o.Signer = signer[0]
+	}
+	r, err := run.Start(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,5 +159,49 @@ func TestRunCommand(t *testing.T) {
 		cmd.RunAs != "system" || cmd.Staleness.Mode != "cached" || cmd.ExecID == nil || *cmd.ExecID != "e1" ||
 		cmd.DeadlineAt != nil || cmd.RequestID == "" {
 		t.Fatalf("command %+v", cmd)
+	}
+}
+
+// With a signing key the Command is signed: agents that enforce run it,
+// and refuse (123) one from a backend with another key.
+func TestRunIsSigned(t *testing.T) {
+	n := nodetest.Start(t)
+	key, _, err := signing.Generate("run-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _, err := signing.Generate("other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, err := signing.NewKeyring([]signing.KeyringEntry{key.KeyringEntry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := sim.Start(context.Background(), sim.Options{Conn: n.Conn(t), Agents: 1, Exec: true, Keyring: ring, Logger: n.Logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Stop)
+	body := `{"pc_id":"` + f.PCIDs()[0] + `","shell":"sh","script":"echo signed","timeout_secs":10}`
+
+	startRun(t, n, 5*time.Second, key)
+	status, reply := request(t, n.Conn(t), body, 30*time.Second)
+	res, err := wire.DecodeResult([]byte(reply))
+	if status != 200 || err != nil || res.ExitCode != 0 || res.Stdout != "signed\n" {
+		t.Fatalf("signed run: %d %s", status, reply)
+	}
+
+	n2 := nodetest.Start(t)
+	f2, err := sim.Start(context.Background(), sim.Options{Conn: n2.Conn(t), Agents: 1, Exec: true, Keyring: ring, Logger: n2.Logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f2.Stop)
+	startRun(t, n2, 5*time.Second, other)
+	status, reply = request(t, n2.Conn(t), body, 30*time.Second)
+	res, err = wire.DecodeResult([]byte(reply))
+	if status != 200 || err != nil || res.ExitCode != wire.ExitRefused {
+		t.Fatalf("run signed by an unknown key: %d %s, want the agent's refusal (123)", status, reply)
 	}
 }
