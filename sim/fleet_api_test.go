@@ -165,6 +165,28 @@ func TestRunRevokeAndMetricsThroughTheAPI(t *testing.T) {
 		t.Fatalf("schema head %v %v", schema["$schema"], schema["title"])
 	}
 
+	// The home feeds over HTTP.
+	waitFor(t, "health ok with 3 active agents", func() bool {
+		status, body := call(t, r.HTTP, "GET", "/api/health/fleet", "")
+		var f struct {
+			Status string `json:"status"`
+			Agents struct {
+				Active int `json:"active"`
+			} `json:"agents"`
+		}
+		return status == http.StatusOK && json.Unmarshal([]byte(body), &f) == nil && f.Status == "ok" && f.Agents.Active == 3
+	})
+	var js struct {
+		Streams []struct {
+			Name   string `json:"name"`
+			Exists bool   `json:"exists"`
+		} `json:"streams"`
+	}
+	api(t, r.HTTP, "GET", "/api/jetstream/status", "", &js)
+	if len(js.Streams) == 0 || js.Streams[1].Name != "RESULTS" || !js.Streams[1].Exists {
+		t.Fatalf("jetstream/status streams %+v", js.Streams)
+	}
+
 	// /metrics: the text format, with the series a board needs.
 	waitFor(t, "3 alive agents", func() bool {
 		var agents []struct {
