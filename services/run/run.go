@@ -34,6 +34,10 @@ const (
 	DefaultGrace = 10 * time.Second
 )
 
+// publishWait bounds the wait for EXEC's ack of the Command (the request's
+// own deadline is the run's, up to an hour).
+const publishWait = 10 * time.Second
+
 // Request is the body of POST /api/run, as upstream's.
 type Request struct {
 	PCID        string  `json:"pc_id"`
@@ -154,7 +158,10 @@ func (r *Runner) Run(ctx context.Context, req Request) (json.RawMessage, error) 
 	}
 	// Through JetStream: EXEC keeps it for an agent that is offline, and
 	// the ack says it is stored. The request_id de-duplicates a retry.
-	if _, err := r.JS.PublishMsg(ctx, msg, jetstream.WithMsgID(cmd.RequestID)); err != nil {
+	pctx, cancelPub := context.WithTimeout(ctx, publishWait)
+	_, err = r.JS.PublishMsg(pctx, msg, jetstream.WithMsgID(cmd.RequestID))
+	cancelPub()
+	if err != nil {
 		return nil, api.Errorf(http.StatusInternalServerError, "publish to %s: %v", req.PCID, err)
 	}
 
