@@ -25,6 +25,10 @@ func TestRouteTimeoutAndMetrics(t *testing.T) {
 	svc, err := api.Start(n.Conn(t), api.Service{Name: "slow", Logger: n.Logger, Endpoints: []api.Endpoint{
 		{Name: "long", Subject: "kanade.slow.long", HTTP: "POST /api/slow/long", Tier: api.TierOperator, Timeout: 5 * time.Second, Handler: slow},
 		{Name: "short", Subject: "kanade.slow.short", HTTP: "POST /api/slow/short", Tier: api.TierOperator, Handler: slow},
+		{Name: "doc", Subject: "kanade.slow.doc", HTTP: "GET /api/slow/doc", Tier: api.TierViewer,
+			Handler: func(ctx context.Context, r api.Request) (any, error) {
+				return nil, &api.Error{Status: 503, Message: `{"status":"degraded"}`, JSON: true}
+			}},
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -42,6 +46,10 @@ func TestRouteTimeoutAndMetrics(t *testing.T) {
 		t.Fatalf("short route: %d %s, want 504 at the API timeout", r.status, r.body)
 	}
 
+	// An error whose body is a document keeps its JSON content type.
+	if r := do(t, "GET", g.URL()+"/api/slow/doc", nil, auth...); r.status != 503 || r.body != `{"status":"degraded"}` || r.header.Get("Content-Type") != "application/json" {
+		t.Fatalf("JSON error: %d %q %q", r.status, r.header.Get("Content-Type"), r.body)
+	}
 	if r := do(t, "GET", g.URL()+"/metrics", nil); r.status != 401 {
 		t.Fatalf("/metrics without the token: %d", r.status)
 	}
@@ -70,8 +78,8 @@ func TestRouteTimeoutAndMetrics(t *testing.T) {
 	if counts["POST /api/slow/long 200"] != 1 || counts["POST /api/slow/short 504"] != 1 {
 		t.Fatalf("request counts %v", counts)
 	}
-	if n := len(fams["kanade_http_request_errors_total"].GetMetric()); n != 1 {
-		t.Fatalf("error series: %d, want the 504 route's", n)
+	if n := len(fams["kanade_http_request_errors_total"].GetMetric()); n != 2 {
+		t.Fatalf("error series: %d, want the 504 and 503 routes'", n)
 	}
 	// Nothing answers the scrape's questions here: the sources say so.
 	for _, m := range fams["kanade_source_up"].GetMetric() {

@@ -87,6 +87,14 @@ func (g *Gateway) serveEndpoint(w http.ResponseWriter, r *http.Request, ep *endp
 			textError(w, http.StatusBadGateway, fmt.Sprintf("service %s answered error %s: %s", ep.Service, code, text))
 			return
 		}
+		if reply.Header.Get("Content-Type") == "application/json" {
+			// An error whose body is a document (health/fleet's 503).
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Length", strconv.Itoa(len(reply.Data)))
+			w.WriteHeader(status)
+			w.Write(reply.Data)
+			return
+		}
 		textError(w, status, text)
 		return
 	}

@@ -74,6 +74,9 @@ const ParamHeaderPrefix = "Kanade-Param-"
 type Error struct {
 	Status  int
 	Message string
+	// JSON says Message is a JSON document (a 503 health rollup): the
+	// reply says so in its Content-Type, and the gateway passes it on.
+	JSON bool
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -323,13 +326,17 @@ func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, ints []string
 // errorMsg is the reply for e: micro's error headers and the message as
 // the plain-text body.
 func errorMsg(e *Error) *nats.Msg {
-	return &nats.Msg{
+	m := &nats.Msg{
 		Header: nats.Header{
 			micro.ErrorHeader:     []string{e.Message},
 			micro.ErrorCodeHeader: []string{strconv.Itoa(e.Status)},
 		},
 		Data: []byte(e.Message),
 	}
+	if e.JSON {
+		m.Header.Set("Content-Type", "application/json")
+	}
+	return m
 }
 
 // tooLarge is the answer for a reply of n bytes that cannot be sent.

@@ -66,7 +66,7 @@ func Start(o Options) (*Service, error) {
 					}
 					if f.Status == StatusDegraded {
 						// Upstream answers 503 with the same body; readers parse it.
-						return nil, &api.Error{Status: http.StatusServiceUnavailable, Message: string(b)}
+						return nil, &api.Error{Status: http.StatusServiceUnavailable, Message: string(b), JSON: true}
 					}
 					return b, nil
 				}},
