@@ -56,7 +56,9 @@ func startProjector(t *testing.T, n *nodetest.Node, db *store.DB) *projector.Pro
 	return startProjectorTB(t, n, db)
 }
 
-func startProjectorB(b *testing.B, n *nodetest.Node) *projector.Projector { return startProjectorTB(b, n, n.DB) }
+func startProjectorB(b *testing.B, n *nodetest.Node) *projector.Projector {
+	return startProjectorTB(b, n, n.DB)
+}
 
 func startProjectorTB(t testing.TB, n *nodetest.Node, db *store.DB) *projector.Projector {
 	t.Helper()
