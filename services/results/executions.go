@@ -42,10 +42,13 @@ type ExecutionParams struct {
 
 // ExecutionResult is one run of an execution, without its output.
 type ExecutionResult struct {
-	ResultID   string  `json:"result_id"`
-	RequestID  string  `json:"request_id"`
-	PCID       string  `json:"pc_id"`
-	ExitCode   *int64  `json:"exit_code"`
+	ResultID  string `json:"result_id"`
+	RequestID string `json:"request_id"`
+	PCID      string `json:"pc_id"`
+	ExitCode  *int64 `json:"exit_code"`
+	// Skipped is upstream's: the agent deliberately did not run the
+	// script (exit_code gives the reason: 122, 124-127).
+	Skipped    bool    `json:"skipped"`
 	StartedAt  *string `json:"started_at"`
 	FinishedAt *string `json:"finished_at"`
 }
@@ -59,17 +62,33 @@ type ExecutionDetails struct {
 // executionStatus is the status shown, computed at read time from the
 // stored one so that it is right even when nothing was projected lately:
 // completed and expired stay; an execution whose every target answered is
-// completed; one still pending or running past its deadline_at is expired
-// (agents skip a Command received after its deadline, so nothing more will
-// come); otherwise the stored pending or running. The query's one argument
-// is now, in stored form.
-const executionStatus = `CASE
+// completed; one still pending or running past ExpiresAt is expired;
+// otherwise the stored pending or running. The query's one argument is
+// now, in stored form.
+var executionStatus = `CASE
 	WHEN status IN ('completed', 'expired') THEN status
 	WHEN target_count > 0 AND success_count + failure_count + skipped_count >= target_count THEN 'completed'
-	WHEN deadline_at IS NOT NULL AND deadline_at < ? THEN 'expired'
+	WHEN ` + ExpiresAt + ` < ? THEN 'expired'
 	ELSE status END`
 
-const executionColumns = `exec_id, job_id, version, initiated_by, initiated_at, target_count, success_count, failure_count, skipped_count, ` + executionStatus
+// ExpiresAt is the SQL expression (stored time form) of when an unfinished
+// execution of the executions table expires: a target that never answers
+// (an unknown or retired PC) would keep it running forever. deadline_at is
+// when its last run must have ended (the Command's deadline or its
+// initiation plus jitter, then the run timeout and the reaper's margin; set
+// by whoever fires it); one still pending (no result at all: agents may be
+// offline and fetch the Command later) waits at least an hour, as
+// upstream. Rows without deadline_at get the hour plus the timeout and the
+// margin.
+var ExpiresAt = `(CASE WHEN status = 'pending' THEN max(coalesce(deadline_at, ''), ` + plusSeconds("initiated_at", "3600") + `)
+	ELSE coalesce(deadline_at, ` + plusSeconds("initiated_at", "3600 + 120 + 3 * coalesce(timeout_secs, 0) / 2") + `) END)`
+
+// plusSeconds is the SQL of a stored time plus n seconds, in stored form.
+func plusSeconds(col, n string) string {
+	return `strftime('%Y-%m-%dT%H:%M:%S.000000000Z', ` + col + `, '+' || (` + n + `) || ' seconds')`
+}
+
+var executionColumns = `exec_id, job_id, version, initiated_by, initiated_at, target_count, success_count, failure_count, skipped_count, ` + executionStatus
 
 func scanExecution(sc interface{ Scan(...any) error }) (Execution, error) {
 	var e Execution
@@ -152,7 +171,7 @@ func ExecutionDetail(ctx context.Context, db *store.DB, execID string, now time.
 	case err != nil:
 		return ExecutionDetails{}, queryError(ctx, "execution detail", err)
 	}
-	rows, err := db.R.QueryContext(ctx, `SELECT result_id, request_id, pc_id, exit_code, started_at, finished_at
+	rows, err := db.R.QueryContext(ctx, `SELECT result_id, request_id, pc_id, exit_code, skipped, started_at, finished_at
 		FROM execution_results WHERE exec_id = ? ORDER BY pc_id, result_id`, execID)
 	if err != nil {
 		return ExecutionDetails{}, queryError(ctx, "execution detail", err)
@@ -163,7 +182,7 @@ func ExecutionDetail(ctx context.Context, db *store.DB, execID string, now time.
 		var r ExecutionResult
 		var exit sql.NullInt64
 		var started, finished sql.NullString
-		if err := rows.Scan(&r.ResultID, &r.RequestID, &r.PCID, &exit, &started, &finished); err != nil {
+		if err := rows.Scan(&r.ResultID, &r.RequestID, &r.PCID, &exit, &r.Skipped, &started, &finished); err != nil {
 			return ExecutionDetails{}, fmt.Errorf("execution detail: %w", err)
 		}
 		r.ExitCode = nullInt(exit)

@@ -18,6 +18,8 @@ func definitions(o Options) []api.Service {
 	// that however many searches run, workers and read connections stay
 	// free for detail, tail and first-page lists.
 	heavy := make(chan struct{}, o.HeavyQueries)
+	// Every reply must fit the connection's max_payload.
+	budget := func() int { return int(o.Conn.MaxPayload()) - replyMargin }
 	list := func(ctx context.Context, r api.Request) (any, error) {
 		p, err := decodeList(r)
 		if err != nil {
@@ -34,7 +36,11 @@ func definitions(o Options) []api.Service {
 				testHookHeavy(ctx)
 			}
 		}
-		return List(ctx, o.DB, p)
+		rows, err := List(ctx, o.DB, p)
+		if err != nil {
+			return nil, err
+		}
+		return fitList(rows, budget())
 	}
 	// The three services share the worker pool size, deadline and logger.
 	service := func(name, description string, eps []api.Endpoint) api.Service {
@@ -55,7 +61,11 @@ func definitions(o Options) []api.Service {
 				if err != nil {
 					return nil, err
 				}
-				return Detail(ctx, o.DB, id)
+				row, err := Detail(ctx, o.DB, id)
+				if err != nil {
+					return nil, err
+				}
+				return fitDetail(row, budget())
 			}},
 		{Name: "tail", Subject: "kanade.results.tail", HTTP: "GET /api/results/{result_id}/tail",
 			Handler: func(ctx context.Context, r api.Request) (any, error) {
@@ -67,7 +77,18 @@ func definitions(o Options) []api.Service {
 				if t.why != "" {
 					o.Logger.Debug("tail: waiting", "result_id", id, "why", t.why)
 				}
-				return t, err
+				if err != nil {
+					return nil, err
+				}
+				return fitTail(t, budget())
+			}},
+		{Name: "output", Subject: "kanade.results.output", Tier: api.TierViewer, IntParams: []string{"offset", "limit"},
+			Handler: func(ctx context.Context, r api.Request) (any, error) {
+				var p OutputParams
+				if err := api.Params(r, &p); err != nil {
+					return nil, err
+				}
+				return Output(ctx, o.DB, p, pageFor(o.Conn.MaxPayload()))
 			}},
 	})
 	executions := service("executions", "deployments and their counters; kill a job's runs", []api.Endpoint{

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanade-go/kanade/services/api"
+	"github.com/kanade-go/kanade/services/results"
 	"github.com/kanade-go/kanade/store"
 	"github.com/kanade-go/kanade/wire"
 )
@@ -177,12 +178,12 @@ func LiveCounts(ctx context.Context, db *store.DB, ids []string, now time.Time) 
 		return nil, fmt.Errorf("encode job ids: %w", err)
 	}
 	// As the executions API shows them (services/results): an execution
-	// whose targets all answered is completed, one past its deadline_at
+	// whose targets all answered is completed, one past results.ExpiresAt
 	// expired, even before the stored status says so.
 	rows, err := db.R.QueryContext(ctx, `SELECT job_id, status, COUNT(*) FROM executions
 		WHERE job_id IN (SELECT value FROM json_each(?)) AND status IN ('running', 'pending')
 			AND NOT (target_count > 0 AND success_count + failure_count + skipped_count >= target_count)
-			AND (deadline_at IS NULL OR deadline_at >= ?)
+			AND `+results.ExpiresAt+` >= ?
 		GROUP BY job_id, status`, string(arg), store.FormatTime(now))
 	if err != nil {
 		return nil, fmt.Errorf("count live executions: %w", err)
