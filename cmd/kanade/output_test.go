@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -35,6 +37,21 @@ func TestLargeOutputsThroughTheBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fleet.Stop()
+
+	// A billion laughs (nested YAML aliases) is refused at once, and the
+	// node's peak resident memory stays small.
+	laughs := "id: lol\nversion: \"1\"\nexecute: {shell: sh, script: echo, timeout: 1m}\na: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]\n"
+	for i, c := range "bcdefghi" {
+		prev := string(rune('a' + i))
+		laughs += fmt.Sprintf("%c: &%c [%s]\n", c, c, strings.TrimSuffix(strings.Repeat("*"+prev+",", 9), ","))
+	}
+	start := time.Now()
+	if r := httpCall(t, "POST", node.HTTP+"/api/jobs", "application/yaml", laughs); r.status != 400 || !strings.Contains(r.body, "limit of 100000 nodes") || time.Since(start) > time.Second {
+		t.Fatalf("billion laughs: %d %s after %v", r.status, r.body, time.Since(start))
+	}
+	if peak := peakRSS(t, node.cmd.Process.Pid); peak > 300<<20 {
+		t.Errorf("peak RSS %d MiB after a billion laughs", peak>>20)
+	}
 
 	// 262,144 lines of 32 bytes: exactly 8 MiB, multi-byte characters
 	// included, so pages cut characters.
@@ -159,4 +176,20 @@ func TestLargeOutputsThroughTheBinary(t *testing.T) {
 			t.Fatalf("limit=1000: %d rows", len(page))
 		}
 	}
+}
+
+// peakRSS is the process's peak resident set (VmHWM), in bytes.
+func peakRSS(t *testing.T, pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Skipf("no /proc: %v", err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	t.Fatalf("no VmHWM in /proc/%d/status", pid)
+	return 0
 }
