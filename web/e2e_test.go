@@ -133,11 +133,15 @@ func startDemo(t *testing.T, bin, token string) (httpURL, natsURL string) {
 	cmd := exec.Command(bin, "serve", "--demo",
 		"--data-dir", t.TempDir(), "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--node-name", "e2e")
 	cmd.Env = append(os.Environ(), "KANADE_API_TOKEN="+token)
-	stderr, err := cmd.StderrPipe()
+	// The ready line is on stdout, the logs on stderr: read both, in order.
+	stderr, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
+	cmd.Stdout, cmd.Stderr = w, w
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
 		t.Fatalf("start kanade: %v", err)
 	}
 	var (
