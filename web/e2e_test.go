@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -67,6 +68,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	token := rand.Text()
 	url, natsURL := startDemo(t, bin, token)
 	skipJob, brokenSchedule := seedUnvalidated(t, natsURL)
+	bigResult, bigPC := seedLargeOutput(t, natsURL)
 
 	shots, err := filepath.Abs(filepath.Join("..", "artifacts", "screenshots"))
 	if err != nil {
@@ -76,7 +78,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, filepath.Join("e2e", "dashboard.mjs"), url)
 	cmd.Env = append(os.Environ(), "SCREENSHOT_DIR="+shots, "CHROMIUM="+chromium, "E2E_TOKEN="+token,
-		"E2E_SKIP_JOB="+skipJob, "E2E_BROKEN_SCHEDULE="+brokenSchedule)
+		"E2E_SKIP_JOB="+skipJob, "E2E_BROKEN_SCHEDULE="+brokenSchedule, "E2E_BIG_RESULT="+bigResult, "E2E_BIG_PC="+bigPC,
+		"E2E_BIG_BYTES="+strconv.Itoa(len(largeOutput())))
 	if os.Getenv("E2E_GROUP") == "" {
 		cmd.Env = append(cmd.Env, "E2E_GROUP="+sim.DemoGroups[len(sim.DemoGroups)-1])
 	}
