@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -53,10 +54,22 @@ type ExecutionResult struct {
 	FinishedAt *string `json:"finished_at"`
 }
 
-// ExecutionDetails is an execution with its runs.
+// ExecutionDetails is an execution with its runs. A broadcast to many
+// thousands of PCs has more runs than one reply holds: then Results is the
+// first part, ResultsTruncated is set and Next is the `after` that asks
+// for the rest.
 type ExecutionDetails struct {
-	Execution Execution         `json:"execution"`
-	Results   []ExecutionResult `json:"results"`
+	Execution        Execution         `json:"execution"`
+	Results          []ExecutionResult `json:"results"`
+	ResultsTruncated bool              `json:"results_truncated,omitempty"`
+	Next             string            `json:"next,omitempty"`
+}
+
+// ExecutionDetailParams asks for one execution; After ("<pc_id>,<result_id>"
+// of the last run shown, Next of the previous reply) continues its runs.
+type ExecutionDetailParams struct {
+	ExecID string `json:"exec_id"`
+	After  string `json:"after"`
 }
 
 // executionStatus is the status shown, computed at read time from the
@@ -161,6 +174,16 @@ func ListExecutions(ctx context.Context, db *store.DB, p ExecutionParams, now ti
 
 // ExecutionDetail is one execution with its runs (ordered by pc_id), or 404.
 func ExecutionDetail(ctx context.Context, db *store.DB, execID string, now time.Time) (ExecutionDetails, error) {
+	return ExecutionDetailAfter(ctx, db, ExecutionDetailParams{ExecID: execID}, now)
+}
+
+// ExecutionDetailAfter is ExecutionDetail from p.After on.
+func ExecutionDetailAfter(ctx context.Context, db *store.DB, p ExecutionDetailParams, now time.Time) (ExecutionDetails, error) {
+	execID := p.ExecID
+	afterPC, afterID, _ := strings.Cut(p.After, ",")
+	if p.After != "" && afterID == "" {
+		return ExecutionDetails{}, api.BadRequest("parameter after: must be \"<pc_id>,<result_id>\" (next of the previous reply), got %q", p.After)
+	}
 	if execID == "" {
 		return ExecutionDetails{}, api.BadRequest("parameter exec_id: required")
 	}
@@ -172,7 +195,7 @@ func ExecutionDetail(ctx context.Context, db *store.DB, execID string, now time.
 		return ExecutionDetails{}, queryError(ctx, "execution detail", err)
 	}
 	rows, err := db.R.QueryContext(ctx, `SELECT result_id, request_id, pc_id, exit_code, skipped, started_at, finished_at
-		FROM execution_results WHERE exec_id = ? ORDER BY pc_id, result_id`, execID)
+		FROM execution_results WHERE exec_id = ? AND (pc_id, result_id) > (?, ?) ORDER BY pc_id, result_id`, execID, afterPC, afterID)
 	if err != nil {
 		return ExecutionDetails{}, queryError(ctx, "execution detail", err)
 	}
@@ -245,3 +268,38 @@ func Kill(ctx context.Context, db *store.DB, nc *nats.Conn, jobID string, log *s
 	}
 	return sent, nil
 }
+
+// fitExecution encodes d within budget bytes: when its runs do not fit,
+// the first ones that do, with results_truncated and next.
+func fitExecution(d ExecutionDetails, budget int) ([]byte, error) {
+	b, err := api.Marshal(d)
+	if err != nil || len(b) <= budget {
+		return b, err
+	}
+	head, err := api.Marshal(ExecutionDetails{Execution: d.Execution, Results: []ExecutionResult{}, ResultsTruncated: true,
+		Next: strings.Repeat("x", 2*maxCursor)})
+	if err != nil {
+		return nil, err
+	}
+	size, n := len(head), 0
+	for ; n < len(d.Results); n++ {
+		r, err := api.Marshal(d.Results[n])
+		if err != nil {
+			return nil, err
+		}
+		if size+len(r)+1 > budget {
+			break
+		}
+		size += len(r) + 1
+	}
+	if n == 0 {
+		return b, nil // not even one: the too-large error of services/api
+	}
+	last := d.Results[n-1]
+	d.Results, d.ResultsTruncated, d.Next = d.Results[:n], true, last.PCID+","+last.ResultID
+	return api.Marshal(d)
+}
+
+// maxCursor bounds what fitExecution reserves for next: a pc_id and a
+// result_id are short, but come from agents.
+const maxCursor = 512

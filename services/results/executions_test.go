@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -269,5 +270,45 @@ func TestExecutionNeverAnsweredExpires(t *testing.T) {
 	xs, err := ListExecutions(context.Background(), e.n.DB, ExecutionParams{Status: "expired"}, now.Add(2*time.Hour))
 	if err != nil || len(xs) != 3 {
 		t.Fatalf("expired list: %v %v", xs, err)
+	}
+}
+
+// A broadcast's runs that do not fit one reply come in parts: the first
+// ones that fit, results_truncated and next, then the rest from after=next.
+func TestExecutionDetailPagesItsRuns(t *testing.T) {
+	e := start(t, Options{})
+	insertExecs(t, e.n.DB, execRec{id: "x-big", job: "j", status: "running", initiated: time.Now(), target: 6000})
+	var recs []rec
+	for i := range 6000 {
+		recs = append(recs, rec{id: fmt.Sprintf("result-%05d-%s", i, strings.Repeat("x", 40)), exec: "x-big", pc: fmt.Sprintf("PC%05d", i),
+			exit: code(0), started: t0, finished: t0})
+	}
+	insert(t, e.n.DB, recs...)
+	seen := map[string]bool{}
+	after, parts := "", 0
+	for {
+		body, _ := json.Marshal(map[string]string{"exec_id": "x-big", "after": after})
+		c, b := e.call(t, "kanade.executions.detail", string(body))
+		var d ExecutionDetails
+		if c != "" || json.Unmarshal(b, &d) != nil || len(b) > int(e.nc.MaxPayload()) {
+			t.Fatalf("part %d: %s %d bytes", parts, c, len(b))
+		}
+		parts++
+		for _, r := range d.Results {
+			if seen[r.ResultID] {
+				t.Fatalf("%s twice", r.ResultID)
+			}
+			seen[r.ResultID] = true
+		}
+		if !d.ResultsTruncated {
+			break
+		}
+		after = d.Next
+	}
+	if len(seen) != 6000 || parts < 2 {
+		t.Fatalf("%d runs in %d parts", len(seen), parts)
+	}
+	if c, _ := e.call(t, "kanade.executions.detail", `{"exec_id":"x-big","after":"PC1"}`); c != "400" {
+		t.Fatalf("bad after: %s", c)
 	}
 }

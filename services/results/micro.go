@@ -102,13 +102,15 @@ func definitions(o Options) []api.Service {
 			}},
 		{Name: "detail", Subject: "kanade.executions.detail", HTTP: "GET /api/executions/{exec_id}",
 			Handler: func(ctx context.Context, r api.Request) (any, error) {
-				var p struct {
-					ExecID string `json:"exec_id"`
-				}
+				var p ExecutionDetailParams
 				if err := api.Params(r, &p); err != nil {
 					return nil, err
 				}
-				return ExecutionDetail(ctx, o.DB, p.ExecID, time.Now())
+				d, err := ExecutionDetailAfter(ctx, o.DB, p, time.Now())
+				if err != nil {
+					return nil, err
+				}
+				return fitExecution(d, budget())
 			}},
 		// The rest of kanade.jobs.* belongs to the scheduler's jobs service.
 		{Name: "kill", Subject: "kanade.jobs.kill", HTTP: "POST /api/jobs/{job_id}/kill",
