@@ -9,7 +9,7 @@ import { Lifecycle } from './lifecycle.cf1e604c6c.js';
 import { h, replace } from './dom.3dd86e8f14.js';
 import * as activity from './page-activity.829efc71fb.js';
 import * as result from './page-result.5cddce211f.js';
-import * as executions from './page-executions.83df63b49f.js';
+import * as executions from './page-executions.cc4de379b6.js';
 import * as jobs from './page-jobs.e2edb6deec.js';
 import * as schedules from './page-schedules.4253c0ce5a.js';
 import * as agents from './page-agents.adb7ae4467.js';
