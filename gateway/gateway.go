@@ -180,7 +180,6 @@ func (g *Gateway) handler(dash http.Handler) http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"version":%q}`, api.Version)
 	})
-	mux.HandleFunc(outputPattern, g.serveOutput)
 	mux.Handle("/api/", g.router)
 	mux.Handle("/api", g.router)
 	mux.Handle("/", dash)

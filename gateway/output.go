@@ -12,15 +12,11 @@ import (
 	"github.com/nats-io/nats.go/micro"
 )
 
-// Whole outputs: GET /api/results/{result_id}/output/{stdout|stderr}
-// streams one output as text/plain, read page by page from the results
-// service (kanade.results.output), since an output can be far larger than
-// one NATS message. The service's route metadata cannot express a
-// streamed reply, hence this one hand-made route.
-const (
-	outputPattern = "GET /api/results/{result_id}/output/{stream}"
-	outputSubject = "kanade.results.output"
-)
+// Whole outputs: GET /api/results/{result_id}/output/{stdout|stderr}, the
+// route of kanade.results.output, streams one output as text/plain, read
+// page by page from that endpoint, since an output can be far larger than
+// one NATS message: the one route whose reply is not the NATS reply.
+const outputSubject = "kanade.results.output"
 
 // outputPage is the part of the results service's page the gateway reads.
 type outputPage struct {

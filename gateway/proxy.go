@@ -26,6 +26,10 @@ const statusClientClosed = 499
 // are the JSON request; with one, the body is the request and the
 // parameters go in api.ParamHeaderPrefix headers (read by api.Params).
 func (g *Gateway) serveEndpoint(w http.ResponseWriter, r *http.Request, ep *endpoint) {
+	if ep.Subject == outputSubject && r.Method == http.MethodGet {
+		g.serveOutput(w, r) // a whole output, streamed from pages
+		return
+	}
 	params, err := requestParams(r, ep)
 	if err != nil {
 		textError(w, http.StatusBadRequest, err.Error())

@@ -82,7 +82,8 @@ func definitions(o Options) []api.Service {
 				}
 				return fitTail(t, budget())
 			}},
-		{Name: "output", Subject: "kanade.results.output", Tier: api.TierViewer, IntParams: []string{"offset", "limit"},
+		// Over HTTP the gateway streams the whole output from these pages.
+		{Name: "output", Subject: "kanade.results.output", HTTP: "GET /api/results/{result_id}/output/{stream}", Tier: api.TierViewer, IntParams: []string{"offset", "limit"},
 			Handler: func(ctx context.Context, r api.Request) (any, error) {
 				var p OutputParams
 				if err := api.Params(r, &p); err != nil {
