@@ -77,6 +77,15 @@ func TestHugeManifests(t *testing.T) {
 	if code, body := call(t, nc, "kanade.jobs.get", "", `{"job_id":"lt"}`); code != 200 || !strings.Contains(body, lt) || strings.Contains(body, `\u003c`) {
 		t.Fatalf("get <: %d, %d bytes", code, len(body))
 	}
+	// Run now: the Command carries the script at its size too.
+	cmds := subscribeCommands(t, nc, "commands.pc.lt-pc")
+	if code, body := call(t, nc, "kanade.jobs.exec", "", `{"job_id":"lt","target":{"pcs":["lt-pc"]}}`); code != 200 {
+		t.Fatalf("exec <: %d %s", code, body)
+	}
+	if c, m := cmds.next(t); c.Script != lt || len(m.Data) > 210_000 {
+		t.Fatalf("command: script %d bytes, message %d bytes", len(c.Script), len(m.Data))
+	}
+
 	big := strings.Repeat("echo 0123456789abcdef\n", 250_000/22)
 	for i := range 5 {
 		mustCall(t, nc, "kanade.jobs.put", "application/json", job(fmt.Sprintf("big%d", i), big))

@@ -153,7 +153,8 @@ func (p *Firer) Publish(ctx context.Context, f Fire) (ExecReply, error) {
 	if err != nil {
 		return ExecReply{}, fmt.Errorf("encode execution record: %w", err)
 	}
-	cmdData, err := json.Marshal(cmd)
+	cmdData, err := api.Marshal(cmd) // a script of "<" keeps its size: agents get it whole
+
 	if err != nil {
 		return ExecReply{}, fmt.Errorf("encode command: %w", err)
 	}
