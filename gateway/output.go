@@ -76,6 +76,7 @@ func (g *Gateway) serveOutput(w http.ResponseWriter, r *http.Request) {
 		if _, err := w.Write(data); err != nil {
 			return // the client went away
 		}
+		rc.Flush() // a page at a time: the client sees progress, and a cut as one
 		offset += int64(len(data))
 	}
 }
