@@ -41,7 +41,7 @@ func (g *Gateway) serveOutput(w http.ResponseWriter, r *http.Request) {
 		if first {
 			switch {
 			case err != nil:
-				g.requestFailed(w, r, "results", outputSubject, err)
+				g.requestFailed(w, r, "results", outputSubject, g.o.APITimeout, err)
 				return
 			case serviceError(w, "results", reply):
 				return

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
@@ -55,11 +56,18 @@ func (g *Gateway) serveEndpoint(w http.ResponseWriter, r *http.Request, ep *endp
 		passHeaders(msg, r, params)
 	}
 
-	ctx, cancel := context.WithTimeout(r.Context(), g.o.APITimeout)
+	timeout := g.o.APITimeout
+	if ep.Timeout > timeout {
+		// A route that answers late (a run waits for its result): the
+		// connection's write deadline moves with it.
+		timeout = ep.Timeout
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(timeout + 10*time.Second))
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 	reply, err := g.o.Conn.RequestMsgWithContext(ctx, msg)
 	if err != nil {
-		g.requestFailed(w, r, ep.Service, ep.Subject, err)
+		g.requestFailed(w, r, ep.Service, ep.Subject, timeout, err)
 		return
 	}
 	if serviceError(w, ep.Service, reply) {
@@ -75,7 +83,7 @@ func (g *Gateway) serveEndpoint(w http.ResponseWriter, r *http.Request, ep *endp
 }
 
 // requestFailed answers a NATS request that got no reply.
-func (g *Gateway) requestFailed(w http.ResponseWriter, r *http.Request, service, subject string, err error) {
+func (g *Gateway) requestFailed(w http.ResponseWriter, r *http.Request, service, subject string, timeout time.Duration, err error) {
 	switch {
 	case r.Context().Err() != nil:
 		// The client is gone; the request was cancelled with it.
@@ -83,7 +91,7 @@ func (g *Gateway) requestFailed(w http.ResponseWriter, r *http.Request, service,
 	case errors.Is(err, nats.ErrNoResponders):
 		textError(w, http.StatusServiceUnavailable, fmt.Sprintf("service %s is not running (no responders on %s)", service, subject))
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
-		textError(w, http.StatusGatewayTimeout, fmt.Sprintf("service %s did not answer %s within %s", service, subject, g.o.APITimeout))
+		textError(w, http.StatusGatewayTimeout, fmt.Sprintf("service %s did not answer %s within %s", service, subject, timeout))
 	default:
 		g.log.Warn("nats request failed", "subject", subject, "err", err)
 		textError(w, http.StatusServiceUnavailable, fmt.Sprintf("service %s unreachable: %v", service, err))
@@ -104,6 +112,14 @@ func serviceError(w http.ResponseWriter, service string, reply *nats.Msg) bool {
 	status, err := strconv.Atoi(code)
 	if err != nil || status < 400 || status > 599 {
 		textError(w, http.StatusBadGateway, fmt.Sprintf("service %s answered error %s: %s", service, code, text))
+		return true
+	}
+	if reply.Header.Get("Content-Type") == "application/json" {
+		// An error whose body is a document (health/fleet's 503).
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(reply.Data)))
+		w.WriteHeader(status)
+		w.Write(reply.Data)
 		return true
 	}
 	textError(w, status, text)

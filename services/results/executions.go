@@ -78,7 +78,7 @@ type ExecutionDetailParams struct {
 // completed; one still pending or running past ExpiresAt is expired;
 // otherwise the stored pending or running. The query's one argument is
 // now, in stored form.
-var executionStatus = `CASE
+const executionStatus = `CASE
 	WHEN status IN ('completed', 'expired') THEN status
 	WHEN target_count > 0 AND success_count + failure_count + skipped_count >= target_count THEN 'completed'
 	WHEN ` + ExpiresAt + ` < ? THEN 'expired'
@@ -93,15 +93,17 @@ var executionStatus = `CASE
 // offline and fetch the Command later) waits at least an hour, as
 // upstream. Rows without deadline_at get the hour plus the timeout and the
 // margin.
-var ExpiresAt = `(CASE WHEN status = 'pending' THEN max(coalesce(deadline_at, ''), ` + plusSeconds("initiated_at", "3600") + `)
-	ELSE coalesce(deadline_at, ` + plusSeconds("initiated_at", "3600 + 120 + 3 * coalesce(timeout_secs, 0) / 2") + `) END)`
+const ExpiresAt = `(CASE WHEN status = 'pending' THEN max(coalesce(deadline_at, ''), ` + pendingFloor + `)
+	ELSE coalesce(deadline_at, ` + noDeadline + `) END)`
 
-// plusSeconds is the SQL of a stored time plus n seconds, in stored form.
-func plusSeconds(col, n string) string {
-	return `strftime('%Y-%m-%dT%H:%M:%S.000000000Z', ` + col + `, '+' || (` + n + `) || ' seconds')`
-}
+// Stored times (store.TimeLayout) an hour after initiated_at, and an hour
+// plus the timeout and the reaper's margin after it.
+const (
+	pendingFloor = `strftime('%Y-%m-%dT%H:%M:%S.000000000Z', initiated_at, '+3600 seconds')`
+	noDeadline   = `strftime('%Y-%m-%dT%H:%M:%S.000000000Z', initiated_at, '+' || (3600 + 120 + 3 * coalesce(timeout_secs, 0) / 2) || ' seconds')`
+)
 
-var executionColumns = `exec_id, job_id, version, initiated_by, initiated_at, target_count, success_count, failure_count, skipped_count, ` + executionStatus
+const executionColumns = `exec_id, job_id, version, initiated_by, initiated_at, target_count, success_count, failure_count, skipped_count, ` + executionStatus
 
 func scanExecution(sc interface{ Scan(...any) error }) (Execution, error) {
 	var e Execution

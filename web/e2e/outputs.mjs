@@ -16,7 +16,7 @@ export async function outputSteps({ step, page, go, tid, poll, shotDir }) {
 
   await step('an 8 MiB output: Activity lists it, the Result page shows head and tail, the download has every byte', async () => {
     if (!resultId || !pc || !size) throw new Error('E2E_BIG_RESULT, E2E_BIG_PC and E2E_BIG_BYTES are required (web/e2e_test.go sets them)');
-    await go('/');
+    await go('/activity');
     await page.locator(tid('filter-pc_id')).fill(`^${pc}$`);
     await page.locator(tid('filter-pc_id')).press('Enter');
     const row = page.locator(`${tid('result-row')}[data-result-id="${resultId}"]`);
@@ -50,7 +50,7 @@ export async function outputSteps({ step, page, go, tid, poll, shotDir }) {
     await page.setViewportSize({ width: 1400, height: 900 });
     const clipped = (selector) => page.evaluate((sel) => [...document.querySelectorAll(sel)]
       .filter((el) => el.scrollWidth > el.clientWidth + 1).map((el) => el.textContent.trim()), selector);
-    await go('/');
+    await go('/activity');
     await page.locator(tid('result-row')).first().waitFor();
     const pills = await clipped(`${tid('result-row')} td:first-child`);
     if (pills.length) throw new Error(`clipped status cells: ${pills.slice(0, 3).join(' | ')}`);
