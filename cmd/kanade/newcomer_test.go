@@ -14,7 +14,7 @@ import (
 // `kanade <cmd> -h` is a question, not an error: the usage on stdout,
 // exit 0. A bad flag is still an error, with the usage on stderr.
 func TestHelpOnStdout(t *testing.T) {
-	for _, args := range [][]string{{"serve", "-h"}, {"sim", "--help"}, {"nats-users", "-h"}, {"keygen", "-h"}, {"-h"}} {
+	for _, args := range [][]string{{"serve", "-h"}, {"sim", "--help"}, {"nats-users", "-h"}, {"keygen", "-h"}, {"run", "-h"}, {"-h"}} {
 		cmd := exec.Command(binary(t), args...)
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
