@@ -16,6 +16,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/kanade-go/kanade/sim"
 	"github.com/kanade-go/kanade/wire"
@@ -192,4 +193,58 @@ func peakRSS(t *testing.T, pid int) int64 {
 	}
 	t.Fatalf("no VmHWM in /proc/%d/status", pid)
 	return 0
+}
+
+// `nats micro stats results` of the real binary: after N good and M failed
+// detail requests the endpoint shows N+M requests, M errors with the last
+// one's text, and a processing time within the requests' round trips.
+func TestMicroStatsOfTheBinary(t *testing.T) {
+	node := startKanade(t, t.TempDir())
+	nc, err := nats.Connect(node.NATS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	const good, failed = 6, 4
+	var roundTrips time.Duration
+	for i := range good + failed {
+		body := `{"limit":5}`
+		subject := "kanade.results.list"
+		if i >= good {
+			subject, body = "kanade.results.detail", fmt.Sprintf(`{"result_id":"nope-%d"}`, i)
+		}
+		t0 := time.Now()
+		if _, err := nc.Request(subject, []byte(body), 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		roundTrips += time.Since(t0)
+	}
+	var list, detail *micro.EndpointStats
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		m, err := nc.Request("$SRV.STATS.results", nil, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st micro.Stats
+		if err := json.Unmarshal(m.Data, &st); err != nil {
+			t.Fatal(err)
+		}
+		for _, ep := range st.Endpoints {
+			switch ep.Name {
+			case "list":
+				list = ep
+			case "detail":
+				detail = ep
+			}
+		}
+		if list != nil && detail != nil && list.NumRequests == good && detail.NumRequests == failed || time.Now().After(deadline) {
+			break
+		}
+	}
+	if list == nil || detail == nil || list.NumErrors != 0 || detail.NumErrors != failed || detail.LastError != "404:result nope-9 not found" {
+		t.Fatalf("stats: list %+v, detail %+v", list, detail)
+	}
+	if sum := list.ProcessingTime + detail.ProcessingTime; sum <= 0 || sum > roundTrips {
+		t.Fatalf("processing time %v, round trips %v", sum, roundTrips)
+	}
 }
