@@ -28,8 +28,9 @@ func longOutput(i int) string {
 
 // Long outputs: regex filters (with and without a required literal, case
 // folded, anchored, multi-line) select exactly the rows a Go model does,
-// and list and detail return the outputs byte for byte. TestMain runs this
-// with compressed and with plain outputs.
+// list previews, sizes and snippets are those of the stored text, and the
+// detail returns the outputs byte for byte. TestMain runs this with
+// compressed and with plain outputs.
 func TestLongOutputsFiltersAndDetail(t *testing.T) {
 	e := start(t, Options{})
 	var recs []rec
@@ -74,8 +75,21 @@ func TestLongOutputsFiltersAndDetail(t *testing.T) {
 			t.Errorf("%s ~ %q: %v, want %v", f.field, f.re, got, want)
 		}
 		for _, r := range rows {
-			if r.Stdout != byID[r.ResultID].stdout || r.Stderr != byID[r.ResultID].stderr {
-				t.Errorf("list row %s: outputs differ from what was stored", r.ResultID)
+			// Previews, sizes and the snippet around the match, as made
+			// from the stored text.
+			w := byID[r.ResultID]
+			wantOut, _ := headChars(w.stdout, PreviewChars)
+			wantErr, _ := headChars(w.stderr, PreviewChars)
+			if r.Stdout != wantOut || r.Stderr != wantErr || r.StdoutBytes != int64(len(w.stdout)) || r.StderrBytes != int64(len(w.stderr)) ||
+				r.StdoutTruncated != (len(w.stdout) > len(wantOut)) {
+				t.Errorf("list row %s: previews or sizes differ from what was stored", r.ResultID)
+			}
+			field, match := w.stdout, r.StdoutMatch
+			if f.field == "stderr" {
+				field, match = w.stderr, r.StderrMatch
+			}
+			if want := snippet(re, field); fmt.Sprint(match) != fmt.Sprint(want) {
+				t.Errorf("list row %s: snippet %+v, want %+v", r.ResultID, match, want)
 			}
 		}
 	}
