@@ -259,7 +259,7 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 	var restored *snapshot.Info
 	if needStore {
 		if has(ServiceProjector) {
-			if restored, err = restoreSnapshot(ctx, js, filepath.Join(o.DataDir, "kanade.db"), log); err != nil {
+			if restored, err = restoreSnapshot(ctx, js, filepath.Join(o.DataDir, "kanade.db"), o.Signer, log); err != nil {
 				return err
 			}
 		}

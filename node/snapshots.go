@@ -11,6 +11,7 @@ import (
 
 	"github.com/kanade-go/kanade/services/projector"
 	"github.com/kanade-go/kanade/services/snapshot"
+	"github.com/kanade-go/kanade/signing"
 	"github.com/kanade-go/kanade/store"
 	"github.com/kanade-go/kanade/wire"
 )
@@ -18,8 +19,8 @@ import (
 // restoreSnapshot puts the newest snapshot in place of an empty or
 // missing projection before the store opens (see snapshot.RestoreIfEmpty).
 // It returns the snapshot restored, nil if none was.
-func restoreSnapshot(ctx context.Context, js jetstream.JetStream, path string, log *slog.Logger) (*snapshot.Info, error) {
-	in, err := snapshot.RestoreIfEmpty(ctx, js, path, log.With("component", "snapshot"))
+func restoreSnapshot(ctx context.Context, js jetstream.JetStream, path string, verify *signing.Signer, log *slog.Logger) (*snapshot.Info, error) {
+	in, err := snapshot.RestoreIfEmpty(ctx, js, path, verify, log.With("component", "snapshot"))
 	if err != nil {
 		return nil, fmt.Errorf("restore snapshot: %w", err)
 	}
@@ -31,7 +32,7 @@ func restoreSnapshot(ctx context.Context, js jetstream.JetStream, path string, l
 // projection has history gaps (a snapshot of it would lack them too).
 func startSnapshots(ctx context.Context, o Options, nc *nats.Conn, db *store.DB, p *projector.Projector, log *slog.Logger) (*snapshot.Snapshotter, error) {
 	so := o.Snapshot
-	so.Conn, so.DB, so.NodeName, so.Projection = nc, db, o.NodeName, p
+	so.Conn, so.DB, so.NodeName, so.Projection, so.Signer = nc, db, o.NodeName, p, o.Signer
 	so.Logger, so.Replicas = log.With("component", "snapshot"), o.Replicas
 	if p.HasGaps() {
 		so.NoService = true

@@ -18,6 +18,7 @@ import (
 
 	"github.com/kanade-go/kanade/node"
 	"github.com/kanade-go/kanade/services/snapshot"
+	"github.com/kanade-go/kanade/signing"
 	"github.com/kanade-go/kanade/streams"
 	"github.com/kanade-go/kanade/wire"
 )
@@ -368,7 +369,14 @@ func TestSnapshotRestoresPastStreamRetention(t *testing.T) {
 // to the cluster) restores the snapshot a peer took, replays the rest, and
 // ends with the same rows as its peers, column for column.
 func TestClusterNodeAddedAfterPurgeRestoresSnapshot(t *testing.T) {
-	nodes := startCluster(t, "--nats-sync", "interval", "--snapshot-interval", "off", "--retention", "off")
+	// The cluster's nodes share a signing key: the snapshot n1 or n2 takes
+	// is signed, and n3 restores it only after checking the signature.
+	_, seed, err := signing.Generate("snap-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := startCluster(t, "--nats-sync", "interval", "--snapshot-interval", "off", "--retention", "off",
+		"--command-signing-key", seed, "--command-signing-kid", "snap-test")
 	n3 := nodes[2]
 	full := n3.args
 	// n3 has no projection yet: restarted as a gateway only.
@@ -384,7 +392,7 @@ func TestClusterNodeAddedAfterPurgeRestoresSnapshot(t *testing.T) {
 		waitProjected(t, nc, n.name, 2000, 200)
 	}
 	in := takeSnapshot(t, "nats://"+nodes[0].client)
-	if in.Offsets[wire.StreamResults] != 2000 {
+	if in.Offsets[wire.StreamResults] != 2000 || in.SignedBy != "snap-test" {
 		t.Fatalf("snapshot %+v", in)
 	}
 	feed.publish(t, js, 2000, 3000)

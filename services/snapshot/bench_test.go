@@ -54,7 +54,7 @@ func BenchmarkSnapshot(b *testing.B) {
 	took := time.Since(t0)
 	path := filepath.Join(b.TempDir(), "kanade.db")
 	t0 = time.Now()
-	got, err := RestoreIfEmpty(context.Background(), js, path, node.Logger)
+	got, err := RestoreIfEmpty(context.Background(), js, path, nil, node.Logger)
 	if err != nil || got == nil {
 		b.Fatal(err)
 	}

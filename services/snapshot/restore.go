@@ -15,6 +15,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kanade-go/kanade/signing"
 	"github.com/kanade-go/kanade/store"
 )
 
@@ -56,8 +57,11 @@ func Empty(ctx context.Context, path string) (bool, error) {
 // snapshot restored, or nil when the projection was not empty or there is
 // no snapshot (the projector then replays the streams from their start).
 // Progress is logged every few seconds. A snapshot written by a newer
-// schema than this binary's is skipped.
-func RestoreIfEmpty(ctx context.Context, js jetstream.JetStream, path string, log *slog.Logger) (*Info, error) {
+// schema than this binary's is skipped, and so is one whose name, size or
+// chunks are out of bounds; with verify (the node's command signing key)
+// so is one not signed by that key: the bucket is written through
+// JetStream, and a restored file becomes this node's projection.
+func RestoreIfEmpty(ctx context.Context, js jetstream.JetStream, path string, verify *signing.Signer, log *slog.Logger) (*Info, error) {
 	empty, err := Empty(ctx, path)
 	if err != nil || !empty {
 		return nil, err
@@ -74,7 +78,14 @@ func RestoreIfEmpty(ctx context.Context, js jetstream.JetStream, path string, lo
 	if err != nil {
 		return nil, err
 	}
+	if verify == nil && len(list) > 0 {
+		log.Warn("snapshot: this node has no signing key: snapshots are restored without checking who made them")
+	}
 	for _, in := range list {
+		if why := check(in.oi, verify); why != "" {
+			log.Warn("snapshot: skipped", "name", in.Name, "why", why)
+			continue
+		}
 		if in.Schema > store.SchemaVersion() {
 			log.Warn("snapshot: skipped, made by a newer schema", "name", in.Name, "schema", in.Schema, "ours", store.SchemaVersion())
 			continue
@@ -83,7 +94,13 @@ func RestoreIfEmpty(ctx context.Context, js jetstream.JetStream, path string, lo
 			"node", in.Node, "created_at", in.CreatedAt, "bytes", in.Bytes, "db_bytes", in.DBBytes, "offsets", in.Offsets)
 		start := time.Now()
 		if err := restore(ctx, obj, in, path, log); err != nil {
-			return nil, err
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			// A damaged snapshot (digest, zstd, a short read): an older
+			// one may do.
+			log.Error("snapshot: restore failed; trying an older one", "name", in.Name, "err", err)
+			continue
 		}
 		in.TookSecs = time.Since(start).Seconds()
 		log.Info("snapshot: restored; the streams replay from its sequences", "name", in.Name,

@@ -35,6 +35,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanade-go/kanade/services/api"
+	"github.com/kanade-go/kanade/signing"
 	"github.com/kanade-go/kanade/store"
 )
 
@@ -87,6 +88,10 @@ type Options struct {
 	Interval time.Duration
 	// Keep is how many snapshots stay in the bucket (default DefaultKeep).
 	Keep int
+	// Signer, the node's command signing key, signs each snapshot; a node
+	// holding the same key restores only snapshots it signed (see
+	// RestoreIfEmpty). nil: unsigned.
+	Signer *signing.Signer
 	// NoService skips the micro service (tests).
 	NoService bool
 }
@@ -102,6 +107,10 @@ type Info struct {
 	Bytes     uint64            `json:"bytes"` // in the bucket, compressed
 	Results   int64             `json:"results"`
 	TookSecs  float64           `json:"took_secs,omitempty"`
+	// SignedBy is the kid of the key that signed it; "" when unsigned.
+	SignedBy string `json:"signed_by,omitempty"`
+
+	oi *jetstream.ObjectInfo // as listed, for the checks before a restore
 }
 
 // Snapshotter takes snapshots of one node's projection.
@@ -236,7 +245,7 @@ func (s *Snapshotter) Take(ctx context.Context) (Info, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	start := time.Now()
-	info, err := Write(ctx, s.o.DB, s.obj, s.o.NodeName, s.log)
+	info, err := Write(ctx, s.o.DB, s.obj, s.o.NodeName, s.o.Signer)
 	if err != nil {
 		return Info{}, err
 	}
@@ -250,8 +259,9 @@ func (s *Snapshotter) Take(ctx context.Context) (Info, error) {
 }
 
 // Write copies db into a temporary file next to it, reads the copy's
-// offsets and row count, and streams it zstd-compressed into obj.
-func Write(ctx context.Context, db *store.DB, obj jetstream.ObjectStore, node string, log *slog.Logger) (Info, error) {
+// offsets and row count, streams it zstd-compressed into obj and, with a
+// signer, signs it (see signedContent).
+func Write(ctx context.Context, db *store.DB, obj jetstream.ObjectStore, node string, signer *signing.Signer) (Info, error) {
 	now := time.Now().UTC()
 	tmp := filepath.Join(filepath.Dir(db.Path), fmt.Sprintf(".kanade.db.snapshot-%d", now.UnixNano()))
 	defer os.Remove(tmp)
@@ -297,6 +307,18 @@ func Write(ctx context.Context, db *store.DB, obj jetstream.ObjectStore, node st
 		return Info{}, fmt.Errorf("snapshot: put %s: %w", info.Name, err)
 	}
 	info.Bytes = oi.Size
+	if signer != nil {
+		h, err := sign(obj, oi, signer)
+		if err != nil {
+			return Info{}, fmt.Errorf("snapshot: sign %s: %w", info.Name, err)
+		}
+		meta.Headers = h
+		if err := obj.UpdateMeta(ctx, info.Name, meta); err != nil {
+			obj.Delete(ctx, info.Name)
+			return Info{}, fmt.Errorf("snapshot: sign %s: %w", info.Name, err)
+		}
+		info.SignedBy = signer.Kid()
+	}
 	return info, nil
 }
 
@@ -362,7 +384,10 @@ func List(ctx context.Context, obj jetstream.ObjectStore) ([]Info, error) {
 
 func infoOf(oi *jetstream.ObjectInfo) Info {
 	m := oi.Metadata
-	in := Info{Name: oi.Name, Node: m[metaNode], Bytes: oi.Size, Offsets: map[string]uint64{}}
+	in := Info{Name: oi.Name, Node: m[metaNode], Bytes: oi.Size, Offsets: map[string]uint64{}, oi: oi}
+	if oi.Headers != nil {
+		in.SignedBy = oi.Headers.Get(signing.HeaderKid)
+	}
 	in.CreatedAt, _ = time.Parse(time.RFC3339Nano, m[metaCreated])
 	if in.CreatedAt.IsZero() {
 		in.CreatedAt = oi.ModTime

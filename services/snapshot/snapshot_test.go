@@ -14,6 +14,7 @@ import (
 
 	"github.com/kanade-go/kanade/nodetest"
 	"github.com/kanade-go/kanade/services/projector"
+	"github.com/kanade-go/kanade/signing"
 	"github.com/kanade-go/kanade/store"
 	"github.com/kanade-go/kanade/streams"
 	"github.com/kanade-go/kanade/wire"
@@ -171,7 +172,7 @@ func TestSnapshotRestore(t *testing.T) {
 	full := dump(t, n.DB)
 
 	path := filepath.Join(t.TempDir(), "kanade.db")
-	got, err := RestoreIfEmpty(context.Background(), js, path, n.Logger)
+	got, err := RestoreIfEmpty(context.Background(), js, path, nil, n.Logger)
 	if err != nil || got == nil || got.Name != in.Name {
 		t.Fatalf("restore: %+v %v", got, err)
 	}
@@ -196,7 +197,7 @@ func TestSnapshotRestore(t *testing.T) {
 		t.Fatalf("gaps %+v after a restore that covers the purge", g)
 	}
 	// A database that holds rows is never replaced.
-	if got, err := RestoreIfEmpty(context.Background(), js, path, n.Logger); err != nil || got != nil {
+	if got, err := RestoreIfEmpty(context.Background(), js, path, nil, n.Logger); err != nil || got != nil {
 		t.Fatalf("restore over a fed projection: %+v %v", got, err)
 	}
 }
@@ -297,4 +298,89 @@ func output(i int) string {
 			rng.IntN(900000), []string{"Running", "Running", "Running", "Stopped"}[rng.IntN(4)])
 	}
 	return b.String()
+}
+
+// With the cluster's signing key, a node restores only snapshots that key
+// signed, whose meta nobody changed since; unsigned ones, another key's,
+// and objects that are no snapshot are skipped.
+func TestSignedSnapshots(t *testing.T) {
+	n := nodetest.Start(t)
+	js := n.JetStream(t)
+	p := startProjector(t, n, n.DB)
+	feed(t, js, 0, 30)
+	waitApplied(t, p, 30)
+	key, _, err := signing.Generate("cluster-key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _, err := signing.Generate("other-key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	take := func(signer *signing.Signer) Info {
+		t.Helper()
+		s, err := Start(context.Background(), Options{Conn: n.Conn(t), DB: n.DB, NodeName: "snap", Logger: n.Logger,
+			Projection: p, Interval: -1, Keep: 10, NoService: true, Signer: signer})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Stop()
+		in, err := s.Take(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return in
+	}
+	restore := func(verify *signing.Signer) *Info {
+		t.Helper()
+		got, err := RestoreIfEmpty(context.Background(), js, filepath.Join(t.TempDir(), "kanade.db"), verify, n.Logger)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	signed := take(key)
+	if signed.SignedBy != "cluster-key" {
+		t.Fatalf("snapshot signed by %q", signed.SignedBy)
+	}
+	take(other)
+	unsigned := take(nil)
+	obj, err := js.ObjectStore(context.Background(), Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := obj.PutString(context.Background(), "99991231T000000.000000000Z-evil", "not a database"); err != nil {
+		t.Fatal(err)
+	}
+	// With snapshot metadata, newest, but not zstd: its restore fails and
+	// an older snapshot is restored instead.
+	if _, err := obj.Put(context.Background(), jetstream.ObjectMeta{Name: "99991230T000000.000000000Z-evil",
+		Metadata: map[string]string{metaNode: "evil", metaEncoding: "zstd", metaOffsets: `{"RESULTS":999}`,
+			metaCreated: "9999-12-30T00:00:00Z"}}, strings.NewReader("not zstd")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := obj.PutString(context.Background(), "zzz-not-a-snapshot", "x"); err != nil {
+		t.Fatal(err)
+	}
+	// Newest first: the planted object and the unsigned and other-key
+	// snapshots are skipped; the key's own is restored.
+	if got := restore(key); got == nil || got.Name != signed.Name {
+		t.Fatalf("restored %+v, want %s", got, signed.Name)
+	}
+	if got := restore(nil); got == nil || got.Name != unsigned.Name {
+		t.Fatalf("without a key restored %+v, want the newest real snapshot %s", got, unsigned.Name)
+	}
+	// Meta changed after signing (offsets moved back): no longer trusted.
+	oi, err := obj.GetInfo(context.Background(), signed.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta := oi.ObjectMeta
+	meta.Metadata[metaOffsets] = `{"RESULTS":1}`
+	if err := obj.UpdateMeta(context.Background(), signed.Name, meta); err != nil {
+		t.Fatal(err)
+	}
+	if got := restore(key); got != nil {
+		t.Fatalf("restored a snapshot whose meta changed after signing: %+v", got)
+	}
 }
