@@ -17,6 +17,7 @@ import (
 
 	"github.com/kanade-go/kanade/signing"
 	"github.com/kanade-go/kanade/store"
+	"github.com/kanade-go/kanade/wire"
 )
 
 // Empty reports whether the projection at path holds nothing: no file, or
@@ -197,7 +198,15 @@ func warnOlderThanStreams(ctx context.Context, js jetstream.JetStream, in Info, 
 		if err != nil {
 			continue
 		}
-		if first := s.CachedInfo().State.FirstSeq; first > seq+1 {
+		first := s.CachedInfo().State.FirstSeq
+		switch {
+		case first <= seq+1:
+		case name == wire.StreamEvents:
+			// Read through a filter: the lost messages may not be
+			// started events at all, and those only fill in `version`.
+			log.Info("snapshot: older than the EVENTS stream; run-started events after it may be gone",
+				"name", in.Name, "snapshot_seq", seq, "stream_first_seq", first)
+		default:
 			log.Warn("snapshot: older than the stream: messages after it are gone, history is lost",
 				"name", in.Name, "stream", name, "snapshot_seq", seq, "stream_first_seq", first)
 		}
