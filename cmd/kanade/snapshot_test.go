@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanade-go/kanade/node"
+	"github.com/kanade-go/kanade/nodetest"
 	"github.com/kanade-go/kanade/services/snapshot"
 	"github.com/kanade-go/kanade/signing"
 	"github.com/kanade-go/kanade/streams"
@@ -428,4 +429,57 @@ func TestClusterNodeAddedAfterPurgeRestoresSnapshot(t *testing.T) {
 		}
 	}
 	checkCounters(t, n3.dir, feed.want)
+}
+
+// A fourth node joins a three-node cluster (streams of three replicas, none
+// on it) after RESULTS lost its history: it restores the snapshot, replays
+// the rest and matches the others row for row.
+func TestClusterFourthNodeJoinsFromSnapshot(t *testing.T) {
+	nodes := startCluster(t, "--nats-sync", "interval", "--snapshot-interval", "off", "--retention", "off")
+	nc, js := connectJS(t, "nats://"+nodes[0].client)
+	var feed fleetFeed
+	feed.publish(t, js, 0, 1500)
+	for _, n := range nodes {
+		waitProjected(t, nc, n.name, 1500, 150)
+	}
+	takeSnapshot(t, "nats://"+nodes[0].client)
+	feed.publish(t, js, 1500, 2000)
+	for _, n := range nodes {
+		waitProjected(t, nc, n.name, 2000, 200)
+	}
+	purgeResultsBelow(t, js, 1501)
+
+	var routes []string
+	for _, n := range nodes {
+		routes = append(routes, "nats://"+n.route)
+	}
+	addrs := nodetest.FreeAddrs(t, 2)
+	n4 := &clusterNode{name: "n4", dir: t.TempDir(), client: addrs[0], route: addrs[1]}
+	n4.args = []string{"--node-name", "n4", "--nats-listen", n4.client, "--cluster-listen", n4.route,
+		"--cluster-routes", strings.Join(append(routes, "nats://"+n4.route), ","), "--replicas", "3",
+		"--nats-sync", "interval", "--snapshot-interval", "off", "--retention", "off"}
+	n4.p = startKanade(t, n4.dir, n4.args...)
+	if !strings.Contains(n4.p.Stderr(), "snapshot: restored") {
+		t.Fatalf("n4 restored no snapshot:\n%s", n4.p.Stderr())
+	}
+	ns := waitProjected(t, nc, "n4", 2000, 200)
+	if len(ns.Projector.HistoryGaps) != 0 {
+		t.Fatalf("n4 gaps %+v", ns.Projector.HistoryGaps)
+	}
+	waitUntil(t, "n4 serving results", 30*time.Second, func() (bool, string) {
+		ns, _ := nodeStatus(t, nc, "n4")
+		return ns.ResultsServing, ns.JoinBlocked
+	})
+	n4.p.stop(t)
+	for _, n := range nodes {
+		n.p.stop(t)
+	}
+	want, rows := dumpProjection(t, nodes[0].dir)
+	if rows != 2000 {
+		t.Fatalf("n1 has %d results, want 2000", rows)
+	}
+	if got, _ := dumpProjection(t, n4.dir); got != want {
+		t.Error("n4 differs from n1 row for row")
+	}
+	checkCounters(t, n4.dir, feed.want)
 }
