@@ -365,84 +365,29 @@ func TestSnapshotRestoresPastStreamRetention(t *testing.T) {
 	}
 }
 
-// A node of a three-node cluster whose projection starts after RESULTS
-// lost the history (here it ran only a gateway until then, as a node added
-// to the cluster) restores the snapshot a peer took, replays the rest, and
-// ends with the same rows as its peers, column for column.
-func TestClusterNodeAddedAfterPurgeRestoresSnapshot(t *testing.T) {
-	// The cluster's nodes share a signing key: the snapshot n1 or n2 takes
-	// is signed, and n3 restores it only after checking the signature.
+// A fourth node joins a three-node cluster (streams of three replicas, none
+// on it) after RESULTS lost its history: it restores the snapshot, replays
+// the rest and matches the others row for row.
+//
+// The nodes share a signing key: the snapshot is signed, and n4 restores it
+// only after checking the signature.
+func TestClusterFourthNodeJoinsFromSnapshot(t *testing.T) {
 	_, seed, err := signing.Generate("snap-test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	nodes := startCluster(t, "--nats-sync", "interval", "--snapshot-interval", "off", "--retention", "off",
-		"--command-signing-key", seed, "--command-signing-kid", "snap-test")
-	n3 := nodes[2]
-	full := n3.args
-	// n3 has no projection yet: restarted as a gateway only.
-	n3.p.stop(t)
-	n3.args = append(append([]string{}, full...), "--services", "gateway")
-	n3.restart(t)
-	removeDB(t, n3.dir)
-
-	nc, js := connectJS(t, "nats://"+nodes[0].client)
-	var feed fleetFeed
-	feed.publish(t, js, 0, 2000)
-	for _, n := range nodes[:2] {
-		waitProjected(t, nc, n.name, 2000, 200)
-	}
-	in := takeSnapshot(t, "nats://"+nodes[0].client)
-	if in.Offsets[wire.StreamResults] != 2000 || in.SignedBy != "snap-test" {
-		t.Fatalf("snapshot %+v", in)
-	}
-	feed.publish(t, js, 2000, 3000)
-	for _, n := range nodes[:2] {
-		waitProjected(t, nc, n.name, 3000, 300)
-	}
-	purgeResultsBelow(t, js, 2001)
-
-	n3.p.stop(t)
-	n3.args = full
-	n3.restart(t)
-	if !strings.Contains(n3.p.Stderr(), "snapshot: restored") {
-		t.Fatalf("n3 restored no snapshot:\n%s", n3.p.Stderr())
-	}
-	ns := waitProjected(t, nc, n3.name, 3000, 300)
-	if len(ns.Projector.HistoryGaps) != 0 {
-		t.Fatalf("n3 gaps %+v", ns.Projector.HistoryGaps)
-	}
-	waitUntil(t, "n3 serving results", 30*time.Second, func() (bool, string) {
-		ns, _ := nodeStatus(t, nc, n3.name)
-		return ns.ResultsServing, ns.JoinBlocked
-	})
-	for _, n := range nodes {
-		n.p.stop(t)
-	}
-	want, rows := dumpProjection(t, nodes[0].dir)
-	if rows != 3000 {
-		t.Fatalf("n1 has %d results, want 3000", rows)
-	}
-	for _, n := range nodes[1:] {
-		if got, _ := dumpProjection(t, n.dir); got != want {
-			t.Errorf("%s differs from n1 row for row", n.name)
-		}
-	}
-	checkCounters(t, n3.dir, feed.want)
-}
-
-// A fourth node joins a three-node cluster (streams of three replicas, none
-// on it) after RESULTS lost its history: it restores the snapshot, replays
-// the rest and matches the others row for row.
-func TestClusterFourthNodeJoinsFromSnapshot(t *testing.T) {
-	nodes := startCluster(t, "--nats-sync", "interval", "--snapshot-interval", "off", "--retention", "off")
+	common := []string{"--nats-sync", "interval", "--snapshot-interval", "off", "--retention", "off",
+		"--command-signing-key", seed, "--command-signing-kid", "snap-test"}
+	nodes := startCluster(t, common...)
 	nc, js := connectJS(t, "nats://"+nodes[0].client)
 	var feed fleetFeed
 	feed.publish(t, js, 0, 1500)
 	for _, n := range nodes {
 		waitProjected(t, nc, n.name, 1500, 150)
 	}
-	takeSnapshot(t, "nats://"+nodes[0].client)
+	if in := takeSnapshot(t, "nats://"+nodes[0].client); in.Offsets[wire.StreamResults] != 1500 || in.SignedBy != "snap-test" {
+		t.Fatalf("snapshot %+v", in)
+	}
 	feed.publish(t, js, 1500, 2000)
 	for _, n := range nodes {
 		waitProjected(t, nc, n.name, 2000, 200)
@@ -456,8 +401,8 @@ func TestClusterFourthNodeJoinsFromSnapshot(t *testing.T) {
 	addrs := nodetest.FreeAddrs(t, 2)
 	n4 := &clusterNode{name: "n4", dir: t.TempDir(), client: addrs[0], route: addrs[1]}
 	n4.args = []string{"--node-name", "n4", "--nats-listen", n4.client, "--cluster-listen", n4.route,
-		"--cluster-routes", strings.Join(append(routes, "nats://"+n4.route), ","), "--replicas", "3",
-		"--nats-sync", "interval", "--snapshot-interval", "off", "--retention", "off"}
+		"--cluster-routes", strings.Join(append(routes, "nats://"+n4.route), ","), "--replicas", "3"}
+	n4.args = append(n4.args, common...)
 	n4.p = startKanade(t, n4.dir, n4.args...)
 	if !strings.Contains(n4.p.Stderr(), "snapshot: restored") {
 		t.Fatalf("n4 restored no snapshot:\n%s", n4.p.Stderr())
@@ -478,8 +423,10 @@ func TestClusterFourthNodeJoinsFromSnapshot(t *testing.T) {
 	if rows != 2000 {
 		t.Fatalf("n1 has %d results, want 2000", rows)
 	}
-	if got, _ := dumpProjection(t, n4.dir); got != want {
-		t.Error("n4 differs from n1 row for row")
+	for _, n := range append(nodes[1:], n4) {
+		if got, _ := dumpProjection(t, n.dir); got != want {
+			t.Errorf("%s differs from n1 row for row", n.name)
+		}
 	}
 	checkCounters(t, n4.dir, feed.want)
 }
