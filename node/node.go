@@ -234,7 +234,7 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		for _, c := range streams.Configs(o.Replicas) {
 			names = append(names, c.Name)
 		}
-		if err := srv.WaitStreamsCurrent(ctx, o.NATSAccount, names...); err != nil {
+		if err := srv.WaitStreamsCurrent(ctx, srv.Account(), names...); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
