@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +29,9 @@ type heartbeats struct {
 
 	received atomic.Uint64
 	invalid  atomic.Uint64
+	// mismatched counts heartbeats whose pc_id is not their subject's
+	// (heartbeat.{pc_id}, the only one the sender's account may publish).
+	mismatched atomic.Uint64
 }
 
 type heartbeat struct {
@@ -88,10 +92,17 @@ func (h *heartbeats) receive(m *nats.Msg) {
 		h.p.log.Debug("projector: invalid heartbeat", "subject", m.Subject, "err", err)
 		return
 	}
+	if pc := strings.TrimPrefix(m.Subject, "heartbeat."); pc != hb.PCID {
+		h.mismatched.Add(1)
+		h.p.log.Debug("projector: heartbeat pc_id differs from its subject; dropped", "subject", m.Subject, "pc_id", hb.PCID)
+		return
+	}
 	h.received.Add(1)
+	// An agent's clock, or a forged at, cannot keep it alive in the future.
+	now := time.Now()
 	at := hb.At
-	if at.IsZero() {
-		at = time.Now()
+	if at.IsZero() || at.After(now) {
+		at = now
 	}
 	h.mu.Lock()
 	if old, ok := h.buf[hb.PCID]; !ok || !at.Before(old.at) {
