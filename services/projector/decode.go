@@ -39,7 +39,7 @@ type item struct {
 	// stored with a note, and the message recorded as a reject as well.
 	objReject error
 	payload   []byte // kept for a reject
-	size    int
+	size      int
 }
 
 // decode turns messages into items, reading large outputs back from the
