@@ -45,6 +45,12 @@ const (
 type Options struct {
 	// Conn is the fleet's connection; the fleet does not close it.
 	Conn *nats.Conn
+	// AgentConn, when set, gives every agent a connection of its own, as
+	// real agents have: typically one on its pc_id's credentials (see
+	// natsauth). The fleet closes them at Stop. Subscriptions are then per
+	// agent, and Conn, optional, only writes KV agent_groups (an agent
+	// may not write it).
+	AgentConn func(pcID string) (*nats.Conn, error)
 	// Agents is how many agents run; their pc_ids are Prefix + 4 digits
 	// from First: sim-pc-0001, sim-pc-0002, …
 	Agents int
@@ -122,6 +128,7 @@ type Fleet struct {
 	byPC   map[string]*agent
 	byGrp  map[string][]*agent
 	subs   []*nats.Subscription
+	owned  []*nats.Conn // the agents' own connections (Options.AgentConn)
 	c      counters
 
 	ctx    context.Context
@@ -137,15 +144,21 @@ type Fleet struct {
 // from now on reach the agents. ctx bounds the start only: the fleet runs
 // until Stop.
 func Start(ctx context.Context, o Options) (*Fleet, error) {
-	if o.Conn == nil {
+	if o.Conn == nil && o.AgentConn == nil {
 		return nil, errors.New("sim: a connection is required")
+	}
+	if o.AgentConn != nil {
+		o.Subscriptions = PerAgent
 	}
 	if err := o.withDefaults(); err != nil {
 		return nil, err
 	}
-	js, err := jetstream.New(o.Conn)
-	if err != nil {
-		return nil, fmt.Errorf("sim: jetstream: %w", err)
+	var js jetstream.JetStream
+	if o.Conn != nil {
+		var err error
+		if js, err = jetstream.New(o.Conn); err != nil {
+			return nil, fmt.Errorf("sim: jetstream: %w", err)
+		}
 	}
 
 	fctx, cancel := context.WithCancel(context.Background())
@@ -155,7 +168,21 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		ctx: fctx, cancel: cancel,
 	}
 	for i := range o.Agents {
-		a := &agent{f: f, pcID: fmt.Sprintf("%s%04d", o.Prefix, o.First+i), seen: map[string]time.Time{}, runs: map[string]*run{}}
+		a := &agent{f: f, pcID: fmt.Sprintf("%s%04d", o.Prefix, o.First+i), seen: map[string]time.Time{}, runs: map[string]*run{},
+			nc: f.nc, js: js}
+		if o.AgentConn != nil {
+			nc, err := o.AgentConn(a.pcID)
+			if err != nil {
+				f.Stop()
+				return nil, fmt.Errorf("sim: connect agent %s: %w", a.pcID, err)
+			}
+			f.owned = append(f.owned, nc)
+			a.nc = nc
+			if a.js, err = jetstream.New(nc); err != nil {
+				f.Stop()
+				return nil, fmt.Errorf("sim: jetstream: %w", err)
+			}
+		}
 		if len(o.Groups) > 0 {
 			a.groups = []string{o.Groups[i%len(o.Groups)]}
 		}
@@ -170,9 +197,11 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		f.Stop()
 		return nil, err
 	}
-	if err := f.nc.FlushTimeout(30 * time.Second); err != nil {
-		f.Stop()
-		return nil, fmt.Errorf("sim: flush subscriptions: %w", err)
+	for _, nc := range f.conns() {
+		if err := nc.FlushTimeout(30 * time.Second); err != nil {
+			f.Stop()
+			return nil, fmt.Errorf("sim: flush subscriptions: %w", err)
+		}
 	}
 	for _, a := range f.agents {
 		a.heartbeat()
@@ -255,7 +284,18 @@ func (f *Fleet) Stop() {
 		f.mu.Unlock()
 		f.cancel()
 		f.wg.Wait()
+		for _, nc := range f.owned {
+			nc.Close()
+		}
 	})
+}
+
+// conns lists the connections the fleet uses.
+func (f *Fleet) conns() []*nats.Conn {
+	if len(f.owned) > 0 {
+		return f.owned
+	}
+	return []*nats.Conn{f.nc}
 }
 
 // Stats returns the counters.
@@ -296,17 +336,7 @@ func (f *Fleet) Members(g string) []string {
 
 // subscribe sets up the fleet's subscriptions for the chosen mode.
 func (f *Fleet) subscribe() error {
-	sub := func(subject string, h nats.MsgHandler) error {
-		s, err := f.nc.Subscribe(subject, h)
-		if err != nil {
-			return fmt.Errorf("sim: subscribe %s: %w", subject, err)
-		}
-		// A broadcast to thousands of agents must not be dropped as a slow
-		// consumer while runs start.
-		s.SetPendingLimits(-1, -1)
-		f.subs = append(f.subs, s)
-		return nil
-	}
+	sub := func(subject string, h nats.MsgHandler) error { return f.sub(f.nc, subject, h) }
 	if f.o.Subscriptions == Shared {
 		if err := sub(wire.SubjectCommandsAll, func(m *nats.Msg) { f.deliver(m, f.agents) }); err != nil {
 			return err
@@ -341,6 +371,7 @@ func (f *Fleet) subscribe() error {
 	for _, a := range f.agents {
 		a := a
 		one := []*agent{a}
+		sub := func(subject string, h nats.MsgHandler) error { return f.sub(a.nc, subject, h) }
 		subjects := []string{wire.SubjectCommandsAll, wire.CommandsPC(a.pcID)}
 		for _, g := range a.groups {
 			subjects = append(subjects, wire.CommandsGroup(g))
@@ -360,6 +391,21 @@ func (f *Fleet) subscribe() error {
 			return err
 		}
 	}
+	return nil
+}
+
+// sub subscribes on nc and keeps the subscription for Stop.
+func (f *Fleet) sub(nc *nats.Conn, subject string, h nats.MsgHandler) error {
+	s, err := nc.Subscribe(subject, h)
+	if err != nil {
+		return fmt.Errorf("sim: subscribe %s: %w", subject, err)
+	}
+	// A broadcast to thousands of agents must not be dropped as a slow
+	// consumer while runs start.
+	s.SetPendingLimits(-1, -1)
+	f.mu.Lock()
+	f.subs = append(f.subs, s)
+	f.mu.Unlock()
 	return nil
 }
 
@@ -406,6 +452,9 @@ func (f *Fleet) kill(subject string, among []*agent) {
 // writeGroups records each agent's groups in KV agent_groups, a few puts
 // at a time.
 func (f *Fleet) writeGroups(ctx context.Context) error {
+	if f.js == nil {
+		return nil // agents on their own credentials may not write it
+	}
 	kv, err := f.js.KeyValue(ctx, wire.BucketAgentGroups)
 	if err != nil {
 		return fmt.Errorf("sim: kv %s: %w", wire.BucketAgentGroups, err)
@@ -448,7 +497,22 @@ func (f *Fleet) writeGroups(ctx context.Context) error {
 // replay delivers the last Command kept in EXEC for each subject an agent
 // listens on.
 func (f *Fleet) replay(ctx context.Context) error {
-	s, err := f.js.Stream(ctx, wire.StreamExec)
+	if len(f.owned) > 0 {
+		// Each agent reads its own subjects on its own connection.
+		for _, a := range f.agents {
+			if err := f.replayFor(ctx, a.js, []*agent{a}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return f.replayFor(ctx, f.js, f.agents)
+}
+
+// replayFor delivers the last Command of each subject of agents, read
+// with js.
+func (f *Fleet) replayFor(ctx context.Context, js jetstream.JetStream, agents []*agent) error {
+	s, err := js.Stream(ctx, wire.StreamExec)
 	if err != nil {
 		return fmt.Errorf("sim: replay: stream %s: %w", wire.StreamExec, err)
 	}
@@ -463,14 +527,20 @@ func (f *Fleet) replay(ctx context.Context) error {
 		return &nats.Msg{Subject: m.Subject, Data: m.Data}
 	}
 	if m := last(wire.SubjectCommandsAll); m != nil {
-		f.deliver(m, f.agents)
+		f.deliver(m, agents)
 	}
-	for g, members := range f.byGrp {
+	byGrp := map[string][]*agent{}
+	for _, a := range agents {
+		for _, g := range a.groups {
+			byGrp[g] = append(byGrp[g], a)
+		}
+	}
+	for g, members := range byGrp {
 		if m := last(wire.CommandsGroup(g)); m != nil {
 			f.deliver(m, members)
 		}
 	}
-	for _, a := range f.agents {
+	for _, a := range agents {
 		if m := last(wire.CommandsPC(a.pcID)); m != nil {
 			f.deliver(m, []*agent{a})
 		}

@@ -1,0 +1,230 @@
+package sim_test
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kanade-go/kanade/embedded"
+	"github.com/kanade-go/kanade/natsauth"
+	"github.com/kanade-go/kanade/node"
+	"github.com/kanade-go/kanade/nodetest"
+	"github.com/kanade-go/kanade/sim"
+	"github.com/kanade-go/kanade/wire"
+)
+
+// runLaneNode runs a whole node on the configuration `kanade nats-users`
+// generates for pcs; it returns where it listens and every password.
+func runLaneNode(t *testing.T, pcs []string) (node.Ready, map[string]string) {
+	t.Helper()
+	l, err := natsauth.Fleet(pcs, "backend", "operator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf, err := natsauth.Render(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "auth.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pw := map[string]string{}
+	for _, u := range l.Backend {
+		pw[u.Name] = u.Password
+	}
+	for _, a := range l.Agents {
+		pw[a.PC] = a.Password
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan node.Ready, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- node.Run(ctx, node.Options{
+			DataDir: filepath.Join(dir, "data"), HTTP: "127.0.0.1:0", NATSListen: "127.0.0.1:0",
+			NATSSync: embedded.SyncInterval, NATSConfig: path, NodeName: "lanetest", Logger: nodetest.Logger(t),
+		}, func(r node.Ready) { ready <- r })
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("node: %v", err)
+		}
+	})
+	select {
+	case r := <-ready:
+		return r, pw
+	case err := <-done:
+		t.Fatalf("node did not start: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("node not ready in 60s")
+	}
+	return node.Ready{}, nil
+}
+
+// TestLaneOnPerPCCredentials: simulated agents, each on its own pc_id's
+// credential under the generated configuration, do the whole lane (exec
+// with a large output, results projected, live tail, kill, ping), while
+// one agent's credential in an attacker's hands runs the recipes of issue
+// 13 against the same node: nothing reaches another agent, and the
+// projection counts no forged agent.
+func TestLaneOnPerPCCredentials(t *testing.T) {
+	pcs := []string{"sim-pc-0001", "sim-pc-0002", "sim-pc-0003", "sim-pc-0004"}
+	// sim-pc-0005's credential is in the attacker's hands; its agent is
+	// not running (within its own account, a credential holder can reach
+	// its own agent: see the README).
+	r, pw := runLaneNode(t, append(pcs, "sim-pc-0005"))
+	ctx := context.Background()
+	backend, err := nats.Connect(r.NATS, nats.UserInfo("backend", pw["backend"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer backend.Close()
+	f, err := sim.Start(ctx, sim.Options{
+		Conn: backend, Agents: len(pcs), Groups: []string{"g1", "g2"}, Logger: nodetest.Logger(t),
+		AgentConn: func(pc string) (*nats.Conn, error) {
+			return nats.Connect(r.NATS, nats.UserInfo(pc, pw[pc]))
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Stop()
+	aliveAgents := func() (alive []string) {
+		var agents []struct {
+			PCID  string `json:"pc_id"`
+			Alive bool   `json:"alive"`
+		}
+		api(t, r.HTTP, "GET", "/api/agents", "", &agents)
+		for _, a := range agents {
+			if a.Alive {
+				alive = append(alive, a.PCID)
+			}
+		}
+		return alive
+	}
+	waitFor(t, "4 alive agents", func() bool { return len(aliveAgents()) == 4 })
+
+	evil, err := nats.Connect(r.NATS, nats.UserInfo("sim-pc-0005", pw["sim-pc-0005"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer evil.Close()
+	ejs, _ := jetstream.New(evil)
+	forged := `{"id":"evil","version":"1","request_id":"00000000-0000-4000-8000-0000000000e1","exec_id":null,` +
+		`"shell":"sh","script":"# sim: outcome=success duration=10ms\nid","timeout_secs":5,"jitter_secs":null,"run_as":"system","staleness":{"mode":"cached"}}`
+	meta := "$O." + wire.ObjectStoreOutput + ".M." + base64.URLEncoding.EncodeToString([]byte("EVIL1"))
+	if _, err := ejs.Publish(ctx, meta, []byte(forged)); err != nil {
+		t.Fatalf("attacker's meta: %v", err)
+	}
+	for _, reply := range []string{"commands.pc.sim-pc-0002", "commands.pc.sim-pc-0001", "commands.all", "commands.group.g2", "kill.x",
+		"$KV.jobs.evil", "$KV.schedules.evil"} {
+		evil.PublishRequest("$JS.API.DIRECT.GET.OBJ_result_output."+meta, reply, nil)
+		evil.PublishRequest("$JS.API.DIRECT.GET.OBJ_result_output.$O.result_output.C.EVIL1", reply, nil)
+		evil.PublishRequest(wire.Results("evil"), reply, []byte(`{}`))
+	}
+	// 200 fake agents through its own heartbeat subject, one in year 9999.
+	for i := range 200 {
+		b, _ := json.Marshal(wire.Heartbeat{PCID: fmt.Sprintf("fake-%03d", i), At: time.Now(), AgentVersion: "x"})
+		evil.Publish(wire.HeartbeatSubject("sim-pc-0005"), b)
+	}
+	b, _ := json.Marshal(wire.Heartbeat{PCID: "sim-pc-0002", At: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), AgentVersion: "x"})
+	evil.Publish(wire.HeartbeatSubject("sim-pc-0005"), b)
+	evil.Flush()
+	waitFor(t, "the fake heartbeats counted as mismatched", func() bool {
+		var st struct {
+			Heartbeats struct {
+				Mismatched int `json:"mismatched"`
+			} `json:"heartbeats"`
+		}
+		api(t, r.HTTP, "GET", "/api/projector/status", "", &st)
+		return st.Heartbeats.Mismatched >= 201
+	})
+	if alive := aliveAgents(); len(alive) != 4 {
+		t.Fatalf("alive agents %v, want the 4 real ones", alive)
+	}
+
+	// The lane: an exec on all with an output too large for a result.
+	api(t, r.HTTP, "POST", "/api/jobs", `{"id":"big","version":"1.0.0","execute":{"shell":"sh","script":"# sim: outcome=success duration=100ms output=400KiB\nfind /","timeout":"30s"}}`, nil)
+	api(t, r.HTTP, "POST", "/api/jobs", `{"id":"slow","version":"1.0.0","execute":{"shell":"sh","script":"# sim: outcome=success duration=1h output=4MiB\nsleep 3600","timeout":"2h"}}`, nil)
+	var reply struct {
+		ExecID      string `json:"exec_id"`
+		TargetCount int    `json:"target_count"`
+	}
+	api(t, r.HTTP, "POST", "/api/exec/big", `{"target":{"all":true}}`, &reply)
+	if reply.TargetCount != 4 {
+		t.Fatalf("target_count %d, want 4 (fake heartbeats counted?)", reply.TargetCount)
+	}
+	var ex execution
+	waitFor(t, "the exec to complete", func() bool {
+		return api(t, r.HTTP, "GET", "/api/executions/"+reply.ExecID, "", &ex) == 200 && ex.Execution.Status == "completed"
+	})
+	if ex.Execution.SuccessCount != 4 || len(ex.Results) != 4 {
+		t.Fatalf("execution %+v with %d results", ex.Execution, len(ex.Results))
+	}
+	var res struct {
+		Stdout string `json:"stdout"`
+	}
+	api(t, r.HTTP, "GET", "/api/results/"+ex.Results[0].ResultID, "", &res)
+	if len(res.Stdout) < 400<<10 || strings.Contains(res.Stdout, "[kanade: output object") {
+		t.Fatalf("stdout of %d bytes read back from the object store: %.200q", len(res.Stdout), res.Stdout)
+	}
+	// Every agent ran that one Command and nothing forged.
+	if st := f.Stats(); st.Commands != 4 {
+		t.Fatalf("the agents accepted %d Commands, want 4 (the exec's)", st.Commands)
+	}
+
+	// Live tail, then kill, on group g2.
+	api(t, r.HTTP, "POST", "/api/exec/slow", `{"target":{"groups":["g2"]}}`, &reply)
+	var resultID string
+	waitFor(t, "a run of the slow exec", func() bool {
+		if api(t, r.HTTP, "GET", "/api/executions/"+reply.ExecID, "", &ex) != 200 {
+			return false
+		}
+		for _, res := range ex.Results {
+			if res.FinishedAt == nil {
+				resultID = res.ResultID
+				return true
+			}
+		}
+		return false
+	})
+	var tail tailReply
+	waitFor(t, "live output", func() bool {
+		api(t, r.HTTP, "GET", "/api/results/"+resultID+"/tail", "", &tail)
+		return tail.Live && tail.Running && tail.Stdout != ""
+	})
+	api(t, r.HTTP, "POST", "/api/jobs/slow/kill", "", nil)
+	waitFor(t, "the killed exec to complete", func() bool {
+		api(t, r.HTTP, "GET", "/api/executions/"+reply.ExecID, "", &ex)
+		return ex.Execution.Status == "completed"
+	})
+	for _, res := range ex.Results {
+		if res.ExitCode == nil || *res.ExitCode != -1 {
+			t.Errorf("%s: exit %v after kill, want -1", res.PCID, res.ExitCode)
+		}
+	}
+
+	// Ping through the backend's account.
+	m, err := backend.Request(wire.Ping("sim-pc-0003"), nil, 5*time.Second)
+	if err != nil {
+		t.Fatalf("ping: %v", err)
+	}
+	var hb wire.Heartbeat
+	if err := json.Unmarshal(m.Data, &hb); err != nil || hb.PCID != "sim-pc-0003" {
+		t.Fatalf("ping answer %s: %v", m.Data, err)
+	}
+	if st := f.Stats(); st.Commands != 4+int64(len(f.Members("g2"))) {
+		t.Fatalf("the agents accepted %d Commands, want %d", st.Commands, 4+len(f.Members("g2")))
+	}
+}
