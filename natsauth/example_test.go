@@ -177,3 +177,16 @@ func TestExampleConfig(t *testing.T) {
 		t.Fatalf("listener %s", srv.ClientURL())
 	}
 }
+
+func TestAgentCredentials(t *testing.T) {
+	creds, err := natsauth.AgentCredentials("example.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(creds) != 2 || creds["PC1"] != "pc1-secret" || creds["PC2"] != "pc2-secret" {
+		t.Fatalf("credentials %v", creds)
+	}
+	if pcs := natsauth.SortedPCs(creds); len(pcs) != 2 || pcs[0] != "PC1" {
+		t.Fatalf("pcs %v", pcs)
+	}
+}

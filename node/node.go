@@ -190,6 +190,10 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 	} else {
 		natsURL = o.NATSURL
 	}
+	warnings := securityWarnings(o, srv)
+	for _, w := range warnings {
+		log.Warn("security: " + w)
+	}
 
 	// Each connection with the channel its closed handler closes: a drain
 	// ends with the close, so stopping waits on these instead of polling.
@@ -340,7 +344,7 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		if err != nil {
 			return err
 		}
-		v := &clusterView{node: o.NodeName, services: o.Services, gate: gate, proj: proj}
+		v := &clusterView{node: o.NodeName, services: o.Services, gate: gate, proj: proj, warnings: warnings}
 		if err := startClusterView(nc, v, log.With("component", "cluster")); err != nil {
 			return err
 		}

@@ -56,6 +56,9 @@ type Options struct {
 	Agents int
 	Prefix string
 	First  int
+	// PCIDs, when set, are the agents' pc_ids instead (Agents is then
+	// their number): those of a credentials file, say.
+	PCIDs []string
 	// Groups are dealt round-robin: agent i is in Groups[i % len(Groups)].
 	Groups []string
 	// Mix shapes synthetic runs (DefaultMix when zero).
@@ -168,7 +171,11 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		ctx: fctx, cancel: cancel,
 	}
 	for i := range o.Agents {
-		a := &agent{f: f, pcID: fmt.Sprintf("%s%04d", o.Prefix, o.First+i), seen: map[string]time.Time{}, runs: map[string]*run{},
+		pc := fmt.Sprintf("%s%04d", o.Prefix, o.First+i)
+		if len(o.PCIDs) > 0 {
+			pc = o.PCIDs[i]
+		}
+		a := &agent{f: f, pcID: pc, seen: map[string]time.Time{}, runs: map[string]*run{},
 			nc: f.nc, js: js}
 		if o.AgentConn != nil {
 			nc, err := o.AgentConn(a.pcID)
@@ -225,6 +232,16 @@ func (o Options) Validate() error { return o.withDefaults() }
 
 // withDefaults fills the zero options and checks the rest.
 func (o *Options) withDefaults() error {
+	if len(o.PCIDs) > 0 {
+		o.Agents = len(o.PCIDs)
+		seen := map[string]bool{}
+		for _, pc := range o.PCIDs {
+			if !wire.ValidToken(pc) || seen[pc] {
+				return fmt.Errorf("sim: pc_id %q is not a subject token or is listed twice", pc)
+			}
+			seen[pc] = true
+		}
+	}
 	if o.Agents < 1 {
 		return fmt.Errorf("sim: agents must be at least 1, not %d", o.Agents)
 	}
