@@ -228,3 +228,116 @@ func TestLaneOnPerPCCredentials(t *testing.T) {
 		t.Fatalf("the agents accepted %d Commands, want %d", st.Commands, 4+len(f.Members("g2")))
 	}
 }
+
+// TestPoisonAndImpersonationOnTheLane: recipes 3 and 4 sent on an agent's
+// own credential to a node on the generated configuration. The three
+// poison objects become a reject each and a result row with a note, the
+// forged pc_ids are refused, and the lane goes on working for the others.
+func TestPoisonAndImpersonationOnTheLane(t *testing.T) {
+	r, pw := runLaneNode(t, []string{"sim-pc-0001", "sim-pc-0002", "sim-pc-0005"})
+	ctx := context.Background()
+	backend, err := nats.Connect(r.NATS, nats.UserInfo("backend", pw["backend"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer backend.Close()
+	f, err := sim.Start(ctx, sim.Options{Conn: backend, Agents: 2, Logger: nodetest.Logger(t),
+		AgentConn: func(pc string) (*nats.Conn, error) { return nats.Connect(r.NATS, nats.UserInfo(pc, pw[pc])) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Stop()
+	evil, err := nats.Connect(r.NATS, nats.UserInfo("sim-pc-0005", pw["sim-pc-0005"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer evil.Close()
+	ejs, _ := jetstream.New(evil)
+	putMeta := func(key string, info jetstream.ObjectInfo) {
+		info.Name, info.Bucket = key, wire.ObjectStoreOutput
+		b, _ := json.Marshal(info)
+		subj := "$O." + wire.ObjectStoreOutput + ".M." + base64.URLEncoding.EncodeToString([]byte(key))
+		if _, err := ejs.Publish(ctx, subj, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	putMeta("none/stdout", jetstream.ObjectInfo{NUID: "none1", Size: 1 << 20, Chunks: 8})
+	putMeta("self/stdout", jetstream.ObjectInfo{NUID: "self1", ObjectMeta: jetstream.ObjectMeta{
+		Opts: &jetstream.ObjectMetaOptions{Link: &jetstream.ObjectLink{Bucket: wire.ObjectStoreOutput, Name: "self/stdout"}}}})
+	publish := func(subject string, v any) {
+		b, _ := json.Marshal(v)
+		if _, err := ejs.Publish(ctx, subject, b); err != nil {
+			t.Fatalf("%s: %v", subject, err)
+		}
+	}
+	now := time.Now().UTC()
+	for id, key := range map[string]string{"p-long": strings.Repeat("k", 3000), "p-none": "none/stdout", "p-self": "self/stdout"} {
+		publish(wire.Results("req-"+id), wire.ExecResult{ResultID: id, RequestID: "req-" + id, PCID: "sim-pc-0005",
+			ExitCode: 0, StdoutObject: &key, StartedAt: now, FinishedAt: now})
+	}
+	publish(wire.Started("ex-evil", "sim-pc-0005"), wire.EventStarted{ResultID: "p-started", RequestID: "q",
+		ExecID: "ex-evil", PCID: "sim-pc-0002", StartedAt: now})
+
+	// The lane goes on: an exec completes, and its result_ids stay theirs.
+	api(t, r.HTTP, "POST", "/api/jobs", `{"id":"quick","version":"1.0.0","execute":{"shell":"sh","script":"# sim: outcome=success duration=50ms\nid","timeout":"30s"}}`, nil)
+	var reply struct {
+		ExecID string `json:"exec_id"`
+	}
+	waitFor(t, "2 alive agents", func() bool {
+		var agents []struct {
+			Alive bool `json:"alive"`
+		}
+		api(t, r.HTTP, "GET", "/api/agents", "", &agents)
+		n := 0
+		for _, a := range agents {
+			if a.Alive {
+				n++
+			}
+		}
+		return n == 2
+	})
+	api(t, r.HTTP, "POST", "/api/exec/quick", `{"target":{"all":true}}`, &reply)
+	var ex execution
+	waitFor(t, "the exec to complete", func() bool {
+		return api(t, r.HTTP, "GET", "/api/executions/"+reply.ExecID, "", &ex) == 200 && ex.Execution.Status == "completed"
+	})
+	// A leaked result_id sent again from the attacker's PC.
+	victim := ex.Results[0]
+	publish(wire.Results("req-x"), wire.ExecResult{ResultID: victim.ResultID, RequestID: "req-x", PCID: "sim-pc-0005",
+		ExitCode: 1, Stdout: "forged", StartedAt: now, FinishedAt: now})
+
+	for _, id := range []string{"p-long", "p-none", "p-self"} {
+		var res struct {
+			Stdout string `json:"stdout"`
+		}
+		waitFor(t, "poison result "+id, func() bool { return api(t, r.HTTP, "GET", "/api/results/"+id, "", &res) == 200 })
+		if !strings.Contains(res.Stdout, "[kanade: output object result_output/") || !strings.Contains(res.Stdout, "not read") {
+			t.Errorf("%s: stdout %q, want a note", id, res.Stdout)
+		}
+	}
+	waitFor(t, "five rejects (three objects, the started event, the reused result_id)", func() bool {
+		var st struct {
+			Streams []struct {
+				Stream  string `json:"stream"`
+				Rejects int    `json:"rejects"`
+			} `json:"streams"`
+		}
+		api(t, r.HTTP, "GET", "/api/projector/status", "", &st)
+		n := 0
+		for _, s := range st.Streams {
+			n += s.Rejects
+		}
+		return n == 5
+	})
+	var again struct {
+		PCID     string `json:"pc_id"`
+		ExitCode *int64 `json:"exit_code"`
+	}
+	api(t, r.HTTP, "GET", "/api/results/"+victim.ResultID, "", &again)
+	if again.PCID != victim.PCID || again.ExitCode == nil || *again.ExitCode != 0 {
+		t.Fatalf("result %s now %+v, want %s's", victim.ResultID, again, victim.PCID)
+	}
+	if code := api(t, r.HTTP, "GET", "/api/results/p-started", "", nil); code != 404 {
+		t.Fatalf("the started event with another pc_id made a row (%d)", code)
+	}
+}
