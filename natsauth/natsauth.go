@@ -127,13 +127,40 @@ type Export struct {
 const (
 	objStream  = "OBJ_" + wire.ObjectStoreOutput
 	objSubject = "$O." + wire.ObjectStoreOutput
-	kvGroups   = "KV_" + wire.BucketAgentGroups
 )
+
+// KVRead is a KV bucket agents read, and the keys each may read: "{pc}"
+// in a key stands for the agent's pc_id, "*" for any one token. Reads are
+// direct gets naming the key in the API subject; watches (consumers) are
+// not offered, as a consumer's deliver subject is in the backend account.
+type KVRead struct {
+	Bucket string
+	Keys   []string
+}
+
+// AgentKV lists the KV buckets agents read. This backend creates only
+// agent_groups so far; the others are upstream's buckets agents read
+// (revocation, version pin, layered config), ready for when they exist.
+var AgentKV = []KVRead{
+	{Bucket: wire.BucketAgentGroups, Keys: []string{"{pc}"}},
+	{Bucket: "agent_groups_derived", Keys: []string{"{pc}"}},
+	{Bucket: "script_status", Keys: []string{"*"}},
+	{Bucket: "script_current", Keys: []string{"*"}},
+	{Bucket: "agent_config", Keys: []string{"global", "groups.*", "pcs.{pc}", "target_version"}},
+}
+
+func kvKeys(r KVRead, pc string) []string {
+	out := make([]string, len(r.Keys))
+	for i, k := range r.Keys {
+		out[i] = strings.ReplaceAll(k, "{pc}", pc)
+	}
+	return out
+}
 
 // BackendExports are the backend account's exports: the agent side of the
 // lane, for the agent accounts to import (each imports only its own part).
 func BackendExports() []Export {
-	return []Export{
+	out := []Export{
 		// Agent -> backend: publishes (acked through the service's reply).
 		{Service: true, Subject: wire.SubjectResultsAll},
 		{Service: true, Subject: wire.Started("*", "*")},
@@ -143,16 +170,21 @@ func BackendExports() []Export {
 		// Read-only JetStream API: stream lookups and direct gets, the
 		// subject read named in the API subject (never in the body).
 		{Service: true, Subject: "$JS.API.STREAM.INFO." + wire.StreamExec},
-		{Service: true, Subject: "$JS.API.STREAM.INFO." + kvGroups},
 		{Service: true, Subject: "$JS.API.STREAM.INFO." + objStream},
 		{Service: true, Subject: "$JS.API.DIRECT.GET." + wire.StreamExec + "." + wire.SubjectCommandsAny},
-		{Service: true, Subject: "$JS.API.DIRECT.GET." + kvGroups + ".$KV." + wire.BucketAgentGroups + ".*"},
 		{Service: true, Subject: "$JS.API.DIRECT.GET." + objStream + "." + objSubject + ".M.*"},
 		{Service: true, Subject: noJSInfo},
+	}
+	for _, r := range AgentKV {
+		out = append(out,
+			Export{Service: true, Subject: "$JS.API.STREAM.INFO.KV_" + r.Bucket},
+			Export{Service: true, Subject: "$JS.API.DIRECT.GET.KV_" + r.Bucket + ".$KV." + r.Bucket + ".>"})
+	}
+	return append(out, []Export{
 		// Backend -> agents, live.
 		{Subject: wire.SubjectCommandsAny},
 		{Subject: wire.Kill("*")},
-	}
+	}...)
 }
 
 // AgentImports are the imports of pc's account from the backend account:
@@ -160,7 +192,7 @@ func BackendExports() []Export {
 func AgentImports(pc string) []Import {
 	svc := func(s string) Import { return Import{Service: true, Account: BackendAccount, Subject: s} }
 	str := func(s string) Import { return Import{Account: BackendAccount, Subject: s} }
-	return []Import{
+	out := []Import{
 		svc(wire.SubjectResultsAll), // results.{request_id}: the request id is not the pc's
 		svc(wire.Started("*", pc)),
 		svc(wire.HeartbeatSubject(pc)),
@@ -175,9 +207,6 @@ func AgentImports(pc string) []Import {
 		svc("$JS.API.DIRECT.GET." + wire.StreamExec + "." + wire.SubjectCommandsAll),
 		svc("$JS.API.DIRECT.GET." + wire.StreamExec + "." + wire.CommandsGroup("*")),
 		svc("$JS.API.DIRECT.GET." + wire.StreamExec + "." + wire.CommandsPC(pc)),
-		// Its own group membership.
-		svc("$JS.API.STREAM.INFO." + kvGroups),
-		svc("$JS.API.DIRECT.GET." + kvGroups + ".$KV." + wire.BucketAgentGroups + "." + pc),
 		{Service: true, Account: BackendAccount, Subject: noJSInfo, To: "$JS.API.INFO"},
 		// Commands and kills, live.
 		str(wire.SubjectCommandsAll),
@@ -185,6 +214,14 @@ func AgentImports(pc string) []Import {
 		str(wire.CommandsPC(pc)),
 		str(wire.Kill("*")),
 	}
+	// The KV keys it reads (its own group membership, …).
+	for _, r := range AgentKV {
+		out = append(out, svc("$JS.API.STREAM.INFO.KV_"+r.Bucket))
+		for _, k := range kvKeys(r, pc) {
+			out = append(out, svc("$JS.API.DIRECT.GET.KV_"+r.Bucket+".$KV."+r.Bucket+"."+k))
+		}
+	}
+	return out
 }
 
 // AgentExports are the requests pc's agent answers, for the backend only
