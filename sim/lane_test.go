@@ -241,12 +241,20 @@ func TestPoisonAndImpersonationOnTheLane(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer backend.Close()
-	f, err := sim.Start(ctx, sim.Options{Conn: backend, Agents: 2, Logger: nodetest.Logger(t),
+	// A Command published while the agent was away: it replays it on its
+	// own credential (a direct get of its subject in EXEC).
+	bjs, _ := jetstream.New(backend)
+	if _, err := bjs.Publish(ctx, wire.CommandsPC("sim-pc-0002"), []byte(`{"id":"missed","version":"1","request_id":"6d1f6d9e-0000-4000-8000-000000000001",`+
+		`"exec_id":null,"shell":"sh","script":"# sim: outcome=success duration=10ms\nid","timeout_secs":5,"jitter_secs":null,"run_as":"system","staleness":{"mode":"cached"}}`)); err != nil {
+		t.Fatal(err)
+	}
+	f, err := sim.Start(ctx, sim.Options{Conn: backend, Agents: 2, Logger: nodetest.Logger(t), Replay: true,
 		AgentConn: func(pc string) (*nats.Conn, error) { return nats.Connect(r.NATS, nats.UserInfo(pc, pw[pc])) }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Stop()
+	waitFor(t, "the missed Command replayed", func() bool { return f.Stats().ResultsPublished == 1 })
 	evil, err := nats.Connect(r.NATS, nats.UserInfo("sim-pc-0005", pw["sim-pc-0005"]))
 	if err != nil {
 		t.Fatal(err)
