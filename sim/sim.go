@@ -144,6 +144,7 @@ type Fleet struct {
 	subs   []*nats.Subscription
 	owned  []*nats.Conn // the agents' own connections (Options.AgentConn)
 	c      counters
+	gates  gates
 
 	ctx    context.Context
 	cancel context.CancelFunc

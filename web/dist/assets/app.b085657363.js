@@ -7,15 +7,20 @@ import { tokenDialog } from './dialog.fefcff641c.js';
 import { initThemeToggle } from './theme.9bc285ecbb.js';
 import { Lifecycle } from './lifecycle.cf1e604c6c.js';
 import { h, replace } from './dom.3dd86e8f14.js';
-import * as activity from './page-activity.962c226459.js';
-import * as result from './page-result.50d72e6857.js';
+import * as activity from './page-activity.e72af5246d.js';
+import * as result from './page-result.9e463aa79a.js';
 import * as executions from './page-executions.98d07d0ea7.js';
-import * as jobs from './page-jobs.92018d0d8a.js';
+import * as jobs from './page-jobs.6dd504601e.js';
 import * as schedules from './page-schedules.b5892ad3a6.js';
 import * as agents from './page-agents.96f7dc987d.js';
+import * as home from './page-home.e3cad59bbf.js';
 
 const routes = [
+  // Home is the landing page; '/' with a query is an Activity link made
+  // before Activity had its own path, and still opens it.
+  { re: /^\/$/, page: home, nav: 'home', when: (params) => [...params.keys()].length === 0 },
   { re: /^\/$/, page: activity, nav: 'activity' },
+  { re: /^\/activity$/, page: activity, nav: 'activity' },
   { re: /^\/results\/([^/]+)$/, page: result, nav: 'activity' },
   { re: /^\/executions$/, page: executions.list, nav: 'executions' },
   { re: /^\/executions\/([^/]+)$/, page: executions.detail, nav: 'executions' },
@@ -28,7 +33,7 @@ const notFound = {
   title: 'Not found',
   mount(main) {
     replace(main, h('section', { class: 'page', testid: 'not-found' },
-      h('h1', {}, 'Not found'), h('p', {}, 'No such page. ', h('a', { href: '#/' }, 'Go to Activity'))));
+      h('h1', {}, 'Not found'), h('p', {}, 'No such page. ', h('a', { href: '#/' }, 'Go home'))));
   },
 };
 
@@ -41,14 +46,14 @@ function show({ path, params }) {
   let route = null;
   for (const r of routes) {
     match = path.match(r.re);
-    if (match) {
+    if (match && (!r.when || r.when(params))) {
       route = r;
       break;
     }
   }
   const page = route ? route.page : notFound;
   const args = match ? match.slice(1).map(decodeURIComponent) : [];
-  const key = `${path}`;
+  const key = `${path}:${route ? routes.indexOf(route) : -1}`;
   // Same page, other query (Back/Forward between filters): let it adapt.
   if (current && current.key === key && current.handle && current.handle.update) {
     current.handle.update(params);
