@@ -349,3 +349,49 @@ func TestPoisonAndImpersonationOnTheLane(t *testing.T) {
 		t.Fatalf("the started event with another pc_id made a row (%d)", code)
 	}
 }
+
+// TestAgentsAloneReadTheirGates: a fleet with no backend connection at
+// all, only the agents' own credentials, reads the script gates (KV
+// script_status) it needs: a revoked job exits 126.
+func TestAgentsAloneReadTheirGates(t *testing.T) {
+	r, pw := runLaneNode(t, []string{"sim-pc-0001"})
+	ctx := context.Background()
+	f, err := sim.Start(ctx, sim.Options{Agents: 1, Logger: nodetest.Logger(t),
+		AgentConn: func(pc string) (*nats.Conn, error) { return nats.Connect(r.NATS, nats.UserInfo(pc, pw[pc])) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Stop()
+	backend, err := nats.Connect(r.NATS, nats.UserInfo("backend", pw["backend"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer backend.Close()
+	bjs, _ := jetstream.New(backend)
+	kv, err := bjs.KeyValue(ctx, wire.BucketScriptStatus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api(t, r.HTTP, "POST", "/api/jobs", `{"id":"gone","version":"1.0.0","execute":{"shell":"sh","script":"# sim: outcome=success duration=10ms\nid","timeout":"30s"}}`, nil)
+	if _, err := kv.Put(ctx, "gone", []byte(wire.ScriptRevoked)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the agent alive", func() bool {
+		var agents []struct {
+			Alive bool `json:"alive"`
+		}
+		api(t, r.HTTP, "GET", "/api/agents", "", &agents)
+		return len(agents) == 1 && agents[0].Alive
+	})
+	var reply struct {
+		ExecID string `json:"exec_id"`
+	}
+	api(t, r.HTTP, "POST", "/api/exec/gone", `{"target":{"all":true}}`, &reply)
+	var ex execution
+	waitFor(t, "the exec to complete", func() bool {
+		return api(t, r.HTTP, "GET", "/api/executions/"+reply.ExecID, "", &ex) == 200 && ex.Execution.Status == "completed"
+	})
+	if len(ex.Results) != 1 || ex.Results[0].ExitCode == nil || *ex.Results[0].ExitCode != wire.ExitRevoked {
+		t.Fatalf("results %+v, want one exit %d", ex.Results, wire.ExitRevoked)
+	}
+}
