@@ -28,8 +28,9 @@ const (
 	// so a capped output is 65 of them).
 	MaxObjectChunks = 4096
 	// DefaultObjectDeadline bounds the whole read of one object, retries
-	// and the one link hop included.
-	DefaultObjectDeadline = 10 * time.Second
+	// and the one link hop included: under the results gate's default 10 s
+	// leave lag, so one object cannot take a node's read services down.
+	DefaultObjectDeadline = 5 * time.Second
 )
 
 // badObject is an object that will never read as an output: the result
