@@ -5,12 +5,18 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kanade-go/kanade/embedded"
+	"github.com/kanade-go/kanade/nodetest"
+	"github.com/kanade-go/kanade/streams"
 	"github.com/kanade-go/kanade/wire"
 )
 
@@ -100,24 +106,80 @@ func TestPoisonOutputObjects(t *testing.T) {
 	}
 }
 
-// TestAnObjectNotReadByTheDeadline: an object whose chunks are listed but
-// the read cannot finish (a stream that cannot be read) is a note and a
-// reject after the deadline, not a stall.
-func TestObjectDeadline(t *testing.T) {
+// TestObjectSizeLie: a meta whose size is not its chunks' is a note and a
+// reject.
+func TestObjectSizeLie(t *testing.T) {
 	e := newEnv(t, Options{NoService: true, ObjectDeadline: time.Second})
 	ctx := context.Background()
 	obs, _ := e.js.ObjectStore(ctx, wire.ObjectStoreOutput)
-	if _, err := obs.PutBytes(ctx, "slow/stdout", []byte("x")); err != nil {
+	if _, err := obs.PutBytes(ctx, "lie/stdout", []byte("x")); err != nil {
 		t.Fatal(err)
 	}
-	// The chunk count is right but the size a lie: reading waits for
-	// bytes that never come only in a reader without bounds.
-	info, _ := obs.GetInfo(ctx, "slow/stdout")
-	e.putMeta("slow/stdout", jetstream.ObjectInfo{NUID: info.NUID, Size: 10, Chunks: 1})
-	e.result(wire.ExecResult{ResultID: "r1", RequestID: "q1", PCID: "PC1", StdoutObject: ptr("slow/stdout"), FinishedAt: t0})
+	info, _ := obs.GetInfo(ctx, "lie/stdout")
+	e.putMeta("lie/stdout", jetstream.ObjectInfo{NUID: info.NUID, Size: 10, Chunks: 1})
+	e.result(wire.ExecResult{ResultID: "r1", RequestID: "q1", PCID: "PC1", StdoutObject: ptr("lie/stdout"), FinishedAt: t0})
 	e.settle(e.p)
 	if r := resultRow(t, e.n.DB, "r1"); !strings.Contains(r["stdout"], "chunks hold 1 bytes, the meta says 10") {
 		t.Fatalf("stdout %q", r["stdout"])
+	}
+}
+
+// TestObjectDeadline: an object the projector cannot read (here its
+// connection may not read the object store: every try fails) is a note
+// and a reject once the deadline passes, not a stall.
+func TestObjectDeadline(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "auth.conf")
+	os.WriteFile(conf, []byte(`authorization { users = [
+		{user: full, password: full}
+		{user: noobj, password: noobj, permissions: {publish: {deny: ["$JS.API.DIRECT.GET.OBJ_result_output.>", "$JS.API.STREAM.MSG.GET.OBJ_result_output"]}}}
+	] }`), 0o600)
+	srv, err := embedded.Start(embedded.Options{StoreDir: filepath.Join(dir, "nats"), Listen: "127.0.0.1:0",
+		Sync: embedded.SyncInterval, Logger: nodetest.Logger(t), ConfigFile: conf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	full, err := nats.Connect(srv.ClientURL(), nats.UserInfo("full", "full"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer full.Close()
+	js, _ := jetstream.New(full)
+	ctx := context.Background()
+	if err := streams.Ensure(ctx, js, 1, nodetest.Logger(t)); err != nil {
+		t.Fatal(err)
+	}
+	obs, _ := js.ObjectStore(ctx, wire.ObjectStoreOutput)
+	obs.PutBytes(ctx, "a/stdout", bytes.Repeat([]byte("x"), 300<<10))
+	b, _ := json.Marshal(wire.ExecResult{ResultID: "r1", RequestID: "q1", PCID: "PC1", StdoutObject: ptr("a/stdout"), FinishedAt: t0})
+	js.Publish(ctx, wire.Results("q1"), b)
+	b, _ = json.Marshal(wire.ExecResult{ResultID: "r2", RequestID: "q2", PCID: "PC1", Stdout: "after", FinishedAt: t0})
+	js.Publish(ctx, wire.Results("q2"), b)
+
+	nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo("noobj", "noobj"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	db := nodetest.OpenStore(t, filepath.Join(dir, "kanade.db"))
+	start := time.Now()
+	p, err := Start(ctx, Options{Conn: nc, DB: db, NodeName: "t", Logger: nodetest.Logger(t), NoService: true, ObjectDeadline: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	waitFor(t, "the result after the unreadable one", func() bool {
+		return count(t, db, `SELECT count(*) FROM execution_results WHERE result_id = 'r2'`) == 1
+	})
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the unreadable object held the projection for %s", d)
+	}
+	if r := resultRow(t, db, "r1"); !strings.Contains(r["stdout"], "not read within 1s") {
+		t.Fatalf("stdout %q", r["stdout"])
+	}
+	if n := count(t, db, `SELECT count(*) FROM rejects WHERE error LIKE '%not read within%'`); n != 1 {
+		t.Fatalf("%d rejects", n)
 	}
 }
 
