@@ -28,7 +28,7 @@ func simCmd(args []string) error {
 	natsUser := f.String("nats-user", "", "user for --nats-url")
 	natsPassword := f.String("nats-password", "", "password for --nats-url")
 	natsToken := f.String("nats-token", "", "token for --nats-url")
-	natsConfig := f.String("nats-config", "", "a configuration `kanade nats-users` wrote: each agent connects on its own pc_id's credential (the file's agents, --agents of them at most); --nats-user etc. then only write agent_groups")
+	natsConfig := f.String("nats-config", "", "a configuration kanade nats-users wrote: each agent connects on its own pc_id's credential (the file's agents, --agents of them at most); --nats-user etc. then only write agent_groups")
 	agents := f.Int("agents", 10, "how many simulated agents")
 	prefix := f.String("prefix", "sim-pc-", "pc_id prefix: the agents are PREFIX0001, PREFIX0002, …")
 	first := f.Int("first", 1, "number of the first pc_id (run several sim processes side by side)")
