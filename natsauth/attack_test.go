@@ -206,6 +206,15 @@ func TestAgentReadsNoOtherLane(t *testing.T) {
 		t.Fatal("PC1 purged the output store")
 	}
 
+	// Stream lookups go through the backend's relay, which drops the
+	// request's body: no listing of the subjects (here, every pc_id).
+	kv, _ := l.bjs.KeyValue(ctx, wire.BucketAgentGroups)
+	kv.Put(ctx, "PC3", []byte(`["lab"]`))
+	info, err := pc1.Request("$JS.API.STREAM.INFO.KV_agent_groups", []byte(`{"subjects_filter":">"}`), 5*time.Second)
+	if err != nil || !strings.Contains(string(info.Data), `"name":"KV_agent_groups"`) || strings.Contains(string(info.Data), "PC3") {
+		t.Fatalf("stream info through the relay: %v %s", err, info.Data)
+	}
+
 	// Replies meant for others: PC1's _INBOX.> is its own account's.
 	inbox, err := pc1.SubscribeSync("_INBOX.>")
 	if err != nil {

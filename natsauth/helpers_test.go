@@ -54,6 +54,11 @@ func startLane(t *testing.T, pcs ...string) *lane {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
+	relay, err := natsauth.Relay(nc, nodetest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { relay.Unsubscribe() })
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

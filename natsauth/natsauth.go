@@ -167,17 +167,16 @@ func BackendExports() []Export {
 		{Service: true, Subject: wire.HeartbeatSubject("*")},
 		{Service: true, Subject: objSubject + ".C.*"},
 		{Service: true, Subject: objSubject + ".M.*"},
-		// Read-only JetStream API: stream lookups and direct gets, the
-		// subject read named in the API subject (never in the body).
-		{Service: true, Subject: "$JS.API.STREAM.INFO." + wire.StreamExec},
-		{Service: true, Subject: "$JS.API.STREAM.INFO." + objStream},
+		// Read-only JetStream API: stream lookups (through the relay) and
+		// direct gets, the subject read named in the API subject (never in
+		// the body).
+		{Service: true, Subject: StreamInfoRelay + ".*"},
 		{Service: true, Subject: "$JS.API.DIRECT.GET." + wire.StreamExec + "." + wire.SubjectCommandsAny},
 		{Service: true, Subject: "$JS.API.DIRECT.GET." + objStream + "." + objSubject + ".M.*"},
 		{Service: true, Subject: noJSInfo},
 	}
 	for _, r := range AgentKV {
 		out = append(out,
-			Export{Service: true, Subject: "$JS.API.STREAM.INFO.KV_" + r.Bucket},
 			Export{Service: true, Subject: "$JS.API.DIRECT.GET.KV_" + r.Bucket + ".$KV." + r.Bucket + ".>"})
 	}
 	return append(out, []Export{
@@ -192,6 +191,11 @@ func BackendExports() []Export {
 func AgentImports(pc string) []Import {
 	svc := func(s string) Import { return Import{Service: true, Account: BackendAccount, Subject: s} }
 	str := func(s string) Import { return Import{Account: BackendAccount, Subject: s} }
+	// Stream lookups go through the backend's relay (see Relay).
+	info := func(stream string) Import {
+		return Import{Service: true, Account: BackendAccount, Subject: StreamInfoRelay + "." + stream,
+			To: "$JS.API.STREAM.INFO." + stream}
+	}
 	out := []Import{
 		svc(wire.SubjectResultsAll), // results.{request_id}: the request id is not the pc's
 		svc(wire.Started("*", pc)),
@@ -200,10 +204,10 @@ func AgentImports(pc string) []Import {
 		// (a put looks up the key first), never chunks.
 		svc(objSubject + ".C.*"),
 		svc(objSubject + ".M.*"),
-		svc("$JS.API.STREAM.INFO." + objStream),
+		info(objStream),
 		svc("$JS.API.DIRECT.GET." + objStream + "." + objSubject + ".M.*"),
 		// The latest Command of each of its subjects, replayed on reconnect.
-		svc("$JS.API.STREAM.INFO." + wire.StreamExec),
+		info(wire.StreamExec),
 		svc("$JS.API.DIRECT.GET." + wire.StreamExec + "." + wire.SubjectCommandsAll),
 		svc("$JS.API.DIRECT.GET." + wire.StreamExec + "." + wire.CommandsGroup("*")),
 		svc("$JS.API.DIRECT.GET." + wire.StreamExec + "." + wire.CommandsPC(pc)),
@@ -216,7 +220,7 @@ func AgentImports(pc string) []Import {
 	}
 	// The KV keys it reads (its own group membership, …).
 	for _, r := range AgentKV {
-		out = append(out, svc("$JS.API.STREAM.INFO.KV_"+r.Bucket))
+		out = append(out, info("KV_"+r.Bucket))
 		for _, k := range kvKeys(r, pc) {
 			out = append(out, svc("$JS.API.DIRECT.GET.KV_"+r.Bucket+".$KV."+r.Bucket+"."+k))
 		}
@@ -268,7 +272,11 @@ func BackendImports() []Import {
 func AgentPermissions(pc string) Permissions {
 	var p Permissions
 	for _, im := range AgentImports(pc) {
+		if im.To == "$JS.API.INFO" {
+			continue // answers nothing
+		}
 		if im.To != "" {
+			p.PublishAllow = append(p.PublishAllow, im.To)
 			continue
 		}
 		if im.Service {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/kanade-go/kanade/embedded"
 	"github.com/kanade-go/kanade/gateway"
+	"github.com/kanade-go/kanade/natsauth"
 	"github.com/kanade-go/kanade/services/commandsigning"
 	"github.com/kanade-go/kanade/services/projector"
 	"github.com/kanade-go/kanade/services/results"
@@ -375,6 +376,19 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		stops = append(stops, func() { logStop(log, "health", h.Stop()) })
 	}
 
+	// Agents in their own NATS accounts look streams up through this
+	// relay (see natsauth.Relay); every node runs one.
+	{
+		nc, err := connect("agent-relay")
+		if err != nil {
+			return err
+		}
+		sub, err := natsauth.Relay(nc, log.With("component", "agent-relay"))
+		if err != nil {
+			return err
+		}
+		stops = append(stops, func() { sub.Unsubscribe() })
+	}
 	// Every node answers for itself on the cluster view.
 	{
 		nc, err := connect("cluster")
