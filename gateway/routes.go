@@ -78,6 +78,7 @@ func ContractRoutes() []Route {
 		{Service: "schemas", Subject: "kanade.schemas.manifest", Method: "GET", Path: "/api/schemas/manifest.json"},
 		{Service: "health", Subject: health.SubjectFleet, Method: "GET", Path: "/api/health/fleet"},
 		{Service: "jetstream", Subject: health.SubjectJetStream, Method: "GET", Path: "/api/jetstream/status"},
+		{Service: "results", Subject: "kanade.results.output", Method: "GET", Path: "/api/results/{result_id}/output/{stream}", IntParams: []string{"offset", "limit"}},
 	}
 }
 

@@ -2,18 +2,18 @@
 // lifecycle (timers and requests stop when you leave), and wires the header.
 
 import { start } from './router.475a737da2.js';
-import { api, setTokenPrompt, storedToken, forgetToken } from './api.53afe10e09.js';
-import { tokenDialog } from './dialog.fefcff641c.js';
+import { api, setTokenPrompt, storedToken, forgetToken } from './api.fbf53f6f73.js';
+import { tokenDialog } from './dialog.ca5da1cc43.js';
 import { initThemeToggle } from './theme.9bc285ecbb.js';
 import { Lifecycle } from './lifecycle.cf1e604c6c.js';
 import { h, replace } from './dom.3dd86e8f14.js';
-import * as activity from './page-activity.e72af5246d.js';
-import * as result from './page-result.9e463aa79a.js';
-import * as executions from './page-executions.98d07d0ea7.js';
-import * as jobs from './page-jobs.6dd504601e.js';
-import * as schedules from './page-schedules.b5892ad3a6.js';
-import * as agents from './page-agents.96f7dc987d.js';
-import * as home from './page-home.e3cad59bbf.js';
+import * as activity from './page-activity.47b42aff6c.js';
+import * as result from './page-result.93804a891e.js';
+import * as executions from './page-executions.cc4de379b6.js';
+import * as jobs from './page-jobs.dab7a34281.js';
+import * as schedules from './page-schedules.4253c0ce5a.js';
+import * as agents from './page-agents.adb7ae4467.js';
+import * as home from './page-home.a616c0288a.js';
 
 const routes = [
   // Home is the landing page; '/' with a query is an Activity link made
