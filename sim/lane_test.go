@@ -173,11 +173,12 @@ func TestLaneOnPerPCCredentials(t *testing.T) {
 		t.Fatalf("execution %+v with %d results", ex.Execution, len(ex.Results))
 	}
 	var res struct {
-		Stdout string `json:"stdout"`
+		Stdout      string `json:"stdout"`
+		StdoutBytes int    `json:"stdout_bytes"`
 	}
 	api(t, r.HTTP, "GET", "/api/results/"+ex.Results[0].ResultID, "", &res)
-	if len(res.Stdout) < 400<<10 || strings.Contains(res.Stdout, "[kanade: output object") {
-		t.Fatalf("stdout of %d bytes read back from the object store: %.200q", len(res.Stdout), res.Stdout)
+	if res.StdoutBytes < 400<<10 || !strings.HasPrefix(res.Stdout, ex.Results[0].PCID+": running big") {
+		t.Fatalf("stdout of %d bytes read back from the object store: %.200q", res.StdoutBytes, res.Stdout)
 	}
 	// Every agent ran that one Command and nothing forged.
 	if st := f.Stats(); st.Commands != 4 {
