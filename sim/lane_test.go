@@ -18,13 +18,14 @@ import (
 	"github.com/kanade-go/kanade/natsauth"
 	"github.com/kanade-go/kanade/node"
 	"github.com/kanade-go/kanade/nodetest"
+	"github.com/kanade-go/kanade/signing"
 	"github.com/kanade-go/kanade/sim"
 	"github.com/kanade-go/kanade/wire"
 )
 
 // runLaneNode runs a whole node on the configuration `kanade nats-users`
 // generates for pcs; it returns where it listens and every password.
-func runLaneNode(t *testing.T, pcs []string) (node.Ready, map[string]string) {
+func runLaneNode(t *testing.T, pcs []string, opts ...func(*node.Options)) (node.Ready, map[string]string) {
 	t.Helper()
 	l, err := natsauth.Fleet(pcs, "backend", "operator")
 	if err != nil {
@@ -49,12 +50,14 @@ func runLaneNode(t *testing.T, pcs []string) (node.Ready, map[string]string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan node.Ready, 1)
 	done := make(chan error, 1)
-	go func() {
-		done <- node.Run(ctx, node.Options{
-			DataDir: filepath.Join(dir, "data"), HTTP: "127.0.0.1:0", NATSListen: "127.0.0.1:0",
-			NATSSync: embedded.SyncInterval, NATSConfig: path, NodeName: "lanetest", Logger: nodetest.Logger(t),
-		}, func(r node.Ready) { ready <- r })
-	}()
+	o := node.Options{
+		DataDir: filepath.Join(dir, "data"), HTTP: "127.0.0.1:0", NATSListen: "127.0.0.1:0",
+		NATSSync: embedded.SyncInterval, NATSConfig: path, NodeName: "lanetest", Logger: nodetest.Logger(t),
+	}
+	for _, f := range opts {
+		f(&o)
+	}
+	go func() { done <- node.Run(ctx, o, func(r node.Ready) { ready <- r }) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -394,5 +397,64 @@ func TestAgentsAloneReadTheirGates(t *testing.T) {
 	})
 	if len(ex.Results) != 1 || ex.Results[0].ExitCode == nil || *ex.Results[0].ExitCode != wire.ExitRevoked {
 		t.Fatalf("results %+v, want one exit %d", ex.Results, wire.ExitRevoked)
+	}
+}
+
+// TestSignedCommandsAreTheSecondWall: what NATS leaves open, a credential
+// holder reaching its own agent with a forged Command through a reply, is
+// refused by an agent that verifies signatures, while the backend's signed
+// Commands still run.
+func TestSignedCommandsAreTheSecondWall(t *testing.T) {
+	signer, _, err := signing.Generate("lane-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, err := signing.NewKeyring([]signing.KeyringEntry{signer.KeyringEntry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, pw := runLaneNode(t, []string{"sim-pc-0001"}, func(o *node.Options) { o.Signer = signer })
+	ctx := context.Background()
+	f, err := sim.Start(ctx, sim.Options{Agents: 1, Keyring: ring, Logger: nodetest.Logger(t),
+		AgentConn: func(pc string) (*nats.Conn, error) { return nats.Connect(r.NATS, nats.UserInfo(pc, pw[pc])) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Stop()
+	// The attacker holds the same PC's credential.
+	evil, err := nats.Connect(r.NATS, nats.UserInfo("sim-pc-0001", pw["sim-pc-0001"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer evil.Close()
+	ejs, _ := jetstream.New(evil)
+	forged := `{"id":"evil","version":"1","request_id":"00000000-0000-4000-8000-0000000000e2","exec_id":null,` +
+		`"shell":"sh","script":"# sim: outcome=success duration=10ms\nid","timeout_secs":5,"jitter_secs":null,"run_as":"system","staleness":{"mode":"cached"}}`
+	meta := "$O." + wire.ObjectStoreOutput + ".M." + base64.URLEncoding.EncodeToString([]byte("EVIL2"))
+	if _, err := ejs.Publish(ctx, meta, []byte(forged)); err != nil {
+		t.Fatal(err)
+	}
+	evil.PublishRequest("$JS.API.DIRECT.GET.OBJ_result_output."+meta, wire.CommandsPC("sim-pc-0001"), nil)
+	evil.Flush()
+	waitFor(t, "the forged Command refused", func() bool { return f.Stats().Refused == 1 })
+
+	api(t, r.HTTP, "POST", "/api/jobs", `{"id":"ok","version":"1.0.0","execute":{"shell":"sh","script":"# sim: outcome=success duration=10ms\nid","timeout":"30s"}}`, nil)
+	waitFor(t, "the agent alive", func() bool {
+		var agents []struct {
+			Alive bool `json:"alive"`
+		}
+		api(t, r.HTTP, "GET", "/api/agents", "", &agents)
+		return len(agents) == 1 && agents[0].Alive
+	})
+	var reply struct {
+		ExecID string `json:"exec_id"`
+	}
+	api(t, r.HTTP, "POST", "/api/exec/ok", `{"target":{"all":true}}`, &reply)
+	var ex execution
+	waitFor(t, "the signed exec to complete", func() bool {
+		return api(t, r.HTTP, "GET", "/api/executions/"+reply.ExecID, "", &ex) == 200 && ex.Execution.Status == "completed"
+	})
+	if ex.Execution.SuccessCount != 1 || f.Stats().Commands != 1 || f.Stats().Refused != 1 {
+		t.Fatalf("execution %+v, agent %v", ex.Execution, f.Stats())
 	}
 }
