@@ -254,6 +254,25 @@ func TestAgentCannotSpeakForAnother(t *testing.T) {
 	if _, err := ajs.Publish(sctx, wire.Started("ex-1", "PC2"), []byte(`{}`)); err == nil {
 		t.Fatal("PC1 published PC2's started event")
 	}
+	// A result in PC2's name: refused by the backend's results relay, which
+	// knows the sender from the subject its import maps to.
+	results, _ := l.bjs.Stream(ctx, wire.StreamResults)
+	_, err := ajs.Publish(ctx, wire.Results("q1"), []byte(`{"result_id":"r1","request_id":"q1","pc_id":"PC2","exit_code":0}`))
+	if err == nil || !strings.Contains(err.Error(), `must carry pc_id "PC1"`) {
+		t.Fatalf("a result claiming PC2: %v", err)
+	}
+	if _, err := ajs.Publish(ctx, wire.Results("q1"), []byte(`{"result_id":"r1","request_id":"q1","pc_id":"PC1","exit_code":0}`),
+		jetstream.WithMsgID("m1")); err != nil {
+		t.Fatalf("its own result: %v", err)
+	}
+	// Headers pass (the message id de-duplicates), and only its own is stored.
+	if ack, err := ajs.Publish(ctx, wire.Results("q1"), []byte(`{"result_id":"r1","request_id":"q1","pc_id":"PC1","exit_code":0}`),
+		jetstream.WithMsgID("m1")); err != nil || !ack.Duplicate {
+		t.Fatalf("a retried publish: %v %+v", err, ack)
+	}
+	if info, _ := results.Info(ctx); info.State.Msgs != 1 {
+		t.Fatalf("RESULTS holds %d messages, want 1", info.State.Msgs)
+	}
 	for _, s := range []string{"commands.pc.PC2", "commands.all", "kill.x", "kanade.results.list", "$KV.jobs.x", "agents.PC2.ping"} {
 		pc1.Publish(s, []byte(`{}`))
 		v.waitFor(t, "publish", s)

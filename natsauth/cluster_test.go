@@ -60,7 +60,7 @@ func TestLaneOnAThreeNodeCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer relay.Unsubscribe()
+	defer relay()
 	bjs, _ := jetstream.New(backend)
 	for {
 		ectx, ecancel := context.WithTimeout(ctx, 10*time.Second)
@@ -87,7 +87,7 @@ func TestLaneOnAThreeNodeCluster(t *testing.T) {
 	}
 	defer agent.Close()
 	ajs, _ := jetstream.New(agent)
-	if _, err := ajs.Publish(ctx, wire.Results("q1"), []byte(`{}`)); err != nil {
+	if _, err := ajs.Publish(ctx, wire.Results("q1"), []byte(`{"pc_id":"PC1"}`)); err != nil {
 		t.Fatalf("result from another node: %v", err)
 	}
 	exec, err := ajs.Stream(ctx, wire.StreamExec)

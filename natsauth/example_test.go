@@ -99,6 +99,11 @@ func TestExampleConfig(t *testing.T) {
 	if err := streams.Ensure(ctx, bjs, 1, nodetest.Logger(t)); err != nil {
 		t.Fatalf("streams as the internal user: %v", err)
 	}
+	stopRelay, err := natsauth.Relay(backend, nodetest.Logger(t)) // as every node runs it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopRelay()
 	api, err := backend.Subscribe("kanade.results.list", func(m *nats.Msg) { m.Respond([]byte("[]")) })
 	if err != nil {
 		t.Fatal(err)

@@ -58,7 +58,7 @@ func startLane(t *testing.T, pcs ...string) *lane {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { relay.Unsubscribe() })
+	t.Cleanup(relay)
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -161,8 +161,9 @@ func kvKeys(r KVRead, pc string) []string {
 // lane, for the agent accounts to import (each imports only its own part).
 func BackendExports() []Export {
 	out := []Export{
-		// Agent -> backend: publishes (acked through the service's reply).
-		{Service: true, Subject: wire.SubjectResultsAll},
+		// Agent -> backend: publishes (acked through the service's reply);
+		// results through the relay, which checks their pc_id.
+		{Service: true, Subject: ResultsRelay + ".*.>"},
 		{Service: true, Subject: wire.Started("*", "*")},
 		{Service: true, Subject: wire.HeartbeatSubject("*")},
 		{Service: true, Subject: objSubject + ".C.*"},
@@ -197,7 +198,9 @@ func AgentImports(pc string) []Import {
 			To: "$JS.API.STREAM.INFO." + stream}
 	}
 	out := []Import{
-		svc(wire.SubjectResultsAll), // results.{request_id}: the request id is not the pc's
+		// results.{request_id}: the request id is not the pc's, so the
+		// import names it for the relay (see Relay).
+		{Service: true, Account: BackendAccount, Subject: ResultsRelay + "." + pc + ".>", To: wire.SubjectResultsAll},
 		svc(wire.Started("*", pc)),
 		svc(wire.HeartbeatSubject(pc)),
 		// Outputs over 256 KiB: chunks and meta; reading back only metas

@@ -376,18 +376,18 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		stops = append(stops, func() { logStop(log, "health", h.Stop()) })
 	}
 
-	// Agents in their own NATS accounts look streams up through this
-	// relay (see natsauth.Relay); every node runs one.
+	// Agents in their own NATS accounts look streams up and publish
+	// results through this relay (see natsauth.Relay); every node runs one.
 	{
 		nc, err := connect("agent-relay")
 		if err != nil {
 			return err
 		}
-		sub, err := natsauth.Relay(nc, log.With("component", "agent-relay"))
+		stop, err := natsauth.Relay(nc, log.With("component", "agent-relay"))
 		if err != nil {
 			return err
 		}
-		stops = append(stops, func() { sub.Unsubscribe() })
+		stops = append(stops, stop)
 	}
 	// Every node answers for itself on the cluster view.
 	{
