@@ -198,6 +198,7 @@ func (a *agent) finish(cmd wire.Command, r *run, exit int64, startedAt time.Time
 	}
 	if a.f.publish(wire.Results(cmd.RequestID), res, r.resultID) {
 		a.f.c.results.Add(1)
+		a.logf("command %s request_id=%s result_id=%s finished exit_code=%d skipped=%v", cmd.ID, cmd.RequestID, r.resultID, exit, res.Skipped)
 	}
 }
 

@@ -182,6 +182,11 @@ type Heartbeat struct {
 	LastLogonDisplayName *string   `json:"last_logon_display_name,omitempty"`
 	CommandKeys          []string  `json:"command_keys,omitempty"`
 	QuarantinedVersions  []string  `json:"quarantined_versions,omitempty"`
+	// Enforcing says the agent refuses unsigned Commands; nil when the
+	// agent does not report it.
+	Enforcing             *bool  `json:"enforcing,omitempty"`
+	AgentDiskReadBytes    *int64 `json:"agent_disk_read_bytes,omitempty"`
+	AgentDiskWrittenBytes *int64 `json:"agent_disk_written_bytes,omitempty"`
 }
 
 // JobTailRequest asks an agent for the live output of one run.
