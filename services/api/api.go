@@ -295,7 +295,7 @@ func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, ints []string
 	case json.RawMessage:
 		body = v
 	default:
-		body, err = json.Marshal(v)
+		body, err = encodeJSON(v)
 		if err != nil {
 			log.Error("encode reply", "err", err)
 			fail(&Error{Status: http.StatusInternalServerError, Message: "internal error"})

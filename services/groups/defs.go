@@ -142,8 +142,22 @@ type Defs struct {
 	// Replicas of the lazily created buckets.
 	Replicas int
 
-	mu    sync.Mutex
-	cache map[string]resolved
+	mu      sync.Mutex
+	cache   map[string]resolved
+	changed chan struct{} // poked on each edit made here (the materializer)
+}
+
+// poke tells the materializer a definition changed.
+func (s *Defs) poke() {
+	s.mu.Lock()
+	ch := s.changed
+	s.mu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
 }
 
 type resolved struct {
@@ -234,6 +248,7 @@ func (s *Defs) Put(ctx context.Context, body []byte, contentType string) (DefSum
 		return DefSummary{}, fmt.Errorf("write group_defs %s: %w", d.ID, err)
 	}
 	s.forget(d.ID)
+	s.poke()
 	// The YAML mirror is best effort, as upstream's.
 	text := body
 	if !isYAML {
@@ -318,6 +333,7 @@ func (s *Defs) Delete(ctx context.Context, id string) error {
 		ykv.Delete(ctx, id)
 	}
 	s.forget(id)
+	s.poke()
 	return nil
 }
 
@@ -476,6 +492,9 @@ func (m *Materializer) Run(ctx context.Context) {
 		m.Interval = time.Minute
 	}
 	changed := make(chan struct{}, 1)
+	m.Defs.mu.Lock()
+	m.Defs.changed = changed
+	m.Defs.mu.Unlock()
 	go m.watchDefs(ctx, changed)
 	t := time.NewTicker(m.Interval)
 	defer t.Stop()
@@ -501,13 +520,18 @@ func (m *Materializer) watchDefs(ctx context.Context, changed chan<- struct{}) {
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(5 * time.Second):
+			case <-time.After(time.Second):
 				continue
 			}
 		}
 		w, err := kv.WatchAll(ctx, jetstream.UpdatesOnly())
 		if err != nil {
 			continue
+		}
+		// Edits made before the watch began (another node's) count too.
+		select {
+		case changed <- struct{}{}:
+		default:
 		}
 		for e := range w.Updates() {
 			if e == nil {
