@@ -16,6 +16,7 @@
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { fleetSteps } from './fleet.mjs';
 
 const base = process.argv[2];
 if (!base) {
@@ -459,6 +460,8 @@ await step('a stored schedule the engine cannot use shows its error', async () =
   await page.screenshot({ path: join(shotDir, 'schedules-error-light.png') });
 });
 
+await fleetSteps({ page, step, api, poll, tid, go, shotDir, base, token });
+
 // Every page in both themes, at desktop and phone width.
 await step('screenshots of every page, light and dark', async () => {
   const resultId = (await api(`/api/results?job_id=${encodeURIComponent('^' + SLOW_JOB + '$')}&limit=1`))[0].result_id;
@@ -472,6 +475,8 @@ await step('screenshots of every page, light and dark', async () => {
     ['jobs', '/jobs', 'jobs-page', tid('job-row')],
     ['schedules', '/schedules', 'schedules-page', tid('schedule-row')],
     ['agents', '/agents', 'agents-page', tid('agent-row')],
+    ['agent', `/agents/${encodeURIComponent(pcs[0])}`, 'agent-page', tid('agent-state')],
+    ['groups', '/groups', 'groups-page', tid('group-row')],
   ];
   for (const [width, tag] of [[1280, ''], [390, '-phone']]) {
     await page.setViewportSize({ width, height: width > 500 ? 800 : 844 });

@@ -13,6 +13,8 @@ import * as executions from './page-executions.js';
 import * as jobs from './page-jobs.js';
 import * as schedules from './page-schedules.js';
 import * as agents from './page-agents.js';
+import * as agent from './page-agent.js';
+import * as groupsPage from './page-groups.js';
 
 const routes = [
   { re: /^\/$/, page: activity, nav: 'activity' },
@@ -22,6 +24,8 @@ const routes = [
   { re: /^\/jobs$/, page: jobs, nav: 'jobs' },
   { re: /^\/schedules$/, page: schedules, nav: 'schedules' },
   { re: /^\/agents$/, page: agents, nav: 'agents' },
+  { re: /^\/agents\/([^/]+)$/, page: agent, nav: 'agents' },
+  { re: /^\/groups$/, page: groupsPage, nav: 'groups' },
 ];
 
 const notFound = {

@@ -2,17 +2,19 @@
 // lifecycle (timers and requests stop when you leave), and wires the header.
 
 import { start } from './router.475a737da2.js';
-import { api, setTokenPrompt, storedToken, forgetToken } from './api.53afe10e09.js';
+import { api, setTokenPrompt, storedToken, forgetToken } from './api.5cda6b6686.js';
 import { tokenDialog } from './dialog.fefcff641c.js';
 import { initThemeToggle } from './theme.9bc285ecbb.js';
 import { Lifecycle } from './lifecycle.cf1e604c6c.js';
 import { h, replace } from './dom.3dd86e8f14.js';
-import * as activity from './page-activity.962c226459.js';
-import * as result from './page-result.50d72e6857.js';
-import * as executions from './page-executions.98d07d0ea7.js';
-import * as jobs from './page-jobs.92018d0d8a.js';
-import * as schedules from './page-schedules.b5892ad3a6.js';
-import * as agents from './page-agents.96f7dc987d.js';
+import * as activity from './page-activity.beda959563.js';
+import * as result from './page-result.85144bda3b.js';
+import * as executions from './page-executions.941408eadc.js';
+import * as jobs from './page-jobs.21e0397e97.js';
+import * as schedules from './page-schedules.8fdc14010a.js';
+import * as agents from './page-agents.c68950801d.js';
+import * as agent from './page-agent.c6149a9513.js';
+import * as groupsPage from './page-groups.21b0f8fa3c.js';
 
 const routes = [
   { re: /^\/$/, page: activity, nav: 'activity' },
@@ -22,6 +24,8 @@ const routes = [
   { re: /^\/jobs$/, page: jobs, nav: 'jobs' },
   { re: /^\/schedules$/, page: schedules, nav: 'schedules' },
   { re: /^\/agents$/, page: agents, nav: 'agents' },
+  { re: /^\/agents\/([^/]+)$/, page: agent, nav: 'agents' },
+  { re: /^\/groups$/, page: groupsPage, nav: 'groups' },
 ];
 
 const notFound = {

@@ -2,7 +2,7 @@
 // disable one, preview its next fires, add or edit one as YAML.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api } from './api.53afe10e09.js';
+import { api } from './api.5cda6b6686.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
 import { timeEl, agoEl, tickAgo, errorText } from './format.31eef2b48b.js';
 import { confirmDialog, yamlDialog } from './dialog.fefcff641c.js';

@@ -62,7 +62,15 @@ async function askToken(rejected) {
 // api('GET', '/api/results', {query: {limit: 50}}) -> parsed JSON, or null
 // for an empty body (204). body: an object is sent as JSON, a string as-is
 // with contentType.
-export async function api(method, path, { query, body, contentType, signal } = {}) {
+export async function api(method, path, opts = {}) {
+  return (await apiFull(method, path, opts)).value;
+}
+
+// apiFull is api with the response beside the value: {value, text, headers,
+// status}. value is the parsed JSON for a JSON answer, else null (a text
+// answer, such as an agent's log, is in text). Paging headers
+// (X-Total-Count) are in headers.
+export async function apiFull(method, path, { query, body, contentType, signal } = {}) {
   let url = path;
   if (query) {
     const q = new URLSearchParams();
@@ -94,12 +102,14 @@ export async function api(method, path, { query, body, contentType, signal } = {
     }
     const text = await res.text();
     if (!res.ok) throw new ApiError(res.status, text.trim() || res.statusText || `HTTP ${res.status}`);
-    if (text === '') return null;
+    const out = { value: null, text, headers: res.headers, status: res.status };
+    if (text === '' || !(res.headers.get('Content-Type') || 'application/json').includes('json')) return out;
     try {
-      return JSON.parse(text);
+      out.value = JSON.parse(text);
     } catch {
       throw new ApiError(res.status, `bad JSON from ${path}`);
     }
+    return out;
   }
 }
 
