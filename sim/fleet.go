@@ -355,16 +355,20 @@ func (f *Fleet) watchFleetKV(ctx context.Context) error {
 		}},
 	}
 	for _, b := range buckets {
+		// A bucket that is missing (an older backend) or that this
+		// connection may not read is not followed: the fleet runs on its
+		// start-up groups, as an agent without the rights would.
 		kv, err := f.js.KeyValue(ctx, b.bucket)
-		if errors.Is(err, jetstream.ErrBucketNotFound) {
-			continue // an older backend: nothing to follow
-		}
 		if err != nil {
-			return fmt.Errorf("sim: kv %s: %w", b.bucket, err)
+			if !errors.Is(err, jetstream.ErrBucketNotFound) {
+				f.log.Warn("sim: not following a fleet bucket", "bucket", b.bucket, "err", err)
+			}
+			continue
 		}
 		w, err := kv.WatchAll(f.ctx)
 		if err != nil {
-			return fmt.Errorf("sim: watch %s: %w", b.bucket, err)
+			f.log.Warn("sim: not following a fleet bucket", "bucket", b.bucket, "err", err)
+			continue
 		}
 		ready := make(chan struct{})
 		apply := b.apply
@@ -397,6 +401,8 @@ func (f *Fleet) watchFleetKV(ctx context.Context) error {
 		case <-ready:
 		case <-ctx.Done():
 			return fmt.Errorf("sim: watch %s: %w", b.bucket, ctx.Err())
+		case <-time.After(10 * time.Second):
+			f.log.Warn("sim: a fleet bucket's current values did not arrive; following it from now on", "bucket", b.bucket)
 		}
 	}
 	return nil
