@@ -82,6 +82,8 @@ func ContractRoutes() []Route {
 		{Service: "groups", Subject: "kanade.groups.pc_put", Method: "PUT", Path: "/api/agents/{pc_id}/groups"},
 		{Service: "groups", Subject: "kanade.groups.pc_add", Method: "POST", Path: "/api/agents/{pc_id}/groups"},
 		{Service: "groups", Subject: "kanade.groups.pc_remove", Method: "DELETE", Path: "/api/agents/{pc_id}/groups/{group}"},
+		{Service: "groups", Subject: "kanade.groups.email_get", Method: "GET", Path: "/api/groups/{name}/email"},
+		{Service: "groups", Subject: "kanade.groups.email_put", Method: "PUT", Path: "/api/groups/{name}/email"},
 		{Service: "groups", Subject: "kanade.groups.defs_list", Method: "GET", Path: "/api/group-defs"},
 		{Service: "groups", Subject: "kanade.groups.defs_put", Method: "POST", Path: "/api/group-defs"},
 		{Service: "groups", Subject: "kanade.groups.defs_yaml", Method: "GET", Path: "/api/group-defs/{id}/yaml"},

@@ -248,3 +248,23 @@ func TestGroupDefsAndMaterializer(t *testing.T) {
 		t.Errorf("overview:\n%s\nwant\n%s", body, want)
 	}
 }
+
+func TestGroupContacts(t *testing.T) {
+	e := start(t, false)
+	steps := []struct{ subject, body, code, want string }{
+		{"kanade.groups.email_get", `{"name":"lab"}`, "", `{"emails":[]}`},
+		{"kanade.groups.email_put", `{"name":"lab","emails":[" Ops@Example.com ","","a@localhost","ops@example.com"]}`, "", `{"emails":["a@localhost","ops@example.com"]}`},
+		{"kanade.groups.email_put", `{"name":"lab","emails":["not an address"]}`, "400", `not a valid email address: "not an address"`},
+		{"kanade.groups.email_put", `{"name":"lab"}`, "422", "missing field `emails`"},
+		{"kanade.groups.email_get", `{"name":"lab"}`, "", `{"emails":["a@localhost","ops@example.com"]}`},
+	}
+	for _, s := range steps {
+		if code, body := e.call(t, s.subject, s.body); code != s.code || body != s.want {
+			t.Errorf("%s %s: %s %q, want %s %q", s.subject, s.body, code, body, s.code, s.want)
+		}
+	}
+	// A group named only by its contacts is in the overview.
+	if _, body := e.call(t, "kanade.groups.list", ``); body != `{"groups":[{"name":"lab","members":[],"has_config":false,"emails":["a@localhost","ops@example.com"]}]}` {
+		t.Errorf("overview %s", body)
+	}
+}

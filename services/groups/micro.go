@@ -153,6 +153,31 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 					}
 					return m.Remove(ctx, p.PCID, p.Group)
 				}},
+			{Name: "email_get", Subject: "kanade.groups.email_get", HTTP: "GET /api/groups/{name}/email", Tier: api.TierViewer,
+				Handler: func(ctx context.Context, r api.Request) (any, error) {
+					var p struct {
+						Name string `json:"name"`
+					}
+					if err := api.Params(r, &p); err != nil {
+						return nil, err
+					}
+					return GetContacts(ctx, lazyKV(BucketGroupContacts), p.Name)
+				}},
+			{Name: "email_put", Subject: "kanade.groups.email_put", HTTP: "PUT /api/groups/{name}/email", Tier: api.TierOperator,
+				Audit: "group_contacts_put", AuditTarget: "name",
+				Handler: func(ctx context.Context, r api.Request) (any, error) {
+					var p struct {
+						Name   string    `json:"name"`
+						Emails *[]string `json:"emails"`
+					}
+					if err := api.Params(r, &p); err != nil {
+						return nil, err
+					}
+					if p.Emails == nil {
+						return nil, api.Errorf(http.StatusUnprocessableEntity, "missing field `emails`")
+					}
+					return PutContacts(ctx, lazyKV(BucketGroupContacts), p.Name, *p.Emails)
+				}},
 			{Name: "defs_list", Subject: "kanade.groups.defs_list", HTTP: "GET /api/group-defs", Tier: api.TierViewer,
 				Handler: func(ctx context.Context, r api.Request) (any, error) { return s.Defs.List(ctx) }},
 			{Name: "defs_put", Subject: "kanade.groups.defs_put", HTTP: "POST /api/group-defs", Tier: api.TierOperator,
