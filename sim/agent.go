@@ -123,6 +123,8 @@ func (a *agent) execute(ctx context.Context, cmd wire.Command, r *run, received 
 			t.Stop()
 		}
 	}
+	release := a.admit(ctx) // max_local_concurrent, from the layered config
+	defer release()
 	if ctx.Err() == nil {
 		startedAt = now()
 		if r.execID != "" {

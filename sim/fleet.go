@@ -42,6 +42,7 @@ type agentState struct {
 	grpSubs  map[string]*nats.Subscription
 	config   agentconfig.Effective
 	hbEvery  time.Duration // 0: Options.Heartbeat
+	active   int           // runs admitted and not finished
 	log      []string
 	logBytes int
 }
@@ -406,4 +407,35 @@ func (f *Fleet) watchFleetKV(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// admit waits for a run slot under the agent's max_local_concurrent (no
+// bound when unset) and returns its release; a run whose context ends
+// while it waits gets a no-op release and goes on to notice the end.
+func (a *agent) admit(ctx context.Context) (release func()) {
+	st := a.s()
+	logged := false
+	for {
+		st.mu.Lock()
+		limit := st.config.MaxLocalConcurrent
+		if limit == nil || st.active < int(*limit) {
+			st.active++
+			st.mu.Unlock()
+			return func() {
+				st.mu.Lock()
+				st.active--
+				st.mu.Unlock()
+			}
+		}
+		st.mu.Unlock()
+		if !logged {
+			logged = true
+			a.logf("run waits: max_local_concurrent=%d reached", *limit)
+		}
+		select {
+		case <-ctx.Done():
+			return func() {}
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/kanade-go/kanade/embedded"
 	"github.com/kanade-go/kanade/nodetest"
 	"github.com/kanade-go/kanade/sim"
+	"github.com/kanade-go/kanade/wire"
 )
 
 // httpReply is a raw HTTP answer.
@@ -227,4 +229,58 @@ func TestFleetThroughTheAPI(t *testing.T) {
 			t.Errorf("delete again: %d %s", rep.status, rep.body)
 		}
 	})
+}
+
+// Agents follow their groups from KV in both subscription modes, and run
+// at most max_local_concurrent Commands at once, as their layered config says.
+func TestFleetFollowsGroupsAndConfig(t *testing.T) {
+	for _, mode := range []sim.Subscriptions{sim.Shared, sim.PerAgent} {
+		t.Run(string(mode), func(t *testing.T) {
+			n := nodetest.Start(t)
+			f := startFleet(t, n, sim.Options{Agents: 2, Groups: []string{"g1"}, Subscriptions: mode})
+			js := n.JetStream(t)
+			ctx := context.Background()
+			groups, _ := js.KeyValue(ctx, wire.BucketAgentGroups)
+			derived, _ := js.KeyValue(ctx, wire.BucketAgentGroupsDerived)
+			config, _ := js.KeyValue(ctx, wire.BucketAgentConfig)
+
+			// Moved from g1 to g2 by hand, and in "win" by a definition.
+			groups.Put(ctx, "sim-pc-0001", []byte(`{"groups":["g2"]}`))
+			derived.Put(ctx, "sim-pc-0001", []byte(`{"groups":["win"]}`))
+			waitFor(t, "the agent to follow", func() bool { return slices.Equal(f.Groups("sim-pc-0001"), []string{"g2", "win"}) })
+			cmd := command("# sim: outcome=success duration=10ms", true)
+			publish(t, js, cmd, wire.CommandsGroup("g1"), wire.CommandsGroup("win"))
+			waitIdle(t, f, 2)
+			if got := slices.Sorted(maps.Keys(results(t, js, cmd.RequestID))); !slices.Equal(got, []string{"sim-pc-0001", "sim-pc-0002"}) {
+				t.Fatalf("results from %v", got)
+			}
+			// Left g1: its next Command does not reach the agent.
+			cmd2 := command("# sim: outcome=success duration=10ms", true)
+			publish(t, js, cmd2, wire.CommandsGroup("g1"))
+			waitIdle(t, f, 3)
+			if got := slices.Sorted(maps.Keys(results(t, js, cmd2.RequestID))); !slices.Equal(got, []string{"sim-pc-0002"}) {
+				t.Fatalf("g1 results from %v", got)
+			}
+
+			// One run at a time on sim-pc-0002.
+			config.Put(ctx, "pcs.sim-pc-0002", []byte(`{"max_local_concurrent":1}`))
+			waitFor(t, "the config applied", func() bool {
+				m := f.Config("sim-pc-0002").MaxLocalConcurrent
+				return m != nil && *m == 1
+			})
+			a, b := command("# sim: outcome=success duration=300ms", false), command("# sim: outcome=success duration=300ms", false)
+			publish(t, js, a, wire.CommandsPC("sim-pc-0002"))
+			publish(t, js, b, wire.CommandsPC("sim-pc-0002"))
+			waitIdle(t, f, 5)
+			ra, rb := results(t, js, a.RequestID)["sim-pc-0002"], results(t, js, b.RequestID)["sim-pc-0002"]
+			first, second := ra, rb
+			if rb.StartedAt.Before(ra.StartedAt) {
+				first, second = rb, ra
+			}
+			if second.StartedAt.Before(first.FinishedAt) {
+				t.Errorf("two runs at once under max_local_concurrent 1: %v-%v and %v-%v",
+					first.StartedAt, first.FinishedAt, second.StartedAt, second.FinishedAt)
+			}
+		})
+	}
 }
