@@ -65,6 +65,7 @@ func ContractRoutes() []Route {
 		{Service: "schedules", Subject: "kanade.schedules.disable", Method: "POST", Path: "/api/schedules/{id}/disable"},
 		{Service: "schedules", Subject: "kanade.schedules.preview", Method: "GET", Path: "/api/schedules/{id}/preview", IntParams: []string{"count"}},
 		{Service: "schedules", Subject: "kanade.schedules.upcoming", Method: "GET", Path: "/api/schedules/upcoming", IntParams: []string{"limit"}},
+		{Service: "command-signing", Subject: "kanade.command_signing.get", Method: "GET", Path: "/api/command-signing"},
 		// Fleet: agents, groups, layered config.
 		{Service: "agents", Subject: "kanade.agents.versions", Method: "GET", Path: "/api/agents/versions"},
 		{Service: "agents", Subject: "kanade.agents.meta_keys", Method: "GET", Path: "/api/agents/meta-keys"},

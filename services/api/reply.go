@@ -1,10 +1,6 @@
 package api
 
-import (
-	"bytes"
-	"encoding/json"
-	"strconv"
-)
+import "strconv"
 
 // HeaderStatus is the reply header through which a handler answers with a
 // success status other than 200 (or 204 for an empty body), and with a
@@ -37,16 +33,4 @@ func (r Reply) headers() map[string][]string {
 		h[HeaderStatus] = []string{strconv.Itoa(r.Status)}
 	}
 	return h
-}
-
-// encodeJSON is a reply's JSON without HTML escaping: "<" stays one byte,
-// not the six of "\u003c" (script output is full of them).
-func encodeJSON(v any) ([]byte, error) {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }

@@ -25,6 +25,7 @@ import (
 
 	"github.com/kanade-go/kanade/services/api"
 	"github.com/kanade-go/kanade/services/groups"
+	"github.com/kanade-go/kanade/signing"
 	"github.com/kanade-go/kanade/store"
 	"github.com/kanade-go/kanade/wire"
 )
@@ -45,6 +46,10 @@ type Options struct {
 	// Roster resolves targets (shared with the groups service); nil: Start
 	// opens one of its own.
 	Roster *groups.Roster
+	// Signer signs the Commands published (nil: unsigned); Envelopes
+	// sends v2 envelopes to the PCs that report them (nil: never).
+	Signer    *signing.Signer
+	Envelopes *signing.Envelopes
 }
 
 // Scheduler is the running scheduler and its services.
@@ -116,7 +121,7 @@ func Start(ctx context.Context, o Options) (*Scheduler, error) {
 		s.Stop()
 		return nil, err
 	}
-	firer := &Firer{JS: js, Log: o.Logger, Agents: &AgentCounter{Roster: roster, DB: o.DB, Now: o.Clock.Now, Log: o.Logger}}
+	firer := &Firer{JS: js, Log: o.Logger, Signer: o.Signer, Envelopes: o.Envelopes, Agents: &AgentCounter{Roster: roster, DB: o.DB, Now: o.Clock.Now, Log: o.Logger}}
 	s.Engine, err = StartEngine(ctx, EngineOptions{
 		Schedules: scheds, Jobs: jobs, JobCache: jobCache, JS: js, Claims: claims, Firer: firer, Clock: o.Clock,
 		Instance: o.NodeName + "-" + uuid.NewString()[:8], Workers: o.Workers, Logger: o.Logger,
