@@ -10,7 +10,6 @@
 package agents
 
 import (
-	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -276,8 +275,8 @@ func (p Page) Reply() api.Reply {
 
 // List answers the agents list. Every filter runs in SQLite (the regexes
 // through its REGEXP function, the metadata conditions as the set of
-// matching pc_ids from the mirror), so the counts and pages are exact at
-// any fleet size; only a meta:<key> sort orders in Go.
+// matching pc_ids from the mirror, a meta:<key> sort as a JSON map of the
+// sort values), so the counts and pages are exact at any fleet size.
 func List(ctx context.Context, db *store.DB, meta *Meta, p ListParams, now time.Time) (Page, error) {
 	var where []string
 	var args []any
@@ -373,9 +372,10 @@ func List(ctx context.Context, db *store.DB, meta *Meta, p ListParams, now time.
 	if desc {
 		dir = "DESC"
 	}
-	q := `SELECT ` + rowColumns + ` FROM agents` + w
+	var out []Row
+	var err error
 	if metaSort == "" {
-		q += fmt.Sprintf(` ORDER BY (%s IS NULL), %s %s, pc_id ASC`, col, col, dir)
+		q := `SELECT ` + rowColumns + ` FROM agents` + w + fmt.Sprintf(` ORDER BY (%s IS NULL), %s %s, pc_id ASC`, col, col, dir)
 		if p.Limit != nil {
 			q += ` LIMIT ? OFFSET ?`
 			a = append(a, *p.Limit, p.Offset)
@@ -383,35 +383,15 @@ func List(ctx context.Context, db *store.DB, meta *Meta, p ListParams, now time.
 			q += ` LIMIT -1 OFFSET ?`
 			a = append(a, p.Offset)
 		}
+		out, err = queryRows(ctx, db, now, q, a...)
+	} else {
+		out, err = metaSorted(ctx, db, meta, now, w, a, metaSort, desc, p.Offset, p.Limit)
 	}
-	rows, err := db.R.QueryContext(ctx, q, a...)
 	if err != nil {
-		return Page{}, queryError(ctx, "list agents failed", err)
-	}
-	var out []Row
-	for rows.Next() {
-		r, err := scanRow(rows, now)
-		if err != nil {
-			rows.Close()
-			return Page{}, queryError(ctx, "list agents failed", err)
-		}
-		out = append(out, r)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return Page{}, queryError(ctx, "list agents failed", err)
+		return Page{}, err
 	}
 	for i := range out {
 		out[i].Meta = meta.Get(out[i].PCID)
-	}
-	if metaSort != "" {
-		sortByMeta(out, metaSort, desc)
-		lo := min(int(p.Offset), len(out))
-		hi := len(out)
-		if p.Limit != nil {
-			hi = min(lo+int(*p.Limit), len(out))
-		}
-		out = out[lo:hi]
 	}
 
 	page := Page{Rows: out, Total: p.Offset + int64(len(out))}
@@ -437,34 +417,88 @@ func List(ctx context.Context, db *store.DB, meta *Meta, p ListParams, now time.
 	return page, nil
 }
 
-// sortByMeta orders rows by a metadata value, case-insensitively, PCs
-// without the key last whatever the direction.
-func sortByMeta(rows []Row, key string, desc bool) {
-	val := func(r Row) (string, bool) {
-		for _, e := range r.Meta {
-			if e.Key == key {
-				return strings.ToLower(e.Value), true
-			}
-		}
-		return "", false
+// queryRows runs a row query.
+func queryRows(ctx context.Context, db *store.DB, now time.Time, q string, args ...any) ([]Row, error) {
+	rows, err := db.R.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, queryError(ctx, "list agents failed", err)
 	}
-	slices.SortStableFunc(rows, func(a, b Row) int {
-		va, oka := val(a)
-		vb, okb := val(b)
+	defer rows.Close()
+	var out []Row
+	for rows.Next() {
+		r, err := scanRow(rows, now)
+		if err != nil {
+			return nil, queryError(ctx, "list agents failed", err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, queryError(ctx, "list agents failed", err)
+	}
+	return out, nil
+}
+
+// metaSorted is a page ordered by a metadata value, case-insensitively,
+// PCs without the key last either way, then by pc_id: the matching pc_ids
+// come from SQL, are ordered here, and only the page's rows are read.
+func metaSorted(ctx context.Context, db *store.DB, meta *Meta, now time.Time, where string, args []any, key string, desc bool, offset int64, limit *int64) ([]Row, error) {
+	rows, err := db.R.QueryContext(ctx, `SELECT pc_id FROM agents`+where, args...)
+	if err != nil {
+		return nil, queryError(ctx, "list agents failed", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var pc string
+		if err := rows.Scan(&pc); err != nil {
+			rows.Close()
+			return nil, queryError(ctx, "list agents failed", err)
+		}
+		ids = append(ids, pc)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, queryError(ctx, "list agents failed", err)
+	}
+	vals := meta.Values(key)
+	slices.SortFunc(ids, func(x, y string) int {
+		vx, okx := vals[x]
+		vy, oky := vals[y]
 		switch {
-		case oka != okb:
-			if oka {
+		case okx != oky:
+			if okx {
 				return -1
 			}
 			return 1
-		case va != vb:
+		case vx != vy:
 			if desc {
-				return strings.Compare(vb, va)
+				return strings.Compare(vy, vx)
 			}
-			return strings.Compare(va, vb)
+			return strings.Compare(vx, vy)
 		}
-		return cmp.Compare(a.PCID, b.PCID)
+		return strings.Compare(x, y)
 	})
+	lo := min(int(offset), len(ids))
+	hi := len(ids)
+	if limit != nil {
+		hi = min(lo+int(*limit), len(ids))
+	}
+	window := ids[lo:hi]
+	b, _ := json.Marshal(window)
+	got, err := queryRows(ctx, db, now, `SELECT `+rowColumns+` FROM agents WHERE pc_id IN (SELECT value FROM json_each(?))`, string(b))
+	if err != nil {
+		return nil, err
+	}
+	byPC := make(map[string]Row, len(got))
+	for _, r := range got {
+		byPC[r.PCID] = r
+	}
+	out := make([]Row, 0, len(window))
+	for _, pc := range window {
+		if r, ok := byPC[pc]; ok {
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }
 
 func likeEscape(s string) string {

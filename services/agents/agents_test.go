@@ -24,7 +24,9 @@ type env struct {
 	s  *Service
 }
 
-func start(t *testing.T) *env {
+func start(t *testing.T) *env { return startB(t) }
+
+func startB(t testing.TB) *env {
 	t.Helper()
 	n := nodetest.Start(t)
 	nc := n.Conn(t)

@@ -169,6 +169,26 @@ func (mt *Meta) Keys() []string {
 	return slices.Sorted(maps.Keys(set))
 }
 
+// Values maps each PC that has key to its value, lower-cased (the
+// meta:<key> sort is case-insensitive).
+func (mt *Meta) Values(key string) map[string]string {
+	out := map[string]string{}
+	if mt == nil {
+		return out
+	}
+	mt.mu.RLock()
+	defer mt.mu.RUnlock()
+	for pc, es := range mt.m {
+		for _, e := range es {
+			if e.Key == key {
+				out[pc] = strings.ToLower(e.Value)
+				break
+			}
+		}
+	}
+	return out
+}
+
 // Bulk is the entries of the listed PCs; PCs with none are left out.
 func (mt *Meta) Bulk(pcs []string) map[string][]Entry {
 	out := map[string][]Entry{}
