@@ -136,6 +136,7 @@ func TestListFiltersSortAndPaging(t *testing.T) {
 		{`{"status":"offline","sort":"pc_id","limit":1}`, []string{"LAB9"}, "2", "2"},
 		{`{"sort":"pc_id","limit":2,"offset":1}`, []string{"PC1", "PC2"}, "4", "2"},
 		{`{"sort":"pc_id","offset":3}`, []string{"PC3"}, "4", ""}, // no limit: offset + rows
+		{`{"limit":0}`, nil, "4", "2"},                            // the counts alone
 		{`{"meta.site.contains":"erlin","sort":"pc_id"}`, []string{"PC1", "PC2"}, "2", ""},
 		{`{"meta.site.eq":"Tokyo"}`, []string{"LAB9"}, "1", ""},
 		{`{"meta.site.neq":"Tokyo","sort":"pc_id"}`, []string{"PC1", "PC2"}, "2", ""}, // never PCs without the key
