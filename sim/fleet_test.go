@@ -160,6 +160,42 @@ func TestFleetThroughTheAPI(t *testing.T) {
 		}
 	})
 
+	t.Run("a dynamic group reaches the agents it selects", func(t *testing.T) {
+		def := `{"id":"fleet-linux","query":"SELECT pc_id FROM agents WHERE os_family = 'linux' AND pc_id LIKE 'fl-%'"}`
+		if rep := call(t, u, "POST", "/api/group-defs", def); rep.status != 200 || !strings.Contains(rep.body, `"kind":"dynamic"`) {
+			t.Fatalf("group def: %d %s", rep.status, rep.body)
+		}
+		waitFor(t, "the agents to join the derived group", func() bool {
+			for _, pc := range f.PCIDs() {
+				if !slices.Contains(f.Groups(pc), "fleet-linux") {
+					return false
+				}
+			}
+			return true
+		})
+		var ex struct {
+			ExecID      string `json:"exec_id"`
+			TargetCount int    `json:"target_count"`
+		}
+		rep := call(t, u, "POST", "/api/exec/hello", `{"target":{"groups":["fleet-linux"]}}`)
+		rep.decode(t, &ex)
+		if rep.status != 200 || ex.TargetCount != 3 {
+			t.Fatalf("exec on the dynamic group: %d %s", rep.status, rep.body)
+		}
+		var detail execution
+		waitFor(t, "the dynamic group's exec to complete", func() bool {
+			rep := call(t, u, "GET", "/api/executions/"+ex.ExecID, "")
+			return rep.status == 200 && json.Unmarshal([]byte(rep.body), &detail) == nil && detail.Execution.Status == "completed"
+		})
+		if len(detail.Results) != 3 {
+			t.Fatalf("results %+v", detail.Results)
+		}
+		// The manual membership is untouched: GET shows what was set by hand.
+		if rep := call(t, u, "GET", "/api/agents/fl-0001/groups", ""); rep.body != `{"groups":["office"]}` {
+			t.Errorf("manual groups of fl-0001: %s", rep.body)
+		}
+	})
+
 	t.Run("effective config merges global < group < pc", func(t *testing.T) {
 		for path, body := range map[string]string{
 			"/api/config":               `{"heartbeat_interval":"20s","max_local_concurrent":4,"client_display_name":"Fleet"}`,
