@@ -58,6 +58,17 @@ export async function fleetSteps({ page, step, api, poll, tid, go, shotDir, base
     await poll('the agent log', async () => /kanade_agent/.test(await page.locator(tid('agent-logs')).textContent()));
   });
 
+  await step('agent page: set a metadata key, find the PC by it, remove it', async () => {
+    await page.locator(tid('agent-meta-key')).fill('site');
+    await page.locator(tid('agent-meta-value')).fill('e2e <lab> & co');
+    await page.locator(tid('agent-meta-set')).click();
+    await page.locator(`${tid('agent-meta-entry')}[data-key="site"]`).waitFor();
+    const found = await api(`/api/agents?meta.site.eq=${encodeURIComponent('e2e <lab> & co')}`);
+    if (found.length !== 1 || found[0].pc_id !== pc) throw new Error(`meta filter found ${JSON.stringify(found.map((a) => a.pc_id))}`);
+    await page.locator(`${tid('agent-meta-entry')}[data-key="site"] button`).click();
+    await page.locator(`${tid('agent-meta-entry')}[data-key="site"]`).waitFor({ state: 'detached' });
+  });
+
   await step('groups editor: add a group on the Agent page, see it on Groups, remove it', async () => {
     await page.locator(tid('agent-group-input')).fill(group);
     await page.locator(tid('agent-group-add')).click();

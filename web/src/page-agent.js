@@ -45,6 +45,27 @@ export function mount(main, { args, life }) {
     },
   }, groupInput, h('button', { type: 'submit', class: 'small primary', testid: 'agent-group-add' }, 'Add'));
 
+  // Metadata: free-form key/value pairs (KV agent_meta), one key at a time.
+  const metaList = h('div', { class: 'chips', testid: 'agent-meta-entries' });
+  const metaKey = h('input', { type: 'text', testid: 'agent-meta-key', placeholder: 'key', 'aria-label': 'metadata key', autocomplete: 'off' });
+  const metaValue = h('input', { type: 'text', testid: 'agent-meta-value', placeholder: 'value', 'aria-label': 'metadata value', autocomplete: 'off' });
+  const metaError = h('p', { class: 'form-error', role: 'alert', testid: 'agent-meta-error' });
+  const metaForm = h('form', {
+    class: 'inline-form', testid: 'agent-meta-form',
+    onsubmit: async (e) => {
+      e.preventDefault();
+      metaError.textContent = '';
+      try {
+        const r = await api('PUT', `${path}/meta/key`, { body: { key: metaKey.value, value: metaValue.value } });
+        renderMeta(r.meta);
+        metaKey.value = '';
+        metaValue.value = '';
+      } catch (err) {
+        metaError.textContent = errorText(err);
+      }
+    },
+  }, metaKey, metaValue, h('button', { type: 'submit', class: 'small primary', testid: 'agent-meta-set' }, 'Set'));
+
   const config = h('div', { testid: 'agent-config' }, 'Loading…');
   const results = h('tbody', { testid: 'agent-results' }, h('tr', { class: 'empty' }, h('td', { colspan: 4 }, 'Loading…')));
 
@@ -68,6 +89,8 @@ export function mount(main, { args, life }) {
     meta,
     h('h2', {}, 'Groups'),
     chips, groupForm, groupError,
+    h('h2', {}, 'Metadata'),
+    metaList, metaForm, metaError,
     h('h2', {}, 'Effective config'),
     config,
     h('h2', {}, 'Run a script'),
@@ -106,6 +129,23 @@ export function mount(main, { args, life }) {
           }
         },
       }, '×'))) : h('span', { class: 'muted' }, 'In no group (set by hand; groups from definitions show on the Groups page).'));
+  }
+
+  function renderMeta(m) {
+    const es = m?.entries || [];
+    replace(metaList, es.length ? es.map((e) => h('span', { class: 'chip', testid: 'agent-meta-entry', dataset: { key: e.key } },
+      h('span', { class: 'mono' }, `${e.key} = ${e.value}`),
+      h('button', {
+        type: 'button', class: 'chip-remove', 'aria-label': `remove ${e.key}`, title: `remove ${e.key}`,
+        onclick: async () => {
+          metaError.textContent = '';
+          try {
+            renderMeta((await api('DELETE', `${path}/meta/key`, { query: { key: e.key } })).meta);
+          } catch (err) {
+            metaError.textContent = errorText(err);
+          }
+        },
+      }, '×'))) : h('span', { class: 'muted' }, 'No metadata.'));
   }
 
   function renderAgent(a) {
@@ -225,4 +265,7 @@ export function mount(main, { args, life }) {
   load();
   loadConfig();
   loadResults();
+  api('GET', `${path}/meta`, { signal: life.signal }).then(renderMeta, (err) => {
+    if (!life.disposed) metaError.textContent = errorText(err);
+  });
 }
