@@ -85,10 +85,14 @@ func (g *Gateway) serveEndpoint(w http.ResponseWriter, r *http.Request, ep *endp
 	}
 	status = replyHeaders(w.Header(), reply.Header)
 	if len(reply.Data) == 0 {
-		if status == 0 {
+		// An empty body is 204, unless the service said what it is (an
+		// agent's empty log is a 200 text/plain).
+		if status == 0 && w.Header().Get("Content-Type") == "" {
 			status = http.StatusNoContent
 		}
-		w.WriteHeader(status)
+		if status != 0 {
+			w.WriteHeader(status)
+		}
 		return
 	}
 	if w.Header().Get("Content-Type") == "" {

@@ -20,6 +20,8 @@ func TestReplyHeadersPassThrough(t *testing.T) {
 			}},
 		{Name: "text", Subject: "kanade.replytest.text", HTTP: "GET /api/replytest/text", Tier: api.TierViewer,
 			Handler: func(context.Context, api.Request) (any, error) { return api.Text("a <b> & c\n"), nil }},
+		{Name: "empty", Subject: "kanade.replytest.empty", HTTP: "GET /api/replytest/empty", Tier: api.TierViewer,
+			Handler: func(context.Context, api.Request) (any, error) { return api.Text(""), nil }},
 		{Name: "degraded", Subject: "kanade.replytest.degraded", HTTP: "GET /api/replytest/degraded", Tier: api.TierViewer,
 			Handler: func(context.Context, api.Request) (any, error) {
 				return api.Reply{Status: 503, Body: map[string]string{"status": "degraded"}}, nil
@@ -34,6 +36,10 @@ func TestReplyHeadersPassThrough(t *testing.T) {
 	r = do(t, "GET", u+"/text", nil)
 	if r.status != 200 || r.body != "a <b> & c\n" || r.header.Get("Content-Type") != "text/plain; charset=utf-8" {
 		t.Errorf("text: %d %q %v", r.status, r.body, r.header)
+	}
+	r = do(t, "GET", u+"/empty", nil)
+	if r.status != 200 || r.body != "" || r.header.Get("Content-Type") != "text/plain; charset=utf-8" {
+		t.Errorf("empty text: %d %q %v", r.status, r.body, r.header)
 	}
 	r = do(t, "GET", u+"/degraded", nil)
 	if r.status != 503 || r.body != `{"status":"degraded"}` || r.header.Get("Content-Type") != "application/json" {
