@@ -47,8 +47,8 @@ func startFleet(ctx context.Context, nc *nats.Conn, o Options, roster *groups.Ro
 
 // startAgents starts the agents service (the roster as operators browse
 // it), on the results connection.
-func startAgents(ctx context.Context, nc *nats.Conn, db *store.DB, log *slog.Logger) (stopper, error) {
-	a, err := agents.Start(ctx, agents.Options{Conn: nc, DB: db, Logger: log.With("component", "agents")})
+func startAgents(ctx context.Context, nc *nats.Conn, db *store.DB, roster *groups.Roster, log *slog.Logger) (stopper, error) {
+	a, err := agents.Start(ctx, agents.Options{Conn: nc, DB: db, Roster: roster, Logger: log.With("component", "agents")})
 	if err != nil {
 		return nil, fmt.Errorf("start agents: %w", err)
 	}

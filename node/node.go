@@ -339,7 +339,7 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 			if err != nil {
 				return nil, fmt.Errorf("start results: %w", err)
 			}
-			a, err := startAgents(ctx, nc, db, log)
+			a, err := startAgents(ctx, nc, db, roster, log)
 			if err != nil {
 				s.Stop()
 				return nil, err

@@ -29,7 +29,7 @@ import (
 const AliveWithin = 2 * time.Minute
 
 // Row is upstream's AgentRow. Alive is beyond upstream (heartbeat within
-// AliveWithin), kept for the dashboard.
+// AliveWithin), kept for the dashboard, and so is Groups.
 type Row struct {
 	PCID                  string   `json:"pc_id"`
 	Hostname              *string  `json:"hostname"`
@@ -49,6 +49,9 @@ type Row struct {
 	Enforcing   *bool     `json:"enforcing,omitempty"`
 	Meta        []Entry   `json:"meta,omitempty"`
 	Alive       bool      `json:"alive"`
+	// Groups is beyond upstream too: the PC's effective groups (set by
+	// hand and derived), as the agent listens on them; omitted when none.
+	Groups []string `json:"groups,omitempty"`
 }
 
 const rowColumns = `pc_id, hostname, os_family, agent_version, last_heartbeat, updated_at, agent_cpu_pct,

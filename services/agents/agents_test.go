@@ -223,9 +223,20 @@ func TestDetailVersionsMetaAndForget(t *testing.T) {
 		agentRec{pc: "PC3", ver: "0.45.0", beat: now},
 		agentRec{pc: "PC4", beat: now},
 	)
-	if code, body, _ := e.call(t, "kanade.agents.detail", `{"pc_id":"PC1"}`); code != "" || !strings.Contains(body, `"pc_id":"PC1"`) || strings.Contains(body, `"meta"`) {
+	if code, body, _ := e.call(t, "kanade.agents.detail", `{"pc_id":"PC1"}`); code != "" || !strings.Contains(body, `"pc_id":"PC1"`) || strings.Contains(body, `"meta"`) || strings.Contains(body, `"groups"`) {
 		t.Errorf("detail: %s %s", code, body)
 	}
+	// Rows carry the PC's effective groups: set by hand and derived.
+	js := e.n.JetStream(t)
+	manual, _ := js.KeyValue(context.Background(), wire.BucketAgentGroups)
+	derived, _ := js.KeyValue(context.Background(), wire.BucketAgentGroupsDerived)
+	manual.Put(context.Background(), "PC1", []byte(`{"groups":["lab"]}`))
+	derived.Put(context.Background(), "PC1", []byte(`{"groups":["win"]}`))
+	eventually(t, "groups in the row", func() bool {
+		_, body, _ := e.call(t, "kanade.agents.detail", `{"pc_id":"PC1"}`)
+		_, list, _ := e.call(t, "kanade.agents.list", `{"q":"^PC1$"}`)
+		return strings.Contains(body, `"groups":["lab","win"]`) && strings.Contains(list, `"groups":["lab","win"]`)
+	})
 	if code, body, _ := e.call(t, "kanade.agents.detail", `{"pc_id":"nope"}`); code != "404" || body != "" {
 		t.Errorf("unknown detail: %s %q", code, body)
 	}

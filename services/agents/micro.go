@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanade-go/kanade/services/api"
+	"github.com/kanade-go/kanade/services/groups"
 	"github.com/kanade-go/kanade/store"
 	"github.com/kanade-go/kanade/wire"
 )
@@ -22,6 +23,9 @@ type Options struct {
 	Conn   *nats.Conn
 	DB     *store.DB
 	Logger *slog.Logger
+	// Roster gives each row its groups (shared with the groups service);
+	// nil: Start opens one of its own.
+	Roster *groups.Roster
 	// Workers bounds concurrent requests (default 16): a ping or a logs
 	// fetch waits seconds on an agent.
 	Workers int
@@ -32,7 +36,9 @@ type Options struct {
 
 // Service is the running agents service.
 type Service struct {
-	Meta    *Meta
+	Meta      *Meta
+	roster    *groups.Roster
+	ownRoster bool
 	running *api.Running
 	forget  *nats.Subscription
 	cancel  context.CancelFunc
@@ -67,6 +73,14 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 	if err != nil {
 		s.Stop()
 		return nil, fmt.Errorf("agents: %w", err)
+	}
+	s.roster = o.Roster
+	if s.roster == nil {
+		if s.roster, err = groups.OpenRoster(ctx, js, o.DB, o.Logger); err != nil {
+			s.Stop()
+			return nil, fmt.Errorf("agents: %w", err)
+		}
+		s.ownRoster = true
 	}
 	// A PC forgotten on any node is forgotten here too.
 	s.forget, err = o.Conn.Subscribe(forgetSubject("*"), func(m *nats.Msg) {
@@ -107,6 +121,9 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 					if err != nil {
 						return nil, err
 					}
+					for i := range page.Rows {
+						page.Rows[i].Groups = s.roster.GroupsOf(page.Rows[i].PCID)
+					}
 					return page.Reply(), nil
 				}},
 			{Name: "versions", Subject: "kanade.agents.versions", HTTP: "GET /api/agents/versions", Tier: api.TierViewer,
@@ -133,7 +150,11 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 					if err != nil {
 						return nil, err
 					}
-					return Detail(ctx, o.DB, p.PCID, time.Now())
+					row, err := Detail(ctx, o.DB, p.PCID, time.Now())
+					if err == nil {
+						row.Groups = s.roster.GroupsOf(row.PCID)
+					}
+					return row, err
 				}},
 			{Name: "delete", Subject: "kanade.agents.delete", HTTP: "DELETE /api/agents/{pc_id}", Tier: api.TierOperator,
 				Audit: "agent_delete", AuditTarget: "pc_id",
@@ -241,5 +262,8 @@ func (s *Service) Stop() error {
 	}
 	s.cancel()
 	s.wg.Wait()
+	if s.ownRoster {
+		s.roster.Stop()
+	}
 	return err
 }

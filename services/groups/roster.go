@@ -133,10 +133,13 @@ func (r *Roster) Stop() {
 	r.wg.Wait()
 }
 
-// GroupsOf is a PC's effective groups, sorted.
+// GroupsOf is a PC's effective groups, sorted; nil when none.
 func (r *Roster) GroupsOf(pc string) []string {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
+	if len(r.manual[pc]) == 0 && len(r.derived[pc]) == 0 {
+		return nil
+	}
 	return Normalize(append(slices.Clone(r.manual[pc]), r.derived[pc]...))
 }
 

@@ -12,7 +12,7 @@ import * as result from './page-result.85144bda3b.js';
 import * as executions from './page-executions.941408eadc.js';
 import * as jobs from './page-jobs.21e0397e97.js';
 import * as schedules from './page-schedules.8fdc14010a.js';
-import * as agents from './page-agents.c68950801d.js';
+import * as agents from './page-agents.467dfa1dc7.js';
 import * as agent from './page-agent.e5c8f8b7a5.js';
 import * as groupsPage from './page-groups.21b0f8fa3c.js';
 

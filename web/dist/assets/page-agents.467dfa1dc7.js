@@ -1,9 +1,9 @@
 // Agents: the fleet roster from heartbeats, filtered, sorted and paged by the
-// server (GET /api/agents with its X-Total-Count and online/offline counts),
-// with each PC's groups. Every filter is kept in the URL.
+// server (GET /api/agents with its X-Total-Count and online/offline counts,
+// each row with its groups). Every filter is kept in the URL.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { apiFull, api } from './api.5cda6b6686.js';
+import { apiFull } from './api.5cda6b6686.js';
 import { href, setParams } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
 import { timeEl, agoEl, tickAgo, errorText } from './format.31eef2b48b.js';
@@ -17,18 +17,6 @@ const SORTS = [
   ['last_heartbeat', 'Last seen'], ['updated_at', 'Last written'], ['os_family', 'OS'],
 ];
 
-// groupsByPC inverts GET /api/groups: pc_id -> its groups.
-export function groupsByPC(overview) {
-  const out = new Map();
-  for (const g of overview?.groups || []) {
-    for (const pc of g.members || []) {
-      if (!out.has(pc)) out.set(pc, []);
-      out.get(pc).push(g.name);
-    }
-  }
-  return out;
-}
-
 export function mount(main, { params, life }) {
   const latest = new Latest(life);
   const state = {
@@ -41,7 +29,6 @@ export function mount(main, { params, life }) {
     limit: Number(params.get('limit')) || PAGE_SIZES[0],
     offset: Number(params.get('offset')) || 0,
   };
-  let groups = new Map();
   let debounce = () => {};
 
   const banner = h('p', { class: 'banner', role: 'alert', testid: 'agents-error' });
@@ -113,7 +100,7 @@ export function mount(main, { params, life }) {
         h('td', { class: 'ellipsis opt' }, a.hostname || '—'),
         h('td', { class: 'opt' }, a.os_family || '—'),
         h('td', { class: 'mono opt' }, a.agent_version || '—'),
-        h('td', { class: 'ellipsis', testid: 'agent-groups' }, (groups.get(a.pc_id) || []).map((g) =>
+        h('td', { class: 'ellipsis', testid: 'agent-groups' }, (a.groups || []).map((g) =>
           h('a', { class: 'chip', href: href('/groups', { name: g }) }, g))),
         h('td', { class: 'num' }, timeEl(a.last_heartbeat), agoEl(a.last_heartbeat))))
       : h('tr', { class: 'empty' }, h('td', { colspan: 7 }, total || state.q || state.version || state.user || state.status ? 'No agent matches.' : 'No agent has sent a heartbeat yet.')));
@@ -123,13 +110,7 @@ export function mount(main, { params, life }) {
     debounce();
     const query = { q: state.q, status: state.status, version: state.version, user: state.user, sort: state.sort, dir: state.dir, limit: state.limit, offset: state.offset };
     setParams('/agents', Object.fromEntries(Object.entries(query).filter(([k, v]) => v !== '' && !(k === 'offset' && v === 0) && !(k === 'limit' && v === PAGE_SIZES[0]) && !(k === 'sort' && v === 'pc_id'))));
-    const res = await latest.run(async (signal) => {
-      const [list, ov] = await Promise.all([
-        apiFull('GET', '/api/agents', { query, signal }),
-        api('GET', '/api/groups', { signal }).catch(() => null),
-      ]);
-      return { list, ov };
-    });
+    const res = await latest.run((signal) => apiFull('GET', '/api/agents', { query, signal }));
     if (!res) return;
     life.after(REFRESH_MS, load);
     if (!res.ok) {
@@ -137,8 +118,7 @@ export function mount(main, { params, life }) {
       return;
     }
     banner.textContent = '';
-    const { list, ov } = res.value;
-    if (ov) groups = groupsByPC(ov);
+    const list = res.value;
     const n = (k) => Number(list.headers.get(k) || 0);
     render(list.value || [], n('X-Total-Count'), n('X-Online-Count'), n('X-Offline-Count'));
   }
