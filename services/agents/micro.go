@@ -39,10 +39,10 @@ type Service struct {
 	Meta      *Meta
 	roster    *groups.Roster
 	ownRoster bool
-	running *api.Running
-	forget  *nats.Subscription
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	running   *api.Running
+	forget    *nats.Subscription
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
 }
 
 // Start registers the agents micro service.
