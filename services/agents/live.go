@@ -57,6 +57,10 @@ func Ping(ctx context.Context, nc *nats.Conn, pc string, waitSecs int64) (PingRe
 	case errors.Is(err, nats.ErrNoResponders):
 		return PingReply{}, api.Errorf(http.StatusRequestTimeout, "nats request %s: %v", subject, err)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		if wait < time.Duration(waitSecs)*time.Second {
+			// The request's deadline came first (the gateway's --api-timeout).
+			return PingReply{}, api.Errorf(http.StatusRequestTimeout, "no ping reply from %s within %s (wait_secs=%d is capped by the request deadline)", pc, wait.Round(100*time.Millisecond), waitSecs)
+		}
 		return PingReply{}, api.Errorf(http.StatusRequestTimeout, "no ping reply from %s within %ds", pc, waitSecs)
 	default:
 		return PingReply{}, api.Errorf(http.StatusInternalServerError, "nats request %s: %v", subject, err)
