@@ -185,13 +185,15 @@ func TestGroupDefsAndMaterializer(t *testing.T) {
 		t.Fatalf("put static: %s %s", code, body)
 	}
 	bad := map[string]string{
-		`{"id":"x","members":["a"],"query":"SELECT 1"}`:        "invalid group: exactly one of",
-		`{"id":"x y","members":["a"]}`:                         "invalid group: id",
-		`{"id":"x","members":["a"],"nope":1}`:                  "parse JSON body: json: unknown field",
-		`{"id":"x","query":"DELETE FROM agents"}`:              "invalid group: query is not a read-only query: must start with SELECT",
-		`{"id":"x","query":"SELECT 1; DELETE FROM agents"}`:    "invalid group: query is not a read-only query: one statement only",
-		`{"id":"x","query":"SELECT pc_id FROM no_such_table"}`: "invalid group: query is not a read-only query: ",
-		`{"id":"x","members":["a"],"refresh":"soon"}`:          "invalid group: refresh",
+		`{"id":"x","members":["a"],"query":"SELECT 1"}`:                                            "invalid group: exactly one of",
+		`{"id":"x y","members":["a"]}`:                                                             "invalid group: id",
+		`{"id":"x","members":["a"],"nope":1}`:                                                      "parse JSON body: json: unknown field",
+		`{"id":"x","query":"DELETE FROM agents"}`:                                                  "invalid group: query is not a read-only query: must start with SELECT",
+		`{"id":"x","query":"SELECT 1; DELETE FROM agents"}`:                                        "invalid group: query is not a read-only query: one statement only",
+		`{"id":"x","query":"SELECT pc_id FROM no_such_table"}`:                                     "invalid group: query is not a read-only query: ",
+		`{"id":"x","query":"WITH a AS (SELECT 1) DELETE FROM agents"}`:                             "invalid group: query is not a read-only query: the statement writes",
+		`{"id":"x","query":"WITH a AS (SELECT 1) UPDATE agents SET hostname = 1 WHERE pc_id = 2"}`: "invalid group: query is not a read-only query: the statement writes",
+		`{"id":"x","members":["a"],"refresh":"soon"}`:                                              "invalid group: refresh",
 	}
 	for b, want := range bad {
 		if code, body := e.call(t, "kanade.groups.defs_put", b, "Content-Type", "application/json"); code != "400" || !strings.HasPrefix(body, want) {
