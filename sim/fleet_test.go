@@ -26,7 +26,7 @@ type httpReply struct {
 	body   string
 }
 
-func call(t *testing.T, base, method, path, body string) httpReply {
+func httpCall(t *testing.T, base, method, path, body string) httpReply {
 	t.Helper()
 	req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
 	if body != "" {
@@ -67,32 +67,32 @@ func TestFleetThroughTheAPI(t *testing.T) {
 	u := r.HTTP
 
 	waitFor(t, "3 agents listed with paging headers", func() bool {
-		rep := call(t, u, "GET", "/api/agents?limit=2&sort=pc_id&q=^fl-", "")
+		rep := httpCall(t, u, "GET", "/api/agents?limit=2&sort=pc_id&q=^fl-", "")
 		return rep.status == 200 && rep.header.Get("X-Total-Count") == "3" && rep.header.Get("X-Online-Count") == "3"
 	})
 	t.Run("list pages and filters", func(t *testing.T) {
-		rep := call(t, u, "GET", "/api/agents?limit=2&offset=1&sort=pc_id&dir=desc", "")
+		rep := httpCall(t, u, "GET", "/api/agents?limit=2&offset=1&sort=pc_id&dir=desc", "")
 		var rows []map[string]any
 		rep.decode(t, &rows)
 		if len(rows) != 2 || rows[0]["pc_id"] != "fl-0002" || rows[1]["pc_id"] != "fl-0001" ||
 			rep.header.Get("X-Total-Count") != "3" || rep.header.Get("X-Offline-Count") != "0" {
 			t.Errorf("page: %v %s", rep.header, rep.body)
 		}
-		rep = call(t, u, "GET", "/api/agents?status=offline&limit=10", "")
+		rep = httpCall(t, u, "GET", "/api/agents?status=offline&limit=10", "")
 		if rep.body != "[]" || rep.header.Get("X-Total-Count") != "0" || rep.header.Get("X-Online-Count") != "3" {
 			t.Errorf("offline: %v %s", rep.header, rep.body)
 		}
-		if rep := call(t, u, "GET", "/api/agents?status=gone", ""); rep.status != 400 || rep.body != "status must be 'online' or 'offline'" {
+		if rep := httpCall(t, u, "GET", "/api/agents?status=gone", ""); rep.status != 400 || rep.body != "status must be 'online' or 'offline'" {
 			t.Errorf("bad status: %d %s", rep.status, rep.body)
 		}
-		if rep := call(t, u, "GET", "/api/agents?q=(", ""); rep.status != 400 || !strings.HasPrefix(rep.body, "invalid regex `(`") {
+		if rep := httpCall(t, u, "GET", "/api/agents?q=(", ""); rep.status != 400 || !strings.HasPrefix(rep.body, "invalid regex `(`") {
 			t.Errorf("bad regex: %d %s", rep.status, rep.body)
 		}
 	})
 
 	t.Run("ping", func(t *testing.T) {
 		before := time.Now().Add(-time.Second)
-		rep := call(t, u, "POST", "/api/agents/fl-0001/ping", "")
+		rep := httpCall(t, u, "POST", "/api/agents/fl-0001/ping", "")
 		var p struct {
 			Heartbeat struct {
 				PCID string    `json:"pc_id"`
@@ -106,21 +106,21 @@ func TestFleetThroughTheAPI(t *testing.T) {
 		// A PC the fleet does not answer for is silent (the fleet listens
 		// on agents.*.ping): 408 once wait_secs passed.
 		start := time.Now()
-		rep = call(t, u, "POST", "/api/agents/silent-pc/ping?wait_secs=1", "")
+		rep = httpCall(t, u, "POST", "/api/agents/silent-pc/ping?wait_secs=1", "")
 		if took := time.Since(start); rep.status != 408 || rep.body != "no ping reply from silent-pc within 1s" || took < time.Second || took > 4*time.Second {
 			t.Errorf("silent ping: %d %q after %v", rep.status, rep.body, took)
 		}
 	})
 
-	if rep := call(t, u, "POST", "/api/jobs", `{"id":"hello","version":"1.0.0","execute":{"shell":"sh","script":"# sim: outcome=success duration=10ms\necho hi","timeout":"30s"}}`); rep.status != 200 {
+	if rep := httpCall(t, u, "POST", "/api/jobs", `{"id":"hello","version":"1.0.0","execute":{"shell":"sh","script":"# sim: outcome=success duration=10ms\necho hi","timeout":"30s"}}`); rep.status != 200 {
 		t.Fatalf("job: %d %s", rep.status, rep.body)
 	}
 	t.Run("a PC put in a group through the API gets the group's next exec", func(t *testing.T) {
-		rep := call(t, u, "POST", "/api/exec/hello", `{"target":{"groups":["lab"]}}`)
+		rep := httpCall(t, u, "POST", "/api/exec/hello", `{"target":{"groups":["lab"]}}`)
 		if rep.status != 400 || rep.body != `target resolves to no PC: group "lab" has no members` {
 			t.Fatalf("exec on an empty group: %d %q", rep.status, rep.body)
 		}
-		rep = call(t, u, "POST", "/api/agents/fl-0002/groups", `{"group":"lab"}`)
+		rep = httpCall(t, u, "POST", "/api/agents/fl-0002/groups", `{"group":"lab"}`)
 		if rep.status != 200 || rep.body != `{"groups":["lab","office"]}` {
 			t.Fatalf("add group: %d %s", rep.status, rep.body)
 		}
@@ -129,14 +129,14 @@ func TestFleetThroughTheAPI(t *testing.T) {
 			ExecID      string `json:"exec_id"`
 			TargetCount int    `json:"target_count"`
 		}
-		rep = call(t, u, "POST", "/api/exec/hello", `{"target":{"groups":["lab"]}}`)
+		rep = httpCall(t, u, "POST", "/api/exec/hello", `{"target":{"groups":["lab"]}}`)
 		rep.decode(t, &ex)
 		if rep.status != 200 || ex.TargetCount != 1 {
 			t.Fatalf("exec on lab: %d %s", rep.status, rep.body)
 		}
 		var detail execution
 		waitFor(t, "the lab exec to complete", func() bool {
-			rep := call(t, u, "GET", "/api/executions/"+ex.ExecID, "")
+			rep := httpCall(t, u, "GET", "/api/executions/"+ex.ExecID, "")
 			return rep.status == 200 && json.Unmarshal([]byte(rep.body), &detail) == nil && detail.Execution.Status == "completed"
 		})
 		if len(detail.Results) != 1 || detail.Results[0].PCID != "fl-0002" {
@@ -148,7 +148,7 @@ func TestFleetThroughTheAPI(t *testing.T) {
 				Members []string `json:"members"`
 			} `json:"groups"`
 		}
-		call(t, u, "GET", "/api/groups", "").decode(t, &ov)
+		httpCall(t, u, "GET", "/api/groups", "").decode(t, &ov)
 		var lab []string
 		for _, g := range ov.Groups {
 			if g.Name == "lab" {
@@ -162,7 +162,7 @@ func TestFleetThroughTheAPI(t *testing.T) {
 
 	t.Run("a dynamic group reaches the agents it selects", func(t *testing.T) {
 		def := `{"id":"fleet-linux","query":"SELECT pc_id FROM agents WHERE os_family = 'linux' AND pc_id LIKE 'fl-%'"}`
-		if rep := call(t, u, "POST", "/api/group-defs", def); rep.status != 200 || !strings.Contains(rep.body, `"kind":"dynamic"`) {
+		if rep := httpCall(t, u, "POST", "/api/group-defs", def); rep.status != 200 || !strings.Contains(rep.body, `"kind":"dynamic"`) {
 			t.Fatalf("group def: %d %s", rep.status, rep.body)
 		}
 		waitFor(t, "the agents to join the derived group", func() bool {
@@ -177,21 +177,21 @@ func TestFleetThroughTheAPI(t *testing.T) {
 			ExecID      string `json:"exec_id"`
 			TargetCount int    `json:"target_count"`
 		}
-		rep := call(t, u, "POST", "/api/exec/hello", `{"target":{"groups":["fleet-linux"]}}`)
+		rep := httpCall(t, u, "POST", "/api/exec/hello", `{"target":{"groups":["fleet-linux"]}}`)
 		rep.decode(t, &ex)
 		if rep.status != 200 || ex.TargetCount != 3 {
 			t.Fatalf("exec on the dynamic group: %d %s", rep.status, rep.body)
 		}
 		var detail execution
 		waitFor(t, "the dynamic group's exec to complete", func() bool {
-			rep := call(t, u, "GET", "/api/executions/"+ex.ExecID, "")
+			rep := httpCall(t, u, "GET", "/api/executions/"+ex.ExecID, "")
 			return rep.status == 200 && json.Unmarshal([]byte(rep.body), &detail) == nil && detail.Execution.Status == "completed"
 		})
 		if len(detail.Results) != 3 {
 			t.Fatalf("results %+v", detail.Results)
 		}
 		// The manual membership is untouched: GET shows what was set by hand.
-		if rep := call(t, u, "GET", "/api/agents/fl-0001/groups", ""); rep.body != `{"groups":["office"]}` {
+		if rep := httpCall(t, u, "GET", "/api/agents/fl-0001/groups", ""); rep.body != `{"groups":["office"]}` {
 			t.Errorf("manual groups of fl-0001: %s", rep.body)
 		}
 	})
@@ -203,7 +203,7 @@ func TestFleetThroughTheAPI(t *testing.T) {
 			"/api/pcs/fl-0002/config":   `{"heartbeat_interval":"5s"}`,
 			"/api/groups/office/config": `{"target_version":"0.45.0"}`,
 		} {
-			if rep := call(t, u, "PUT", path, body); rep.status != 200 || rep.body != body {
+			if rep := httpCall(t, u, "PUT", path, body); rep.status != 200 || rep.body != body {
 				t.Fatalf("PUT %s: %d %s", path, rep.status, rep.body)
 			}
 		}
@@ -217,14 +217,14 @@ func TestFleetThroughTheAPI(t *testing.T) {
 			} `json:"effective"`
 			MyGroups []string `json:"my_groups"`
 		}
-		call(t, u, "GET", "/api/agents/fl-0002/effective_config", "").decode(t, &ec)
+		httpCall(t, u, "GET", "/api/agents/fl-0002/effective_config", "").decode(t, &ec)
 		e := ec.Effective
 		if e.HeartbeatInterval != "5s" || e.MaxLocalConcurrent == nil || *e.MaxLocalConcurrent != 4 ||
 			e.ClientDisplayName == nil || *e.ClientDisplayName != "Lab" || e.TargetVersion == nil || *e.TargetVersion != "0.45.0" ||
 			e.HostPerfInterval != "60s" || !slices.Equal(ec.MyGroups, []string{"lab", "office"}) {
 			t.Errorf("fl-0002 effective %+v", ec)
 		}
-		call(t, u, "GET", "/api/agents/fl-0001/effective_config", "").decode(t, &ec)
+		httpCall(t, u, "GET", "/api/agents/fl-0001/effective_config", "").decode(t, &ec)
 		if ec.Effective.HeartbeatInterval != "20s" || *ec.Effective.ClientDisplayName != "Fleet" {
 			t.Errorf("fl-0001 effective %+v", ec)
 		}
@@ -232,7 +232,7 @@ func TestFleetThroughTheAPI(t *testing.T) {
 		var inh struct {
 			HeartbeatInterval string `json:"heartbeat_interval"`
 		}
-		call(t, u, "GET", "/api/pcs/fl-0002/config/inherited", "").decode(t, &inh)
+		httpCall(t, u, "GET", "/api/pcs/fl-0002/config/inherited", "").decode(t, &inh)
 		if inh.HeartbeatInterval != "15s" {
 			t.Errorf("inherited %+v", inh)
 		}
@@ -243,25 +243,25 @@ func TestFleetThroughTheAPI(t *testing.T) {
 	})
 
 	t.Run("logs", func(t *testing.T) {
-		rep := call(t, u, "GET", "/api/agents/fl-0002/logs?tail=200", "")
+		rep := httpCall(t, u, "GET", "/api/agents/fl-0002/logs?tail=200", "")
 		if rep.status != 200 || !strings.HasPrefix(rep.header.Get("Content-Type"), "text/plain") ||
 			!strings.Contains(rep.body, "command hello 1.0.0") || !strings.Contains(rep.body, "ping") && !strings.Contains(rep.body, "groups now [lab, office]") {
 			t.Errorf("logs: %d %v\n%s", rep.status, rep.header, rep.body)
 		}
 		want := strings.Join(f.Log("fl-0002")[len(f.Log("fl-0002"))-2:], "\n") + "\n"
-		if rep := call(t, u, "GET", "/api/agents/fl-0002/logs?tail=2", ""); rep.body != want {
+		if rep := httpCall(t, u, "GET", "/api/agents/fl-0002/logs?tail=2", ""); rep.body != want {
 			t.Errorf("tail=2: %q, want %q", rep.body, want)
 		}
 	})
 
 	t.Run("forget", func(t *testing.T) {
-		if rep := call(t, u, "DELETE", "/api/agents/fl-0003", ""); rep.status != 204 {
+		if rep := httpCall(t, u, "DELETE", "/api/agents/fl-0003", ""); rep.status != 204 {
 			t.Fatalf("delete: %d %s", rep.status, rep.body)
 		}
-		if rep := call(t, u, "GET", "/api/agents/fl-0003", ""); rep.status != 404 || rep.body != "" {
+		if rep := httpCall(t, u, "GET", "/api/agents/fl-0003", ""); rep.status != 404 || rep.body != "" {
 			t.Errorf("detail after delete: %d %q", rep.status, rep.body)
 		}
-		if rep := call(t, u, "DELETE", "/api/agents/fl-0003", ""); rep.status != 204 {
+		if rep := httpCall(t, u, "DELETE", "/api/agents/fl-0003", ""); rep.status != 204 {
 			t.Errorf("delete again: %d %s", rep.status, rep.body)
 		}
 	})

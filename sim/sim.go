@@ -137,6 +137,7 @@ type Fleet struct {
 	states map[string]*agentState // by pc_id, fixed at start
 	subs   []*nats.Subscription
 	c      counters
+	gates  gates
 
 	ctx    context.Context
 	cancel context.CancelFunc

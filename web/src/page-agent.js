@@ -108,7 +108,7 @@ export function mount(main, { args, life }) {
       h('thead', {}, h('tr', {}, h('th', { scope: 'col', class: 'c-status' }, 'Status'), h('th', { scope: 'col', class: 'c-job' }, 'Job'),
         h('th', { scope: 'col', class: 'c-time' }, 'Started'), h('th', { scope: 'col', class: 'c-exec opt' }, 'Result'))),
       results)),
-    h('p', {}, h('a', { href: href('/', { pc_id: `^${pc}$` }), testid: 'agent-activity-link' }, 'All results of this PC →')),
+    h('p', {}, h('a', { href: href('/activity', { pc_id: `^${pc}$` }), testid: 'agent-activity-link' }, 'All results of this PC →')),
     h('h2', {}, 'Agent log'),
     h('div', { class: 'actions left' }, logsBtn, logsNote),
     logsOut));

@@ -7,17 +7,22 @@ import { tokenDialog } from './dialog.fefcff641c.js';
 import { initThemeToggle } from './theme.9bc285ecbb.js';
 import { Lifecycle } from './lifecycle.cf1e604c6c.js';
 import { h, replace } from './dom.3dd86e8f14.js';
-import * as activity from './page-activity.beda959563.js';
-import * as result from './page-result.85144bda3b.js';
+import * as activity from './page-activity.8dca769baf.js';
+import * as result from './page-result.9084b99c64.js';
 import * as executions from './page-executions.941408eadc.js';
-import * as jobs from './page-jobs.21e0397e97.js';
+import * as jobs from './page-jobs.f336dd9cad.js';
 import * as schedules from './page-schedules.8fdc14010a.js';
 import * as agents from './page-agents.467dfa1dc7.js';
-import * as agent from './page-agent.e5c8f8b7a5.js';
+import * as home from './page-home.22bc968e3b.js';
+import * as agent from './page-agent.c6cab1e4fe.js';
 import * as groupsPage from './page-groups.21b0f8fa3c.js';
 
 const routes = [
+  // Home is the landing page; '/' with a query is an Activity link made
+  // before Activity had its own path, and still opens it.
+  { re: /^\/$/, page: home, nav: 'home', when: (params) => [...params.keys()].length === 0 },
   { re: /^\/$/, page: activity, nav: 'activity' },
+  { re: /^\/activity$/, page: activity, nav: 'activity' },
   { re: /^\/results\/([^/]+)$/, page: result, nav: 'activity' },
   { re: /^\/executions$/, page: executions.list, nav: 'executions' },
   { re: /^\/executions\/([^/]+)$/, page: executions.detail, nav: 'executions' },
@@ -32,7 +37,7 @@ const notFound = {
   title: 'Not found',
   mount(main) {
     replace(main, h('section', { class: 'page', testid: 'not-found' },
-      h('h1', {}, 'Not found'), h('p', {}, 'No such page. ', h('a', { href: '#/' }, 'Go to Activity'))));
+      h('h1', {}, 'Not found'), h('p', {}, 'No such page. ', h('a', { href: '#/' }, 'Go home'))));
   },
 };
 
@@ -45,14 +50,14 @@ function show({ path, params }) {
   let route = null;
   for (const r of routes) {
     match = path.match(r.re);
-    if (match) {
+    if (match && (!r.when || r.when(params))) {
       route = r;
       break;
     }
   }
   const page = route ? route.page : notFound;
   const args = match ? match.slice(1).map(decodeURIComponent) : [];
-  const key = `${path}`;
+  const key = `${path}:${route ? routes.indexOf(route) : -1}`;
   // Same page, other query (Back/Forward between filters): let it adapt.
   if (current && current.key === key && current.handle && current.handle.update) {
     current.handle.update(params);
