@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/kanade-go/kanade/services/agents"
 	"github.com/kanade-go/kanade/services/api"
 	"github.com/kanade-go/kanade/services/health"
 	"github.com/kanade-go/kanade/services/run"
@@ -84,8 +85,8 @@ func ContractRoutes() []Route {
 		{Service: "agents", Subject: "kanade.agents.meta_bulk", Method: "GET", Path: "/api/agents/meta"},
 		{Service: "agents", Subject: "kanade.agents.detail", Method: "GET", Path: "/api/agents/{pc_id}"},
 		{Service: "agents", Subject: "kanade.agents.delete", Method: "DELETE", Path: "/api/agents/{pc_id}"},
-		{Service: "agents", Subject: "kanade.agents.ping", Method: "POST", Path: "/api/agents/{pc_id}/ping", IntParams: []string{"wait_secs"}},
-		{Service: "agents", Subject: "kanade.agents.logs", Method: "GET", Path: "/api/agents/{pc_id}/logs", IntParams: []string{"tail"}},
+		{Service: "agents", Subject: "kanade.agents.ping", Method: "POST", Path: "/api/agents/{pc_id}/ping", IntParams: []string{"wait_secs"}, Timeout: agents.LiveTimeout},
+		{Service: "agents", Subject: "kanade.agents.logs", Method: "GET", Path: "/api/agents/{pc_id}/logs", IntParams: []string{"tail"}, Timeout: agents.LiveTimeout},
 		{Service: "agents", Subject: "kanade.agents.meta_get", Method: "GET", Path: "/api/agents/{pc_id}/meta"},
 		{Service: "agents", Subject: "kanade.agents.meta_put", Method: "PUT", Path: "/api/agents/{pc_id}/meta"},
 		{Service: "agents", Subject: "kanade.agents.meta_set", Method: "PUT", Path: "/api/agents/{pc_id}/meta/key"},

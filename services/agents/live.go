@@ -24,6 +24,11 @@ const DefaultPingWait = 5
 // LogsWait is how long logs waits for the agent, as upstream.
 const LogsWait = 10 * time.Second
 
+// LiveTimeout is the deadline of a ping or a logs fetch, beyond the
+// gateway's default: logs waits upstream's 10 s, ping up to 15 s of
+// wait_secs. Their routes carry it (api.Endpoint.Timeout).
+const LiveTimeout = 16 * time.Second
+
 // within caps a wait at the request's deadline, less the time to answer.
 func within(ctx context.Context, d time.Duration) time.Duration {
 	if dl, ok := ctx.Deadline(); ok {

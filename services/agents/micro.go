@@ -29,8 +29,9 @@ type Options struct {
 	// Workers bounds concurrent requests (default 16): a ping or a logs
 	// fetch waits seconds on an agent.
 	Workers int
-	// Timeout is each request's deadline (default 9 s, under the gateway's
-	// 10 s); ping and logs wait at most until shortly before it.
+	// Timeout is each read's deadline (default 9 s, under the gateway's
+	// 10 s). Ping and logs have LiveTimeout, and their routes tell the
+	// gateway to wait that long.
 	Timeout time.Duration
 }
 
@@ -55,6 +56,17 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 	}
 	if o.Workers <= 0 {
 		o.Workers = 16
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 9 * time.Second
+	}
+	// Reads keep their own, shorter deadline inside the service's.
+	read := func(h api.Handler) api.Handler {
+		return func(ctx context.Context, r api.Request) (any, error) {
+			ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+			defer cancel()
+			return h(ctx, r)
+		}
 	}
 	js, err := jetstream.New(o.Conn)
 	if err != nil {
@@ -109,10 +121,10 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 	}
 	svc := api.Service{
 		Name: "agents", Description: "the fleet roster: list, detail, versions, metadata, forget, ping, logs",
-		Workers: o.Workers, Timeout: o.Timeout, Logger: o.Logger,
+		Workers: o.Workers, Timeout: max(o.Timeout, LiveTimeout), Logger: o.Logger,
 		Endpoints: []api.Endpoint{
 			{Name: "list", Subject: "kanade.agents.list", HTTP: "GET /api/agents", IntParams: []string{"limit", "offset"}, Tier: api.TierViewer,
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
+				Handler: read(func(ctx context.Context, r api.Request) (any, error) {
 					p, err := DecodeList(r)
 					if err != nil {
 						return nil, err
@@ -125,13 +137,13 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 						page.Rows[i].Groups = s.roster.GroupsOf(page.Rows[i].PCID)
 					}
 					return page.Reply(), nil
-				}},
+				})},
 			{Name: "versions", Subject: "kanade.agents.versions", HTTP: "GET /api/agents/versions", Tier: api.TierViewer,
-				Handler: func(ctx context.Context, r api.Request) (any, error) { return Versions(ctx, o.DB, time.Now()) }},
+				Handler: read(func(ctx context.Context, r api.Request) (any, error) { return Versions(ctx, o.DB, time.Now()) })},
 			{Name: "meta_keys", Subject: "kanade.agents.meta_keys", HTTP: "GET /api/agents/meta-keys", Tier: api.TierViewer,
-				Handler: func(ctx context.Context, r api.Request) (any, error) { return s.Meta.Keys(), nil }},
+				Handler: read(func(ctx context.Context, r api.Request) (any, error) { return s.Meta.Keys(), nil })},
 			{Name: "meta_bulk", Subject: "kanade.agents.meta_bulk", HTTP: "GET /api/agents/meta", Tier: api.TierViewer,
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
+				Handler: read(func(ctx context.Context, r api.Request) (any, error) {
 					p, err := params(r)
 					if err != nil {
 						return nil, err
@@ -143,9 +155,9 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 						}
 					}
 					return s.Meta.Bulk(pcs), nil
-				}},
+				})},
 			{Name: "detail", Subject: "kanade.agents.detail", HTTP: "GET /api/agents/{pc_id}", Tier: api.TierViewer,
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
+				Handler: read(func(ctx context.Context, r api.Request) (any, error) {
 					p, err := params(r)
 					if err != nil {
 						return nil, err
@@ -155,10 +167,10 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 						row.Groups = s.roster.GroupsOf(row.PCID)
 					}
 					return row, err
-				}},
+				})},
 			{Name: "delete", Subject: "kanade.agents.delete", HTTP: "DELETE /api/agents/{pc_id}", Tier: api.TierOperator,
 				Audit: "agent_delete", AuditTarget: "pc_id",
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
+				Handler: read(func(ctx context.Context, r api.Request) (any, error) {
 					p, err := params(r)
 					if err != nil {
 						return nil, err
@@ -175,8 +187,8 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 					}
 					o.Logger.Info("agent forgotten", "pc_id", p.PCID, "removed", removed, "actor", r.Actor())
 					return nil, nil
-				}},
-			{Name: "ping", Subject: "kanade.agents.ping", HTTP: "POST /api/agents/{pc_id}/ping", IntParams: []string{"wait_secs"}, Tier: api.TierOperator,
+				})},
+			{Name: "ping", Subject: "kanade.agents.ping", HTTP: "POST /api/agents/{pc_id}/ping", IntParams: []string{"wait_secs"}, Tier: api.TierOperator, Timeout: LiveTimeout,
 				Audit: "agent_ping", AuditTarget: "pc_id",
 				Handler: func(ctx context.Context, r api.Request) (any, error) {
 					p, err := params(r)
@@ -189,7 +201,7 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 					}
 					return Ping(ctx, o.Conn, p.PCID, wait)
 				}},
-			{Name: "logs", Subject: "kanade.agents.logs", HTTP: "GET /api/agents/{pc_id}/logs", IntParams: []string{"tail"}, Tier: api.TierViewer,
+			{Name: "logs", Subject: "kanade.agents.logs", HTTP: "GET /api/agents/{pc_id}/logs", IntParams: []string{"tail"}, Tier: api.TierViewer, Timeout: LiveTimeout,
 				Handler: func(ctx context.Context, r api.Request) (any, error) {
 					p, err := params(r)
 					if err != nil {
@@ -198,16 +210,16 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 					return Logs(ctx, o.Conn, p.PCID, p.Tail)
 				}},
 			{Name: "meta_get", Subject: "kanade.agents.meta_get", HTTP: "GET /api/agents/{pc_id}/meta", Tier: api.TierViewer,
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
+				Handler: read(func(ctx context.Context, r api.Request) (any, error) {
 					p, err := params(r)
 					if err != nil {
 						return nil, err
 					}
 					return s.Meta.Read(ctx, p.PCID)
-				}},
+				})},
 			{Name: "meta_put", Subject: "kanade.agents.meta_put", HTTP: "PUT /api/agents/{pc_id}/meta", Tier: api.TierOperator,
 				Audit: "agent_meta_put", AuditTarget: "pc_id",
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
+				Handler: read(func(ctx context.Context, r api.Request) (any, error) {
 					p, err := params(r)
 					if err != nil {
 						return nil, err
@@ -216,10 +228,10 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 						return nil, err
 					}
 					return s.Meta.Put(ctx, p.PCID, p.Entries)
-				}},
+				})},
 			{Name: "meta_set", Subject: "kanade.agents.meta_set", HTTP: "PUT /api/agents/{pc_id}/meta/key", Tier: api.TierOperator,
 				Audit: "agent_meta_set", AuditTarget: "pc_id",
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
+				Handler: read(func(ctx context.Context, r api.Request) (any, error) {
 					p, err := params(r)
 					if err != nil {
 						return nil, err
@@ -228,16 +240,16 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 						return nil, err
 					}
 					return s.Meta.SetKey(ctx, p.PCID, p.Key, p.Value)
-				}},
+				})},
 			{Name: "meta_rm", Subject: "kanade.agents.meta_rm", HTTP: "DELETE /api/agents/{pc_id}/meta/key", Tier: api.TierOperator,
 				Audit: "agent_meta_rm", AuditTarget: "pc_id",
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
+				Handler: read(func(ctx context.Context, r api.Request) (any, error) {
 					p, err := params(r)
 					if err != nil {
 						return nil, err
 					}
 					return s.Meta.RemoveKey(ctx, p.PCID, p.Key)
-				}},
+				})},
 		},
 	}
 	s.running, err = api.Start(o.Conn, svc)
