@@ -28,6 +28,7 @@ import (
 // its own lock: group membership (and the subscriptions it implies) and
 // the config scopes.
 type fleetState struct {
+	setMu   sync.Mutex // one membership change at a time (two buckets feed them)
 	mu      sync.Mutex
 	grpSubs map[string]*nats.Subscription // shared mode: one per group with members
 	scopes  map[string]agentconfig.Scope  // agent_config key -> scope
@@ -156,6 +157,8 @@ func (f *Fleet) groupHandler(g string) nats.MsgHandler {
 // derived groups: subscribe to the new ones (then flush, as agents do),
 // leave the old.
 func (f *Fleet) setGroups(a *agent, manual, derived []string) {
+	f.st.setMu.Lock()
+	defer f.st.setMu.Unlock()
 	a.s().mu.Lock()
 	if manual != nil {
 		a.s().manual = manual
