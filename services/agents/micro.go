@@ -60,8 +60,8 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = 9 * time.Second
 	}
-	// Reads keep their own, shorter deadline inside the service's.
-	read := func(h api.Handler) api.Handler {
+	// All but ping and logs keep the usual, shorter deadline inside the service's.
+	bounded := func(h api.Handler) api.Handler {
 		return func(ctx context.Context, r api.Request) (any, error) {
 			ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 			defer cancel()
@@ -124,7 +124,7 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 		Workers: o.Workers, Timeout: max(o.Timeout, LiveTimeout), Logger: o.Logger,
 		Endpoints: []api.Endpoint{
 			{Name: "list", Subject: "kanade.agents.list", HTTP: "GET /api/agents", IntParams: []string{"limit", "offset"}, Tier: api.TierViewer,
-				Handler: read(func(ctx context.Context, r api.Request) (any, error) {
+				Handler: bounded(func(ctx context.Context, r api.Request) (any, error) {
 					p, err := DecodeList(r)
 					if err != nil {
 						return nil, err
@@ -139,11 +139,11 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 					return page.Reply(), nil
 				})},
 			{Name: "versions", Subject: "kanade.agents.versions", HTTP: "GET /api/agents/versions", Tier: api.TierViewer,
-				Handler: read(func(ctx context.Context, r api.Request) (any, error) { return Versions(ctx, o.DB, time.Now()) })},
+				Handler: bounded(func(ctx context.Context, r api.Request) (any, error) { return Versions(ctx, o.DB, time.Now()) })},
 			{Name: "meta_keys", Subject: "kanade.agents.meta_keys", HTTP: "GET /api/agents/meta-keys", Tier: api.TierViewer,
-				Handler: read(func(ctx context.Context, r api.Request) (any, error) { return s.Meta.Keys(), nil })},
+				Handler: bounded(func(ctx context.Context, r api.Request) (any, error) { return s.Meta.Keys(), nil })},
 			{Name: "meta_bulk", Subject: "kanade.agents.meta_bulk", HTTP: "GET /api/agents/meta", Tier: api.TierViewer,
-				Handler: read(func(ctx context.Context, r api.Request) (any, error) {
+				Handler: bounded(func(ctx context.Context, r api.Request) (any, error) {
 					p, err := params(r)
 					if err != nil {
 						return nil, err
@@ -157,7 +157,7 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 					return s.Meta.Bulk(pcs), nil
 				})},
 			{Name: "detail", Subject: "kanade.agents.detail", HTTP: "GET /api/agents/{pc_id}", Tier: api.TierViewer,
-				Handler: read(func(ctx context.Context, r api.Request) (any, error) {
+				Handler: bounded(func(ctx context.Context, r api.Request) (any, error) {
 					p, err := params(r)
 					if err != nil {
 						return nil, err
@@ -170,7 +170,7 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 				})},
 			{Name: "delete", Subject: "kanade.agents.delete", HTTP: "DELETE /api/agents/{pc_id}", Tier: api.TierOperator,
 				Audit: "agent_delete", AuditTarget: "pc_id",
-				Handler: read(func(ctx context.Context, r api.Request) (any, error) {
+				Handler: bounded(func(ctx context.Context, r api.Request) (any, error) {
 					p, err := params(r)
 					if err != nil {
 						return nil, err
@@ -210,7 +210,7 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 					return Logs(ctx, o.Conn, p.PCID, p.Tail)
 				}},
 			{Name: "meta_get", Subject: "kanade.agents.meta_get", HTTP: "GET /api/agents/{pc_id}/meta", Tier: api.TierViewer,
-				Handler: read(func(ctx context.Context, r api.Request) (any, error) {
+				Handler: bounded(func(ctx context.Context, r api.Request) (any, error) {
 					p, err := params(r)
 					if err != nil {
 						return nil, err
@@ -219,7 +219,7 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 				})},
 			{Name: "meta_put", Subject: "kanade.agents.meta_put", HTTP: "PUT /api/agents/{pc_id}/meta", Tier: api.TierOperator,
 				Audit: "agent_meta_put", AuditTarget: "pc_id",
-				Handler: read(func(ctx context.Context, r api.Request) (any, error) {
+				Handler: bounded(func(ctx context.Context, r api.Request) (any, error) {
 					p, err := params(r)
 					if err != nil {
 						return nil, err
@@ -231,7 +231,7 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 				})},
 			{Name: "meta_set", Subject: "kanade.agents.meta_set", HTTP: "PUT /api/agents/{pc_id}/meta/key", Tier: api.TierOperator,
 				Audit: "agent_meta_set", AuditTarget: "pc_id",
-				Handler: read(func(ctx context.Context, r api.Request) (any, error) {
+				Handler: bounded(func(ctx context.Context, r api.Request) (any, error) {
 					p, err := params(r)
 					if err != nil {
 						return nil, err
@@ -243,7 +243,7 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 				})},
 			{Name: "meta_rm", Subject: "kanade.agents.meta_rm", HTTP: "DELETE /api/agents/{pc_id}/meta/key", Tier: api.TierOperator,
 				Audit: "agent_meta_rm", AuditTarget: "pc_id",
-				Handler: read(func(ctx context.Context, r api.Request) (any, error) {
+				Handler: bounded(func(ctx context.Context, r api.Request) (any, error) {
 					p, err := params(r)
 					if err != nil {
 						return nil, err
