@@ -54,6 +54,19 @@ export async function fleetSteps({ page, step, api, poll, tid, go, shotDir, base
       return /answered in \d+ ms/.test(await el.textContent());
     });
     await poll('the effective config', async () => /\d+s$/.test((await page.locator(tid('config-heartbeat_interval')).textContent()).trim()));
+    // This PC's own layer wins over global and its groups; {} clears it.
+    const before = (await page.locator(tid('config-heartbeat_interval')).textContent()).trim();
+    const editConfig = async (json) => {
+      await page.locator(tid('agent-config-edit')).click();
+      const dialog = page.locator(tid('config-dialog'));
+      await dialog.locator(tid('config-input')).fill(json);
+      await dialog.locator(tid('dialog-submit')).click();
+      await dialog.waitFor({ state: 'detached' });
+    };
+    await editConfig('{"heartbeat_interval": "12s"}');
+    await poll('the PC layer applied', async () => (await page.locator(tid('config-heartbeat_interval')).textContent()).trim() === '12s');
+    await editConfig('{}');
+    await poll('the PC layer cleared', async () => (await page.locator(tid('config-heartbeat_interval')).textContent()).trim() === before);
     await page.locator(tid('agent-logs-fetch')).click();
     await poll('the agent log', async () => /kanade_agent/.test(await page.locator(tid('agent-logs')).textContent()));
   });

@@ -7,6 +7,7 @@ import { api } from './api.js';
 import { href } from './router.js';
 import { Latest } from './lifecycle.js';
 import { errorText } from './format.js';
+import { configDialog } from './config-editor.js';
 
 export const title = 'Groups';
 
@@ -25,7 +26,11 @@ export function mount(main, { params, life }) {
   const formError = h('p', { class: 'form-error', role: 'alert', testid: 'groups-add-error' });
 
   replace(main, h('section', { class: 'page groups', testid: 'groups-page' },
-    h('div', { class: 'page-head' }, h('a', { class: 'back', href: '#/agents' }, '← Agents'), h('h1', {}, 'Groups'), summary),
+    h('div', { class: 'page-head' }, h('a', { class: 'back', href: '#/agents' }, '← Agents'), h('h1', {}, 'Groups'), summary,
+      h('button', {
+        type: 'button', class: 'small', testid: 'global-config',
+        onclick: () => configDialog('Global config (every agent)', '/api/config').then(() => {}, (err) => { banner.textContent = errorText(err); }),
+      }, 'Global config')),
     h('form', {
       class: 'inline-form', testid: 'groups-add-form',
       onsubmit: async (e) => {
@@ -63,7 +68,11 @@ export function mount(main, { params, life }) {
     },
     h('td', { class: 'mono ellipsis', title: g.name }, g.name),
     h('td', { class: 'num', testid: 'group-count' }, String(g.members.length)),
-    h('td', { class: 'opt' }, g.has_config ? h('span', { class: 'badge running' }, 'config') : h('span', { class: 'muted' }, '—')),
+    h('td', { class: 'opt' }, h('button', {
+      type: 'button', class: `small${g.has_config ? '' : ' muted'}`, testid: 'group-config',
+      title: g.has_config ? 'edit this group\'s config' : 'give this group a config',
+      onclick: () => configDialog(`Config of group ${g.name}`, `/api/groups/${encodeURIComponent(g.name)}/config`).then((ok) => ok && load(), (err) => { banner.textContent = errorText(err); }),
+    }, g.has_config ? 'Edit config' : 'Add config')),
     h('td', { class: 'members', testid: 'group-members' },
       g.members.slice(0, SHOWN_MEMBERS).map((pc) => h('a', { class: 'chip mono', href: href(`/agents/${encodeURIComponent(pc)}`) }, pc)),
       g.members.length > SHOWN_MEMBERS ? h('span', { class: 'muted' }, ` and ${g.members.length - SHOWN_MEMBERS} more`) : null)))

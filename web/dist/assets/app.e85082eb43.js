@@ -14,8 +14,8 @@ import * as jobs from './page-jobs.f336dd9cad.js';
 import * as schedules from './page-schedules.8fdc14010a.js';
 import * as agents from './page-agents.467dfa1dc7.js';
 import * as home from './page-home.22bc968e3b.js';
-import * as agent from './page-agent.c6cab1e4fe.js';
-import * as groupsPage from './page-groups.21b0f8fa3c.js';
+import * as agent from './page-agent.e679a5f572.js';
+import * as groupsPage from './page-groups.78070eb532.js';
 
 const routes = [
   // Home is the landing page; '/' with a query is an Activity link made

@@ -7,6 +7,7 @@ import { api, apiFull } from './api.5cda6b6686.js';
 import { href } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
 import { timeEl, agoEl, tickAgo, errorText, exitBadge, shortId } from './format.31eef2b48b.js';
+import { configDialog } from './config-editor.ef51b579db.js';
 
 export const title = 'Agent';
 
@@ -93,6 +94,11 @@ export function mount(main, { args, life }) {
     metaList, metaForm, metaError,
     h('h2', {}, 'Effective config'),
     config,
+    h('div', { class: 'actions left' }, h('button', {
+      type: 'button', class: 'small', testid: 'agent-config-edit',
+      onclick: () => configDialog(`Config of ${pc} (its own layer)`, `/api/pcs/${encodeURIComponent(pc)}/config`)
+        .then((ok) => ok && loadConfig(), (err) => { banner.textContent = errorText(err); }),
+    }, 'Edit this PC\'s config')),
     h('h2', {}, 'Run a script'),
     h('form', {
       class: 'run-form', testid: 'run-form',
