@@ -107,6 +107,26 @@ export async function fleetSteps({ page, step, api, poll, tid, go, shotDir, base
     if (after.groups.includes(group)) throw new Error(`still in ${group}: ${JSON.stringify(after)}`);
   });
 
+  await step('groups page: a static group definition adds its members, deleting it removes them', async () => {
+    const id = `e2e-def-${Date.now().toString(36)}`;
+    await go('/groups');
+    await page.locator(tid('add-group-def')).click();
+    const dialog = page.locator(tid('yaml-dialog'));
+    await dialog.locator(tid('yaml-input')).fill(`id: ${id}\ndescription: browser test\nmembers: [${pc}]\n`);
+    await dialog.locator(tid('dialog-submit')).click();
+    await dialog.waitFor({ state: 'detached' });
+    await page.locator(`${tid('group-def-row')}[data-id="${id}"]`).waitFor();
+    const row = page.locator(`${tid('group-row')}[data-group="${id}"]`);
+    await poll('the derived membership on Groups', async () => {
+      if (!(await row.count())) await page.reload();
+      return (await row.count()) && (await row.getAttribute('data-members')) === '1';
+    });
+    await page.locator(`${tid('group-def-row')}[data-id="${id}"] ${tid('delete-group-def')}`).click();
+    await page.locator(`${tid('confirm-dialog')} ${tid('dialog-submit')}`).click();
+    await page.locator(`${tid('group-def-row')}[data-id="${id}"]`).waitFor({ state: 'detached' });
+    await poll('the members gone', async () => (await api('/api/groups')).groups.every((g) => g.name !== id), 15000);
+  });
+
   // POST /api/run is another capability of this backend; without it the
   // step says so instead of failing the run.
   const probe = await page.request.fetch(`${base}/api/run`, { method: 'POST', data: {}, headers: token ? { Authorization: `Bearer ${token}` } : {} });

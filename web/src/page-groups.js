@@ -3,11 +3,14 @@
 // group. ?name=g highlights one group.
 
 import { h, replace } from './dom.js';
-import { api } from './api.js';
+import { api, apiFull } from './api.js';
 import { href } from './router.js';
 import { Latest } from './lifecycle.js';
 import { errorText } from './format.js';
 import { configDialog } from './config-editor.js';
+import { yamlDialog, confirmDialog } from './dialog.js';
+
+const DEF_TEMPLATE = `id: my-group\ndescription: every Windows PC\n# either a static list:\n# members: [PC1, PC2]\n# or a read-only query over the agents projection returning pc_id:\nquery: SELECT pc_id FROM agents WHERE os_family = 'windows'\nrefresh: 10m\n`;
 
 export const title = 'Groups';
 
@@ -53,11 +56,12 @@ export function mount(main, { params, life }) {
         h('th', { scope: 'col', class: 'c-id' }, 'Group'), h('th', { scope: 'col', class: 'c-counts' }, 'Members'),
         h('th', { scope: 'col', class: 'c-config opt' }, 'Config'), h('th', { scope: 'col' }, 'PCs'))),
       tbody)),
-    h('h2', {}, 'Group definitions'),
+    h('div', { class: 'page-head' }, h('h2', {}, 'Group definitions'), h('span', { class: 'spacer' }),
+      h('button', { type: 'button', class: 'small primary', testid: 'add-group-def', onclick: () => editDef(null) }, 'Add definition')),
     h('p', { class: 'muted' }, 'Static lists and SQL queries over the agents projection (POST /api/group-defs); their members are written to agent_groups_derived, which agents follow beside their own groups.'),
     h('div', { class: 'table-wrap' }, h('table', { class: 'group-defs', testid: 'group-defs-table' },
       h('thead', {}, h('tr', {}, h('th', { scope: 'col', class: 'c-id' }, 'Definition'), h('th', { scope: 'col', class: 'c-state' }, 'Kind'),
-        h('th', { scope: 'col' }, 'Members or query'))),
+        h('th', { scope: 'col' }, 'Members or query'), h('th', { scope: 'col', class: 'c-def-actions' }, h('span', { class: 'sr-only' }, 'Actions')))),
       defs))));
 
   function render(ov, list) {
@@ -80,9 +84,39 @@ export function mount(main, { params, life }) {
     replace(defs, list.length ? list.map((d) => h('tr', { testid: 'group-def-row', dataset: { id: d.id } },
       h('td', { class: 'mono ellipsis' }, d.id),
       h('td', {}, d.query ? 'dynamic' : 'static'),
-      h('td', { class: 'mono ellipsis', title: d.query || (d.members || []).join(', ') }, d.query || (d.members || []).join(', '))))
-      : h('tr', { class: 'empty' }, h('td', { colspan: 3 }, 'No definitions.')));
+      h('td', { class: 'mono ellipsis', title: d.query || (d.members || []).join(', ') }, d.query || (d.members || []).join(', ')),
+      h('td', {}, h('div', { class: 'actions' },
+        h('button', { type: 'button', class: 'small', testid: 'edit-group-def', onclick: () => editDef(d) }, 'Edit'),
+        h('button', { type: 'button', class: 'small danger-text', testid: 'delete-group-def', onclick: () => removeDef(d) }, 'Delete')))))
+      : h('tr', { class: 'empty' }, h('td', { colspan: 4 }, 'No definitions.')));
     if (focus) tbody.querySelector('tr.focus')?.scrollIntoView({ block: 'nearest' });
+  }
+
+  async function editDef(d) {
+    let text = DEF_TEMPLATE;
+    if (d) {
+      try {
+        text = (await apiFull('GET', `/api/group-defs/${encodeURIComponent(d.id)}/yaml`)).text;
+      } catch (err) {
+        banner.textContent = errorText(err);
+        return;
+      }
+    }
+    const saved = await yamlDialog({
+      title: d ? `Edit group ${d.id}` : 'Add group definition', text,
+      save: (t) => api('POST', '/api/group-defs', { body: t, contentType: 'application/yaml' }),
+    });
+    if (saved) load();
+  }
+
+  async function removeDef(d) {
+    if (!(await confirmDialog({ title: `Delete group ${d.id}?`, message: 'Its PCs leave the group at the next materializer pass (at once on this node).', confirmLabel: 'Delete', danger: true }))) return;
+    try {
+      await api('DELETE', `/api/group-defs/${encodeURIComponent(d.id)}`);
+      load();
+    } catch (err) {
+      banner.textContent = errorText(err);
+    }
   }
 
   async function load() {

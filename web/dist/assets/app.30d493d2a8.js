@@ -15,7 +15,7 @@ import * as schedules from './page-schedules.8fdc14010a.js';
 import * as agents from './page-agents.467dfa1dc7.js';
 import * as home from './page-home.22bc968e3b.js';
 import * as agent from './page-agent.e679a5f572.js';
-import * as groupsPage from './page-groups.78070eb532.js';
+import * as groupsPage from './page-groups.50c7b6dad6.js';
 
 const routes = [
   // Home is the landing page; '/' with a query is an Activity link made
