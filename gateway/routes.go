@@ -79,6 +79,7 @@ func ContractRoutes() []Route {
 		{Service: "schemas", Subject: "kanade.schemas.manifest", Method: "GET", Path: "/api/schemas/manifest.json"},
 		{Service: "health", Subject: health.SubjectFleet, Method: "GET", Path: "/api/health/fleet"},
 		{Service: "jetstream", Subject: health.SubjectJetStream, Method: "GET", Path: "/api/jetstream/status"},
+		{Service: "results", Subject: "kanade.results.output", Method: "GET", Path: "/api/results/{result_id}/output/{stream}", IntParams: []string{"offset", "limit"}},
 		// Fleet: agents, groups, layered config.
 		{Service: "agents", Subject: "kanade.agents.versions", Method: "GET", Path: "/api/agents/versions"},
 		{Service: "agents", Subject: "kanade.agents.meta_keys", Method: "GET", Path: "/api/agents/meta-keys"},

@@ -36,15 +36,15 @@ type fleetState struct {
 
 // agentState is one agent's run-time membership, config and log.
 type agentState struct {
-	mu       sync.Mutex
-	manual   []string // agent_groups
-	derived  []string // agent_groups_derived
-	live     []string // the groups it listens on: manual ∪ derived
-	grpSubs  map[string]*nats.Subscription
-	config   agentconfig.Effective
-	hbEvery  time.Duration // 0: Options.Heartbeat
-	active   int           // runs admitted and not finished
-	log      []string
+	mu      sync.Mutex
+	manual  []string // agent_groups
+	derived []string // agent_groups_derived
+	live    []string // the groups it listens on: manual ∪ derived
+	grpSubs map[string]*nats.Subscription
+	config  agentconfig.Effective
+	hbEvery time.Duration // 0: Options.Heartbeat
+	active  int           // runs admitted and not finished
+	log     []string
 }
 
 // s is the agent's run-time state.

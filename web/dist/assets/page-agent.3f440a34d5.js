@@ -3,11 +3,11 @@
 // questions: ping it, fetch its log, run a script on it now.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api, apiFull } from './api.5cda6b6686.js';
+import { api, apiFull } from './api.82493244e8.js';
 import { href } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
-import { timeEl, agoEl, tickAgo, errorText, exitBadge, shortId } from './format.31eef2b48b.js';
-import { configDialog } from './config-editor.ef51b579db.js';
+import { timeEl, agoEl, tickAgo, errorText, exitBadge, shortId } from './format.913d19cc04.js';
+import { configDialog } from './config-editor.7eac15cce4.js';
 
 export const title = 'Agent';
 

@@ -2,20 +2,20 @@
 // lifecycle (timers and requests stop when you leave), and wires the header.
 
 import { start } from './router.475a737da2.js';
-import { api, setTokenPrompt, storedToken, forgetToken } from './api.5cda6b6686.js';
-import { tokenDialog } from './dialog.fefcff641c.js';
+import { api, setTokenPrompt, storedToken, forgetToken } from './api.82493244e8.js';
+import { tokenDialog } from './dialog.ca5da1cc43.js';
 import { initThemeToggle } from './theme.9bc285ecbb.js';
 import { Lifecycle } from './lifecycle.cf1e604c6c.js';
 import { h, replace } from './dom.3dd86e8f14.js';
-import * as activity from './page-activity.8dca769baf.js';
-import * as result from './page-result.9084b99c64.js';
-import * as executions from './page-executions.941408eadc.js';
-import * as jobs from './page-jobs.f336dd9cad.js';
-import * as schedules from './page-schedules.8fdc14010a.js';
-import * as agents from './page-agents.467dfa1dc7.js';
-import * as home from './page-home.22bc968e3b.js';
-import * as agent from './page-agent.e679a5f572.js';
-import * as groupsPage from './page-groups.50c7b6dad6.js';
+import * as activity from './page-activity.8069142c0a.js';
+import * as result from './page-result.d8f2557792.js';
+import * as executions from './page-executions.bab39005ea.js';
+import * as jobs from './page-jobs.26000aed8f.js';
+import * as schedules from './page-schedules.b26be2bf1e.js';
+import * as agents from './page-agents.755016b950.js';
+import * as home from './page-home.4b3d2fc3a0.js';
+import * as agent from './page-agent.3f440a34d5.js';
+import * as groupsPage from './page-groups.9040885b96.js';
 
 const routes = [
   // Home is the landing page; '/' with a query is an Activity link made

@@ -3,12 +3,12 @@
 // group. ?name=g highlights one group.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api, apiFull } from './api.5cda6b6686.js';
+import { api, apiFull } from './api.82493244e8.js';
 import { href } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
-import { errorText } from './format.31eef2b48b.js';
-import { configDialog } from './config-editor.ef51b579db.js';
-import { yamlDialog, confirmDialog } from './dialog.fefcff641c.js';
+import { errorText } from './format.913d19cc04.js';
+import { configDialog } from './config-editor.7eac15cce4.js';
+import { yamlDialog, confirmDialog } from './dialog.ca5da1cc43.js';
 
 const DEF_TEMPLATE = `id: my-group\ndescription: every Windows PC\n# either a static list:\n# members: [PC1, PC2]\n# or a read-only query over the agents projection returning pc_id:\nquery: SELECT pc_id FROM agents WHERE os_family = 'windows'\nrefresh: 10m\n`;
 

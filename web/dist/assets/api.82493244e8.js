@@ -62,15 +62,46 @@ async function askToken(rejected) {
 // api('GET', '/api/results', {query: {limit: 50}}) -> parsed JSON, or null
 // for an empty body (204). body: an object is sent as JSON, a string as-is
 // with contentType.
-export async function api(method, path, opts = {}) {
-  return (await apiFull(method, path, opts)).value;
+export async function api(method, path, { query, body, contentType, signal } = {}) {
+  const res = await send(method, path, { query, body, contentType, signal });
+  const text = await res.text();
+  if (!res.ok) throw new ApiError(res.status, text.trim() || res.statusText || `HTTP ${res.status}`);
+  if (text === '') return null;
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new ApiError(res.status, `bad JSON from ${path}`);
+  }
 }
 
 // apiFull is api with the response beside the value: {value, text, headers,
 // status}. value is the parsed JSON for a JSON answer, else null (a text
 // answer, such as an agent's log, is in text). Paging headers
 // (X-Total-Count) are in headers.
-export async function apiFull(method, path, { query, body, contentType, signal } = {}) {
+export async function apiFull(method, path, opts = {}) {
+  const res = await send(method, path, opts);
+  const text = await res.text();
+  if (!res.ok) throw new ApiError(res.status, text.trim() || res.statusText || `HTTP ${res.status}`);
+  const out = { value: null, text, headers: res.headers, status: res.status };
+  if (text === '' || !(res.headers.get('Content-Type') || 'application/json').includes('json')) return out;
+  try {
+    out.value = JSON.parse(text);
+  } catch {
+    throw new ApiError(res.status, `bad JSON from ${path}`);
+  }
+  return out;
+}
+
+// apiBlob('/api/results/ID/output/stdout') -> the body as a Blob (a whole
+// output, too big for JSON), with the token as api() sends it.
+export async function apiBlob(path, { signal } = {}) {
+  const res = await send('GET', path, { signal });
+  if (!res.ok) throw new ApiError(res.status, (await res.text()).trim() || `HTTP ${res.status}`);
+  return res.blob();
+}
+
+// send makes the request with the stored token, asking for one on a 401.
+async function send(method, path, { query, body, contentType, signal } = {}) {
   let url = path;
   if (query) {
     const q = new URLSearchParams();
@@ -100,16 +131,7 @@ export async function apiFull(method, path, { query, body, contentType, signal }
       if (!next) throw new ApiError(401, 'an API token is required');
       continue;
     }
-    const text = await res.text();
-    if (!res.ok) throw new ApiError(res.status, text.trim() || res.statusText || `HTTP ${res.status}`);
-    const out = { value: null, text, headers: res.headers, status: res.status };
-    if (text === '' || !(res.headers.get('Content-Type') || 'application/json').includes('json')) return out;
-    try {
-      out.value = JSON.parse(text);
-    } catch {
-      throw new ApiError(res.status, `bad JSON from ${path}`);
-    }
-    return out;
+    return res;
   }
 }
 
