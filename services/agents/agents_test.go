@@ -351,3 +351,27 @@ func eventually(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Each node keeps its own projection: forgetting a PC through one node's
+// agents service forgets it on the others too.
+func TestForgetReachesEveryNode(t *testing.T) {
+	e := start(t)
+	other := nodetest.OpenStore(t, e.n.Dir+"/other.db")
+	s2, err := Start(context.Background(), Options{Conn: e.n.Conn(t), DB: other, Logger: e.n.Logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Stop()
+	now := time.Now().UTC()
+	insertAgents(t, e.n.DB, agentRec{pc: "PC1", beat: now})
+	insertAgents(t, other, agentRec{pc: "PC1", beat: now})
+	if code, _, _ := e.call(t, "kanade.agents.delete", `{"pc_id":"PC1"}`); code != "" {
+		t.Fatalf("delete: %s", code)
+	}
+	count := func(db *store.DB) int {
+		var n int
+		db.R.QueryRow(`SELECT count(*) FROM agents WHERE pc_id = 'PC1'`).Scan(&n)
+		return n
+	}
+	eventually(t, "both nodes to forget PC1", func() bool { return count(e.n.DB) == 0 && count(other) == 0 })
+}
