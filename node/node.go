@@ -24,6 +24,7 @@ import (
 	"github.com/kanade-go/kanade/gateway"
 	"github.com/kanade-go/kanade/natsauth"
 	"github.com/kanade-go/kanade/services/commandsigning"
+	"github.com/kanade-go/kanade/services/groups"
 	"github.com/kanade-go/kanade/services/projector"
 	"github.com/kanade-go/kanade/services/results"
 	"github.com/kanade-go/kanade/services/scheduler"
@@ -304,6 +305,27 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		stops = append(stops, func() { logStop(log, "projector", p.Stop()) })
 		proj = p
 	}
+	// One roster (group membership, alive agents) for the scheduler's
+	// targets and the groups service.
+	var roster *groups.Roster
+	if has(ServiceResults) || has(ServiceScheduler) {
+		roster, err = groups.OpenRoster(ctx, js, db, log.With("component", "roster"))
+		if err != nil {
+			return fmt.Errorf("roster: %w", err)
+		}
+		stops = append(stops, roster.Stop)
+	}
+	if has(ServiceResults) {
+		nc, err := connect("fleet")
+		if err != nil {
+			return err
+		}
+		f, err := startFleet(ctx, nc, o, roster, db, log)
+		if err != nil {
+			return err
+		}
+		stops = append(stops, func() { logStop(log, "fleet services", f.Stop()) })
+	}
 	var gate *resultsGate
 	if has(ServiceResults) {
 		// One package answers three micro services: results, executions
@@ -325,7 +347,12 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 			if err != nil {
 				return nil, fmt.Errorf("start results: %w", err)
 			}
-			return s, nil
+			a, err := startAgents(ctx, nc, db, roster, log)
+			if err != nil {
+				s.Stop()
+				return nil, err
+			}
+			return stoppers{s, a}, nil
 		}, nc, o.ResultsJoinLag, o.ResultsLeaveLag, ro.Logger)
 		if proj != nil {
 			gate.positions = projectionPositions(js, proj)
@@ -343,6 +370,7 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		so := o.Scheduler
 		so.Conn, so.DB, so.NodeName, so.Logger = nc, db, o.NodeName, log.With("component", "scheduler")
 		so.Replicas = o.Replicas
+		so.Roster = roster
 		so.Signer, so.Envelopes = o.Signer, o.Envelopes
 		stop, err := startCommandSigning(nc, o, log)
 		if err != nil {

@@ -154,6 +154,8 @@ func (a *agent) execute(ctx context.Context, cmd wire.Command, r *run, received 
 			return
 		}
 	}
+	release := a.admit(ctx) // max_local_concurrent, from the layered config
+	defer release()
 	if ctx.Err() == nil {
 		startedAt = now()
 		if r.execID != "" {
@@ -229,6 +231,7 @@ func (a *agent) finish(cmd wire.Command, r *run, exit int64, startedAt time.Time
 	}
 	if a.f.publish(a.js, wire.Results(cmd.RequestID), res, r.resultID) {
 		a.f.c.results.Add(1)
+		a.logf("command %s request_id=%s result_id=%s finished exit_code=%d skipped=%v", cmd.ID, cmd.RequestID, r.resultID, exit, res.Skipped)
 	}
 }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kanade-go/kanade/services/agentconfig"
 	"github.com/kanade-go/kanade/signing"
 	"github.com/kanade-go/kanade/wire"
 )
@@ -140,7 +141,9 @@ type Fleet struct {
 	js     jetstream.JetStream
 	agents []*agent
 	byPC   map[string]*agent
-	byGrp  map[string][]*agent
+	byGrp  map[string][]*agent // guarded by st.mu once started
+	st     fleetState
+	states map[string]*agentState // by pc_id, fixed at start
 	subs   []*nats.Subscription
 	owned  []*nats.Conn // the agents' own connections (Options.AgentConn)
 	c      counters
@@ -180,7 +183,9 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 	f := &Fleet{
 		o: o, log: o.Logger, nc: o.Conn, js: js,
 		byPC: make(map[string]*agent, o.Agents), byGrp: map[string][]*agent{},
-		ctx: fctx, cancel: cancel,
+		states: make(map[string]*agentState, o.Agents),
+		st:     fleetState{grpSubs: map[string]*nats.Subscription{}, scopes: map[string]agentconfig.Scope{}},
+		ctx:    fctx, cancel: cancel,
 	}
 	for i := range o.Agents {
 		pc := fmt.Sprintf("%s%04d", o.Prefix, o.First+i)
@@ -207,6 +212,8 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		}
 		f.agents = append(f.agents, a)
 		f.byPC[a.pcID] = a
+		f.states[a.pcID] = &agentState{manual: slices.Clone(a.groups), live: slices.Clone(a.groups), config: agentconfig.Defaults()}
+		a.logf("kanade agent %s starting as %s", o.AgentVersion, a.pcID)
 		for _, g := range a.groups {
 			f.byGrp[g] = append(f.byGrp[g], a)
 		}
@@ -226,6 +233,11 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		a.heartbeat()
 	}
 	if err := f.writeGroups(ctx); err != nil {
+		f.Stop()
+		return nil, err
+	}
+	// From here on membership and config follow KV, as agents do.
+	if err := f.watchFleetKV(ctx); err != nil {
 		f.Stop()
 		return nil, err
 	}
@@ -308,6 +320,7 @@ func (f *Fleet) Stop() {
 		for _, s := range f.subs {
 			s.Unsubscribe()
 		}
+		f.unsubscribeGroups()
 		f.mu.Lock()
 		f.closed = true
 		f.mu.Unlock()
@@ -358,7 +371,7 @@ func (f *Fleet) PCIDs() []string {
 // Members lists the pc_ids in group g.
 func (f *Fleet) Members(g string) []string {
 	var out []string
-	for _, a := range f.byGrp[g] {
+	for _, a := range f.members(g) {
 		out = append(out, a.pcID)
 	}
 	return out
@@ -372,9 +385,8 @@ func (f *Fleet) subscribe() error {
 			return err
 		}
 		for _, g := range slices.Sorted(maps.Keys(f.byGrp)) {
-			members := f.byGrp[g]
-			if err := sub(wire.CommandsGroup(g), func(m *nats.Msg) { f.deliver(m, members) }); err != nil {
-				return err
+			if f.st.grpSubs[g] = f.subscribeGroup(g, f.groupHandler(g)); f.st.grpSubs[g] == nil {
+				return fmt.Errorf("sim: subscribe %s failed", wire.CommandsGroup(g))
 			}
 		}
 		pcSubs := []struct {
@@ -383,7 +395,8 @@ func (f *Fleet) subscribe() error {
 		}{
 			{wire.CommandsPC("*"), func(a *agent, m *nats.Msg) { f.deliver(m, []*agent{a}) }},
 			{wire.JobTail("*"), (*agent).answerTail},
-			{wire.Ping("*"), (*agent).answerPing},
+			{wire.Ping("*"), func(a *agent, m *nats.Msg) { a.logf("ping answered"); a.answerPing(m) }},
+			{wire.LogsFetch("*"), (*agent).answerLogs},
 		}
 		for _, ps := range pcSubs {
 			h, at := ps.h, wildcardAt(ps.subject)
@@ -403,8 +416,12 @@ func (f *Fleet) subscribe() error {
 		one := []*agent{a}
 		sub := func(subject string, h nats.MsgHandler) error { return f.sub(a.nc, subject, h) }
 		subjects := []string{wire.SubjectCommandsAll, wire.CommandsPC(a.pcID)}
+		st := a.s()
+		st.grpSubs = map[string]*nats.Subscription{}
 		for _, g := range a.groups {
-			subjects = append(subjects, wire.CommandsGroup(g))
+			if st.grpSubs[g] = f.subscribeGroupOn(a.nc, g, func(m *nats.Msg) { f.deliver(m, one) }); st.grpSubs[g] == nil {
+				return fmt.Errorf("sim: subscribe %s failed", wire.CommandsGroup(g))
+			}
 		}
 		for _, s := range subjects {
 			if err := sub(s, func(m *nats.Msg) { f.deliver(m, one) }); err != nil {
@@ -414,7 +431,10 @@ func (f *Fleet) subscribe() error {
 		if err := sub(wire.JobTail(a.pcID), a.answerTail); err != nil {
 			return err
 		}
-		if err := sub(wire.Ping(a.pcID), a.answerPing); err != nil {
+		if err := sub(wire.Ping(a.pcID), func(m *nats.Msg) { a.logf("ping answered"); a.answerPing(m) }); err != nil {
+			return err
+		}
+		if err := sub(wire.LogsFetch(a.pcID), a.answerLogs); err != nil {
 			return err
 		}
 		if err := sub(wire.Kill("*"), func(m *nats.Msg) { f.kill(m.Subject, one) }); err != nil {
@@ -482,6 +502,7 @@ func (f *Fleet) deliver(m *nats.Msg, to []*agent) {
 		}
 	}
 	for _, a := range to {
+		a.logf("command %s %s request_id=%s received on %s", cmd.ID, cmd.Version, cmd.RequestID, m.Subject)
 		a.accept(cmd, received)
 	}
 }
@@ -521,8 +542,10 @@ func (f *Fleet) kill(subject string, among []*agent) {
 	}
 }
 
-// writeGroups records each agent's groups in KV agent_groups, a few puts
-// at a time.
+// writeGroups seeds each agent's groups in KV agent_groups
+// ({"groups":[…]}), a few at a time, for the PCs that have no key yet:
+// membership belongs to the operator, so a restarted fleet keeps what was
+// set through the API, and the agents follow it (watchFleetKV).
 func (f *Fleet) writeGroups(ctx context.Context) error {
 	if f.js == nil {
 		return nil // agents on their own credentials may not write it
@@ -543,8 +566,8 @@ func (f *Fleet) writeGroups(ctx context.Context) error {
 				if groups == nil {
 					groups = []string{}
 				}
-				b, _ := json.Marshal(groups)
-				if _, err := kv.Put(ctx, a.pcID, b); err != nil {
+				b, _ := json.Marshal(wire.AgentGroups{Groups: groups})
+				if _, err := kv.Create(ctx, a.pcID, b); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
 					select {
 					case errs <- fmt.Errorf("sim: kv put %s: %w", a.pcID, err):
 					default:
@@ -601,15 +624,25 @@ func (f *Fleet) replayFor(ctx context.Context, js jetstream.JetStream, agents []
 	if m := last(wire.SubjectCommandsAll); m != nil {
 		f.deliver(m, agents)
 	}
-	byGrp := map[string][]*agent{}
+	f.st.mu.Lock()
+	groups := slices.Collect(maps.Keys(f.byGrp))
+	f.st.mu.Unlock()
+	in := make(map[*agent]bool, len(agents))
 	for _, a := range agents {
-		for _, g := range a.groups {
-			byGrp[g] = append(byGrp[g], a)
-		}
+		in[a] = true
 	}
-	for g, members := range byGrp {
+	for _, g := range groups {
+		var to []*agent
+		for _, a := range f.members(g) {
+			if in[a] {
+				to = append(to, a)
+			}
+		}
+		if len(to) == 0 {
+			continue
+		}
 		if m := last(wire.CommandsGroup(g)); m != nil {
-			f.deliver(m, members)
+			f.deliver(m, to)
 		}
 	}
 	for _, a := range agents {
@@ -643,8 +676,9 @@ func (f *Fleet) housekeeping() {
 			for i, a := range f.agents {
 				if !now.Before(next[i]) {
 					a.heartbeat()
+					every := a.heartbeatEvery()
 					for !now.Before(next[i]) {
-						next[i] = next[i].Add(f.o.Heartbeat)
+						next[i] = next[i].Add(every)
 					}
 				}
 			}

@@ -105,14 +105,18 @@ func Ensure(ctx context.Context, js jetstream.JetStream, replicas int, log *slog
 			}
 		}
 	}
-	for _, b := range []string{wire.BucketJobs, wire.BucketSchedules, wire.BucketAgentGroups} {
+	buckets := map[string]int{wire.BucketJobs: 5, wire.BucketSchedules: 5, wire.BucketAgentGroups: 5}
+	for b, h := range FleetBuckets {
+		buckets[b] = h
+	}
+	for b, history := range buckets {
 		if _, err := js.KeyValue(ctx, b); err == nil {
 			continue
 		} else if !errors.Is(err, jetstream.ErrBucketNotFound) {
 			return fmt.Errorf("look up kv %s: %w", b, err)
 		}
 		if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: b, History: 5, Storage: jetstream.FileStorage, Replicas: replicas,
+			Bucket: b, History: uint8(history), Storage: jetstream.FileStorage, Replicas: replicas,
 		}); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
 			return fmt.Errorf("create kv %s: %w", b, err)
 		}

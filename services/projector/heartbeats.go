@@ -46,8 +46,9 @@ const (
 )
 
 const sqlAgent = `INSERT INTO agents (pc_id, hostname, os_family, agent_version, last_heartbeat,
-	agent_cpu_pct, agent_rss_bytes, last_logon_user, last_logon_display_name)
-	VALUES (?,?,?,?,?,?,?,?,?)
+	agent_cpu_pct, agent_rss_bytes, last_logon_user, last_logon_display_name,
+	updated_at, agent_disk_read_bytes, agent_disk_written_bytes, quarantined_versions, command_keys, enforcing)
+	VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 	ON CONFLICT (pc_id) DO UPDATE SET
 	hostname = COALESCE(excluded.hostname, hostname),
 	os_family = COALESCE(excluded.os_family, os_family),
@@ -56,7 +57,23 @@ const sqlAgent = `INSERT INTO agents (pc_id, hostname, os_family, agent_version,
 	agent_cpu_pct = excluded.agent_cpu_pct,
 	agent_rss_bytes = excluded.agent_rss_bytes,
 	last_logon_user = COALESCE(excluded.last_logon_user, last_logon_user),
-	last_logon_display_name = COALESCE(excluded.last_logon_display_name, last_logon_display_name)`
+	last_logon_display_name = COALESCE(excluded.last_logon_display_name, last_logon_display_name),
+	updated_at = excluded.updated_at,
+	agent_disk_read_bytes = excluded.agent_disk_read_bytes,
+	agent_disk_written_bytes = excluded.agent_disk_written_bytes,
+	quarantined_versions = excluded.quarantined_versions,
+	command_keys = COALESCE(excluded.command_keys, command_keys),
+	enforcing = COALESCE(excluded.enforcing, enforcing)`
+
+// jsonList is a heartbeat list as stored: NULL when the agent sent none,
+// so "never reported" and "[]" stay apart.
+func jsonList(v []string) any {
+	if v == nil {
+		return nil
+	}
+	b, _ := json.Marshal(v)
+	return string(b)
+}
 
 func newHeartbeats(p *Projector) *heartbeats {
 	return &heartbeats{p: p, buf: map[string]heartbeat{}}
@@ -155,9 +172,12 @@ func (h *heartbeats) flush() {
 			return err
 		}
 		defer st.Close()
+		written := store.FormatTime(time.Now())
 		for _, hb := range buf {
 			if _, err := st.Exec(hb.PCID, hb.Hostname, hb.OSFamily, hb.AgentVersion, store.FormatTime(hb.at),
-				hb.AgentCPUPct, hb.AgentRSSBytes, hb.LastLogonUser, hb.LastLogonDisplayName); err != nil {
+				hb.AgentCPUPct, hb.AgentRSSBytes, hb.LastLogonUser, hb.LastLogonDisplayName,
+				written, hb.AgentDiskReadBytes, hb.AgentDiskWrittenBytes, jsonList(hb.QuarantinedVersions),
+				jsonList(hb.CommandKeys), hb.Enforcing); err != nil {
 				return fmt.Errorf("agent %s: %w", hb.PCID, err)
 			}
 		}
