@@ -61,10 +61,6 @@ func AgentAccount(pc string) string { return AgentAccountPrefix + pc }
 // there, so it cannot read the answers the backend's own connections get.
 const OperatorInboxPrefix = "_INBOX_operator"
 
-// LogsFetch is the subject an agent answers with its log (upstream's
-// logs.fetch.{pc_id}).
-func LogsFetch(pc string) string { return "logs.fetch." + pc }
-
 // Permissions are one user's rights, in nats-server's terms.
 type Permissions struct {
 	PublishAllow   []string
@@ -238,7 +234,7 @@ func AgentExports(pc string) []Export {
 	return []Export{
 		{Service: true, Subject: wire.JobTail(pc), Accounts: to},
 		{Service: true, Subject: wire.Ping(pc), Accounts: to},
-		{Service: true, Subject: LogsFetch(pc), Accounts: to},
+		{Service: true, Subject: wire.LogsFetch(pc), Accounts: to},
 	}
 }
 
@@ -257,7 +253,7 @@ func RequestsExports() []Export {
 	return []Export{
 		{Service: true, Subject: wire.JobTail("*"), Accounts: to},
 		{Service: true, Subject: wire.Ping("*"), Accounts: to},
-		{Service: true, Subject: LogsFetch("*"), Accounts: to},
+		{Service: true, Subject: wire.LogsFetch("*"), Accounts: to},
 	}
 }
 

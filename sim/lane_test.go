@@ -228,6 +228,10 @@ func TestLaneOnPerPCCredentials(t *testing.T) {
 	if err := json.Unmarshal(m.Data, &hb); err != nil || hb.PCID != "sim-pc-0003" {
 		t.Fatalf("ping answer %s: %v", m.Data, err)
 	}
+	// Its log, likewise (logs.fetch.{pc_id}).
+	if m, err := backend.Request(wire.LogsFetch("sim-pc-0003"), []byte(`{"tail_lines":5}`), 5*time.Second); err != nil || len(m.Data) == 0 {
+		t.Fatalf("logs.fetch: %v", err)
+	}
 	if st := f.Stats(); st.Commands != 4+int64(len(f.Members("g2"))) {
 		t.Fatalf("the agents accepted %d Commands, want %d", st.Commands, 4+len(f.Members("g2")))
 	}
