@@ -14,7 +14,11 @@
 //     imports), reaches the backend only through service imports of exactly
 //     its lane (its results, its started events, its heartbeat, large
 //     outputs, and a few read-only JetStream API subjects), and exports its
-//     job.tail.{pc}, agents.{pc}.ping and logs.fetch.{pc} to the backend.
+//     job.tail.{pc}, agents.{pc}.ping and logs.fetch.{pc} to the backend
+//     (through RequestsAccount).
+//   - Its results and stream lookups reach JetStream through relays every
+//     node runs (Relay): the results relay knows the sender from the subject
+//     the agent's import maps to, and refuses a result in another pc_id.
 //
 // Why one account per agent: a request's reply subject is not checked
 // against the requester's permissions, and the JetStream API (or any
