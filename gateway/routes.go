@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/kanade-go/kanade/services/agents"
 	"github.com/kanade-go/kanade/services/api"
 	"github.com/kanade-go/kanade/services/health"
 	"github.com/kanade-go/kanade/services/run"
@@ -54,7 +55,7 @@ func ContractRoutes() []Route {
 		{Service: "executions", Subject: "kanade.executions.list", Method: "GET", Path: "/api/executions", IntParams: []string{"limit"}},
 		{Service: "executions", Subject: "kanade.executions.detail", Method: "GET", Path: "/api/executions/{exec_id}"},
 		{Service: "executions", Subject: "kanade.jobs.kill", Method: "POST", Path: "/api/jobs/{job_id}/kill"},
-		{Service: "agents", Subject: "kanade.agents.list", Method: "GET", Path: "/api/agents"},
+		{Service: "agents", Subject: "kanade.agents.list", Method: "GET", Path: "/api/agents", IntParams: []string{"limit", "offset"}},
 		{Service: "projector", Subject: "kanade.projector.status", Method: "GET", Path: "/api/projector/status"},
 		{Service: "cluster", Subject: "kanade.cluster.status", Method: "GET", Path: "/api/cluster"},
 		{Service: "jobs", Subject: "kanade.jobs.list", Method: "GET", Path: "/api/jobs"},
@@ -81,6 +82,49 @@ func ContractRoutes() []Route {
 		{Service: "health", Subject: health.SubjectFleet, Method: "GET", Path: "/api/health/fleet"},
 		{Service: "jetstream", Subject: health.SubjectJetStream, Method: "GET", Path: "/api/jetstream/status"},
 		{Service: "results", Subject: "kanade.results.output", Method: "GET", Path: "/api/results/{result_id}/output/{stream}", IntParams: []string{"offset", "limit"}},
+		// Fleet: agents, groups, layered config.
+		{Service: "agents", Subject: "kanade.agents.versions", Method: "GET", Path: "/api/agents/versions"},
+		{Service: "agents", Subject: "kanade.agents.meta_keys", Method: "GET", Path: "/api/agents/meta-keys"},
+		{Service: "agents", Subject: "kanade.agents.meta_bulk", Method: "GET", Path: "/api/agents/meta"},
+		{Service: "agents", Subject: "kanade.agents.detail", Method: "GET", Path: "/api/agents/{pc_id}"},
+		{Service: "agents", Subject: "kanade.agents.delete", Method: "DELETE", Path: "/api/agents/{pc_id}"},
+		{Service: "agents", Subject: "kanade.agents.ping", Method: "POST", Path: "/api/agents/{pc_id}/ping", IntParams: []string{"wait_secs"}, Timeout: agents.LiveTimeout},
+		{Service: "agents", Subject: "kanade.agents.logs", Method: "GET", Path: "/api/agents/{pc_id}/logs", IntParams: []string{"tail"}, Timeout: agents.LiveTimeout},
+		{Service: "agents", Subject: "kanade.agents.meta_get", Method: "GET", Path: "/api/agents/{pc_id}/meta"},
+		{Service: "agents", Subject: "kanade.agents.meta_put", Method: "PUT", Path: "/api/agents/{pc_id}/meta"},
+		{Service: "agents", Subject: "kanade.agents.meta_set", Method: "PUT", Path: "/api/agents/{pc_id}/meta/key"},
+		{Service: "agents", Subject: "kanade.agents.meta_rm", Method: "DELETE", Path: "/api/agents/{pc_id}/meta/key"},
+		{Service: "groups", Subject: "kanade.groups.list", Method: "GET", Path: "/api/groups"},
+		{Service: "groups", Subject: "kanade.groups.pc_get", Method: "GET", Path: "/api/agents/{pc_id}/groups"},
+		{Service: "groups", Subject: "kanade.groups.pc_put", Method: "PUT", Path: "/api/agents/{pc_id}/groups"},
+		{Service: "groups", Subject: "kanade.groups.pc_add", Method: "POST", Path: "/api/agents/{pc_id}/groups"},
+		{Service: "groups", Subject: "kanade.groups.pc_remove", Method: "DELETE", Path: "/api/agents/{pc_id}/groups/{group}"},
+		{Service: "groups", Subject: "kanade.groups.email_get", Method: "GET", Path: "/api/groups/{name}/email"},
+		{Service: "groups", Subject: "kanade.groups.email_put", Method: "PUT", Path: "/api/groups/{name}/email"},
+		{Service: "groups", Subject: "kanade.groups.defs_list", Method: "GET", Path: "/api/group-defs"},
+		{Service: "groups", Subject: "kanade.groups.defs_put", Method: "POST", Path: "/api/group-defs"},
+		{Service: "groups", Subject: "kanade.groups.defs_yaml", Method: "GET", Path: "/api/group-defs/{id}/yaml"},
+		{Service: "groups", Subject: "kanade.groups.defs_members", Method: "GET", Path: "/api/group-defs/{id}/members"},
+		{Service: "groups", Subject: "kanade.groups.defs_delete", Method: "DELETE", Path: "/api/group-defs/{id}"},
+		{Service: "config", Subject: "kanade.config.global_get", Method: "GET", Path: "/api/config"},
+		{Service: "config", Subject: "kanade.config.global_put", Method: "PUT", Path: "/api/config"},
+		{Service: "config", Subject: "kanade.config.global_delete", Method: "DELETE", Path: "/api/config"},
+		{Service: "config", Subject: "kanade.config.global_field_set", Method: "PUT", Path: "/api/config/fields/{field}"},
+		{Service: "config", Subject: "kanade.config.global_field_unset", Method: "DELETE", Path: "/api/config/fields/{field}"},
+		{Service: "config", Subject: "kanade.config.group_get", Method: "GET", Path: "/api/groups/{name}/config"},
+		{Service: "config", Subject: "kanade.config.group_put", Method: "PUT", Path: "/api/groups/{name}/config"},
+		{Service: "config", Subject: "kanade.config.group_delete", Method: "DELETE", Path: "/api/groups/{name}/config"},
+		{Service: "config", Subject: "kanade.config.group_field_set", Method: "PUT", Path: "/api/groups/{name}/config/fields/{field}"},
+		{Service: "config", Subject: "kanade.config.group_field_unset", Method: "DELETE", Path: "/api/groups/{name}/config/fields/{field}"},
+		{Service: "config", Subject: "kanade.config.pc_get", Method: "GET", Path: "/api/pcs/{pc_id}/config"},
+		{Service: "config", Subject: "kanade.config.pc_put", Method: "PUT", Path: "/api/pcs/{pc_id}/config"},
+		{Service: "config", Subject: "kanade.config.pc_delete", Method: "DELETE", Path: "/api/pcs/{pc_id}/config"},
+		{Service: "config", Subject: "kanade.config.pc_field_set", Method: "PUT", Path: "/api/pcs/{pc_id}/config/fields/{field}"},
+		{Service: "config", Subject: "kanade.config.pc_field_unset", Method: "DELETE", Path: "/api/pcs/{pc_id}/config/fields/{field}"},
+		{Service: "config", Subject: "kanade.config.defaults", Method: "GET", Path: "/api/config/defaults"},
+		{Service: "config", Subject: "kanade.config.group_inherited", Method: "GET", Path: "/api/groups/{name}/config/inherited"},
+		{Service: "config", Subject: "kanade.config.pc_inherited", Method: "GET", Path: "/api/pcs/{pc_id}/config/inherited"},
+		{Service: "config", Subject: "kanade.config.effective", Method: "GET", Path: "/api/agents/{pc_id}/effective_config"},
 	}
 }
 

@@ -41,6 +41,9 @@ type NodeStatus struct {
 	RestoredSnapshot *snapshot.Info    `json:"restored_snapshot,omitempty"`
 	Projector        *projector.Status `json:"projector,omitempty"`
 	Error            string            `json:"error,omitempty"`
+	// Warnings are what the node's NATS lets in unexpectedly (see
+	// securityWarnings): clients without credentials.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // ClusterStatus is the answer of SubjectClusterStatus.
@@ -56,6 +59,7 @@ type clusterView struct {
 	gate     *resultsGate         // nil without results
 	proj     *projector.Projector // nil without projector
 	restored *snapshot.Info       // nil unless restored at start
+	warnings []string
 	sub      *nats.Subscription
 	svc      *api.Running
 }
@@ -104,7 +108,7 @@ func (v *clusterView) stop() error {
 }
 
 func (v *clusterView) local(ctx context.Context) NodeStatus {
-	st := NodeStatus{Node: v.node, Services: v.services, RestoredSnapshot: v.restored}
+	st := NodeStatus{Node: v.node, Services: v.services, RestoredSnapshot: v.restored, Warnings: v.warnings}
 	if v.gate != nil {
 		st.ResultsServing = v.gate.serving()
 	}

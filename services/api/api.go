@@ -308,6 +308,13 @@ func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, ints []string
 		fail(e)
 		return
 	}
+	var hdr nats.Header
+	if rep, ok := out.(Reply); ok {
+		hdr, out = rep.headers(), rep.Body
+		if b, ok := out.(string); ok {
+			out = []byte(b)
+		}
+	}
 	var body []byte
 	switch v := out.(type) {
 	case nil:
@@ -323,7 +330,7 @@ func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, ints []string
 			return
 		}
 	}
-	send(&nats.Msg{Data: body})
+	send(&nats.Msg{Header: hdr, Data: body})
 }
 
 // errorMsg is the reply for e: micro's error headers and the message as

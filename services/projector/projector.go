@@ -68,6 +68,9 @@ type Options struct {
 	// are stored zstd-compressed (store.EncodeOutput), and plain outputs of
 	// an existing database are compressed in the background.
 	PlainOutputs bool
+	// ObjectDeadline bounds the read of one output object (default
+	// DefaultObjectDeadline); past it the result is stored with a note.
+	ObjectDeadline time.Duration
 	// NoService skips the micro service (tests, benchmarks).
 	NoService bool
 }
@@ -87,6 +90,7 @@ type Projector struct {
 
 	outputsMu sync.Mutex
 	outputs   jetstream.ObjectStore // see outputStore
+	outputStr jetstream.Stream      // see outputStream
 
 	rowsResults    atomic.Int64
 	rowsExecutions atomic.Int64
@@ -116,6 +120,9 @@ func Start(ctx context.Context, o Options) (*Projector, error) {
 	}
 	if o.RebuildMin == 0 {
 		o.RebuildMin = DefaultRebuildMin
+	}
+	if o.ObjectDeadline <= 0 {
+		o.ObjectDeadline = DefaultObjectDeadline
 	}
 	if o.ReapInterval <= 0 {
 		o.ReapInterval = DefaultReapInterval

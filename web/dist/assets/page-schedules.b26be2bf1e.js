@@ -2,7 +2,7 @@
 // disable one, preview its next fires, add or edit one as YAML.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api } from './api.fbf53f6f73.js';
+import { api } from './api.82493244e8.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
 import { timeEl, agoEl, tickAgo, errorText } from './format.913d19cc04.js';
 import { confirmDialog, yamlDialog } from './dialog.ca5da1cc43.js';

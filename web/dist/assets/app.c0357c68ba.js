@@ -2,18 +2,20 @@
 // lifecycle (timers and requests stop when you leave), and wires the header.
 
 import { start } from './router.475a737da2.js';
-import { api, setTokenPrompt, storedToken, forgetToken } from './api.fbf53f6f73.js';
+import { api, setTokenPrompt, storedToken, forgetToken } from './api.82493244e8.js';
 import { tokenDialog } from './dialog.ca5da1cc43.js';
 import { initThemeToggle } from './theme.9bc285ecbb.js';
 import { Lifecycle } from './lifecycle.cf1e604c6c.js';
 import { h, replace } from './dom.3dd86e8f14.js';
-import * as activity from './page-activity.47b42aff6c.js';
-import * as result from './page-result.93804a891e.js';
-import * as executions from './page-executions.cc4de379b6.js';
-import * as jobs from './page-jobs.dab7a34281.js';
-import * as schedules from './page-schedules.4253c0ce5a.js';
-import * as agents from './page-agents.adb7ae4467.js';
-import * as home from './page-home.a616c0288a.js';
+import * as activity from './page-activity.8069142c0a.js';
+import * as result from './page-result.d8f2557792.js';
+import * as executions from './page-executions.bab39005ea.js';
+import * as jobs from './page-jobs.26000aed8f.js';
+import * as schedules from './page-schedules.b26be2bf1e.js';
+import * as agents from './page-agents.755016b950.js';
+import * as home from './page-home.4b3d2fc3a0.js';
+import * as agent from './page-agent.3f440a34d5.js';
+import * as groupsPage from './page-groups.9040885b96.js';
 
 const routes = [
   // Home is the landing page; '/' with a query is an Activity link made
@@ -27,6 +29,8 @@ const routes = [
   { re: /^\/jobs$/, page: jobs, nav: 'jobs' },
   { re: /^\/schedules$/, page: schedules, nav: 'schedules' },
   { re: /^\/agents$/, page: agents, nav: 'agents' },
+  { re: /^\/agents\/([^/]+)$/, page: agent, nav: 'agents' },
+  { re: /^\/groups$/, page: groupsPage, nav: 'groups' },
 ];
 
 const notFound = {
