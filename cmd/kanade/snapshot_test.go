@@ -286,6 +286,10 @@ func TestSnapshotRestoresPastStreamRetention(t *testing.T) {
 	if in.Offsets[wire.StreamResults] != 19000 || in.Offsets[streams.StreamExecutions] != 1900 || in.Results != 19000 {
 		t.Fatalf("snapshot %+v, want RESULTS 19000, EXECUTIONS 1900, 19000 results", in)
 	}
+	out, err := exec.Command(binary(t), "snapshot", "--nats-url", p.NATS, "--list").Output()
+	if err != nil || !strings.Contains(string(out), in.Name) {
+		t.Fatalf("kanade snapshot --list: %v\n%s", err, out)
+	}
 	feed.publish(t, js, 19000, 20000)
 	waitProjected(t, nc, "snapnode", 20000, 2000)
 	purgeResultsBelow(t, js, 10001)
