@@ -35,8 +35,9 @@ const (
 	// PreviewChars is the length, in characters, of the plain preview
 	// kept beside a compressed output (lists show 200).
 	PreviewChars = 256
-	// maxOutput bounds what one compressed value may expand to.
-	maxOutput = 64 << 20
+	// maxOutput bounds what one compressed value may expand to; a longer
+	// output is stored plain, so every stored frame can be read back.
+	maxOutput = 256 << 20
 )
 
 var zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
@@ -52,7 +53,7 @@ var (
 // when that is at most 90 % of the text, else the text itself. preview is
 // the plain preview to store beside a frame, nil beside plain text.
 func EncodeOutput(s string) (value, preview any) {
-	if len(s) < CompressMin {
+	if len(s) < CompressMin || len(s) > maxOutput {
 		return s, nil
 	}
 	z := CompressOutput(s)
