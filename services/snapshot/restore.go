@@ -151,9 +151,17 @@ func restore(ctx context.Context, obj jetstream.ObjectStore, in Info, path strin
 	}
 	// The object store checks the SHA-256 digest at the end of the object:
 	// a damaged snapshot fails here rather than being renamed into place.
-	_, err = io.Copy(f, dec)
+	// The file must come out exactly as large as the copy was (db_bytes),
+	// and no larger is written.
+	n, err := io.Copy(f, io.LimitReader(dec, in.DBBytes+1))
+	if err == nil && n != in.DBBytes {
+		err = fmt.Errorf("decompressed to %d bytes, the copy was %d", n, in.DBBytes)
+	}
 	if err == nil {
-		err = f.Sync()
+		// Drain to the end: the digest is checked there.
+		if _, err = io.Copy(io.Discard, r); err == nil {
+			err = f.Sync()
+		}
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr

@@ -24,12 +24,12 @@ var nameRe = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}\.[0-9]{9}Z-[A-Za-z0-9_-]{1,1
 
 // signedContent is what a snapshot's signature covers: its name, the
 // SHA-256 digest of its bytes (the object store checks the bytes against
-// it on reading), its offsets and schema. A node of the cluster holding
+// it on reading), its offsets, schema, node and database size. A node of the cluster holding
 // the command signing key signs it; one holding the key verifies it
 // before restoring.
 func signedContent(oi *jetstream.ObjectInfo) []byte {
 	m := oi.Metadata
-	return fmt.Appendf(nil, "kanade-snapshot\n%s\n%s\n%s\n%s\n%s\n", oi.Name, oi.Digest, m[metaOffsets], m[metaSchema], m[metaNode])
+	return fmt.Appendf(nil, "kanade-snapshot\n%s\n%s\n%s\n%s\n%s\n%s\n", oi.Name, oi.Digest, m[metaOffsets], m[metaSchema], m[metaNode], m[metaDBBytes])
 }
 
 // sign adds the signature headers of oi to its meta.
@@ -61,6 +61,9 @@ func check(oi *jetstream.ObjectInfo, verify *signing.Signer) string {
 		return "a link, not a snapshot"
 	case oi.Metadata[metaEncoding] != "zstd" || oi.Metadata[metaNode] == "" || oi.Metadata[metaOffsets] == "":
 		return "no snapshot metadata"
+	}
+	if n, err := strconv.ParseInt(oi.Metadata[metaDBBytes], 10, 64); err != nil || n <= 0 {
+		return "no database size"
 	}
 	if verify == nil {
 		return ""

@@ -355,7 +355,7 @@ func TestSignedSnapshots(t *testing.T) {
 	// With snapshot metadata, newest, but not zstd: its restore fails and
 	// an older snapshot is restored instead.
 	if _, err := obj.Put(context.Background(), jetstream.ObjectMeta{Name: "99991230T000000.000000000Z-evil",
-		Metadata: map[string]string{metaNode: "evil", metaEncoding: "zstd", metaOffsets: `{"RESULTS":999}`,
+		Metadata: map[string]string{metaNode: "evil", metaEncoding: "zstd", metaOffsets: `{"RESULTS":999}`, metaDBBytes: "4096",
 			metaCreated: "9999-12-30T00:00:00Z"}}, strings.NewReader("not zstd")); err != nil {
 		t.Fatal(err)
 	}
