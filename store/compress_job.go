@@ -15,10 +15,10 @@ const JobCompressOutputs = "compress_outputs"
 
 // CompressProgress is where the job stands.
 type CompressProgress struct {
-	Rows  int64 // rows looked at so far
-	Total int64 // rows when this run started, plus Rows of earlier runs
-	Saved int64 // bytes saved so far
-	Done  bool
+	Rows  int64 `json:"rows"`        // rows looked at so far
+	Total int64 `json:"total"`       // rows when this run started, plus Rows of earlier runs
+	Saved int64 `json:"saved_bytes"` // bytes saved so far
+	Done  bool  `json:"done"`
 }
 
 // CompressOutputs compresses, in the background, the plain outputs of the
@@ -30,7 +30,14 @@ type CompressProgress struct {
 // compressed again. ready is asked before each batch (false: wait a
 // second), so live traffic and a rebuild go first. Progress is logged every
 // few seconds. It returns when the job is done or ctx ends.
-func (db *DB) CompressOutputs(ctx context.Context, batch int, ready func() bool, log *slog.Logger) error {
+//
+// progress, if set, is called with where the job stands after each batch.
+func (db *DB) CompressOutputs(ctx context.Context, batch int, ready func() bool, log *slog.Logger, progress func(CompressProgress)) error {
+	report := func(p CompressProgress) {
+		if progress != nil {
+			progress(p)
+		}
+	}
 	if batch <= 0 {
 		batch = 500
 	}
@@ -43,6 +50,8 @@ func (db *DB) CompressOutputs(ctx context.Context, batch int, ready func() bool,
 		return fmt.Errorf("compress outputs: %w", err)
 	}
 	if done {
+		p.Total, p.Done = p.Rows, true
+		report(p)
 		return nil
 	}
 	var left int64
@@ -50,6 +59,7 @@ func (db *DB) CompressOutputs(ctx context.Context, batch int, ready func() bool,
 		return fmt.Errorf("compress outputs: %w", err)
 	}
 	p.Total = p.Rows + left
+	report(p)
 	if left > 0 {
 		log.Info("store: compressing the outputs of existing results in the background", "rows", left, "resumed_after", cursor)
 	}
@@ -89,6 +99,8 @@ func (db *DB) CompressOutputs(ctx context.Context, batch int, ready func() bool,
 		if err != nil {
 			return fmt.Errorf("compress outputs: %w", err)
 		}
+		p.Done = done
+		report(p)
 		if done {
 			if left > 0 {
 				log.Info("store: outputs compressed", "rows", p.Rows, "saved_bytes", p.Saved, "took", time.Since(start).Round(time.Millisecond))

@@ -135,7 +135,7 @@ func TestCompressOutputsJob(t *testing.T) {
 			cancel()
 		}
 		return true
-	}, discard())
+	}, discard(), nil)
 	if err == nil {
 		t.Fatal("an interrupted job returned nil")
 	}
@@ -150,8 +150,12 @@ func TestCompressOutputsJob(t *testing.T) {
 	if plain != 230-23-90 {
 		t.Fatalf("%d plain outputs left, want the 117 after the cursor", plain)
 	}
-	if err := db.CompressOutputs(ctx, 50, nil, discard()); err != nil {
+	var last CompressProgress
+	if err := db.CompressOutputs(ctx, 50, nil, discard(), func(p CompressProgress) { last = p }); err != nil {
 		t.Fatal(err)
+	}
+	if !last.Done || last.Rows != 230 || last.Total != 230 || last.Saved <= 0 {
+		t.Fatalf("progress %+v", last)
 	}
 	db.R.QueryRow(`SELECT count(*) FROM execution_results WHERE typeof(stdout) = 'text' AND length(stdout) >= ?
 		OR typeof(stderr) = 'text' AND length(stderr) >= ?`, CompressMin, CompressMin).Scan(&plain)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"database/sql"
+	"fmt"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -54,9 +55,18 @@ func TestPlainDatabaseCompressedInPlace(t *testing.T) {
 	}
 
 	p = startKanade(t, dir, args...)
+	nc, _ = connectJS(t, p.NATS)
 	waitUntil(t, "the outputs compressed", 60*time.Second, func() (bool, string) {
-		return strings.Contains(p.Stderr(), "store: outputs compressed"), ""
+		ns, _ := nodeStatus(t, nc, "zst")
+		if ns.Projector == nil || ns.Projector.OutputsCompression == nil {
+			return false, "no outputs_compression in the status"
+		}
+		c := ns.Projector.OutputsCompression
+		return c.Done && c.Rows == 3000 && c.Saved > 0, fmt.Sprintf("%+v", *c)
 	})
+	if !strings.Contains(p.Stderr(), "store: outputs compressed") {
+		t.Fatalf("no log line for the compression:\n%s", p.Stderr())
+	}
 	after := answers()
 	for i := range before {
 		if before[i] != after[i] {

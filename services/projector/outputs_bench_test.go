@@ -145,7 +145,7 @@ func BenchmarkOutputs(b *testing.B) {
 			f.fold = append(f.fold, search(`stdout LIKE ? ESCAPE '\'`, "%reboot pending%", `(?i)reboot pending.*user corp\\u000`))
 			if variant == "plain" {
 				t0 := time.Now()
-				if err := db.CompressOutputs(ctx, 500, nil, node.Logger); err != nil {
+				if err := db.CompressOutputs(ctx, 500, nil, node.Logger, nil); err != nil {
 					b.Fatal(err)
 				}
 				f.migrate = append(f.migrate, float64(n)/time.Since(t0).Seconds())

@@ -87,6 +87,9 @@ type Projector struct {
 	svc     *api.Running
 	rebuild rebuildState
 	gaps    gapState
+	// compression is where compressing an existing database's outputs
+	// stands (nil with PlainOutputs, or before the job has looked).
+	compression atomic.Pointer[store.CompressProgress]
 
 	outputsMu sync.Mutex
 	outputs   jetstream.ObjectStore // see outputStore
@@ -221,7 +224,8 @@ func (p *Projector) compressOutputs(ctx context.Context) {
 		return
 	}
 	ready := func() bool { return p.CaughtUp(time.Minute) }
-	if err := p.db.CompressOutputs(ctx, 500, ready, p.log); err != nil && ctx.Err() == nil {
+	progress := func(cp store.CompressProgress) { p.compression.Store(&cp) }
+	if err := p.db.CompressOutputs(ctx, 500, ready, p.log, progress); err != nil && ctx.Err() == nil {
 		p.log.Error("projector: compress existing outputs", "err", err)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/kanade-go/kanade/store"
 )
 
 // Status is what kanade.projector.status answers: per stream, how far the
@@ -20,9 +22,12 @@ type Status struct {
 	// stream before this projection applied them; JoinBlocked says why the
 	// node's read services stay out of their queue groups (a gap no
 	// operator accepted), "" when they may join.
-	HistoryGaps []Gap     `json:"history_gaps"`
-	JoinBlocked string    `json:"join_blocked,omitempty"`
-	Rows        RowCounts `json:"rows"`
+	HistoryGaps []Gap  `json:"history_gaps"`
+	JoinBlocked string `json:"join_blocked,omitempty"`
+	// OutputsCompression is where compressing the plain outputs of an
+	// existing database stands; absent with plain outputs.
+	OutputsCompression *store.CompressProgress `json:"outputs_compression,omitempty"`
+	Rows               RowCounts               `json:"rows"`
 	// Heartbeats counts heartbeat messages since start; invalid ones
 	// (not JSON, no pc_id) are dropped, as they are in no stream.
 	Heartbeats struct {
@@ -70,6 +75,7 @@ func (p *Projector) Status(ctx context.Context) (Status, error) {
 	if st.HistoryGaps == nil {
 		st.HistoryGaps = []Gap{}
 	}
+	st.OutputsCompression = p.compression.Load()
 	var rejects int64
 	for _, s := range p.streams {
 		ss := StreamStatus{
