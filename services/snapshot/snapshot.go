@@ -150,6 +150,13 @@ func Start(ctx context.Context, o Options) (*Snapshotter, error) {
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
 	s := &Snapshotter{o: o, log: o.Logger, js: js}
+	// Copies left by a snapshot that a crash interrupted.
+	if stale, _ := filepath.Glob(filepath.Join(filepath.Dir(o.DB.Path), ".kanade.db.snapshot-*")); len(stale) > 0 {
+		for _, f := range stale {
+			os.Remove(f)
+		}
+		s.log.Info("snapshot: removed copies left by an interrupted snapshot", "files", len(stale))
+	}
 	if s.obj, err = EnsureBucket(ctx, js, o.Replicas); err != nil {
 		return nil, err
 	}
