@@ -24,7 +24,7 @@ import (
 //     size in bytes of either form (output_size reads only the frame
 //     header);
 //   - stdout_preview and stderr_preview (migration 1701) hold, for a
-//     compressed output, its first PreviewChars (256) characters, plain,
+//     compressed output, its first PreviewChars (200) characters, plain,
 //     so lists need not decompress; NULL for a plain output, which is its
 //     own preview: substr(COALESCE(stdout_preview, stdout), 1, n) is the
 //     same text for any n up to PreviewChars.
@@ -33,8 +33,8 @@ const (
 	// frame's header costs more than it saves.
 	CompressMin = 128
 	// PreviewChars is the length, in characters, of the plain preview
-	// kept beside a compressed output (lists show 200).
-	PreviewChars = 256
+	// kept beside a compressed output: what a list shows (results.PreviewChars).
+	PreviewChars = 200
 	// maxOutput bounds what one compressed value may expand to; a longer
 	// output is stored plain, so every stored frame can be read back.
 	maxOutput = 256 << 20

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kanade-go/kanade/store"
+	"github.com/kanade-go/kanade/wire"
 )
 
 // The statements of a batch. Between an EventStarted and an ExecResult for
@@ -388,12 +389,15 @@ func applyResult(st *stmts, it *item, state map[string]*rowState, deltas *execDe
 		return nil // a redelivered result: counted already
 	}
 	// Outputs are stored zstd-compressed with a plain preview (see
-	// store.EncodeOutput), or plain with Options.PlainOutputs.
-	var stdout, stderr, stdoutPre, stderrPre any = r.Stdout, r.Stderr, nil, nil
+	// store.EncodeOutput; the fetcher compressed them already), or plain
+	// with Options.PlainOutputs.
+	out := &encodedOutputs{r.Stdout, nil, r.Stderr, nil}
 	if !st.plainOutputs {
-		stdout, stdoutPre = store.EncodeOutput(r.Stdout)
-		stderr, stderrPre = store.EncodeOutput(r.Stderr)
+		if out = it.outputs; out == nil {
+			out = encodeOutputs(r)
+		}
 	}
+	stdout, stdoutPre, stderr, stderrPre := out.stdout, out.stdoutPre, out.stderr, out.stderrPre
 	switch {
 	case rs == nil:
 		insert := sqlInsertResult
@@ -559,4 +563,14 @@ func (s *stream) committed(items []item, res txResult) {
 	s.count.Add(uint64(res.applied))
 	s.rate.add(time.Now(), res.applied)
 	s.progress()
+}
+
+// encodedOutputs are a result's outputs as stored (store.EncodeOutput).
+type encodedOutputs struct{ stdout, stdoutPre, stderr, stderrPre any }
+
+func encodeOutputs(r *wire.ExecResult) *encodedOutputs {
+	var e encodedOutputs
+	e.stdout, e.stdoutPre = store.EncodeOutput(r.Stdout)
+	e.stderr, e.stderrPre = store.EncodeOutput(r.Stderr)
+	return &e
 }

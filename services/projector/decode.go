@@ -35,6 +35,7 @@ type item struct {
 	started *wire.EventStarted
 	exec    *streams.ExecutionRecord
 	reject  error
+	outputs *encodedOutputs // result's outputs as stored, when compressed
 	// objReject is why an output object could not be read: the result is
 	// stored with a note, and the message recorded as a reject as well.
 	objReject error
@@ -71,6 +72,11 @@ func (s *stream) decode(ctx context.Context, msgs []jetstream.Msg) []item {
 			it.reject = fmt.Errorf("payload of %d bytes exceeds the limit of %d", len(data), s.p.o.MaxPayload)
 		} else {
 			it.reject = s.decodeOne(ctx, &it, data)
+		}
+		if it.reject == nil && it.result != nil && !s.p.o.PlainOutputs {
+			// Compressed here, beside the writer rather than in its
+			// transaction (see applyResult).
+			it.outputs = encodeOutputs(it.result)
 		}
 		// Kept for a reject, which apply may also decide (another pc_id).
 		it.payload = data[:min(len(data), rejectPrefix)]

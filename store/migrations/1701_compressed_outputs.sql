@@ -1,6 +1,6 @@
 -- Outputs may be stored zstd-compressed: stdout/stderr then hold a BLOB (one
 -- zstd frame of the text) instead of TEXT, and these columns hold its first
--- 256 characters, plain, for lists. NULL beside a plain output (its own
+-- 200 characters (what a list shows), plain, for lists. NULL beside a plain output (its own
 -- preview). See store/outputs.go.
 ALTER TABLE execution_results ADD COLUMN stdout_preview TEXT;
 ALTER TABLE execution_results ADD COLUMN stderr_preview TEXT;
