@@ -157,11 +157,28 @@ func Start(ctx context.Context, o Options) (*Snapshotter, error) {
 		}
 		s.log.Info("snapshot: removed copies left by an interrupted snapshot", "files", len(stale))
 	}
-	if s.obj, err = EnsureBucket(ctx, js, o.Replicas); err != nil {
-		return nil, err
-	}
-	if s.claims, err = ensureClaims(ctx, js, o.Replicas); err != nil {
-		return nil, err
+	// Right after a cluster starts, a bucket of several replicas cannot be
+	// placed until enough peers are up ("no suitable peers"): try again
+	// for a while, as the streams are.
+	for attempt := 1; ; attempt++ {
+		if s.obj == nil {
+			s.obj, err = EnsureBucket(ctx, js, o.Replicas)
+		}
+		if err == nil && s.claims == nil {
+			s.claims, err = ensureClaims(ctx, js, o.Replicas)
+		}
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil || attempt >= 30 {
+			return nil, err
+		}
+		s.log.Warn("snapshot: buckets: retrying", "err", err, "attempt", attempt)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
