@@ -161,6 +161,7 @@ func Start(ctx context.Context, o Options) (*Snapshotter, error) {
 	// placed until enough peers are up ("no suitable peers"): try again
 	// for a while, as the streams are.
 	for attempt := 1; ; attempt++ {
+		err = nil
 		if s.obj == nil {
 			s.obj, err = EnsureBucket(ctx, js, o.Replicas)
 		}
