@@ -26,6 +26,11 @@ const statusClientClosed = 499
 // are the JSON request; with one, the body is the request and the
 // parameters go in api.ParamHeaderPrefix headers (read by api.Params).
 func (g *Gateway) serveEndpoint(w http.ResponseWriter, r *http.Request, ep *endpoint) {
+	id := IdentityOf(r)
+	if status, text := allowed(ep.Route, id); status != 0 {
+		textError(w, status, text)
+		return
+	}
 	params, err := requestParams(r, ep)
 	if err != nil {
 		textError(w, http.StatusBadRequest, err.Error())
@@ -50,6 +55,15 @@ func (g *Gateway) serveEndpoint(w http.ResponseWriter, r *http.Request, ep *endp
 		msg.Data = body
 		passHeaders(msg, r, params)
 	}
+	// Who calls, for the audit trail and the services' own checks; the
+	// client cannot set NATS headers, only the gateway does.
+	if msg.Header == nil {
+		msg.Header = nats.Header{}
+	}
+	if id != nil {
+		msg.Header.Set(api.HeaderActor, id.User)
+	}
+	msg.Header.Set(api.HeaderAddr, clientAddr(r))
 
 	ctx, cancel := context.WithTimeout(r.Context(), g.o.APITimeout)
 	defer cancel()
@@ -79,6 +93,9 @@ func (g *Gateway) serveEndpoint(w http.ResponseWriter, r *http.Request, ep *endp
 			textError(w, http.StatusBadGateway, fmt.Sprintf("service %s answered error %s: %s", ep.Service, code, text))
 			return
 		}
+		if ra := reply.Header.Get(api.HeaderRetryAfter); ra != "" {
+			w.Header().Set("Retry-After", ra)
+		}
 		textError(w, status, text)
 		return
 	}
@@ -88,6 +105,9 @@ func (g *Gateway) serveEndpoint(w http.ResponseWriter, r *http.Request, ep *endp
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(reply.Data)))
+	if st, err := strconv.Atoi(reply.Header.Get(api.HeaderStatus)); err == nil && st >= 200 && st < 300 {
+		w.WriteHeader(st)
+	}
 	w.Write(reply.Data)
 }
 

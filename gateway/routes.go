@@ -26,6 +26,7 @@ type Route struct {
 	Method    string   // "GET"; empty matches every method
 	Path      string   // "/api/results/{result_id}" (ServeMux pattern syntax)
 	IntParams []string // query parameters sent as JSON numbers
+	Tier      string   // least role allowed (api.TierViewer, ...); unknown = refused
 }
 
 // Pattern is the ServeMux pattern: "GET /api/results/{result_id}".
@@ -36,36 +37,26 @@ func (r Route) Pattern() string {
 	return r.Method + " " + r.Path
 }
 
-// ContractRoutes is the contract's route table (../shared/api-contract.md).
-// The live table comes from the services' $SRV.INFO; this one is the
-// fallback that lets a request to a stopped service still map, and so get a
-// quick 503 naming the service instead of a 404. A test checks it against
-// the real services' INFO.
-func ContractRoutes() []Route {
-	return []Route{
-		{Service: "results", Subject: "kanade.results.list", Method: "GET", Path: "/api/results", IntParams: []string{"limit"}},
-		{Service: "results", Subject: "kanade.results.detail", Method: "GET", Path: "/api/results/{result_id}"},
-		{Service: "results", Subject: "kanade.results.tail", Method: "GET", Path: "/api/results/{result_id}/tail"},
-		{Service: "executions", Subject: "kanade.executions.list", Method: "GET", Path: "/api/executions", IntParams: []string{"limit"}},
-		{Service: "executions", Subject: "kanade.executions.detail", Method: "GET", Path: "/api/executions/{exec_id}"},
-		{Service: "executions", Subject: "kanade.jobs.kill", Method: "POST", Path: "/api/jobs/{job_id}/kill"},
-		{Service: "agents", Subject: "kanade.agents.list", Method: "GET", Path: "/api/agents"},
-		{Service: "projector", Subject: "kanade.projector.status", Method: "GET", Path: "/api/projector/status"},
-		{Service: "cluster", Subject: "kanade.cluster.status", Method: "GET", Path: "/api/cluster"},
-		{Service: "jobs", Subject: "kanade.jobs.list", Method: "GET", Path: "/api/jobs"},
-		{Service: "jobs", Subject: "kanade.jobs.get", Method: "GET", Path: "/api/jobs/{job_id}"},
-		{Service: "jobs", Subject: "kanade.jobs.put", Method: "POST", Path: "/api/jobs"},
-		{Service: "jobs", Subject: "kanade.jobs.delete", Method: "DELETE", Path: "/api/jobs/{job_id}"},
-		{Service: "jobs", Subject: "kanade.jobs.exec", Method: "POST", Path: "/api/exec/{job_id}"},
-		{Service: "schedules", Subject: "kanade.schedules.list", Method: "GET", Path: "/api/schedules"},
-		{Service: "schedules", Subject: "kanade.schedules.get", Method: "GET", Path: "/api/schedules/{id}"},
-		{Service: "schedules", Subject: "kanade.schedules.put", Method: "POST", Path: "/api/schedules"},
-		{Service: "schedules", Subject: "kanade.schedules.delete", Method: "DELETE", Path: "/api/schedules/{id}"},
-		{Service: "schedules", Subject: "kanade.schedules.enable", Method: "POST", Path: "/api/schedules/{id}/enable"},
-		{Service: "schedules", Subject: "kanade.schedules.disable", Method: "POST", Path: "/api/schedules/{id}/disable"},
-		{Service: "schedules", Subject: "kanade.schedules.preview", Method: "GET", Path: "/api/schedules/{id}/preview", IntParams: []string{"count"}},
-		{Service: "schedules", Subject: "kanade.schedules.upcoming", Method: "GET", Path: "/api/schedules/upcoming", IntParams: []string{"limit"}},
+// RoutesOf is the route table the definitions declare: the fallback that
+// lets a request to a stopped service still map (a quick 503 naming the
+// service, not a 404). The live table comes from the services' $SRV.INFO,
+// written from the same definitions.
+func RoutesOf(defs []api.Definition) []Route {
+	var out []Route
+	for _, d := range defs {
+		for _, ep := range d.Endpoints {
+			if ep.HTTP == "" {
+				continue
+			}
+			r, err := ParseRoute(d.Service, ep.Subject, ep.HTTP, strings.Join(ep.IntParams, ","))
+			if err != nil {
+				panic(err) // a definition is code: its test shows this
+			}
+			r.Tier = ep.Tier
+			out = append(out, r)
+		}
 	}
+	return out
 }
 
 // ParseRoute reads an endpoint's `http` metadata ("GET /api/x/{id}").
@@ -167,6 +158,7 @@ func Discover(ctx context.Context, nc *nats.Conn, maxWait, quiet time.Duration) 
 				bad = append(bad, err)
 				continue
 			}
+			r.Tier = ep.Metadata[api.MetaTier]
 			routes = append(routes, r)
 		}
 	}
@@ -306,7 +298,7 @@ func merge(live []Route, known map[string]Route, static []Route) []Route {
 
 func sameRoutes(a, b []Route) bool {
 	return slices.EqualFunc(a, b, func(x, y Route) bool {
-		return x.Pattern() == y.Pattern() && x.Subject == y.Subject && x.Service == y.Service && slices.Equal(x.IntParams, y.IntParams)
+		return x.Pattern() == y.Pattern() && x.Subject == y.Subject && x.Service == y.Service && x.Tier == y.Tier && slices.Equal(x.IntParams, y.IntParams)
 	})
 }
 

@@ -22,6 +22,8 @@ import (
 
 	"github.com/kanade-go/kanade/embedded"
 	"github.com/kanade-go/kanade/gateway"
+	"github.com/kanade-go/kanade/services/accounts"
+	"github.com/kanade-go/kanade/services/api"
 	"github.com/kanade-go/kanade/services/projector"
 	"github.com/kanade-go/kanade/services/results"
 	"github.com/kanade-go/kanade/services/scheduler"
@@ -70,6 +72,7 @@ type Options struct {
 	Logger   *slog.Logger
 
 	Gateway   gateway.Options
+	Accounts  accounts.Options
 	Projector projector.Options
 	Results   results.Options
 	Scheduler scheduler.Options
@@ -91,6 +94,18 @@ func (r Ready) Line() string {
 		n = "off"
 	}
 	return fmt.Sprintf("kanade ready http=%s nats=%s", h, n)
+}
+
+// Definitions are the endpoint definitions of every service a node can
+// run: the gateway's fallback routes and the NATS roles' permissions.
+func Definitions() []api.Definition {
+	var out []api.Definition
+	out = append(out, accounts.Definitions()...)
+	out = append(out, results.Definitions()...)
+	out = append(out, projector.Definitions()...)
+	out = append(out, scheduler.Definitions()...)
+	out = append(out, clusterDefinition)
+	return out
 }
 
 // ParseServices turns "all" or a comma list into service names.
@@ -273,6 +288,22 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		}
 	})
 
+	// Every node answers the token check and the accounts, which need
+	// nothing but NATS: a gateway-only node still authenticates.
+	{
+		nc, err := connect("accounts")
+		if err != nil {
+			return err
+		}
+		ao := o.Accounts
+		ao.Conn, ao.Replicas, ao.Logger = nc, o.Replicas, log.With("component", "accounts")
+		a, err := accounts.Start(ctx, ao)
+		if err != nil {
+			return fmt.Errorf("start accounts: %w", err)
+		}
+		stops = append(stops, func() { logStop(log, "accounts", a.Stop()) })
+	}
+
 	var proj *projector.Projector
 	if has(ServiceProjector) {
 		nc, err := connect("projector")
@@ -359,6 +390,7 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		}
 		gwo := o.Gateway
 		gwo.Conn, gwo.Addr, gwo.Logger = nc, o.HTTP, log
+		gwo.Accounts, gwo.Definitions = true, Definitions()
 		g, err := gateway.Start(gwo)
 		if err != nil {
 			return err

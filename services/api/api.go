@@ -70,6 +70,8 @@ const ParamHeaderPrefix = "Kanade-Param-"
 type Error struct {
 	Status  int
 	Message string
+	// RetryAfter, in seconds, is sent as the Retry-After header (a 429).
+	RetryAfter int
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -108,6 +110,10 @@ type Request struct {
 // Actor is who makes the request, as the caller named it in HeaderActor;
 // "" when nobody did.
 func (r Request) Actor() string { return r.Header.Get(HeaderActor) }
+
+// Addr is the caller's network address as the gateway saw it; "" when the
+// caller came over NATS.
+func (r Request) Addr() string { return r.Header.Get(HeaderAddr) }
 
 // ContentType is the request's Content-Type header ("" if none).
 func (r Request) ContentType() string { return r.Header.Get("Content-Type") }
@@ -151,6 +157,9 @@ type Service struct {
 	Timeout  time.Duration
 	Metadata map[string]string
 	Logger   *slog.Logger
+	// Audit records every call of an endpoint with an Audit action before
+	// its handler runs; nil records nothing (a service alone in a test).
+	Audit Auditor
 }
 
 // Running is a started service.
@@ -208,7 +217,7 @@ func Start(nc *nats.Conn, s Service) (*Running, error) {
 				defer func() { <-sem; r.wg.Done() }()
 				rctx, cancel := context.WithTimeout(ctx, s.Timeout)
 				defer cancel()
-				respond(rctx, nc, elog, ep.IntParams, req, h)
+				respond(rctx, nc, elog, ep, s.Audit, req, h)
 			}()
 		})
 		if err := svc.AddEndpoint(ep.Name, handler, micro.WithEndpointSubject(ep.Subject), micro.WithEndpointMetadata(meta)); err != nil {
@@ -241,7 +250,7 @@ func (r *Running) Info() micro.Info { return r.svc.Info() }
 // the reply itself rather than through req.Respond/req.Error: those record
 // the outcome on the request, which micro reads as soon as the dispatching
 // handler returns, so writing it from this worker goroutine would race.
-func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, ints []string, req micro.Request, h Handler) {
+func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, ep Endpoint, aud Auditor, req micro.Request, h Handler) {
 	send := func(m *nats.Msg) {
 		if req.Reply() == "" {
 			return // a plain publish wants no answer
@@ -252,13 +261,14 @@ func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, ints []string
 		}
 	}
 	fail := func(e *Error) {
-		send(&nats.Msg{
-			Header: nats.Header{
-				micro.ErrorHeader:     []string{e.Message},
-				micro.ErrorCodeHeader: []string{strconv.Itoa(e.Status)},
-			},
-			Data: []byte(e.Message),
-		})
+		h := nats.Header{
+			micro.ErrorHeader:     []string{e.Message},
+			micro.ErrorCodeHeader: []string{strconv.Itoa(e.Status)},
+		}
+		if e.RetryAfter > 0 {
+			h.Set(HeaderRetryAfter, strconv.Itoa(e.RetryAfter))
+		}
+		send(&nats.Msg{Header: h, Data: []byte(e.Message)})
 	}
 	defer func() {
 		if p := recover(); p != nil {
@@ -266,7 +276,15 @@ func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, ints []string
 			fail(&Error{Status: http.StatusInternalServerError, Message: "internal error"})
 		}
 	}()
-	out, err := h(ctx, Request{Subject: req.Subject(), Data: req.Data(), Header: req.Headers(), log: log, ints: ints})
+	r := Request{Subject: req.Subject(), Data: req.Data(), Header: req.Headers(), log: log, ints: ep.IntParams}
+	rec := auditStart(ctx, aud, ep, r)
+	if rec.err != nil {
+		log.Error("audit record failed; request refused", "err", rec.err)
+		fail(&Error{Status: http.StatusServiceUnavailable, Message: "audit trail unavailable, nothing was changed: " + rec.err.Error()})
+		return
+	}
+	out, err := h(ctx, r)
+	rec.end(ctx, log, err)
 	if err != nil {
 		var e *Error
 		switch {
@@ -281,6 +299,10 @@ func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, ints []string
 		return
 	}
 	var body []byte
+	var hdr nats.Header
+	if c, ok := out.(created); ok {
+		out, hdr = c.body, nats.Header{HeaderStatus: []string{"201"}}
+	}
 	switch v := out.(type) {
 	case nil:
 	case []byte:
@@ -295,5 +317,16 @@ func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, ints []string
 			return
 		}
 	}
-	send(&nats.Msg{Data: body})
+	send(&nats.Msg{Header: hdr, Data: body})
 }
+
+// Reply headers the gateway turns into HTTP.
+const (
+	HeaderStatus     = "Kanade-Status" // a success status other than 200/204
+	HeaderRetryAfter = "Retry-After"
+)
+
+type created struct{ body any }
+
+// Created answers body with 201 Created.
+func Created(body any) any { return created{body} }

@@ -11,9 +11,32 @@ import (
 // its slot, so a test can keep one in flight deterministically.
 var testHookHeavy func(ctx context.Context)
 
+// Definitions are the endpoints of this package's three micro services:
+// results, executions and agents.
+func Definitions() []api.Definition {
+	return []api.Definition{
+		{Service: "results", Endpoints: []api.Endpoint{
+			{Name: "list", Subject: "kanade.results.list", HTTP: "GET /api/results", IntParams: []string{"limit"}, Tier: api.TierViewer},
+			{Name: "detail", Subject: "kanade.results.detail", HTTP: "GET /api/results/{result_id}", Tier: api.TierViewer},
+			{Name: "tail", Subject: "kanade.results.tail", HTTP: "GET /api/results/{result_id}/tail", Tier: api.TierViewer},
+		}},
+		{Service: "executions", Endpoints: []api.Endpoint{
+			{Name: "list", Subject: "kanade.executions.list", HTTP: "GET /api/executions", IntParams: []string{"limit"}, Tier: api.TierViewer},
+			{Name: "detail", Subject: "kanade.executions.detail", HTTP: "GET /api/executions/{exec_id}", Tier: api.TierViewer},
+			// The rest of kanade.jobs.* belongs to the scheduler's jobs service.
+			{Name: "kill", Subject: "kanade.jobs.kill", HTTP: "POST /api/jobs/{job_id}/kill", Tier: api.TierOperator,
+				Audit: "kill", AuditTarget: "job_id"},
+		}},
+		{Service: "agents", Endpoints: []api.Endpoint{
+			{Name: "list", Subject: "kanade.agents.list", HTTP: "GET /api/agents", Tier: api.TierViewer},
+		}},
+	}
+}
+
 // definitions binds the plain Go functions of this package to the three
 // micro services: results, executions and agents.
 func definitions(o Options) []api.Service {
+	defs := Definitions()
 	// Scanning list queries share a smaller bound than the worker pool, so
 	// that however many searches run, workers and read connections stay
 	// free for detail, tail and first-page lists.
@@ -37,8 +60,9 @@ func definitions(o Options) []api.Service {
 		return List(ctx, o.DB, p)
 	}
 	// The three services share the worker pool size, deadline and logger.
-	service := func(name, description string, eps []api.Endpoint) api.Service {
-		return api.Service{Name: name, Description: description, Workers: o.Workers, Timeout: o.Timeout, Logger: o.Logger, Endpoints: eps}
+	service := func(d api.Definition, description string, handlers map[string]api.Handler) api.Service {
+		return api.Service{Name: d.Service, Description: description, Workers: o.Workers, Timeout: o.Timeout, Logger: o.Logger,
+			Audit: o.Audit, Endpoints: d.Bind(handlers)}
 	}
 	byID := func(r api.Request) (string, error) {
 		var p struct {
@@ -47,72 +71,65 @@ func definitions(o Options) []api.Service {
 		err := api.Params(r, &p)
 		return p.ResultID, err
 	}
-	results := service("results", "what ran where: results list with regex filters, detail, live output tail", []api.Endpoint{
-		{Name: "list", Subject: "kanade.results.list", HTTP: "GET /api/results", IntParams: []string{"limit"}, Handler: list},
-		{Name: "detail", Subject: "kanade.results.detail", HTTP: "GET /api/results/{result_id}",
-			Handler: func(ctx context.Context, r api.Request) (any, error) {
-				id, err := byID(r)
-				if err != nil {
-					return nil, err
-				}
-				return Detail(ctx, o.DB, id)
-			}},
-		{Name: "tail", Subject: "kanade.results.tail", HTTP: "GET /api/results/{result_id}/tail",
-			Handler: func(ctx context.Context, r api.Request) (any, error) {
-				id, err := byID(r)
-				if err != nil {
-					return nil, err
-				}
-				t, err := Tail(ctx, o.DB, o.Conn, id, o.TailTimeout)
-				if t.why != "" {
-					o.Logger.Debug("tail: waiting", "result_id", id, "why", t.why)
-				}
-				return t, err
-			}},
-	})
-	executions := service("executions", "deployments and their counters; kill a job's runs", []api.Endpoint{
-		{Name: "list", Subject: "kanade.executions.list", HTTP: "GET /api/executions", IntParams: []string{"limit"},
-			Handler: func(ctx context.Context, r api.Request) (any, error) {
-				var p ExecutionParams
-				if err := api.Params(r, &p); err != nil {
-					return nil, err
-				}
-				return ListExecutions(ctx, o.DB, p, time.Now())
-			}},
-		{Name: "detail", Subject: "kanade.executions.detail", HTTP: "GET /api/executions/{exec_id}",
-			Handler: func(ctx context.Context, r api.Request) (any, error) {
-				var p struct {
-					ExecID string `json:"exec_id"`
-				}
-				if err := api.Params(r, &p); err != nil {
-					return nil, err
-				}
-				return ExecutionDetail(ctx, o.DB, p.ExecID, time.Now())
-			}},
-		// The rest of kanade.jobs.* belongs to the scheduler's jobs service.
-		{Name: "kill", Subject: "kanade.jobs.kill", HTTP: "POST /api/jobs/{job_id}/kill",
-			Handler: func(ctx context.Context, r api.Request) (any, error) {
-				var p struct {
-					JobID string `json:"job_id"`
-				}
-				if err := api.Params(r, &p); err != nil {
-					return nil, err
-				}
-				sent, err := Kill(ctx, o.DB, o.Conn, p.JobID, o.Logger)
-				if len(sent) > 0 {
-					o.Logger.Info("kill published", "job_id", p.JobID, "exec_ids", sent)
-				}
+	results := service(defs[0], "what ran where: results list with regex filters, detail, live output tail", map[string]api.Handler{
+		"list": list,
+		"detail": func(ctx context.Context, r api.Request) (any, error) {
+			id, err := byID(r)
+			if err != nil {
 				return nil, err
-			}},
+			}
+			return Detail(ctx, o.DB, id)
+		},
+		"tail": func(ctx context.Context, r api.Request) (any, error) {
+			id, err := byID(r)
+			if err != nil {
+				return nil, err
+			}
+			t, err := Tail(ctx, o.DB, o.Conn, id, o.TailTimeout)
+			if t.why != "" {
+				o.Logger.Debug("tail: waiting", "result_id", id, "why", t.why)
+			}
+			return t, err
+		},
 	})
-	agents := service("agents", "agents seen by heartbeat, alive within two minutes", []api.Endpoint{
-		{Name: "list", Subject: "kanade.agents.list", HTTP: "GET /api/agents",
-			Handler: func(ctx context.Context, r api.Request) (any, error) {
-				if err := api.Params(r, &struct{}{}); err != nil {
-					return nil, err
-				}
-				return ListAgents(ctx, o.DB, time.Now())
-			}},
+	executions := service(defs[1], "deployments and their counters; kill a job's runs", map[string]api.Handler{
+		"list": func(ctx context.Context, r api.Request) (any, error) {
+			var p ExecutionParams
+			if err := api.Params(r, &p); err != nil {
+				return nil, err
+			}
+			return ListExecutions(ctx, o.DB, p, time.Now())
+		},
+		"detail": func(ctx context.Context, r api.Request) (any, error) {
+			var p struct {
+				ExecID string `json:"exec_id"`
+			}
+			if err := api.Params(r, &p); err != nil {
+				return nil, err
+			}
+			return ExecutionDetail(ctx, o.DB, p.ExecID, time.Now())
+		},
+		"kill": func(ctx context.Context, r api.Request) (any, error) {
+			var p struct {
+				JobID string `json:"job_id"`
+			}
+			if err := api.Params(r, &p); err != nil {
+				return nil, err
+			}
+			sent, err := Kill(ctx, o.DB, o.Conn, p.JobID, o.Logger)
+			if len(sent) > 0 {
+				o.Logger.Info("kill published", "job_id", p.JobID, "exec_ids", sent)
+			}
+			return nil, err
+		},
+	})
+	agents := service(defs[2], "agents seen by heartbeat, alive within two minutes", map[string]api.Handler{
+		"list": func(ctx context.Context, r api.Request) (any, error) {
+			if err := api.Params(r, &struct{}{}); err != nil {
+				return nil, err
+			}
+			return ListAgents(ctx, o.DB, time.Now())
+		},
 	})
 	return []api.Service{results, executions, agents}
 }

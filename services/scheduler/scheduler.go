@@ -41,6 +41,9 @@ type Options struct {
 	Workers int
 	// Clock is the engine's time source (default the system clock).
 	Clock Clock
+	// Audit records each job and schedule change and each exec before it
+	// is made (nil: no trail).
+	Audit api.Auditor
 }
 
 // Scheduler is the running scheduler and its services.
@@ -119,7 +122,7 @@ func Start(ctx context.Context, o Options) (*Scheduler, error) {
 		s.Stop()
 		return nil, fmt.Errorf("scheduler: %w", err)
 	}
-	for _, svc := range services(s.Catalog, s.Engine, firer, o.Clock, o.Logger) {
+	for _, svc := range services(s.Catalog, s.Engine, firer, o.Clock, o.Logger, o.Audit) {
 		r, err := api.Start(o.Conn, svc)
 		if err != nil {
 			s.Stop()

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kanade-go/kanade/services/accounts"
+)
+
+// call is one HTTP request with an optional bearer token.
+func call(t *testing.T, method, url, token, body string) (int, http.Header, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+// want asserts a status (and, if given, a body substring).
+func want(t *testing.T, what string, status int, body string, wantStatus int, wantBody ...string) {
+	t.Helper()
+	if status != wantStatus {
+		t.Fatalf("%s: status %d, want %d: %s", what, status, wantStatus, body)
+	}
+	for _, w := range wantBody {
+		if !strings.Contains(body, w) {
+			t.Fatalf("%s: body %q lacks %q", what, body, w)
+		}
+	}
+}
+
+type loginReply struct {
+	Token        string `json:"token"`
+	Role         string `json:"role"`
+	MustChangePW bool   `json:"must_change_pw"`
+	Exp          int64  `json:"exp"`
+}
+
+func login(t *testing.T, api, user, password string) loginReply {
+	t.Helper()
+	st, _, body := call(t, "POST", api+"/auth/login", "", `{"username":"`+user+`","password":"`+password+`"}`)
+	want(t, "login "+user, st, body, 200)
+	var r loginReply
+	if err := json.Unmarshal([]byte(body), &r); err != nil || r.Token == "" {
+		t.Fatalf("login %s: %q %v", user, body, err)
+	}
+	return r
+}
+
+// TestAccountsAndRoles runs the real binary with a bootstrap admin: login
+// and the forced password change, accounts for a viewer and an operator,
+// each tier on HTTP, a disabled account's token, the last-admin guard, the
+// login throttle, and a second node sharing accounts and tokens.
+func TestAccountsAndRoles(t *testing.T) {
+	p := startKanade(t, t.TempDir(), "--bootstrap-admin-user", "root", "--bootstrap-admin-password", "first-pass-1")
+	api := p.HTTP + "/api"
+
+	// Once an account exists, nothing but the public routes answers without a token.
+	st, _, body := call(t, "GET", api+"/results", "", "")
+	want(t, "results without a token", st, body, 401, "missing bearer token")
+	st, _, body = call(t, "GET", api+"/version", "", "")
+	want(t, "version is public", st, body, 200)
+
+	admin := login(t, api, "root", "first-pass-1")
+	if admin.Role != "admin" || !admin.MustChangePW || admin.Exp < time.Now().Add(23*time.Hour).Unix() {
+		t.Fatalf("bootstrap login: %+v", admin)
+	}
+	st, _, body = call(t, "GET", api+"/auth/me", admin.Token, "")
+	want(t, "me", st, body, 200, `"username":"root"`, `"must_change_pw":true`)
+	st, _, body = call(t, "POST", api+"/auth/change-password", admin.Token, `{"old_password":"wrong-pass","new_password":"second-pass-2"}`)
+	want(t, "change with a wrong old password", st, body, 401, "old password incorrect")
+	st, _, body = call(t, "POST", api+"/auth/change-password", admin.Token, `{"old_password":"first-pass-1","new_password":"second-pass-2"}`)
+	want(t, "change password", st, body, 204)
+	admin = login(t, api, "root", "second-pass-2")
+	if admin.MustChangePW {
+		t.Fatal("must_change_pw still set after the change")
+	}
+
+	for _, u := range []string{`{"username":"vera","password":"viewer-pass","role":"viewer"}`, `{"username":"otto","password":"operator-pass","role":"operator"}`} {
+		st, _, body = call(t, "POST", api+"/accounts", admin.Token, u)
+		want(t, "create "+u, st, body, 201, `"setup_link_sent":false`)
+	}
+	st, _, body = call(t, "POST", api+"/accounts", admin.Token, `{"username":"vera","password":"viewer-pass","role":"viewer"}`)
+	want(t, "duplicate", st, body, 409, "username already exists")
+	st, _, body = call(t, "GET", api+"/accounts", admin.Token, "")
+	want(t, "list", st, body, 200, `"username":"otto"`, `"username":"vera"`, `"disabled":0`)
+	if strings.Contains(body, "argon2") {
+		t.Fatalf("list shows hashes: %s", body)
+	}
+
+	viewer := login(t, api, "vera", "viewer-pass")
+	operator := login(t, api, "otto", "operator-pass")
+	st, _, body = call(t, "GET", api+"/results", viewer.Token, "")
+	want(t, "viewer reads results", st, body, 200)
+	for _, c := range [][2]string{
+		{"POST", "/exec/inventory"}, {"POST", "/jobs/inventory/kill"}, {"POST", "/jobs"},
+	} {
+		st, _, body = call(t, c[0], api+c[1], viewer.Token, `{"id":"x"}`)
+		want(t, "viewer "+c[1], st, body, 403, "operator role required (caller is viewer)")
+	}
+	st, _, body = call(t, "GET", api+"/accounts", operator.Token, "")
+	want(t, "operator lists accounts", st, body, 403, "admin role required (caller is operator)")
+	st, _, body = call(t, "POST", api+"/exec/nosuchjob", operator.Token, `{"target":{"all":true}}`)
+	want(t, "operator exec passes the tier", st, body, 404)
+
+	// The last enabled admin stays.
+	st, _, body = call(t, "PATCH", api+"/accounts/root", admin.Token, `{"role":"viewer"}`)
+	want(t, "demote last admin", st, body, 409, "cannot demote the last enabled admin")
+	st, _, body = call(t, "DELETE", api+"/accounts/root", admin.Token, "")
+	want(t, "delete last admin", st, body, 409, "cannot delete the last enabled admin")
+
+	// A second node on the same NATS shares accounts and the token secret.
+	p2 := startKanade(t, t.TempDir(), "--nats-url", p.NATS, "--services", "gateway", "--node-name", "second")
+	st, _, body = call(t, "GET", p2.HTTP+"/api/auth/me", operator.Token, "")
+	want(t, "node 1's token on node 2", st, body, 200, `"username":"otto"`)
+
+	// Disabling ends the account's tokens on its next request, on every node.
+	st, _, body = call(t, "PATCH", api+"/accounts/otto", admin.Token, `{"disabled":true}`)
+	want(t, "disable", st, body, 204)
+	st, _, body = call(t, "GET", api+"/results", operator.Token, "")
+	want(t, "disabled token", st, body, 401, "account disabled")
+	st, _, body = call(t, "GET", p2.HTTP+"/api/results", operator.Token, "")
+	want(t, "disabled token on node 2", st, body, 401, "account disabled")
+
+	// The host's admin command sets a password: the account is enabled
+	// again and must change it.
+	cmd := exec.Command(binary(t), "admin", "reset-password", "--user", "otto", "--nats-url", p.NATS)
+	cmd.Env = append(os.Environ(), "KANADE_NEW_PASSWORD=reset-pass-3")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("kanade admin: %v\n%s", err, out)
+	}
+	if r := login(t, api, "otto", "reset-pass-3"); !r.MustChangePW {
+		t.Fatalf("after admin reset: %+v", r)
+	}
+
+	// TOTP: init offers a secret, verify stores it, login then asks for a code.
+	st, _, body = call(t, "POST", api+"/auth/mfa/init", admin.Token, "")
+	want(t, "mfa init", st, body, 200, "otpauth://totp/kanade:root")
+	var mfa struct{ Secret string }
+	json.Unmarshal([]byte(body), &mfa)
+	code, err := accounts.TOTPCode(mfa.Secret, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _, body = call(t, "POST", api+"/auth/mfa/verify", admin.Token, `{"secret":"`+mfa.Secret+`","code":"000000x"}`)
+	want(t, "mfa verify with a wrong code", st, body, 400, "invalid code")
+	st, _, body = call(t, "POST", api+"/auth/mfa/verify", admin.Token, `{"secret":"`+mfa.Secret+`","code":"`+code+`"}`)
+	want(t, "mfa verify", st, body, 204)
+	st, _, body = call(t, "POST", api+"/auth/login", "", `{"username":"root","password":"second-pass-2"}`)
+	want(t, "login without a code", st, body, 200, `{"mfa_required":true}`)
+	st, _, body = call(t, "POST", api+"/auth/login", "", `{"username":"root","password":"second-pass-2","totp_code":"`+code+`"}`)
+	want(t, "login with the code", st, body, 200, `"token":`)
+
+	// Five failures lock the username; the sixth try is a 429.
+	for i := range 5 {
+		st, _, body = call(t, "POST", api+"/auth/login", "", `{"username":"vera","password":"bad-guess"}`)
+		want(t, fmt.Sprint("bad login ", i), st, body, 401, "invalid credentials")
+	}
+	st, hdr, body := call(t, "POST", api+"/auth/login", "", `{"username":"vera","password":"viewer-pass"}`)
+	want(t, "locked login", st, body, 429, "too many login attempts; try again later")
+	if ra := hdr.Get("Retry-After"); ra == "" || ra == "0" {
+		t.Fatalf("Retry-After %q", ra)
+	}
+}
