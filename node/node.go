@@ -24,6 +24,7 @@ import (
 	"github.com/kanade-go/kanade/gateway"
 	"github.com/kanade-go/kanade/services/accounts"
 	"github.com/kanade-go/kanade/services/api"
+	"github.com/kanade-go/kanade/services/audit"
 	"github.com/kanade-go/kanade/services/projector"
 	"github.com/kanade-go/kanade/services/results"
 	"github.com/kanade-go/kanade/services/scheduler"
@@ -101,6 +102,7 @@ func (r Ready) Line() string {
 func Definitions() []api.Definition {
 	var out []api.Definition
 	out = append(out, accounts.Definitions()...)
+	out = append(out, audit.Definitions()...)
 	out = append(out, results.Definitions()...)
 	out = append(out, projector.Definitions()...)
 	out = append(out, scheduler.Definitions()...)
@@ -288,6 +290,23 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		}
 	})
 
+	// Every mutation on this node is recorded on AUDIT before it is made.
+	auditConn, err := connect("audit")
+	if err != nil {
+		return err
+	}
+	recorder, err := audit.NewRecorder(ctx, auditConn, o.Replicas)
+	if err != nil {
+		return err
+	}
+	if db != nil {
+		as, err := audit.Start(ctx, audit.Options{Conn: auditConn, DB: db, Replicas: o.Replicas, Logger: log.With("component", "audit")})
+		if err != nil {
+			return fmt.Errorf("start audit: %w", err)
+		}
+		stops = append(stops, func() { logStop(log, "audit", as.Stop()) })
+	}
+
 	// Every node answers the token check and the accounts, which need
 	// nothing but NATS: a gateway-only node still authenticates.
 	{
@@ -296,7 +315,7 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 			return err
 		}
 		ao := o.Accounts
-		ao.Conn, ao.Replicas, ao.Logger = nc, o.Replicas, log.With("component", "accounts")
+		ao.Conn, ao.Replicas, ao.Logger, ao.Audit = nc, o.Replicas, log.With("component", "accounts"), recorder
 		a, err := accounts.Start(ctx, ao)
 		if err != nil {
 			return fmt.Errorf("start accounts: %w", err)
@@ -328,7 +347,7 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 			return err
 		}
 		ro := o.Results
-		ro.Conn, ro.DB, ro.Logger = nc, db, log.With("component", "results")
+		ro.Conn, ro.DB, ro.Logger, ro.Audit = nc, db, log.With("component", "results"), recorder
 		// The gate starts them, and stops them while this node's own
 		// projection is too far behind to answer (see resultsGate).
 		var caughtUp func(time.Duration) bool
@@ -356,7 +375,7 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 			return err
 		}
 		so := o.Scheduler
-		so.Conn, so.DB, so.NodeName, so.Logger = nc, db, o.NodeName, log.With("component", "scheduler")
+		so.Conn, so.DB, so.NodeName, so.Logger, so.Audit = nc, db, o.NodeName, log.With("component", "scheduler"), recorder
 		so.Replicas = o.Replicas
 		s, err := scheduler.Start(ctx, so)
 		if err != nil {

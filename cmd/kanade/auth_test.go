@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,6 +11,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanade-go/kanade/services/accounts"
 )
@@ -181,4 +185,94 @@ func TestAccountsAndRoles(t *testing.T) {
 	if ra := hdr.Get("Retry-After"); ra == "" || ra == "0" {
 		t.Fatalf("Retry-After %q", ra)
 	}
+}
+
+// TestAuditTrail runs the real binary: an operator's exec is in GET
+// /api/audit with its actor and target, a viewer's refused exec is not,
+// the chain verifies, and a record removed and forged in the stream is
+// reported.
+func TestAuditTrail(t *testing.T) {
+	p := startKanade(t, t.TempDir(), "--bootstrap-admin-password", "first-pass-1")
+	api := p.HTTP + "/api"
+	admin := login(t, api, "admin", "first-pass-1")
+	for _, u := range []string{`{"username":"vera","password":"viewer-pass","role":"viewer"}`, `{"username":"otto","password":"operator-pass","role":"operator"}`} {
+		st, _, body := call(t, "POST", api+"/accounts", admin.Token, u)
+		want(t, "create", st, body, 201)
+	}
+	viewer, operator := login(t, api, "vera", "viewer-pass"), login(t, api, "otto", "operator-pass")
+	st, _, body := call(t, "POST", api+"/jobs", operator.Token, `{"id":"inventory","version":"1.0.0","execute":{"shell":"sh","script":"true","timeout":"30s"}}`)
+	want(t, "put job", st, body, 200)
+	st, _, body = call(t, "POST", api+"/exec/inventory", viewer.Token, `{"target":{"all":true}}`)
+	want(t, "viewer exec", st, body, 403)
+	st, _, body = call(t, "POST", api+"/exec/inventory", operator.Token, `{"target":{"all":true},"password":"not-for-the-trail"}`)
+	want(t, "operator exec", st, body, 200, "exec_id")
+
+	var rows []struct {
+		ID      int64           `json:"id"`
+		Actor   string          `json:"actor"`
+		Action  string          `json:"action"`
+		Target  *string         `json:"target"`
+		Addr    *string         `json:"addr"`
+		Payload json.RawMessage `json:"payload"`
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st, _, body = call(t, "GET", api+"/audit?action=^exec$", viewer.Token, "")
+		want(t, "audit list", st, body, 200)
+		rows = nil
+		json.Unmarshal([]byte(body), &rows)
+		if len(rows) > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(rows) != 1 || rows[0].Actor != "otto" || rows[0].Target == nil || *rows[0].Target != "inventory" ||
+		rows[0].Addr == nil || *rows[0].Addr != "127.0.0.1" {
+		t.Fatalf("exec records: %s", body)
+	}
+	if strings.Contains(string(rows[0].Payload), "not-for-the-trail") || !strings.Contains(string(rows[0].Payload), `"password":"***"`) {
+		t.Fatalf("payload not redacted: %s", rows[0].Payload)
+	}
+	// Logins, account changes and the job put are there too, newest first,
+	// and the cursor pages on.
+	st, _, body = call(t, "GET", api+"/audit?limit=2", admin.Token, "")
+	want(t, "page 1", st, body, 200)
+	var page []struct{ ID int64 }
+	json.Unmarshal([]byte(body), &page)
+	if len(page) != 2 || page[0].ID <= page[1].ID {
+		t.Fatalf("page 1: %s", body)
+	}
+	st, _, body = call(t, "GET", api+fmt.Sprintf("/audit?limit=100&before=%d", page[1].ID), admin.Token, "")
+	want(t, "page 2", st, body, 200, `"action":"account.create"`, `"action":"auth.login"`)
+	if strings.Contains(body, `"id":`+fmt.Sprint(page[1].ID)+",") {
+		t.Fatalf("page 2 repeats the cursor row: %s", body)
+	}
+
+	st, _, body = call(t, "GET", api+"/audit/verify", viewer.Token, "")
+	want(t, "verify", st, body, 200, `"ok":true`)
+
+	// Remove record 2 and put an altered copy back: both show.
+	nc, err := nats.Connect(p.NATS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	s, err := js.Stream(context.Background(), "AUDIT")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.GetMsg(context.Background(), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteMsg(context.Background(), 2); err != nil {
+		t.Fatal(err)
+	}
+	forged := strings.Replace(string(m.Data), `"actor":"admin"`, `"actor":"nobody"`, 1)
+	if _, err := js.Publish(context.Background(), m.Subject, []byte(forged)); err != nil {
+		t.Fatal(err)
+	}
+	st, _, body = call(t, "GET", api+"/audit/verify", viewer.Token, "")
+	want(t, "verify after tampering", st, body, 200, `"ok":false`, "records 2..2 are missing", "does not link to record")
 }

@@ -87,6 +87,10 @@ type Firer struct {
 	// failed (default: until half a second before the context's deadline,
 	// else 5 s).
 	RetryFor time.Duration
+	// Audit records each scheduled fire (actor "scheduler") before it is
+	// published; nil records nothing. Execs through the API are recorded
+	// by the API itself.
+	Audit api.Auditor
 }
 
 // ackWait bounds the wait for one round of acks: a lost ack is a failure

@@ -113,7 +113,7 @@ func Start(ctx context.Context, o Options) (*Scheduler, error) {
 		s.Stop()
 		return nil, err
 	}
-	firer := &Firer{JS: js, Log: o.Logger, Agents: &AgentCounter{DB: o.DB, Groups: groups, Now: o.Clock.Now, Log: o.Logger}}
+	firer := &Firer{JS: js, Log: o.Logger, Audit: o.Audit, Agents: &AgentCounter{DB: o.DB, Groups: groups, Now: o.Clock.Now, Log: o.Logger}}
 	s.Engine, err = StartEngine(ctx, EngineOptions{
 		Schedules: scheds, Jobs: jobs, JobCache: jobCache, JS: js, Claims: claims, Firer: firer, Clock: o.Clock,
 		Instance: o.NodeName + "-" + uuid.NewString()[:8], Workers: o.Workers, Logger: o.Logger,
