@@ -166,13 +166,11 @@ func AuditPayload(r Request, targetKey string) (json.RawMessage, string) {
 }
 
 func marshalRaw(v any) []byte {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
+	b, err := Marshal(v)
+	if err != nil {
 		return []byte("{}")
 	}
-	return bytes.TrimSpace(buf.Bytes())
+	return b
 }
 
 // redact replaces secret values, at any depth, with "***".
