@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +17,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kanade-go/kanade/natsauth"
+	"github.com/kanade-go/kanade/node"
 	"github.com/kanade-go/kanade/services/accounts"
 )
 
@@ -275,4 +279,83 @@ func TestAuditTrail(t *testing.T) {
 	}
 	st, _, body = call(t, "GET", api+"/audit/verify", viewer.Token, "")
 	want(t, "verify after tampering", st, body, 200, `"ok":false`, "records 2..2 are missing", "does not link to record")
+}
+
+// TestNATSRoles runs the real binary under a configuration with a viewer
+// and an operator NATS user, whose rights come from the same endpoint
+// definitions as the gateway's tiers: the viewer reads results and is
+// refused exec, kill and job put; the operator puts a job, which the
+// audit trail records as a NATS caller's, and is refused the accounts.
+func TestNATSRoles(t *testing.T) {
+	defs := node.Definitions()
+	viewers, err := natsauth.RoleUsers("viewer", []string{"vic"}, defs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	operators, err := natsauth.RoleUsers("operator", []string{"ophelia"}, defs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf, err := natsauth.Render(append(viewers, operators...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "roles.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startKanade(t, t.TempDir(), "--nats-config", path, "--bootstrap-admin-password", "first-pass-1")
+	// The server refuses a publish asynchronously: the request times
+	// out and the connection's error handler hears why.
+	violations := make(chan string, 10)
+	connect := func(u natsauth.User) *nats.Conn {
+		nc, err := nats.Connect(p.NATS, nats.UserInfo(u.Name, u.Password), nats.CustomInboxPrefix(natsauth.RoleInboxPrefix),
+			nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+				if errors.Is(err, nats.ErrPermissionViolation) {
+					violations <- u.Name + " " + err.Error()
+				}
+			}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		return nc
+	}
+	viewer, operator := connect(viewers[0]), connect(operators[0])
+	if r := natsCall(t, viewer, "kanade.results.list", `{"limit":1}`, nil); r.status != 200 {
+		t.Fatalf("viewer results over NATS: %+v", r)
+	}
+	refused := func(nc *nats.Conn, subject, body string) {
+		t.Helper()
+		if _, err := nc.Request(subject, []byte(body), 300*time.Millisecond); err == nil {
+			t.Fatalf("%s answered", subject)
+		}
+		select {
+		case v := <-violations:
+			if !strings.Contains(v, `Publish to "`+subject+`"`) {
+				t.Fatalf("%s: violation %q", subject, v)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: no permissions violation", subject)
+		}
+	}
+	refused(viewer, "kanade.jobs.exec", `{"job_id":"inventory","target":{"all":true}}`)
+	refused(viewer, "kanade.jobs.kill", `{"job_id":"inventory"}`)
+	refused(viewer, "kanade.jobs.put", `{"id":"x"}`)
+	refused(operator, "kanade.accounts.list", `{}`)
+	if r := natsCall(t, operator, "kanade.jobs.put", `{"id":"inventory","version":"1.0.0","execute":{"shell":"sh","script":"true","timeout":"30s"}}`, nil); r.status != 200 {
+		t.Fatalf("operator job put over NATS: %+v", r)
+	}
+	admin := login(t, p.HTTP+"/api", "admin", "first-pass-1")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, _, body := call(t, "GET", p.HTTP+"/api/audit?action=job_upsert", admin.Token, "")
+		if strings.Contains(body, `"actor":"nats"`) && strings.Contains(body, `"target":"inventory"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no NATS caller's job_upsert in the trail: %s", body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
