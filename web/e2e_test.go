@@ -76,7 +76,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, filepath.Join("e2e", "dashboard.mjs"), url)
 	cmd.Env = append(os.Environ(), "SCREENSHOT_DIR="+shots, "CHROMIUM="+chromium, "E2E_TOKEN="+token,
-		"E2E_SKIP_JOB="+skipJob, "E2E_BROKEN_SCHEDULE="+brokenSchedule)
+		"E2E_SKIP_JOB="+skipJob, "E2E_ADMIN_PASSWORD="+e2eAdminPassword, "E2E_BROKEN_SCHEDULE="+brokenSchedule)
 	if os.Getenv("E2E_GROUP") == "" {
 		cmd.Env = append(cmd.Env, "E2E_GROUP="+sim.DemoGroups[len(sim.DemoGroups)-1])
 	}
@@ -128,11 +128,14 @@ func seedUnvalidated(t *testing.T, natsURL string) (job, schedule string) {
 // startDemo runs `kanade serve --demo` on free ports and returns its HTTP
 // and NATS addresses once it prints its ready line. It is stopped when the
 // test ends.
+// e2eAdminPassword is the bootstrap admin's first password (web/e2e/auth.mjs).
+const e2eAdminPassword = "first-admin-pass"
+
 func startDemo(t *testing.T, bin, token string) (httpURL, natsURL string) {
 	t.Helper()
 	cmd := exec.Command(bin, "serve", "--demo",
 		"--data-dir", t.TempDir(), "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--node-name", "e2e")
-	cmd.Env = append(os.Environ(), "KANADE_API_TOKEN="+token)
+	cmd.Env = append(os.Environ(), "KANADE_API_TOKEN="+token, "KANADE_BOOTSTRAP_ADMIN_PASSWORD="+e2eAdminPassword)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { authSteps } from './auth.mjs';
 
 const base = process.argv[2];
 if (!base) {
@@ -158,9 +159,11 @@ let pcs = [];
 
 await step('dashboard loads, asks for the API token once, shows the version', async () => {
   await page.goto(base + '/');
-  await page.locator(tid('activity-page')).waitFor();
   if (token) {
-    // The server wants a token: the dashboard asks once, then remembers it.
+    // The server wants a login: the login page offers the API token too,
+    // asked once, then remembered.
+    await page.locator(tid('login-page')).waitFor();
+    await page.locator(tid('use-token')).click();
     const dialog = page.locator(tid('token-dialog'));
     await dialog.locator(tid('token-input')).fill('not-the-token');
     await dialog.locator(tid('dialog-submit')).click();
@@ -174,6 +177,8 @@ await step('dashboard loads, asks for the API token once, shows the version', as
     await page.locator(tid('activity-page')).waitFor();
     await page.waitForTimeout(500);
     if (await page.locator('dialog[open]').count()) throw new Error('asked for the token again after a reload');
+  } else {
+    await page.locator(tid('activity-page')).waitFor();
   }
   await poll('version', async () => /^v\S+/.test(await page.locator(tid('version')).textContent()));
   const agents = await poll('agents heartbeating', async () => {
@@ -459,6 +464,8 @@ await step('a stored schedule the engine cannot use shows its error', async () =
   await page.screenshot({ path: join(shotDir, 'schedules-error-light.png') });
 });
 
+if (token) await authSteps({ page, step, poll, tid, go, ranJob: SLOW_JOB, token });
+
 // Every page in both themes, at desktop and phone width.
 await step('screenshots of every page, light and dark', async () => {
   const resultId = (await api(`/api/results?job_id=${encodeURIComponent('^' + SLOW_JOB + '$')}&limit=1`))[0].result_id;
@@ -472,6 +479,8 @@ await step('screenshots of every page, light and dark', async () => {
     ['jobs', '/jobs', 'jobs-page', tid('job-row')],
     ['schedules', '/schedules', 'schedules-page', tid('schedule-row')],
     ['agents', '/agents', 'agents-page', tid('agent-row')],
+    ['audit', '/audit', 'audit-page', tid('audit-row')],
+    ['accounts', '/accounts', 'accounts-page', tid('account-row')],
   ];
   for (const [width, tag] of [[1280, ''], [390, '-phone']]) {
     await page.setViewportSize({ width, height: width > 500 ? 800 : 844 });

@@ -2,7 +2,7 @@
 // listed PCs; add or edit one as YAML (the form operators already write).
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api } from './api.53afe10e09.js';
+import { api } from './api.e9c69656e3.js';
 import { href, navigate } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
 import { errorText } from './format.31eef2b48b.js';
@@ -101,7 +101,7 @@ export function mount(main, { life }) {
 
   replace(main, h('section', { class: 'page jobs', testid: 'jobs-page' },
     h('div', { class: 'page-head' }, h('h1', {}, 'Jobs'), h('span', { class: 'spacer' }),
-      h('button', { type: 'button', class: 'primary', testid: 'add-job', onclick: () => edit(null) }, 'Add job')),
+      h('button', { type: 'button', class: 'primary', testid: 'add-job', 'data-min-role': 'operator', onclick: () => edit(null) }, 'Add job')),
     banner,
     h('div', { class: 'table-wrap' }, h('table', { class: 'jobs', testid: 'jobs-table' },
       h('thead', {}, h('tr', {},
@@ -119,9 +119,9 @@ export function mount(main, { life }) {
       h('td', { class: 'ellipsis opt', title: j.description || null }, j.description || h('span', { class: 'muted' }, '—')),
       h('td', { class: 'opt' }, [ex.shell, ex.timeout].filter(Boolean).join(' · ') || '—'),
       h('td', {}, h('div', { class: 'actions' },
-        h('button', { type: 'button', class: 'primary small', testid: 'run-job', onclick: () => runDialog(j) }, 'Run…'),
-        h('button', { type: 'button', class: 'small', testid: 'edit-job', onclick: () => edit(j) }, 'Edit'),
-        h('button', { type: 'button', class: 'small danger-text', testid: 'delete-job', onclick: () => remove(j) }, 'Delete'))));
+        h('button', { type: 'button', class: 'primary small', testid: 'run-job', 'data-min-role': 'operator', onclick: () => runDialog(j) }, 'Run…'),
+        h('button', { type: 'button', class: 'small', testid: 'edit-job', 'data-min-role': 'operator', onclick: () => edit(j) }, 'Edit'),
+        h('button', { type: 'button', class: 'small danger-text', testid: 'delete-job', 'data-min-role': 'operator', onclick: () => remove(j) }, 'Delete'))));
   }
 
   async function load() {

@@ -1,18 +1,22 @@
 // The dashboard's entry: routes each #/path to its page, owns the page's
 // lifecycle (timers and requests stop when you leave), and wires the header.
 
-import { start } from './router.475a737da2.js';
-import { api, setTokenPrompt, storedToken, forgetToken } from './api.53afe10e09.js';
-import { tokenDialog } from './dialog.fefcff641c.js';
+import { start, parseHash, href, navigate } from './router.475a737da2.js';
+import { api, setUnauthorized, forgetToken } from './api.e9c69656e3.js';
+import { loadMe, clearMe } from './auth.58ca122942.js';
 import { initThemeToggle } from './theme.9bc285ecbb.js';
 import { Lifecycle } from './lifecycle.cf1e604c6c.js';
 import { h, replace } from './dom.3dd86e8f14.js';
-import * as activity from './page-activity.962c226459.js';
-import * as result from './page-result.50d72e6857.js';
-import * as executions from './page-executions.98d07d0ea7.js';
-import * as jobs from './page-jobs.92018d0d8a.js';
-import * as schedules from './page-schedules.b5892ad3a6.js';
-import * as agents from './page-agents.96f7dc987d.js';
+import * as activity from './page-activity.960691b3a8.js';
+import * as result from './page-result.070f7d6d08.js';
+import * as executions from './page-executions.a493cfb492.js';
+import * as jobs from './page-jobs.14e71cbe5a.js';
+import * as schedules from './page-schedules.5d5b896e33.js';
+import * as agents from './page-agents.9fb6293939.js';
+import * as login from './page-login.e1e2de6983.js';
+import * as password from './page-password.a00c9641a4.js';
+import * as accounts from './page-accounts.e955efc909.js';
+import * as audit from './page-audit.7edcf57288.js';
 
 const routes = [
   { re: /^\/$/, page: activity, nav: 'activity' },
@@ -22,6 +26,10 @@ const routes = [
   { re: /^\/jobs$/, page: jobs, nav: 'jobs' },
   { re: /^\/schedules$/, page: schedules, nav: 'schedules' },
   { re: /^\/agents$/, page: agents, nav: 'agents' },
+  { re: /^\/login$/, page: login, nav: null },
+  { re: /^\/change-password$/, page: password, nav: null },
+  { re: /^\/accounts$/, page: accounts, nav: 'accounts' },
+  { re: /^\/audit$/, page: audit, nav: 'audit' },
 ];
 
 const notFound = {
@@ -33,7 +41,6 @@ const notFound = {
 };
 
 const main = document.getElementById('main');
-const forget = document.querySelector('[data-testid="forget-token"]');
 let current = null;
 
 function show({ path, params }) {
@@ -63,18 +70,22 @@ function show({ path, params }) {
     if (route && a.dataset.nav === route.nav) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
   }
-  forget.hidden = !storedToken();
 }
 
-setTokenPrompt(async (rejected) => {
-  const token = await tokenDialog(rejected);
-  forget.hidden = !token;
-  return token;
+// A 401 anywhere: the session is gone (or there never was one); log in and
+// come back here.
+setUnauthorized((reason) => {
+  clearMe();
+  const { path } = parseHash();
+  if (path === '/login') return;
+  const from = location.hash.replace(/^#/, '') || '/';
+  navigate(href('/login', { from, reason: reason || 'Log in to go on.' }));
 });
 
-forget.addEventListener('click', () => {
+document.querySelector('[data-testid="logout"]').addEventListener('click', () => {
   forgetToken();
-  forget.hidden = true;
+  clearMe();
+  navigate('/login');
 });
 
 document.querySelector('[data-testid="skip-link"]').addEventListener('click', () => main.focus());
@@ -104,4 +115,4 @@ async function pollProjector() {
 }
 pollProjector();
 
-start(show);
+loadMe().finally(() => start(show));

@@ -3,7 +3,7 @@
 // results of one execution.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api } from './api.53afe10e09.js';
+import { api } from './api.e9c69656e3.js';
 import { href, navigate, setParams } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
 import { exitBadge, timeEl, resultDuration, shortId, errorText, tickElapsed } from './format.31eef2b48b.js';
@@ -167,7 +167,7 @@ export const detail = {
     const summary = h('div', { class: 'exec-summary', testid: 'execution-summary' });
     const meta = h('dl', { class: 'meta' });
     const killState = h('span', { class: 'kill-state', 'aria-live': 'polite', testid: 'kill-state' });
-    const killButton = h('button', { type: 'button', class: 'danger', testid: 'kill-button', hidden: true, onclick: kill }, 'Kill');
+    const killButton = h('button', { type: 'button', class: 'danger', testid: 'kill-button', 'data-min-role': 'operator', hidden: true, onclick: kill }, 'Kill');
     const tbody = h('tbody', { testid: 'execution-results' }, h('tr', { class: 'empty' }, h('td', { colspan: 5 }, 'Loading…')));
 
     tbody.addEventListener('click', (ev) => {
