@@ -121,3 +121,20 @@ func TestSubject(t *testing.T) {
 		t.Fatal(s)
 	}
 }
+
+// BenchmarkRecord is one writer's records per second (each waits for its
+// ack: the mutation it guards waits as long).
+func BenchmarkRecord(b *testing.B) {
+	n := nodetest.Start(b)
+	r, err := NewRecorder(context.Background(), n.Conn(b), 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	payload := json.RawMessage(`{"job_id":"inventory","target":{"all":true}}`)
+	b.ResetTimer()
+	for range b.N {
+		if err := r.Record(context.Background(), api.Entry{Actor: "alice", Action: "exec", Target: "inventory", Payload: payload}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
