@@ -32,6 +32,8 @@ type Identity struct {
 	User string `json:"username"`
 	Role string `json:"role"`
 	Open bool   `json:"open,omitempty"`
+	// Features is the account's page allow-list; nil = every page.
+	Features *[]string `json:"allowed_features"`
 }
 
 // Names of the callers that are not accounts.

@@ -58,3 +58,27 @@ func TestAllowed(t *testing.T) {
 		t.Error("public route refused")
 	}
 }
+
+func TestFeatureAllowed(t *testing.T) {
+	jobs := []string{"jobs"}
+	exec := []string{"exec"}
+	cases := []struct {
+		method, path string
+		features     *[]string
+		want         string
+	}{
+		{"GET", "/api/results", nil, ""},
+		{"GET", "/api/auth/me", &[]string{}, ""},
+		{"GET", "/api/results/{result_id}", &jobs, "account not permitted to access this page (requires activity)"},
+		{"GET", "/api/jobs", &exec, ""}, // a shared read route
+		{"POST", "/api/jobs", &exec, "account not permitted to access this page (requires jobs)"},
+		{"POST", "/api/exec/{job_id}", &exec, ""},
+		{"POST", "/api/jobs/{job_id}/kill", &jobs, ""},
+		{"GET", "/api/cluster", &jobs, "account not permitted to access this route"},
+	}
+	for _, c := range cases {
+		if got := featureAllowed(Route{Method: c.method, Path: c.path}, c.method, c.features); got != c.want {
+			t.Errorf("%s %s %v: %q, want %q", c.method, c.path, c.features, got, c.want)
+		}
+	}
+}

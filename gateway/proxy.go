@@ -27,6 +27,13 @@ const statusClientClosed = 499
 // parameters go in api.ParamHeaderPrefix headers (read by api.Params).
 func (g *Gateway) serveEndpoint(w http.ResponseWriter, r *http.Request, ep *endpoint) {
 	id := IdentityOf(r)
+	// Page features first, then the role, in upstream's order.
+	if id != nil && ep.Tier != api.TierPublic {
+		if text := featureAllowed(ep.Route, r.Method, id.Features); text != "" {
+			textError(w, http.StatusForbidden, text)
+			return
+		}
+	}
 	if status, text := allowed(ep.Route, id); status != 0 {
 		textError(w, status, text)
 		return
@@ -99,15 +106,20 @@ func (g *Gateway) serveEndpoint(w http.ResponseWriter, r *http.Request, ep *endp
 		textError(w, status, text)
 		return
 	}
+	status = http.StatusOK
+	if st, err := strconv.Atoi(reply.Header.Get(api.HeaderStatus)); err == nil && st >= 200 && st < 300 {
+		status = st
+	}
 	if len(reply.Data) == 0 {
-		w.WriteHeader(http.StatusNoContent)
+		if status == http.StatusOK {
+			status = http.StatusNoContent
+		}
+		w.WriteHeader(status)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(reply.Data)))
-	if st, err := strconv.Atoi(reply.Header.Get(api.HeaderStatus)); err == nil && st >= 200 && st < 300 {
-		w.WriteHeader(st)
-	}
+	w.WriteHeader(status)
 	w.Write(reply.Data)
 }
 

@@ -150,6 +150,25 @@ func TestAccountsAndRoles(t *testing.T) {
 	st, _, body = call(t, "GET", p2.HTTP+"/api/results", operator.Token, "")
 	want(t, "disabled token on node 2", st, body, 401, "account disabled")
 
+	// Page features: a group of pages, an account in it sees those only.
+	st, _, body = call(t, "POST", api+"/permission-groups", admin.Token, `{"name":"lite","features":["nope"]}`)
+	want(t, "unknown feature", st, body, 400, "unknown feature: nope")
+	st, _, body = call(t, "POST", api+"/permission-groups", admin.Token, `{"name":"lite","features":["activity","activity"]}`)
+	want(t, "create group", st, body, 201)
+	st, _, body = call(t, "POST", api+"/accounts", admin.Token, `{"username":"fay","password":"fay-pass-1","role":"operator","permission_group":"lite"}`)
+	want(t, "create restricted", st, body, 201)
+	fay := login(t, api, "fay", "fay-pass-1")
+	st, _, body = call(t, "GET", api+"/auth/me", fay.Token, "")
+	want(t, "restricted me", st, body, 200, `"allowed_features":["activity"]`)
+	st, _, body = call(t, "GET", api+"/results", fay.Token, "")
+	want(t, "restricted reads results", st, body, 200)
+	st, _, body = call(t, "GET", api+"/jobs", fay.Token, "")
+	want(t, "restricted jobs", st, body, 403, "account not permitted to access this page (requires jobs)")
+	st, _, body = call(t, "DELETE", api+"/permission-groups/lite", admin.Token, "")
+	want(t, "delete a group with members", st, body, 409, "group still has member(s)")
+	st, _, body = call(t, "GET", api+"/permission-groups", admin.Token, "")
+	want(t, "groups", st, body, 200, `"member_count":1`)
+
 	// The host's admin command sets a password: the account is enabled
 	// again and must change it.
 	cmd := exec.Command(binary(t), "admin", "reset-password", "--user", "otto", "--nats-url", p.NATS)

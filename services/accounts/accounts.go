@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/mail"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -26,6 +27,8 @@ type Identity struct {
 	Username string `json:"username,omitempty"`
 	Role     string `json:"role,omitempty"`
 	Open     bool   `json:"open,omitempty"`
+	// AllowedFeatures is the effective page allow-list; null = all.
+	AllowedFeatures *[]string `json:"allowed_features"`
 }
 
 // Service answers login, the token check and account management.
@@ -61,16 +64,18 @@ func (s *Service) Verify(ctx context.Context, token string) (Identity, error) {
 	if err != nil {
 		return Identity{}, unauthorized("invalid token: " + err.Error())
 	}
-	a, err := s.store.Get(ctx, sub)
-	switch {
-	case err != nil:
+	d, _, err := s.store.load(ctx)
+	if err != nil {
 		return Identity{}, unauthorized("auth backend unavailable")
+	}
+	a := d.Accounts[sub]
+	switch {
 	case a == nil || api.TierRank(a.Role) < 1:
 		return Identity{}, unauthorized("unknown account")
 	case a.Disabled:
 		return Identity{}, unauthorized("account disabled")
 	}
-	return Identity{Username: a.Username, Role: a.Role}, nil
+	return Identity{Username: a.Username, Role: a.Role, AllowedFeatures: effective(a, d.Groups)}, nil
 }
 
 // LoginRequest is POST /api/auth/login.
@@ -177,7 +182,7 @@ type Me struct {
 	Username        string    `json:"username"`
 	Role            string    `json:"role"`
 	MustChangePW    bool      `json:"must_change_pw"`
-	AllowedFeatures *[]string `json:"allowed_features"` // always null: page features are not kept
+	AllowedFeatures *[]string `json:"allowed_features"` // effective (group resolved); null = all
 	MFAEnabled      bool      `json:"mfa_enabled"`
 }
 
@@ -186,11 +191,16 @@ func (s *Service) Me(ctx context.Context, actor string) (Me, error) {
 	if actor == serviceTokenUser || actor == loopbackUser {
 		return Me{Username: actor, Role: api.TierAdmin}, nil
 	}
-	a, err := s.self(ctx, actor)
+	d, _, err := s.store.load(ctx)
 	if err != nil {
-		return Me{}, err
+		return Me{}, unauthorized("auth backend unavailable")
 	}
-	return Me{Username: a.Username, Role: a.Role, MustChangePW: a.MustChangePW, MFAEnabled: a.TOTPSecret != ""}, nil
+	a := d.Accounts[actor]
+	if a == nil {
+		return Me{}, unauthorized("unknown account")
+	}
+	return Me{Username: a.Username, Role: a.Role, MustChangePW: a.MustChangePW, MFAEnabled: a.TOTPSecret != "",
+		AllowedFeatures: effective(a, d.Groups)}, nil
 }
 
 func (s *Service) self(ctx context.Context, actor string) (*Account, error) {
@@ -220,7 +230,7 @@ func (s *Service) ChangePassword(ctx context.Context, actor, old, new string) er
 	if err != nil {
 		return err
 	}
-	return s.store.Update(ctx, func(accts map[string]*Account) error {
+	return s.store.Update(ctx, func(accts map[string]*Account, _ map[string]*Group) error {
 		cur := accts[actor]
 		if cur == nil {
 			return unauthorized("unknown account")
@@ -272,7 +282,7 @@ func (s *Service) MFAVerify(ctx context.Context, actor string, req MFAVerifyRequ
 	if !ok {
 		return api.BadRequest("invalid code")
 	}
-	return s.store.Update(ctx, func(accts map[string]*Account) error {
+	return s.store.Update(ctx, func(accts map[string]*Account, _ map[string]*Group) error {
 		cur := accts[actor]
 		if cur == nil {
 			return unauthorized("unknown account")
@@ -295,7 +305,7 @@ func (s *Service) MFADisable(ctx context.Context, actor, code string) error {
 	if ok, _ := checkTOTP(a.TOTPSecret, code, now); !ok {
 		return api.BadRequest("invalid code")
 	}
-	return s.store.Update(ctx, func(accts map[string]*Account) error {
+	return s.store.Update(ctx, func(accts map[string]*Account, _ map[string]*Group) error {
 		if cur := accts[actor]; cur != nil {
 			cur.TOTPSecret, cur.UpdatedAt = "", now
 		}
@@ -339,6 +349,11 @@ func (s *Service) List(ctx context.Context) ([]Listed, error) {
 			e := a.Email
 			l.Email = &e
 		}
+		if a.PermissionGroup != "" {
+			g := a.PermissionGroup
+			l.PermissionGroup = &g
+		}
+		l.AllowedFeatures = a.AllowedFeatures
 		out = append(out, l)
 	}
 	return out, nil
@@ -364,17 +379,6 @@ func validRole(r string) error {
 func validEmail(e string) error {
 	if a, err := mail.ParseAddress(e); err != nil || a.Address != e {
 		return api.BadRequest("invalid email address")
-	}
-	return nil
-}
-
-// noFeatures refuses page restrictions: this backend keeps roles only, and
-// a restriction it stored but did not enforce would mislead.
-func noFeatures(raws ...json.RawMessage) error {
-	for _, r := range raws {
-		if len(r) > 0 && string(r) != "null" {
-			return api.BadRequest("page features (allowed_features, permission_group) are not supported by this backend yet: roles only")
-		}
 	}
 	return nil
 }
@@ -405,7 +409,12 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (any, error) {
 			return nil, err
 		}
 	}
-	if err := noFeatures(req.AllowedFeatures, req.PermissionGroup); err != nil {
+	features, err := tri(req.AllowedFeatures).features()
+	if err != nil {
+		return nil, err
+	}
+	group, err := tri(req.PermissionGroup).group()
+	if err != nil {
 		return nil, err
 	}
 	switch {
@@ -423,11 +432,15 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (any, error) {
 		return nil, err
 	}
 	now := s.now()
-	err = s.store.Update(ctx, func(accts map[string]*Account) error {
+	err = s.store.Update(ctx, func(accts map[string]*Account, groups map[string]*Group) error {
+		if group != "" && groups[group] == nil {
+			return api.BadRequest("no such permission group: %s", group)
+		}
 		if accts[user] != nil {
 			return api.Conflict("username already exists")
 		}
-		accts[user] = &Account{Username: user, PasswordHash: hash, Role: req.Role, Email: email, CreatedAt: now, UpdatedAt: now}
+		accts[user] = &Account{Username: user, PasswordHash: hash, Role: req.Role, Email: email,
+			AllowedFeatures: features, PermissionGroup: group, CreatedAt: now, UpdatedAt: now}
 		return nil
 	})
 	if err != nil {
@@ -460,7 +473,13 @@ func (s *Service) Update(ctx context.Context, req UpdateRequest) error {
 			return err
 		}
 	}
-	if err := noFeatures(req.AllowedFeatures, req.PermissionGroup); err != nil {
+	featTri, groupTri := tri(req.AllowedFeatures), tri(req.PermissionGroup)
+	features, err := featTri.features()
+	if err != nil {
+		return err
+	}
+	group, err := groupTri.group()
+	if err != nil {
 		return err
 	}
 	hash := ""
@@ -468,13 +487,15 @@ func (s *Service) Update(ctx context.Context, req UpdateRequest) error {
 		if err := checkPassword(*req.Password); err != nil {
 			return err
 		}
-		var err error
 		if hash, err = HashPassword(*req.Password); err != nil {
 			return err
 		}
 	}
 	now := s.now()
-	return s.store.Update(ctx, func(accts map[string]*Account) error {
+	return s.store.Update(ctx, func(accts map[string]*Account, groups map[string]*Group) error {
+		if group != "" && groups[group] == nil {
+			return api.BadRequest("no such permission group: %s", group)
+		}
 		a := accts[req.Username]
 		if a == nil {
 			return api.NotFound("no such account")
@@ -498,6 +519,12 @@ func (s *Service) Update(ctx context.Context, req UpdateRequest) error {
 		if hash != "" {
 			a.PasswordHash, a.MustChangePW = hash, true
 		}
+		if featTri.set {
+			a.AllowedFeatures = features
+		}
+		if groupTri.set {
+			a.PermissionGroup = group
+		}
 		a.UpdatedAt = now
 		return nil
 	})
@@ -505,7 +532,7 @@ func (s *Service) Update(ctx context.Context, req UpdateRequest) error {
 
 // Delete removes an account, never the last enabled admin.
 func (s *Service) Delete(ctx context.Context, user string) error {
-	return s.store.Update(ctx, func(accts map[string]*Account) error {
+	return s.store.Update(ctx, func(accts map[string]*Account, _ map[string]*Group) error {
 		a := accts[user]
 		if a == nil {
 			return api.NotFound("no such account")
@@ -539,7 +566,7 @@ func (s *Service) bootstrap(ctx context.Context, user, password string) error {
 	}
 	now := s.now()
 	seeded := false
-	err = s.store.Update(ctx, func(accts map[string]*Account) error {
+	err = s.store.Update(ctx, func(accts map[string]*Account, _ map[string]*Group) error {
 		if len(accts) > 0 {
 			seeded = false
 			return nil // another node was first
@@ -555,4 +582,93 @@ func (s *Service) bootstrap(ctx context.Context, user, password string) error {
 		s.log.Info("bootstrap admin created; it must change its password at first login", "username", user)
 	}
 	return nil
+}
+
+// GroupListed is one group in GET /api/permission-groups.
+type GroupListed struct {
+	Group
+	MemberCount int `json:"member_count"`
+}
+
+// Groups lists the permission groups by name, with their member counts.
+func (s *Service) Groups(ctx context.Context) ([]GroupListed, error) {
+	d, _, err := s.store.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := []GroupListed{}
+	for _, g := range d.Groups {
+		n := 0
+		for _, a := range d.Accounts {
+			if a.PermissionGroup == g.Name {
+				n++
+			}
+		}
+		out = append(out, GroupListed{Group: *g, MemberCount: n})
+	}
+	slices.SortFunc(out, func(a, b GroupListed) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// GroupRequest is POST /api/permission-groups and PATCH /{name}.
+type GroupRequest struct {
+	Name     string   `json:"name"`
+	Features []string `json:"features"`
+}
+
+// CreateGroup adds a group.
+func (s *Service) CreateGroup(ctx context.Context, req GroupRequest) (any, error) {
+	name := strings.TrimSpace(req.Name)
+	if name == "" {
+		return nil, api.BadRequest("group name required")
+	}
+	features, err := canonical(req.Features)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	err = s.store.Update(ctx, func(_ map[string]*Account, groups map[string]*Group) error {
+		if groups[name] != nil {
+			return api.Conflict("group already exists")
+		}
+		groups[name] = &Group{Name: name, Features: features, CreatedAt: now, UpdatedAt: now}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return api.Created(nil), nil
+}
+
+// UpdateGroup replaces a group's features.
+func (s *Service) UpdateGroup(ctx context.Context, req GroupRequest) error {
+	features, err := canonical(req.Features)
+	if err != nil {
+		return err
+	}
+	now := s.now()
+	return s.store.Update(ctx, func(_ map[string]*Account, groups map[string]*Group) error {
+		g := groups[req.Name]
+		if g == nil {
+			return api.NotFound("no such group")
+		}
+		g.Features, g.UpdatedAt = features, now
+		return nil
+	})
+}
+
+// DeleteGroup removes a group no account is in.
+func (s *Service) DeleteGroup(ctx context.Context, name string) error {
+	return s.store.Update(ctx, func(accts map[string]*Account, groups map[string]*Group) error {
+		if groups[name] == nil {
+			return api.NotFound("no such group")
+		}
+		for _, a := range accts {
+			if a.PermissionGroup == name {
+				return api.Conflict("group still has member(s); reassign them first")
+			}
+		}
+		delete(groups, name)
+		return nil
+	})
 }

@@ -45,6 +45,13 @@ func Definitions() []api.Definition {
 				Audit: "account.update", AuditTarget: "username"},
 			{Name: "delete", Subject: "kanade.accounts.delete", HTTP: "DELETE /api/accounts/{username}", Tier: api.TierAdmin,
 				Audit: "account.delete", AuditTarget: "username"},
+			{Name: "groups_list", Subject: "kanade.permission_groups.list", HTTP: "GET /api/permission-groups", Tier: api.TierAdmin},
+			{Name: "groups_create", Subject: "kanade.permission_groups.create", HTTP: "POST /api/permission-groups", Tier: api.TierAdmin,
+				Audit: "permission_group.create", AuditTarget: "name"},
+			{Name: "groups_update", Subject: "kanade.permission_groups.update", HTTP: "PATCH /api/permission-groups/{name}", Tier: api.TierAdmin,
+				Audit: "permission_group.update", AuditTarget: "name"},
+			{Name: "groups_delete", Subject: "kanade.permission_groups.delete", HTTP: "DELETE /api/permission-groups/{name}", Tier: api.TierAdmin,
+				Audit: "permission_group.delete", AuditTarget: "name"},
 		}},
 	}
 }
@@ -187,10 +194,16 @@ func (s *Service) services(o Options) []api.Service {
 			}) (any, error) {
 				return nil, s.Delete(ctx, p.Username)
 			}),
+			"groups_list":   with(func(ctx context.Context, _ string, _ none) (any, error) { return s.Groups(ctx) }),
+			"groups_create": with(func(ctx context.Context, _ string, p GroupRequest) (any, error) { return s.CreateGroup(ctx, p) }),
+			"groups_update": with(func(ctx context.Context, _ string, p GroupRequest) (any, error) { return nil, s.UpdateGroup(ctx, p) }),
+			"groups_delete": with(func(ctx context.Context, _ string, p GroupRequest) (any, error) {
+				return nil, s.DeleteGroup(ctx, p.Name)
+			}),
 		},
 	}
 	desc := []string{"checks a bearer token against the account as stored now",
-		"login, the caller's own account and MFA", "operator accounts (admins)"}
+		"login, the caller's own account and MFA", "operator accounts and permission groups (admins)"}
 	workers := []int{16, 4, 2}
 	out := make([]api.Service, len(defs))
 	for i, d := range defs {

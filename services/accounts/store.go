@@ -43,6 +43,10 @@ type Account struct {
 	MustChangePW bool      `json:"must_change_pw"`
 	Email        string    `json:"email,omitempty"`
 	TOTPSecret   string    `json:"totp_secret,omitempty"`
+	// AllowedFeatures restricts the account to these pages (nil: all);
+	// PermissionGroup, when set, wins over it.
+	AllowedFeatures *[]string `json:"allowed_features,omitempty"`
+	PermissionGroup string    `json:"permission_group,omitempty"`
 	CreatedAt    time.Time `json:"created_at"`
 	UpdatedAt    time.Time `json:"updated_at"`
 }
@@ -50,6 +54,7 @@ type Account struct {
 // document is the stored value: every account by username.
 type document struct {
 	Accounts map[string]*Account `json:"accounts"`
+	Groups   map[string]*Group   `json:"groups,omitempty"`
 }
 
 // Store reads and changes the accounts document.
@@ -85,7 +90,7 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, replicas int) (*Stor
 func (s *Store) load(ctx context.Context) (*document, uint64, error) {
 	e, err := s.kv.Get(ctx, keyAccounts)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return &document{Accounts: map[string]*Account{}}, 0, nil
+		return &document{Accounts: map[string]*Account{}, Groups: map[string]*Group{}}, 0, nil
 	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("read accounts: %w", err)
@@ -103,6 +108,9 @@ func (s *Store) load(ctx context.Context) (*document, uint64, error) {
 	}
 	if d.Accounts == nil {
 		d.Accounts = map[string]*Account{}
+	}
+	if d.Groups == nil {
+		d.Groups = map[string]*Group{}
 	}
 	s.mu.Lock()
 	s.cached, s.rev = &d, e.Revision()
@@ -150,7 +158,7 @@ func (s *Store) Any(ctx context.Context) (bool, error) {
 // Update applies fn to a fresh copy of the document and stores it with a
 // compare-and-set, retrying when another writer came first. fn's error
 // aborts without writing.
-func (s *Store) Update(ctx context.Context, fn func(accounts map[string]*Account) error) error {
+func (s *Store) Update(ctx context.Context, fn func(accounts map[string]*Account, groups map[string]*Group) error) error {
 	for attempt := 0; ; attempt++ {
 		d, rev, err := s.load(ctx)
 		if err != nil {
@@ -160,12 +168,22 @@ func (s *Store) Update(ctx context.Context, fn func(accounts map[string]*Account
 		work := make(map[string]*Account, len(d.Accounts))
 		for k, a := range d.Accounts {
 			c := *a
+			if a.AllowedFeatures != nil {
+				f := slices.Clone(*a.AllowedFeatures)
+				c.AllowedFeatures = &f
+			}
 			work[k] = &c
 		}
-		if err := fn(work); err != nil {
+		groups := make(map[string]*Group, len(d.Groups))
+		for k, g := range d.Groups {
+			c := *g
+			c.Features = slices.Clone(g.Features)
+			groups[k] = &c
+		}
+		if err := fn(work, groups); err != nil {
 			return err
 		}
-		b, err := json.Marshal(document{Accounts: work})
+		b, err := json.Marshal(document{Accounts: work, Groups: groups})
 		if err != nil {
 			return err
 		}
@@ -229,7 +247,7 @@ func (s *Store) ResetPassword(ctx context.Context, username, password string, cr
 	if err != nil {
 		return false, err
 	}
-	err = s.Update(ctx, func(accts map[string]*Account) error {
+	err = s.Update(ctx, func(accts map[string]*Account, _ map[string]*Group) error {
 		a := accts[username]
 		created = a == nil
 		if a == nil {

@@ -33,8 +33,15 @@ export function clearMe() {
   show();
 }
 
+// canSee tells whether the caller's page features include feature (an
+// unrestricted caller sees every page).
+export function canSee(feature) {
+  return !me || !Array.isArray(me.allowed_features) || me.allowed_features.includes(feature);
+}
+
 function show() {
   document.body.dataset.role = me ? me.role : 'none';
+  for (const el of document.querySelectorAll('[data-feature]')) el.classList.toggle('no-feature', !canSee(el.dataset.feature));
   const who = document.querySelector('[data-testid="whoami"]');
   if (!who) return;
   who.hidden = !me;

@@ -4,7 +4,7 @@ import { h, replace } from './dom.3dd86e8f14.js';
 import { api } from './api.e9c69656e3.js';
 import { navigate } from './router.475a737da2.js';
 import { errorText } from './format.31eef2b48b.js';
-import { currentUser, loadMe } from './auth.58ca122942.js';
+import { currentUser, loadMe } from './auth.612c718894.js';
 
 export const title = 'Change password';
 

@@ -3,7 +3,7 @@
 
 import { start, parseHash, href, navigate } from './router.475a737da2.js';
 import { api, setUnauthorized, forgetToken } from './api.e9c69656e3.js';
-import { loadMe, clearMe } from './auth.58ca122942.js';
+import { loadMe, clearMe } from './auth.612c718894.js';
 import { initThemeToggle } from './theme.9bc285ecbb.js';
 import { Lifecycle } from './lifecycle.cf1e604c6c.js';
 import { h, replace } from './dom.3dd86e8f14.js';
@@ -11,11 +11,11 @@ import * as activity from './page-activity.960691b3a8.js';
 import * as result from './page-result.070f7d6d08.js';
 import * as executions from './page-executions.a493cfb492.js';
 import * as jobs from './page-jobs.14e71cbe5a.js';
-import * as schedules from './page-schedules.5d5b896e33.js';
+import * as schedules from './page-schedules.7bafa8720a.js';
 import * as agents from './page-agents.9fb6293939.js';
-import * as login from './page-login.e1e2de6983.js';
-import * as password from './page-password.a00c9641a4.js';
-import * as accounts from './page-accounts.e955efc909.js';
+import * as login from './page-login.6464fc5b58.js';
+import * as password from './page-password.47da2bada8.js';
+import * as accounts from './page-accounts.f1da8dcc8c.js';
 import * as audit from './page-audit.7edcf57288.js';
 
 const routes = [

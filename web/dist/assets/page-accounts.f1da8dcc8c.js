@@ -79,6 +79,8 @@ export function mount(main, { life }) {
       h('td', {}, h('span', { class: `badge ${disabled ? 'offline' : 'success'}` }, disabled ? 'disabled' : 'enabled'),
         a.must_change_pw ? h('span', { class: 'badge warn' }, 'must change password') : null,
         a.mfa_enabled ? h('span', { class: 'badge info' }, 'MFA') : null),
+      h('td', { class: 'opt', testid: 'account-pages' }, a.permission_group ? `group ${a.permission_group}`
+        : Array.isArray(a.allowed_features) ? (a.allowed_features.join(', ') || 'none') : 'all'),
       h('td', { class: 'opt' }, timeEl(a.updated_at)),
       h('td', { class: 'actions' },
         h('button', { type: 'button', class: 'small', testid: 'account-toggle', onclick: () => patch(a.username, { disabled: !disabled }) }, disabled ? 'Enable' : 'Disable'),
@@ -94,7 +96,7 @@ export function mount(main, { life }) {
       return;
     }
     const all = res.value || [];
-    replace(tbody, all.length ? all.map(row) : h('tr', { class: 'empty' }, h('td', { colspan: 5 }, 'No account yet.')));
+    replace(tbody, all.length ? all.map(row) : h('tr', { class: 'empty' }, h('td', { colspan: 6 }, 'No account yet.')));
   }
 
   replace(main, h('section', { class: 'page accounts', testid: 'accounts-page' },
@@ -104,7 +106,7 @@ export function mount(main, { life }) {
     h('div', { class: 'table-wrap' }, h('table', { class: 'accounts', testid: 'accounts-table' },
       h('thead', {}, h('tr', {},
         h('th', { scope: 'col' }, 'Username'), h('th', { scope: 'col' }, 'Role'), h('th', { scope: 'col' }, 'State'),
-        h('th', { scope: 'col', class: 'opt' }, 'Updated'), h('th', { scope: 'col' }, ''))),
+        h('th', { scope: 'col', class: 'opt' }, 'Pages'), h('th', { scope: 'col', class: 'opt' }, 'Updated'), h('th', { scope: 'col' }, ''))),
       tbody))));
   load();
 }

@@ -3,7 +3,7 @@
 
 import { h, replace } from './dom.3dd86e8f14.js';
 import { api } from './api.e9c69656e3.js';
-import { hasRole } from './auth.58ca122942.js';
+import { hasRole } from './auth.612c718894.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
 import { timeEl, agoEl, tickAgo, errorText } from './format.31eef2b48b.js';
 import { confirmDialog, yamlDialog } from './dialog.fefcff641c.js';

@@ -7,7 +7,7 @@ import { api, storeToken } from './api.e9c69656e3.js';
 import { navigate } from './router.475a737da2.js';
 import { errorText } from './format.31eef2b48b.js';
 import { tokenDialog } from './dialog.fefcff641c.js';
-import { loadMe } from './auth.58ca122942.js';
+import { loadMe } from './auth.612c718894.js';
 
 export const title = 'Log in';
 
