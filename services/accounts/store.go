@@ -36,19 +36,19 @@ const (
 
 // Account is one operator account as stored.
 type Account struct {
-	Username     string    `json:"username"`
-	PasswordHash string    `json:"password_hash"`
-	Role         string    `json:"role"`
-	Disabled     bool      `json:"disabled"`
-	MustChangePW bool      `json:"must_change_pw"`
-	Email        string    `json:"email,omitempty"`
-	TOTPSecret   string    `json:"totp_secret,omitempty"`
+	Username     string `json:"username"`
+	PasswordHash string `json:"password_hash"`
+	Role         string `json:"role"`
+	Disabled     bool   `json:"disabled"`
+	MustChangePW bool   `json:"must_change_pw"`
+	Email        string `json:"email,omitempty"`
+	TOTPSecret   string `json:"totp_secret,omitempty"`
 	// AllowedFeatures restricts the account to these pages (nil: all);
 	// PermissionGroup, when set, wins over it.
 	AllowedFeatures *[]string `json:"allowed_features,omitempty"`
 	PermissionGroup string    `json:"permission_group,omitempty"`
-	CreatedAt    time.Time `json:"created_at"`
-	UpdatedAt    time.Time `json:"updated_at"`
+	CreatedAt       time.Time `json:"created_at"`
+	UpdatedAt       time.Time `json:"updated_at"`
 }
 
 // document is the stored value: every account by username.
