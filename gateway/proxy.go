@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
@@ -71,6 +72,9 @@ func (g *Gateway) serveEndpoint(w http.ResponseWriter, r *http.Request, ep *endp
 		msg.Header.Set(api.HeaderActor, id.User)
 	}
 	msg.Header.Set(api.HeaderAddr, clientAddr(r))
+	if src := strings.TrimSpace(r.Header.Get("X-Kanade-Source")); src != "" && len(src) <= 64 {
+		msg.Header.Set(api.HeaderSource, src)
+	}
 
 	ctx, cancel := context.WithTimeout(r.Context(), g.o.APITimeout)
 	defer cancel()

@@ -34,6 +34,9 @@ type Auditor interface {
 	Record(ctx context.Context, e Entry) error
 }
 
+// HeaderSource is the client's X-Kanade-Source, as the gateway passes it.
+const HeaderSource = "Kanade-Source"
+
 // HeaderRequestInfo is set by nats-server on requests that cross an account
 // boundary through a shared service import: the caller's account and user.
 const HeaderRequestInfo = "Nats-Request-Info"
@@ -132,6 +135,17 @@ func AuditPayload(r Request, targetKey string) (json.RawMessage, string) {
 		obj[k] = v
 	}
 	redact(obj)
+	// Upstream's caller merge: who (sub) and through what (source: the
+	// client's X-Kanade-Source, "spa" for the dashboard), unless the
+	// request named them itself.
+	if _, ok := obj["sub"]; !ok {
+		obj["sub"] = CallerActor(r)
+	}
+	if src := strings.TrimSpace(r.Header.Get(HeaderSource)); src != "" {
+		if _, ok := obj["source"]; !ok {
+			obj["source"] = src
+		}
+	}
 	target := ""
 	if targetKey != "" {
 		if v, ok := obj[targetKey]; ok {
