@@ -18,6 +18,7 @@ Usage:
   kanade serve [flags]   run a backend node (embedded NATS by default; --demo adds simulated agents)
   kanade sim [flags]     run simulated agents against a NATS (kanade sim -h)
   kanade nats-users      print NATS users for agents, operator, backend (--nats-config)
+  kanade keygen [flags]  mint a command signing key; prints the agents' keyring entry
   kanade admin reset-password --user NAME   set an account's password from the host
   kanade version         print the version
 
@@ -36,6 +37,8 @@ func run(args []string) error {
 		return simCmd(args[1:])
 	case "nats-users":
 		return natsUsers(args[1:])
+	case "keygen":
+		return keygen(args[1:], os.Stdout)
 	case "admin":
 		return admin(args[1:])
 	case "version", "--version", "-v":

@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanade-go/kanade/services/api"
+	"github.com/kanade-go/kanade/signing"
 	"github.com/kanade-go/kanade/store"
 	"github.com/kanade-go/kanade/wire"
 )
@@ -41,6 +42,10 @@ type Options struct {
 	Workers int
 	// Clock is the engine's time source (default the system clock).
 	Clock Clock
+	// Signer signs the Commands published (nil: unsigned); Envelopes
+	// sends v2 envelopes to the PCs that report them (nil: never).
+	Signer    *signing.Signer
+	Envelopes *signing.Envelopes
 	// Audit records each job and schedule change and each exec before it
 	// is made (nil: no trail).
 	Audit api.Auditor
@@ -113,7 +118,7 @@ func Start(ctx context.Context, o Options) (*Scheduler, error) {
 		s.Stop()
 		return nil, err
 	}
-	firer := &Firer{JS: js, Log: o.Logger, Audit: o.Audit, Agents: &AgentCounter{DB: o.DB, Groups: groups, Now: o.Clock.Now, Log: o.Logger}}
+	firer := &Firer{JS: js, Log: o.Logger, Signer: o.Signer, Envelopes: o.Envelopes, Audit: o.Audit, Agents: &AgentCounter{DB: o.DB, Groups: groups, Now: o.Clock.Now, Log: o.Logger}}
 	s.Engine, err = StartEngine(ctx, EngineOptions{
 		Schedules: scheds, Jobs: jobs, JobCache: jobCache, JS: js, Claims: claims, Firer: firer, Clock: o.Clock,
 		Instance: o.NodeName + "-" + uuid.NewString()[:8], Workers: o.Workers, Logger: o.Logger,
