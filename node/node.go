@@ -304,8 +304,13 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 	if err != nil {
 		return err
 	}
-	recorder, err := audit.NewRecorder(ctx, auditConn, o.Replicas)
-	if err != nil {
+	// Like the streams, the buckets and AUDIT are made while a new
+	// cluster may still be electing leaders: retried.
+	var recorder *audit.Recorder
+	if err := retryJetStream(ctx, "audit stream", log, func(ctx context.Context) (err error) {
+		recorder, err = audit.NewRecorder(ctx, auditConn, o.Replicas)
+		return err
+	}); err != nil {
 		return err
 	}
 	if db != nil {
@@ -325,9 +330,12 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		}
 		ao := o.Accounts
 		ao.Conn, ao.Replicas, ao.Logger, ao.Audit = nc, o.Replicas, log.With("component", "accounts"), recorder
-		a, err := accounts.Start(ctx, ao)
-		if err != nil {
-			return fmt.Errorf("start accounts: %w", err)
+		var a *accounts.Running
+		if err := retryJetStream(ctx, "start accounts", log, func(ctx context.Context) (err error) {
+			a, err = accounts.Start(ctx, ao)
+			return err
+		}); err != nil {
+			return err
 		}
 		stops = append(stops, func() { logStop(log, "accounts", a.Stop()) })
 	}
@@ -491,6 +499,29 @@ func ensureStreams(ctx context.Context, js jetstream.JetStream, replicas int, lo
 			return fmt.Errorf("bootstrap streams: %w", err)
 		}
 		log.Warn("bootstrap streams: retrying", "err", err, "attempt", attempt)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// retryJetStream runs fn until it succeeds, for up to a minute: on a
+// cluster that just formed, JetStream calls time out until its leaders
+// are elected.
+func retryJetStream(ctx context.Context, what string, log *slog.Logger, fn func(context.Context) error) error {
+	for attempt := 1; ; attempt++ {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := fn(cctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil || attempt >= 30 {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		log.Warn(what+": retrying", "err", err, "attempt", attempt)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
