@@ -273,6 +273,16 @@ func TestAuditTrail(t *testing.T) {
 
 	st, _, body = call(t, "GET", api+"/audit/verify", viewer.Token, "")
 	want(t, "verify", st, body, 200, `"ok":true`)
+	// The execution names who ran it, too.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		_, _, body = call(t, "GET", api+"/executions?limit=5", viewer.Token, "")
+		if strings.Contains(body, `"initiated_by":"otto"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no execution initiated by otto: %s", body)
+		}
+	}
 
 	// Remove record 2 and put an altered copy back: both show.
 	nc, err := nats.Connect(p.NATS)

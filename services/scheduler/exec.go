@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -284,6 +285,9 @@ type ExecRequest struct {
 	JobID  string        `json:"job_id"`
 	Target *Target       `json:"target"`
 	Jitter HumanDuration `json:"jitter"`
+	// InitiatedBy is who asked (the caller's actor, as upstream keeps
+	// it); "" records "api".
+	InitiatedBy string `json:"-"`
 }
 
 // ExecNow runs a job now: one exec_id, one request_id, one Command to every
@@ -314,7 +318,7 @@ func ExecNow(ctx context.Context, cat *Catalog, p *Firer, req ExecRequest, now t
 		Job:         m,
 		Target:      t,
 		Jitter:      jitter,
-		InitiatedBy: "api",
+		InitiatedBy: cmp.Or(req.InitiatedBy, "api"),
 		InitiatedAt: now,
 	})
 	if err != nil {

@@ -93,9 +93,14 @@ func services(cat *Catalog, eng *Engine, firer *Firer, clock Clock, log *slog.Lo
 			"delete": with(func(ctx context.Context, p jobParams) (any, error) {
 				return nil, cat.DeleteJob(ctx, p.JobID)
 			}),
-			"exec": with(func(ctx context.Context, req ExecRequest) (any, error) {
+			"exec": func(ctx context.Context, r api.Request) (any, error) {
+				var req ExecRequest
+				if err := params(r, &req); err != nil {
+					return nil, err
+				}
+				req.InitiatedBy = api.CallerActor(r)
 				return ExecNow(ctx, cat, firer, req, clock.Now())
-			}),
+			},
 		}),
 	}
 	scheds := api.Service{
