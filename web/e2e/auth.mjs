@@ -77,6 +77,11 @@ export async function authSteps({ page, step, poll, tid, go, ranJob, token }) {
     await page.locator(tid('execution-page')).waitFor();
     await page.waitForTimeout(500);
     await none('execution', ['kill-button']);
+    await go('/');
+    await page.locator(`${tid('result-row')} a.row-link`).first().click();
+    await page.locator(tid('result-page')).waitFor();
+    await page.waitForTimeout(300);
+    await none('result', ['kill-button']);
   });
 
   await step(`the viewer finds the run of ${ranJob} on the Audit page`, async () => {

@@ -8,7 +8,7 @@ import { initThemeToggle } from './theme.9bc285ecbb.js';
 import { Lifecycle } from './lifecycle.cf1e604c6c.js';
 import { h, replace } from './dom.3dd86e8f14.js';
 import * as activity from './page-activity.960691b3a8.js';
-import * as result from './page-result.070f7d6d08.js';
+import * as result from './page-result.e806b764da.js';
 import * as executions from './page-executions.a493cfb492.js';
 import * as jobs from './page-jobs.14e71cbe5a.js';
 import * as schedules from './page-schedules.7bafa8720a.js';
