@@ -82,3 +82,15 @@ func TestFeatureAllowed(t *testing.T) {
 		}
 	}
 }
+
+func TestStricterTier(t *testing.T) {
+	routes := []Route{
+		{Subject: "kanade.jobs.exec", Tier: api.TierViewer},
+		{Subject: "kanade.jobs.list", Tier: api.TierOperator},
+		{Subject: "kanade.x", Tier: ""},
+	}
+	stricter(routes, []Route{{Subject: "kanade.jobs.exec", Tier: api.TierOperator}, {Subject: "kanade.jobs.list", Tier: api.TierViewer}, {Subject: "kanade.x", Tier: api.TierViewer}})
+	if routes[0].Tier != api.TierOperator || routes[1].Tier != api.TierOperator || routes[2].Tier != "" {
+		t.Fatalf("%+v", routes)
+	}
+}

@@ -244,6 +244,7 @@ func (rt *router) refreshLocked(ctx context.Context) error {
 		claimed[r.Pattern()] = r.Subject
 	}
 	routes := merge(live, rt.known, rt.static)
+	stricter(routes, rt.static)
 	rt.known = map[string]Route{}
 	for _, r := range routes {
 		rt.known[r.Pattern()] = r
@@ -294,6 +295,21 @@ func merge(live []Route, known map[string]Route, static []Route) []Route {
 	}
 	slices.SortFunc(out, func(a, b Route) int { return strings.Compare(a.Pattern(), b.Pattern()) })
 	return out
+}
+
+// stricter raises a live route's tier to its definition's when the
+// definition asks more: a service cannot lower the tier its subject was
+// defined with. A tier the gateway does not know stays refused.
+func stricter(routes, defined []Route) {
+	want := map[string]string{}
+	for _, r := range defined {
+		want[r.Subject] = r.Tier
+	}
+	for i, r := range routes {
+		if d, ok := want[r.Subject]; ok && api.TierRank(r.Tier) >= 0 && api.TierRank(d) > api.TierRank(r.Tier) {
+			routes[i].Tier = d
+		}
+	}
 }
 
 func sameRoutes(a, b []Route) bool {
