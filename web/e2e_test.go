@@ -23,12 +23,15 @@ import (
 )
 
 // TestDashboardInBrowser starts the real binary with simulated agents
-// (`kanade serve --demo`, with an API token) and drives the dashboard in headless Chromium with
+// (`kanade serve --demo`, with an API token and a bootstrap admin) and drives the dashboard in headless Chromium with
 // web/e2e/dashboard.mjs: filter failures, follow a running result's live
 // output and kill it, run a job on a group, disable a schedule; see a job's
 // live executions, skipped results of a job whose shell no agent supports and
 // a stored schedule the engine cannot use (both written to KV by
-// seedUnvalidated, bypassing the API's validation). Screenshots of
+// seedUnvalidated, bypassing the API's validation); log in as the
+// bootstrap admin, add a viewer, and check the viewer is offered no
+// mutating control and finds the run on the Audit page
+// (web/e2e/auth.mjs). Screenshots of
 // every page, light and dark, land in artifacts/screenshots/.
 //
 // It needs Node, Chromium and `npm ci` in web/e2e. Without them it skips,
