@@ -35,9 +35,14 @@ func HashPassword(password string) (string, error) {
 	if _, err := rand.Read(salt); err != nil {
 		return "", err
 	}
-	key := argon2.IDKey([]byte(password), salt, argonTime, argonMemory, argonThreads, argonKeyLen)
-	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, argonMemory, argonTime, argonThreads,
-		b64.EncodeToString(salt), b64.EncodeToString(key)), nil
+	return phc(password, salt, argonTime, argonMemory, argonThreads), nil
+}
+
+// phc is the PHC string of password with these salt and parameters.
+func phc(password string, salt []byte, t, m uint32, p uint8) string {
+	key := argon2.IDKey([]byte(password), salt, t, m, p, argonKeyLen)
+	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, m, t, p,
+		b64.EncodeToString(salt), b64.EncodeToString(key))
 }
 
 // CheckPassword tells whether password matches a PHC string, with the
