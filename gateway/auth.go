@@ -178,19 +178,35 @@ func (a *authenticator) authenticate(next http.Handler) http.Handler {
 		}
 		id, err := a.identify(r.Context(), r)
 		if err != nil {
-			var e *errAuth
-			if !errors.As(err, &e) {
-				e = &errAuth{http.StatusServiceUnavailable, err.Error()}
-			}
-			a.log.Warn("request refused", "path", r.URL.Path, "status", e.status, "why", e.text)
-			if e.status == http.StatusUnauthorized && !a.accounts {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="kanade"`)
-			}
-			textError(w, e.status, e.text)
+			a.refuse(w, r, err)
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), identityKey{}, id)))
 	})
+}
+
+// guard lets through only a caller with an identity, as a non-public API
+// route would (for /metrics).
+func (a *authenticator) guard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := a.identify(r.Context(), r); err != nil {
+			a.refuse(w, r, err)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (a *authenticator) refuse(w http.ResponseWriter, r *http.Request, err error) {
+	var e *errAuth
+	if !errors.As(err, &e) {
+		e = &errAuth{http.StatusServiceUnavailable, err.Error()}
+	}
+	a.log.Warn("request refused", "path", r.URL.Path, "status", e.status, "why", e.text)
+	if e.status == http.StatusUnauthorized && !a.accounts {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="kanade"`)
+	}
+	textError(w, e.status, e.text)
 }
 
 // allowed checks a route's tier against the caller: "" when the call may

@@ -68,8 +68,10 @@ type Gateway struct {
 	o      Options
 	router *router
 	auth   *authenticator
-	stop   context.CancelFunc
-	wg     sync.WaitGroup
+	// metrics is GET /metrics (metrics.go).
+	metrics *metrics
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
 }
 
 // Start listens on o.Addr and serves until Shutdown.
@@ -104,7 +106,8 @@ func Start(o Options) (*Gateway, error) {
 	}
 	log := o.Logger.With("component", "gateway")
 	g := &Gateway{log: log, o: o, auth: newAuthenticator(o, log)}
-	g.router = newRouter(o.Conn, log, RoutesOf(o.Definitions), g.serveEndpoint)
+	g.metrics = newMetrics(o.Conn, 5*time.Second)
+	g.router = newRouter(o.Conn, log, RoutesOf(o.Definitions), g.metrics.instrument(g.serveEndpoint))
 
 	ln, err := net.Listen("tcp", o.Addr)
 	if err != nil {
@@ -191,6 +194,7 @@ func (g *Gateway) handler(dash http.Handler) http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"version":%q}`, api.Version)
 	})
+	mux.Handle("GET /metrics", g.metrics.handler(g.auth.guard))
 	mux.Handle("/api/", g.router)
 	mux.Handle("/api", g.router)
 	mux.Handle("/", dash)

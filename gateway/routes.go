@@ -27,6 +27,9 @@ type Route struct {
 	Path      string   // "/api/results/{result_id}" (ServeMux pattern syntax)
 	IntParams []string // query parameters sent as JSON numbers
 	Tier      string   // least role allowed (api.TierViewer, ...); unknown = refused
+	// Timeout, when set, replaces the gateway's API timeout for this
+	// route (api.MetaTimeout).
+	Timeout time.Duration
 }
 
 // Pattern is the ServeMux pattern: "GET /api/results/{result_id}".
@@ -52,7 +55,7 @@ func RoutesOf(defs []api.Definition) []Route {
 			if err != nil {
 				panic(err) // a definition is code: its test shows this
 			}
-			r.Tier = ep.Tier
+			r.Tier, r.Timeout = ep.Tier, ep.Timeout
 			out = append(out, r)
 		}
 	}
@@ -154,6 +157,9 @@ func Discover(ctx context.Context, nc *nats.Conn, maxWait, quiet time.Duration) 
 				continue
 			}
 			r, err := ParseRoute(info.Name, ep.Subject, h, ep.Metadata[api.MetaIntParams])
+			if err == nil {
+				r.Timeout, err = routeTimeout(ep.Metadata[api.MetaTimeout])
+			}
 			if err != nil {
 				bad = append(bad, err)
 				continue
@@ -314,7 +320,8 @@ func stricter(routes, defined []Route) {
 
 func sameRoutes(a, b []Route) bool {
 	return slices.EqualFunc(a, b, func(x, y Route) bool {
-		return x.Pattern() == y.Pattern() && x.Subject == y.Subject && x.Service == y.Service && x.Tier == y.Tier && slices.Equal(x.IntParams, y.IntParams)
+		return x.Pattern() == y.Pattern() && x.Subject == y.Subject && x.Service == y.Service && x.Tier == y.Tier &&
+			slices.Equal(x.IntParams, y.IntParams) && x.Timeout == y.Timeout
 	})
 }
 

@@ -26,9 +26,12 @@ import (
 	"github.com/kanade-go/kanade/services/api"
 	"github.com/kanade-go/kanade/services/audit"
 	"github.com/kanade-go/kanade/services/commandsigning"
+	"github.com/kanade-go/kanade/services/health"
 	"github.com/kanade-go/kanade/services/projector"
 	"github.com/kanade-go/kanade/services/results"
+	"github.com/kanade-go/kanade/services/run"
 	"github.com/kanade-go/kanade/services/scheduler"
+	"github.com/kanade-go/kanade/services/scripts"
 	"github.com/kanade-go/kanade/signing"
 	"github.com/kanade-go/kanade/store"
 	"github.com/kanade-go/kanade/streams"
@@ -74,6 +77,9 @@ type Options struct {
 	Replicas int
 	Logger   *slog.Logger
 
+	// HealthDegradedBelow: see health.Checker.DegradedBelow.
+	HealthDegradedBelow float64
+
 	Gateway   gateway.Options
 	Accounts  accounts.Options
 	Projector projector.Options
@@ -115,6 +121,9 @@ func Definitions() []api.Definition {
 	out = append(out, projector.Definitions()...)
 	out = append(out, scheduler.Definitions()...)
 	out = append(out, commandsigning.Definitions()...)
+	out = append(out, run.Definitions()...)
+	out = append(out, scripts.Definitions()...)
+	out = append(out, health.Definitions()...)
 	out = append(out, clusterDefinition)
 	return out
 }
@@ -405,6 +414,26 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 			return fmt.Errorf("start scheduler: %w", err)
 		}
 		stops = append(stops, func() { logStop(log, "scheduler", s.Stop()) })
+		rnc, err := connect("run")
+		if err != nil {
+			return err
+		}
+		stopRun, err := startRunServices(rnc, o, recorder, log.With("component", "run"))
+		if err != nil {
+			return err
+		}
+		stops = append(stops, func() { logStop(log, "run", stopRun()) })
+	}
+	if has(ServiceResults) {
+		nc, err := connect("health")
+		if err != nil {
+			return err
+		}
+		h, err := startHealth(nc, db, o, log.With("component", "health"))
+		if err != nil {
+			return err
+		}
+		stops = append(stops, func() { logStop(log, "health", h.Stop()) })
 	}
 
 	// Every node answers for itself on the cluster view.

@@ -43,6 +43,9 @@ const (
 	MetaTier = "tier"
 	// MetaAudit is the audit action of a mutating endpoint ("job.put").
 	MetaAudit = "audit"
+	// MetaTimeout is how long the gateway waits for a reply on a route
+	// that answers later than its default (a Go duration: "1h0m15s").
+	MetaTimeout = "timeout"
 )
 
 // Role tiers, lowest first, as upstream tiers its routes.
@@ -71,6 +74,9 @@ const ParamHeaderPrefix = "Kanade-Param-"
 type Error struct {
 	Status  int
 	Message string
+	// JSON says Message is a JSON document (a 503 health rollup): the
+	// reply says so in its Content-Type, and the gateway passes it on.
+	JSON bool
 	// RetryAfter, in seconds, is sent as the Retry-After header (a 429).
 	RetryAfter int
 }
@@ -141,7 +147,10 @@ type Endpoint struct {
 	// AuditTarget names the request parameter that is the audit record's
 	// target ("job_id"); empty when there is none.
 	AuditTarget string
-	Handler     Handler
+	// Timeout, when set, tells the gateway to wait this long for the
+	// reply instead of its default (see MetaTimeout).
+	Timeout time.Duration
+	Handler Handler
 }
 
 // Service describes a micro service.
@@ -204,6 +213,9 @@ func Start(nc *nats.Conn, s Service) (*Running, error) {
 		}
 		if ep.Audit != "" {
 			meta[MetaAudit] = ep.Audit
+		}
+		if ep.Timeout > 0 {
+			meta[MetaTimeout] = ep.Timeout.String()
 		}
 		h := ep.Handler
 		elog := log.With("endpoint", ep.Name)
@@ -346,14 +358,20 @@ func Created(body any) any { return created{body} }
 // errorMsg is the reply for e: micro's error headers and the message as
 // the plain-text body.
 func errorMsg(e *Error) *nats.Msg {
-	h := nats.Header{
-		micro.ErrorHeader:     []string{e.Message},
-		micro.ErrorCodeHeader: []string{strconv.Itoa(e.Status)},
+	m := &nats.Msg{
+		Header: nats.Header{
+			micro.ErrorHeader:     []string{e.Message},
+			micro.ErrorCodeHeader: []string{strconv.Itoa(e.Status)},
+		},
+		Data: []byte(e.Message),
+	}
+	if e.JSON {
+		m.Header.Set("Content-Type", "application/json")
 	}
 	if e.RetryAfter > 0 {
-		h.Set(HeaderRetryAfter, strconv.Itoa(e.RetryAfter))
+		m.Header.Set(HeaderRetryAfter, strconv.Itoa(e.RetryAfter))
 	}
-	return &nats.Msg{Header: h, Data: []byte(e.Message)}
+	return m
 }
 
 // tooLarge is the answer for a reply of n bytes that cannot be sent.

@@ -33,7 +33,7 @@ export async function authSteps({ page, step, poll, tid, go, ranJob, token }) {
     await page.locator(tid('new-password')).fill(newPassword);
     await page.locator(tid('new-password-again')).fill(newPassword);
     await page.locator(tid('password-submit')).click();
-    await page.locator(tid('activity-page')).waitFor();
+    await page.locator(tid('home-page')).waitFor();
     await poll('who am I', async () => (await page.locator(tid('whoami-name')).textContent()) === 'admin'
       && (await page.locator(tid('whoami-role')).textContent()) === 'admin');
   });
@@ -54,7 +54,7 @@ export async function authSteps({ page, step, poll, tid, go, ranJob, token }) {
   await step('a viewer is offered no mutating control', async () => {
     await logout();
     await login(viewer.name, viewer.password);
-    await page.locator(tid('activity-page')).waitFor();
+    await page.locator(tid('home-page')).waitFor();
     await poll('viewer role shown', async () => (await page.locator(tid('whoami-role')).textContent()) === 'viewer');
     const none = async (where, ids) => {
       for (const id of ids) {
@@ -65,7 +65,7 @@ export async function authSteps({ page, step, poll, tid, go, ranJob, token }) {
     if (await page.locator(tid('nav-accounts')).isVisible()) throw new Error('a viewer sees the Accounts link');
     await go('/jobs');
     await page.locator(tid('job-row')).first().waitFor();
-    await none('jobs', ['add-job', 'run-job', 'edit-job', 'delete-job']);
+    await none('jobs', ['add-job', 'run-job', 'edit-job', 'revoke-job', 'unrevoke-job', 'delete-job']);
     await go('/schedules');
     await page.locator(tid('schedule-row')).first().waitFor();
     await none('schedules', ['add-schedule', 'edit-schedule', 'delete-schedule']);
@@ -77,7 +77,7 @@ export async function authSteps({ page, step, poll, tid, go, ranJob, token }) {
     await page.locator(tid('execution-page')).waitFor();
     await page.waitForTimeout(500);
     await none('execution', ['kill-button']);
-    await go('/');
+    await go('/activity');
     await page.locator(`${tid('result-row')} a.row-link`).first().click();
     await page.locator(tid('result-page')).waitFor();
     await page.waitForTimeout(300);
@@ -101,7 +101,7 @@ export async function authSteps({ page, step, poll, tid, go, ranJob, token }) {
     await page.locator(tid('use-token')).click();
     await page.locator(`${tid('token-dialog')} ${tid('token-input')}`).fill(token);
     await page.locator(`${tid('token-dialog')} ${tid('dialog-submit')}`).click();
-    await page.locator(tid('activity-page')).waitFor();
+    await page.locator(tid('home-page')).waitFor();
     await poll('the token is an admin', async () => (await page.locator(tid('whoami-name')).textContent()) === 'service-token');
   });
 }

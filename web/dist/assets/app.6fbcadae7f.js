@@ -7,19 +7,24 @@ import { loadMe, clearMe } from './auth.612c718894.js';
 import { initThemeToggle } from './theme.9bc285ecbb.js';
 import { Lifecycle } from './lifecycle.cf1e604c6c.js';
 import { h, replace } from './dom.3dd86e8f14.js';
-import * as activity from './page-activity.960691b3a8.js';
-import * as result from './page-result.e806b764da.js';
+import * as activity from './page-activity.f00970bdcc.js';
+import * as result from './page-result.98fb8b13ea.js';
 import * as executions from './page-executions.a493cfb492.js';
-import * as jobs from './page-jobs.14e71cbe5a.js';
+import * as jobs from './page-jobs.f81d06f250.js';
 import * as schedules from './page-schedules.7bafa8720a.js';
 import * as agents from './page-agents.9fb6293939.js';
 import * as login from './page-login.6464fc5b58.js';
 import * as password from './page-password.47da2bada8.js';
 import * as accounts from './page-accounts.f1da8dcc8c.js';
 import * as audit from './page-audit.7edcf57288.js';
+import * as home from './page-home.30b8db8202.js';
 
 const routes = [
+  // Home is the landing page; '/' with a query is an Activity link made
+  // before Activity had its own path, and still opens it.
+  { re: /^\/$/, page: home, nav: 'home', when: (params) => [...params.keys()].length === 0 },
   { re: /^\/$/, page: activity, nav: 'activity' },
+  { re: /^\/activity$/, page: activity, nav: 'activity' },
   { re: /^\/results\/([^/]+)$/, page: result, nav: 'activity' },
   { re: /^\/executions$/, page: executions.list, nav: 'executions' },
   { re: /^\/executions\/([^/]+)$/, page: executions.detail, nav: 'executions' },
@@ -36,7 +41,7 @@ const notFound = {
   title: 'Not found',
   mount(main) {
     replace(main, h('section', { class: 'page', testid: 'not-found' },
-      h('h1', {}, 'Not found'), h('p', {}, 'No such page. ', h('a', { href: '#/' }, 'Go to Activity'))));
+      h('h1', {}, 'Not found'), h('p', {}, 'No such page. ', h('a', { href: '#/' }, 'Go home'))));
   },
 };
 
@@ -48,14 +53,14 @@ function show({ path, params }) {
   let route = null;
   for (const r of routes) {
     match = path.match(r.re);
-    if (match) {
+    if (match && (!r.when || r.when(params))) {
       route = r;
       break;
     }
   }
   const page = route ? route.page : notFound;
   const args = match ? match.slice(1).map(decodeURIComponent) : [];
-  const key = `${path}`;
+  const key = `${path}:${route ? routes.indexOf(route) : -1}`;
   // Same page, other query (Back/Forward between filters): let it adapt.
   if (current && current.key === key && current.handle && current.handle.update) {
     current.handle.update(params);
