@@ -79,12 +79,14 @@ function show({ path, params }) {
 
 // A 401 anywhere: the session is gone (or there never was one); log in and
 // come back here.
-setUnauthorized((reason) => {
+setUnauthorized((reason, hadToken) => {
   clearMe();
   const { path } = parseHash();
   if (path === '/login') return;
   const from = location.hash.replace(/^#/, '') || '/';
-  navigate(href('/login', { from, reason: reason || 'Log in to go on.' }));
+  // A first visit just needs a login; a session that ended says why.
+  const why = hadToken ? `Your session ended (${reason || 'the server refused the token'}). Log in again.` : 'Log in to go on.';
+  navigate(href('/login', { from, reason: why }));
 });
 
 document.querySelector('[data-testid="logout"]').addEventListener('click', () => {
