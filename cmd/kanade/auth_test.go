@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +19,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanade-go/kanade/natsauth"
-	"github.com/kanade-go/kanade/node"
 	"github.com/kanade-go/kanade/services/accounts"
 )
 
@@ -310,29 +310,28 @@ func TestAuditTrail(t *testing.T) {
 	want(t, "verify after tampering", st, body, 200, `"ok":false`, "records 2..2 are missing", "does not link to record")
 }
 
-// TestNATSRoles runs the real binary under a configuration with a viewer
-// and an operator NATS user, whose rights come from the same endpoint
-// definitions as the gateway's tiers: the viewer reads results and is
+// TestNATSRoles runs the real binary under the configuration `kanade
+// nats-users --viewers vic --operators ophelia` writes, whose rights come
+// from the same endpoint definitions as the gateway's tiers: the viewer reads results and is
 // refused exec, kill and job put; the operator puts a job, which the
 // audit trail records as a NATS caller's, and is refused the accounts.
 func TestNATSRoles(t *testing.T) {
-	defs := node.Definitions()
-	viewers, err := natsauth.RoleUsers("viewer", []string{"vic"}, defs)
+	conf, err := exec.Command(binary(t), "nats-users", "--viewers", "vic", "--operators", "ophelia").Output()
 	if err != nil {
-		t.Fatal(err)
-	}
-	operators, err := natsauth.RoleUsers("operator", []string{"ophelia"}, defs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf, err := natsauth.Render(append(viewers, operators...))
-	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("nats-users: %v", err)
 	}
 	path := filepath.Join(t.TempDir(), "roles.conf")
-	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+	if err := os.WriteFile(path, conf, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	user := func(name string) natsauth.User {
+		m := regexp.MustCompile(`\{user: "` + name + `", password: "([0-9a-f]+)"`).FindSubmatch(conf)
+		if m == nil {
+			t.Fatalf("no user %s in:\n%s", name, conf)
+		}
+		return natsauth.User{Name: name, Password: string(m[1])}
+	}
+	viewers, operators := []natsauth.User{user("vic")}, []natsauth.User{user("ophelia")}
 	p := startKanade(t, t.TempDir(), "--nats-config", path, "--bootstrap-admin-password", "first-pass-1")
 	// The server refuses a publish asynchronously: the request times
 	// out and the connection's error handler hears why.

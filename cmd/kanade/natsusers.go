@@ -18,6 +18,7 @@ func natsUsers(args []string) error {
 	agentsFile := f.String("agents-file", "", "file with one pc_id a line (# comments allowed)")
 	backend := f.String("backend", "backend", `name of the backend user (everything); "" = none`)
 	operator := f.String("operator", "operator", `name of the operator user (API, discovery, reading streams); "" = none`)
+	roles := roleFlags(f)
 	if err := f.parse(args); err != nil {
 		return err
 	}
@@ -47,6 +48,11 @@ func natsUsers(args []string) error {
 	if err != nil {
 		return err
 	}
+	tiered, err := roles()
+	if err != nil {
+		return err
+	}
+	users = append(users, tiered...)
 	conf, err := natsauth.Render(users)
 	if err != nil {
 		return err
