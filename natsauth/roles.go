@@ -3,6 +3,7 @@ package natsauth
 import (
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/kanade-go/kanade/services/api"
 	"github.com/kanade-go/kanade/wire"
@@ -35,6 +36,9 @@ func Role(tier string, defs []api.Definition) (Permissions, error) {
 		for _, d := range defs {
 			for _, ep := range d.Endpoints {
 				r := api.TierRank(ep.Tier)
+				if selfService(ep) {
+					continue
+				}
 				if r >= 0 && r <= rank && !slices.Contains(allow, ep.Subject) {
 					allow = append(allow, ep.Subject)
 				}
@@ -48,6 +52,13 @@ func Role(tier string, defs []api.Definition) (Permissions, error) {
 		PublishDeny:    []string{wire.SubjectCommandsAny},
 		SubscribeAllow: []string{RoleInboxPrefix + ".>"},
 	}, nil
+}
+
+// selfService tells the endpoints that act on the caller's own account
+// (me, change-password, MFA): the account is the one the gateway names, and
+// a NATS user, who has none, could name anyone's.
+func selfService(ep api.Endpoint) bool {
+	return strings.HasPrefix(ep.Subject, "kanade.auth.") && ep.Tier != api.TierPublic
 }
 
 // RoleUsers lists one user per name at a tier, each with a new random

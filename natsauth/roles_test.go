@@ -14,6 +14,7 @@ func TestRolesFollowTheDefinitions(t *testing.T) {
 		{Name: "exec", Subject: "kanade.jobs.exec", Tier: api.TierOperator},
 		{Name: "accounts", Subject: "kanade.accounts.list", Tier: api.TierAdmin},
 		{Name: "odd", Subject: "kanade.odd", Tier: "superuser"},
+		{Name: "mfa", Subject: "kanade.auth.mfa_verify", Tier: api.TierViewer},
 	}}}
 	allows := func(tier, subject string) bool {
 		p, err := Role(tier, defs)
@@ -36,6 +37,7 @@ func TestRolesFollowTheDefinitions(t *testing.T) {
 		{"operator", "kanade.accounts.list", false},
 		{"operator", "kanade.odd", false}, // an unknown tier is no one's
 		{"admin", "kanade.accounts.list", true},
+		{"operator", "kanade.auth.mfa_verify", false}, // acts on the account the gateway names
 	}
 	for _, c := range cases {
 		if got := allows(c.tier, c.subject); got != c.want {
