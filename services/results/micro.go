@@ -19,6 +19,9 @@ func Definitions() []api.Definition {
 			{Name: "list", Subject: "kanade.results.list", HTTP: "GET /api/results", IntParams: []string{"limit"}, Tier: api.TierViewer},
 			{Name: "detail", Subject: "kanade.results.detail", HTTP: "GET /api/results/{result_id}", Tier: api.TierViewer},
 			{Name: "tail", Subject: "kanade.results.tail", HTTP: "GET /api/results/{result_id}/tail", Tier: api.TierViewer},
+			// Over HTTP the gateway streams the whole output from these pages.
+			{Name: "output", Subject: "kanade.results.output", HTTP: "GET /api/results/{result_id}/output/{stream}", Tier: api.TierViewer,
+				IntParams: []string{"offset", "limit"}},
 		}},
 		{Service: "executions", Endpoints: []api.Endpoint{
 			{Name: "list", Subject: "kanade.executions.list", HTTP: "GET /api/executions", IntParams: []string{"limit"}, Tier: api.TierViewer},
@@ -41,6 +44,8 @@ func definitions(o Options) []api.Service {
 	// that however many searches run, workers and read connections stay
 	// free for detail, tail and first-page lists.
 	heavy := make(chan struct{}, o.HeavyQueries)
+	// Every reply must fit the connection's max_payload.
+	budget := func() int { return int(o.Conn.MaxPayload()) - replyMargin }
 	list := func(ctx context.Context, r api.Request) (any, error) {
 		p, err := decodeList(r)
 		if err != nil {
@@ -57,7 +62,11 @@ func definitions(o Options) []api.Service {
 				testHookHeavy(ctx)
 			}
 		}
-		return List(ctx, o.DB, p)
+		rows, err := List(ctx, o.DB, p)
+		if err != nil {
+			return nil, err
+		}
+		return fitList(rows, budget())
 	}
 	// The three services share the worker pool size, deadline and logger.
 	service := func(d api.Definition, description string, handlers map[string]api.Handler) api.Service {
@@ -78,7 +87,11 @@ func definitions(o Options) []api.Service {
 			if err != nil {
 				return nil, err
 			}
-			return Detail(ctx, o.DB, id)
+			row, err := Detail(ctx, o.DB, id)
+			if err != nil {
+				return nil, err
+			}
+			return fitDetail(row, budget())
 		},
 		"tail": func(ctx context.Context, r api.Request) (any, error) {
 			id, err := byID(r)
@@ -89,7 +102,17 @@ func definitions(o Options) []api.Service {
 			if t.why != "" {
 				o.Logger.Debug("tail: waiting", "result_id", id, "why", t.why)
 			}
-			return t, err
+			if err != nil {
+				return nil, err
+			}
+			return fitTail(t, budget())
+		},
+		"output": func(ctx context.Context, r api.Request) (any, error) {
+			var p OutputParams
+			if err := api.Params(r, &p); err != nil {
+				return nil, err
+			}
+			return Output(ctx, o.DB, p, pageFor(o.Conn.MaxPayload()))
 		},
 	})
 	executions := service(defs[1], "deployments and their counters; kill a job's runs", map[string]api.Handler{
@@ -101,13 +124,15 @@ func definitions(o Options) []api.Service {
 			return ListExecutions(ctx, o.DB, p, time.Now())
 		},
 		"detail": func(ctx context.Context, r api.Request) (any, error) {
-			var p struct {
-				ExecID string `json:"exec_id"`
-			}
+			var p ExecutionDetailParams
 			if err := api.Params(r, &p); err != nil {
 				return nil, err
 			}
-			return ExecutionDetail(ctx, o.DB, p.ExecID, time.Now())
+			d, err := ExecutionDetailAfter(ctx, o.DB, p, time.Now())
+			if err != nil {
+				return nil, err
+			}
+			return fitExecution(d, budget())
 		},
 		"kill": func(ctx context.Context, r api.Request) (any, error) {
 			var p struct {

@@ -109,7 +109,7 @@ func Start(ctx context.Context, o Options) (*Scheduler, error) {
 		return nil, err
 	}
 
-	s := &Scheduler{Catalog: &Catalog{Jobs: jobs, Schedules: scheds, JS: js, DB: o.DB}}
+	s := &Scheduler{Catalog: &Catalog{Jobs: jobs, Schedules: scheds, JS: js, DB: o.DB, MaxReply: int(o.Conn.MaxPayload()) - 1<<10}}
 	bg, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	groups, err := WatchMirror[[]string](bg, groupsKV, &s.wg, o.Logger)

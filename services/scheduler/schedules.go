@@ -106,7 +106,7 @@ func ParseSchedule(data []byte, contentType string) (*Compiled, json.RawMessage,
 		c.Enabled = &t
 	}
 	doc["target"] = c.Target
-	raw, err := json.Marshal(doc)
+	raw, err := api.Marshal(doc)
 	if err != nil {
 		return nil, nil, fmt.Errorf("encode schedule: %w", err)
 	}
@@ -255,7 +255,7 @@ func (c *Catalog) SetEnabled(ctx context.Context, id string, on bool) error {
 			return fmt.Errorf("schedule %s: %w", id, err)
 		}
 		doc["enabled"] = on
-		raw, err := json.Marshal(doc)
+		raw, err := api.Marshal(doc)
 		if err != nil {
 			return fmt.Errorf("encode schedule: %w", err)
 		}

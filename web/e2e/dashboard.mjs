@@ -17,6 +17,7 @@ import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { authSteps } from './auth.mjs';
+import { outputSteps } from './outputs.mjs';
 import { homeSteps } from './home.mjs';
 
 const base = process.argv[2];
@@ -469,6 +470,8 @@ await homeSteps({ step, page, base, go, tid, poll, api, addJob, runJob, pcs: () 
 if (token) await authSteps({ page, step, poll, tid, go, ranJob: SLOW_JOB, token });
 
 // Every page in both themes, at desktop and phone width.
+await outputSteps({ step, page, go, tid, poll, shotDir });
+
 await step('screenshots of every page, light and dark', async () => {
   const resultId = (await api(`/api/results?job_id=${encodeURIComponent('^' + SLOW_JOB + '$')}&limit=1`))[0].result_id;
   const execId = (await api('/api/executions?limit=1'))[0].exec_id;

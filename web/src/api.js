@@ -52,6 +52,28 @@ export function forgetToken() {
 // with contentType. login: a 401 is the answer (wrong password), not a
 // lost session.
 export async function api(method, path, { query, body, contentType, signal, login = false } = {}) {
+  const res = await send(method, path, { query, body, contentType, signal, login });
+  const text = await res.text();
+  if (!res.ok) throw new ApiError(res.status, text.trim() || res.statusText || `HTTP ${res.status}`);
+  if (text === '') return null;
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new ApiError(res.status, `bad JSON from ${path}`);
+  }
+}
+
+// apiBlob('/api/results/ID/output/stdout') -> the body as a Blob (a whole
+// output, too big for JSON), with the token as api() sends it.
+export async function apiBlob(path, { signal } = {}) {
+  const res = await send('GET', path, { signal });
+  if (!res.ok) throw new ApiError(res.status, (await res.text()).trim() || `HTTP ${res.status}`);
+  return res.blob();
+}
+
+// send makes the request with the stored token. A 401 (unless login) drops
+// the token and hands over to the login page.
+async function send(method, path, { query, body, contentType, signal, login = false } = {}) {
   let url = path;
   if (query) {
     const q = new URLSearchParams();
@@ -73,21 +95,15 @@ export async function api(method, path, { query, body, contentType, signal, logi
     headers['Content-Type'] = 'application/json';
   }
   const res = await fetch(url, { method, headers, body: payload, signal, cache: 'no-store' });
-  const text = await res.text();
   if (res.status === 401 && !login) {
     // Another request may have stored a fresh token meanwhile: retry with it.
-    if (storedToken() && storedToken() !== token) return api(method, path, { query, body, contentType, signal });
+    if (storedToken() && storedToken() !== token) return send(method, path, { query, body, contentType, signal });
+    const text = (await res.text()).trim();
     if (token) forgetToken();
-    onUnauthorized(text.trim(), Boolean(token));
-    throw new ApiError(401, text.trim() || 'login required');
+    onUnauthorized(text, Boolean(token));
+    throw new ApiError(401, text || 'login required');
   }
-  if (!res.ok) throw new ApiError(res.status, text.trim() || res.statusText || `HTTP ${res.status}`);
-  if (text === '') return null;
-  try {
-    return JSON.parse(text);
-  } catch {
-    throw new ApiError(res.status, `bad JSON from ${path}`);
-  }
+  return res;
 }
 
 // isAbort tells a cancelled fetch (page left, newer request) from a failure.

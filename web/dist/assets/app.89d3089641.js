@@ -2,22 +2,22 @@
 // lifecycle (timers and requests stop when you leave), and wires the header.
 
 import { start, parseHash, href, navigate } from './router.475a737da2.js';
-import { api, setUnauthorized, forgetToken } from './api.e9c69656e3.js';
-import { loadMe, clearMe } from './auth.612c718894.js';
+import { api, setUnauthorized, forgetToken } from './api.32c083245e.js';
+import { loadMe, clearMe } from './auth.16f174c5c7.js';
 import { initThemeToggle } from './theme.9bc285ecbb.js';
 import { Lifecycle } from './lifecycle.cf1e604c6c.js';
 import { h, replace } from './dom.3dd86e8f14.js';
-import * as activity from './page-activity.f00970bdcc.js';
-import * as result from './page-result.98fb8b13ea.js';
-import * as executions from './page-executions.a493cfb492.js';
-import * as jobs from './page-jobs.f81d06f250.js';
-import * as schedules from './page-schedules.7bafa8720a.js';
-import * as agents from './page-agents.9fb6293939.js';
-import * as login from './page-login.6464fc5b58.js';
-import * as password from './page-password.47da2bada8.js';
-import * as accounts from './page-accounts.f1da8dcc8c.js';
-import * as audit from './page-audit.7edcf57288.js';
-import * as home from './page-home.30b8db8202.js';
+import * as activity from './page-activity.761e7b7b8a.js';
+import * as result from './page-result.5338aa08d8.js';
+import * as executions from './page-executions.7e406446cc.js';
+import * as jobs from './page-jobs.4efc12e6c2.js';
+import * as schedules from './page-schedules.45d1213f9c.js';
+import * as agents from './page-agents.9dc78b7502.js';
+import * as login from './page-login.c025d795f4.js';
+import * as password from './page-password.dbc9369346.js';
+import * as accounts from './page-accounts.ba7f3dff4e.js';
+import * as audit from './page-audit.0900e99831.js';
+import * as home from './page-home.5b903dd5b3.js';
 
 const routes = [
   // Home is the landing page; '/' with a query is an Activity link made

@@ -3,11 +3,11 @@
 // goes to Change password.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api, storeToken } from './api.e9c69656e3.js';
+import { api, storeToken } from './api.32c083245e.js';
 import { navigate } from './router.475a737da2.js';
-import { errorText } from './format.31eef2b48b.js';
-import { tokenDialog } from './dialog.fefcff641c.js';
-import { loadMe } from './auth.612c718894.js';
+import { errorText } from './format.913d19cc04.js';
+import { tokenDialog } from './dialog.ca5da1cc43.js';
+import { loadMe } from './auth.16f174c5c7.js';
 
 export const title = 'Log in';
 

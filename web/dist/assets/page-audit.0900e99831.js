@@ -3,10 +3,10 @@
 // preset), pages through older records, and checks the hash chain.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api } from './api.e9c69656e3.js';
+import { api } from './api.32c083245e.js';
 import { setParams } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
-import { errorText, timeEl } from './format.31eef2b48b.js';
+import { errorText, timeEl } from './format.913d19cc04.js';
 
 export const title = 'Audit';
 

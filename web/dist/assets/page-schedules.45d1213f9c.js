@@ -2,11 +2,11 @@
 // disable one, preview its next fires, add or edit one as YAML.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api } from './api.e9c69656e3.js';
-import { hasRole } from './auth.612c718894.js';
+import { api } from './api.32c083245e.js';
+import { hasRole } from './auth.16f174c5c7.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
-import { timeEl, agoEl, tickAgo, errorText } from './format.31eef2b48b.js';
-import { confirmDialog, yamlDialog } from './dialog.fefcff641c.js';
+import { timeEl, agoEl, tickAgo, errorText } from './format.913d19cc04.js';
+import { confirmDialog, yamlDialog } from './dialog.ca5da1cc43.js';
 import { toYAML } from './yaml.124ddd447c.js';
 
 export const title = 'Schedules';

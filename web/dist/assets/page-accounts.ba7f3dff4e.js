@@ -3,10 +3,10 @@
 // delete. The server keeps the last enabled admin (409).
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api } from './api.e9c69656e3.js';
+import { api } from './api.32c083245e.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
-import { errorText, timeEl } from './format.31eef2b48b.js';
-import { modal, confirmDialog } from './dialog.fefcff641c.js';
+import { errorText, timeEl } from './format.913d19cc04.js';
+import { modal, confirmDialog } from './dialog.ca5da1cc43.js';
 
 export const title = 'Accounts';
 

@@ -1,10 +1,10 @@
 // Change password: the caller's own (a first login must).
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api } from './api.e9c69656e3.js';
+import { api } from './api.32c083245e.js';
 import { navigate } from './router.475a737da2.js';
-import { errorText } from './format.31eef2b48b.js';
-import { currentUser, loadMe } from './auth.612c718894.js';
+import { errorText } from './format.913d19cc04.js';
+import { currentUser, loadMe } from './auth.16f174c5c7.js';
 
 export const title = 'Change password';
 
