@@ -1,4 +1,6 @@
-// Change password: the caller's own (a first login must).
+// Change password: the caller's own (a first login must); and two-factor
+// authentication (TOTP): set up with a new secret and a code from the app,
+// or turned off with a current code.
 
 import { h, replace } from './dom.js';
 import { api } from './api.js';
@@ -43,6 +45,47 @@ export function mount(main) {
   replace(main, h('section', { class: 'page login', testid: 'password-page' },
     h('h1', {}, 'Change password'),
     me && me.must_change_pw ? h('p', { class: 'banner', testid: 'must-change' }, 'This password was set for you: choose your own before going on.') : null,
-    form));
+    form,
+    me && !me.must_change_pw ? mfaSection(me) : null));
   old.focus();
+}
+
+// mfaSection sets up or turns off TOTP for the caller.
+function mfaSection(me) {
+  const box = h('div', { class: 'login-form', testid: 'mfa' });
+  const error = h('p', { class: 'form-error', role: 'alert', testid: 'mfa-error' });
+  const code = h('input', { type: 'text', inputmode: 'numeric', autocomplete: 'one-time-code', testid: 'mfa-code', 'aria-label': 'authentication code' });
+  const run = (fn) => async () => {
+    error.textContent = '';
+    try {
+      await fn();
+    } catch (err) {
+      error.textContent = errorText(err);
+    }
+  };
+  if (me.mfa_enabled) {
+    replace(box, h('h2', {}, 'Two-factor authentication: on'),
+      h('label', { class: 'field' }, h('span', { class: 'label' }, 'Current code'), code), error,
+      h('button', { type: 'button', testid: 'mfa-disable', onclick: run(async () => {
+        await api('POST', '/api/auth/mfa/disable', { body: { code: code.value.trim() } });
+        await loadMe();
+        navigate('/');
+      }) }, 'Turn off'));
+    return box;
+  }
+  const setup = h('button', { type: 'button', testid: 'mfa-setup', onclick: run(async () => {
+    const offer = await api('POST', '/api/auth/mfa/init');
+    replace(box, h('h2', {}, 'Two-factor authentication'),
+      h('p', {}, 'Add this secret to an authenticator app (or open the link on the phone), then enter the code it shows.'),
+      h('p', { class: 'mono', testid: 'mfa-secret' }, offer.secret),
+      h('p', { class: 'mono ellipsis' }, h('a', { href: offer.otpauth_url }, offer.otpauth_url)),
+      h('label', { class: 'field' }, h('span', { class: 'label' }, 'Code'), code), error,
+      h('button', { type: 'button', class: 'primary', testid: 'mfa-verify', onclick: run(async () => {
+        await api('POST', '/api/auth/mfa/verify', { body: { secret: offer.secret, code: code.value.trim() } });
+        await loadMe();
+        navigate('/');
+      }) }, 'Turn on'));
+  }) }, 'Set up…');
+  replace(box, h('h2', {}, 'Two-factor authentication: off'), error, setup);
+  return box;
 }

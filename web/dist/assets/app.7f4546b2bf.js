@@ -14,7 +14,7 @@ import * as jobs from './page-jobs.4efc12e6c2.js';
 import * as schedules from './page-schedules.45d1213f9c.js';
 import * as agents from './page-agents.9dc78b7502.js';
 import * as login from './page-login.c025d795f4.js';
-import * as password from './page-password.dbc9369346.js';
+import * as password from './page-password.4a40a6bc8d.js';
 import * as accounts from './page-accounts.ba7f3dff4e.js';
 import * as audit from './page-audit.0900e99831.js';
 import * as home from './page-home.5b903dd5b3.js';
