@@ -124,7 +124,9 @@ func (s *Service) Login(ctx context.Context, req LoginRequest, addr string) (any
 		if err := s.throttle.fail(ctx, req.Username, addr, now); err != nil {
 			s.log.Warn("login throttle: failure not counted", "err", err)
 		}
-		s.record(ctx, req.Username, "auth.login_failed", addr, map[string]any{"reason": why})
+		// Nobody is authenticated: the actor is the login itself, the
+		// name tried its target.
+		s.record(ctx, "auth", "auth.login_failed", short(req.Username), addr, map[string]any{"reason": why})
 		return nil, unauthorized("invalid credentials")
 	}
 	switch {
@@ -157,24 +159,32 @@ func (s *Service) Login(ctx context.Context, req LoginRequest, addr string) (any
 	if err != nil {
 		return nil, api.Errorf(http.StatusInternalServerError, "token mint failed")
 	}
-	if err := s.record(ctx, a.Username, "auth.login", addr, map[string]any{"role": a.Role}); err != nil {
+	if err := s.record(ctx, a.Username, "auth.login", a.Username, addr, map[string]any{"role": a.Role}); err != nil {
 		return nil, api.Unavailable("audit trail unavailable; no token issued: %v", err)
 	}
 	return LoginReply{Token: token, Role: a.Role, MustChangePW: a.MustChangePW, Exp: exp.Unix()}, nil
 }
 
 // record writes an audit record of a login; nil when there is no trail.
-func (s *Service) record(ctx context.Context, user, action, addr string, payload map[string]any) error {
+func (s *Service) record(ctx context.Context, actor, action, user, addr string, payload map[string]any) error {
 	if s.aud == nil {
 		return nil
 	}
 	payload["username"] = user
-	b, _ := json.Marshal(payload)
-	err := s.aud.Record(ctx, api.Entry{Actor: user, Action: action, Target: user, Addr: addr, Payload: b})
+	b, _ := api.Marshal(payload)
+	err := s.aud.Record(ctx, api.Entry{Actor: actor, Action: action, Target: user, Addr: addr, Payload: b})
 	if err != nil {
 		s.log.Warn("audit record of a login not written", "action", action, "err", err)
 	}
 	return err
+}
+
+// short cuts a name a caller sent to what a record keeps.
+func short(s string) string {
+	if len(s) > 128 {
+		return s[:128] + "…"
+	}
+	return s
 }
 
 // Me is GET /api/auth/me.
