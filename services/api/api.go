@@ -325,11 +325,14 @@ func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, ep Endpoint, 
 		fail(e)
 		return
 	}
-	var body []byte
 	var hdr nats.Header
-	if c, ok := out.(created); ok {
-		out, hdr = c.body, nats.Header{HeaderStatus: []string{"201"}}
+	if rep, ok := out.(Reply); ok {
+		hdr, out = rep.headers(), rep.Body
+		if b, ok := out.(string); ok {
+			out = []byte(b)
+		}
 	}
+	var body []byte
 	switch v := out.(type) {
 	case nil:
 	case []byte:
@@ -347,16 +350,11 @@ func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, ep Endpoint, 
 	send(&nats.Msg{Header: hdr, Data: body})
 }
 
-// Reply headers the gateway turns into HTTP.
-const (
-	HeaderStatus     = "Kanade-Status" // a success status other than 200/204
-	HeaderRetryAfter = "Retry-After"
-)
-
-type created struct{ body any }
+// HeaderRetryAfter on an error reply is the HTTP Retry-After (a 429).
+const HeaderRetryAfter = "Retry-After"
 
 // Created answers body with 201 Created.
-func Created(body any) any { return created{body} }
+func Created(body any) Reply { return Reply{Status: http.StatusCreated, Body: body} }
 
 // errorMsg is the reply for e: micro's error headers and the message as
 // the plain-text body.

@@ -11,8 +11,8 @@ import (
 // its slot, so a test can keep one in flight deterministically.
 var testHookHeavy func(ctx context.Context)
 
-// Definitions are the endpoints of this package's three micro services:
-// results, executions and agents.
+// Definitions are the endpoints of this package's two micro services:
+// results and executions.
 func Definitions() []api.Definition {
 	return []api.Definition{
 		{Service: "results", Endpoints: []api.Endpoint{
@@ -30,14 +30,11 @@ func Definitions() []api.Definition {
 			{Name: "kill", Subject: "kanade.jobs.kill", HTTP: "POST /api/jobs/{job_id}/kill", Tier: api.TierOperator,
 				Audit: "kill", AuditTarget: "job_id"},
 		}},
-		{Service: "agents", Endpoints: []api.Endpoint{
-			{Name: "list", Subject: "kanade.agents.list", HTTP: "GET /api/agents", Tier: api.TierViewer},
-		}},
 	}
 }
 
-// definitions binds the plain Go functions of this package to the three
-// micro services: results, executions and agents.
+// definitions binds the plain Go functions of this package to the two
+// micro services: results and executions.
 func definitions(o Options) []api.Service {
 	defs := Definitions()
 	// Scanning list queries share a smaller bound than the worker pool, so
@@ -148,13 +145,5 @@ func definitions(o Options) []api.Service {
 			return nil, err
 		},
 	})
-	agents := service(defs[2], "agents seen by heartbeat, alive within two minutes", map[string]api.Handler{
-		"list": func(ctx context.Context, r api.Request) (any, error) {
-			if err := api.Params(r, &struct{}{}); err != nil {
-				return nil, err
-			}
-			return ListAgents(ctx, o.DB, time.Now())
-		},
-	})
-	return []api.Service{results, executions, agents}
+	return []api.Service{results, executions}
 }

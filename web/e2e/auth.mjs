@@ -77,6 +77,16 @@ export async function authSteps({ page, step, poll, tid, go, ranJob, token }) {
     await page.locator(tid('execution-page')).waitFor();
     await page.waitForTimeout(500);
     await none('execution', ['kill-button']);
+    await go('/agents');
+    const pc = await page.locator(tid('agent-row')).first().getAttribute('data-pc-id');
+    await go(`/agents/${encodeURIComponent(pc)}`);
+    await page.locator(tid('agent-page')).waitFor();
+    await page.waitForTimeout(300);
+    await none('agent', ['agent-group-form', 'agent-meta-form', 'agent-ping', 'agent-config-edit', 'run-form', 'agent-group-remove']);
+    await go('/groups');
+    await page.locator(tid('groups-page')).waitFor();
+    await page.waitForTimeout(300);
+    await none('groups', ['global-config', 'groups-add-form', 'add-group-def', 'edit-group-def', 'delete-group-def', 'group-config']);
     await go('/activity');
     await page.locator(`${tid('result-row')} a.row-link`).first().click();
     await page.locator(tid('result-page')).waitFor();

@@ -19,6 +19,7 @@ import { join } from 'node:path';
 import { authSteps } from './auth.mjs';
 import { outputSteps } from './outputs.mjs';
 import { homeSteps } from './home.mjs';
+import { fleetSteps } from './fleet.mjs';
 
 const base = process.argv[2];
 if (!base) {
@@ -467,6 +468,7 @@ await step('a stored schedule the engine cannot use shows its error', async () =
 });
 
 await homeSteps({ step, page, base, go, tid, poll, api, addJob, runJob, pcs: () => pcs, shotDir, join, suffix });
+await fleetSteps({ page, step, api, poll, tid, go, shotDir, base, token });
 if (token) await authSteps({ page, step, poll, tid, go, ranJob: SLOW_JOB, token });
 
 // Every page in both themes, at desktop and phone width.
@@ -485,6 +487,8 @@ await step('screenshots of every page, light and dark', async () => {
     ['jobs', '/jobs', 'jobs-page', tid('job-row')],
     ['schedules', '/schedules', 'schedules-page', tid('schedule-row')],
     ['agents', '/agents', 'agents-page', tid('agent-row')],
+    ['agent', `/agents/${encodeURIComponent(pcs[0])}`, 'agent-page', tid('agent-state')],
+    ['groups', '/groups', 'groups-page', tid('group-row')],
     ['audit', '/audit', 'audit-page', tid('audit-row')],
     ['accounts', '/accounts', 'accounts-page', tid('account-row')],
   ];

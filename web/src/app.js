@@ -18,6 +18,8 @@ import * as password from './page-password.js';
 import * as accounts from './page-accounts.js';
 import * as audit from './page-audit.js';
 import * as home from './page-home.js';
+import * as agent from './page-agent.js';
+import * as groupsPage from './page-groups.js';
 
 const routes = [
   // Home is the landing page; '/' with a query is an Activity link made
@@ -31,6 +33,8 @@ const routes = [
   { re: /^\/jobs$/, page: jobs, nav: 'jobs' },
   { re: /^\/schedules$/, page: schedules, nav: 'schedules' },
   { re: /^\/agents$/, page: agents, nav: 'agents' },
+  { re: /^\/agents\/([^/]+)$/, page: agent, nav: 'agents' },
+  { re: /^\/groups$/, page: groupsPage, nav: 'groups' },
   { re: /^\/login$/, page: login, nav: null },
   { re: /^\/change-password$/, page: password, nav: null },
   { re: /^\/accounts$/, page: accounts, nav: 'accounts' },
