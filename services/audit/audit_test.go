@@ -138,3 +138,27 @@ func BenchmarkRecord(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkVerify reads and checks a chain of 20,000 records.
+func BenchmarkVerify(b *testing.B) {
+	n := nodetest.Start(b)
+	ctx := context.Background()
+	r, err := NewRecorder(ctx, n.Conn(b), 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	payload := json.RawMessage(`{"job_id":"inventory","target":{"all":true},"sub":"alice"}`)
+	for range 20000 {
+		if err := r.Record(ctx, api.Entry{Actor: "alice", Action: "exec", Target: "inventory", Payload: payload}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	s, _ := n.JetStream(b).Stream(ctx, Stream)
+	b.ResetTimer()
+	for range b.N {
+		v, err := Verify(ctx, s)
+		if err != nil || !v.OK || v.Records != 20000 {
+			b.Fatalf("%+v %v", v, err)
+		}
+	}
+}
