@@ -3,19 +3,19 @@
 
 import { start } from './router.475a737da2.js';
 import { api, setTokenPrompt, storedToken, forgetToken } from './api.82493244e8.js';
-import { tokenDialog } from './dialog.ca5da1cc43.js';
+import { tokenDialog } from './dialog.2b0c444602.js';
 import { initThemeToggle } from './theme.9bc285ecbb.js';
 import { Lifecycle } from './lifecycle.cf1e604c6c.js';
 import { h, replace } from './dom.3dd86e8f14.js';
-import * as activity from './page-activity.8069142c0a.js';
-import * as result from './page-result.d8f2557792.js';
-import * as executions from './page-executions.bab39005ea.js';
-import * as jobs from './page-jobs.26000aed8f.js';
-import * as schedules from './page-schedules.b26be2bf1e.js';
-import * as agents from './page-agents.755016b950.js';
-import * as home from './page-home.4b3d2fc3a0.js';
-import * as agent from './page-agent.3f440a34d5.js';
-import * as groupsPage from './page-groups.9040885b96.js';
+import * as activity from './page-activity.6c79630b40.js';
+import * as result from './page-result.5ecaa0a6a0.js';
+import * as executions from './page-executions.7773e9f63e.js';
+import * as jobs from './page-jobs.4d4f2a7daf.js';
+import * as schedules from './page-schedules.b74832816d.js';
+import * as agents from './page-agents.de194af60a.js';
+import * as home from './page-home.36fabb314a.js';
+import * as agent from './page-agent.2f650db3d2.js';
+import * as groupsPage from './page-groups.1632393160.js';
 
 const routes = [
   // Home is the landing page; '/' with a query is an Activity link made
