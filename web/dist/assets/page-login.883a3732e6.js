@@ -5,8 +5,8 @@
 import { h, replace } from './dom.3dd86e8f14.js';
 import { api, storeToken } from './api.430a70e23a.js';
 import { navigate } from './router.475a737da2.js';
-import { errorText } from './format.913d19cc04.js';
-import { tokenDialog } from './dialog.ca5da1cc43.js';
+import { errorText } from './format.dc80c323ac.js';
+import { tokenDialog } from './dialog.2b0c444602.js';
 import { loadMe } from './auth.77d10ae901.js';
 
 export const title = 'Log in';

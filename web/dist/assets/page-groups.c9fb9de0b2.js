@@ -6,9 +6,9 @@ import { h, replace } from './dom.3dd86e8f14.js';
 import { api, apiFull } from './api.430a70e23a.js';
 import { href } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
-import { errorText } from './format.913d19cc04.js';
-import { configDialog } from './config-editor.96b04490b5.js';
-import { yamlDialog, confirmDialog } from './dialog.ca5da1cc43.js';
+import { errorText } from './format.dc80c323ac.js';
+import { configDialog } from './config-editor.a7cbd833bc.js';
+import { yamlDialog, confirmDialog } from './dialog.2b0c444602.js';
 
 const DEF_TEMPLATE = `id: my-group\ndescription: every Windows PC\n# either a static list:\n# members: [PC1, PC2]\n# or a read-only query over the agents projection returning pc_id:\nquery: SELECT pc_id FROM agents WHERE os_family = 'windows'\nrefresh: 10m\n`;
 

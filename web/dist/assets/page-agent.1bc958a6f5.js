@@ -6,8 +6,8 @@ import { h, replace } from './dom.3dd86e8f14.js';
 import { api, apiFull } from './api.430a70e23a.js';
 import { href } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
-import { timeEl, agoEl, tickAgo, errorText, exitBadge, shortId } from './format.913d19cc04.js';
-import { configDialog } from './config-editor.96b04490b5.js';
+import { timeEl, agoEl, tickAgo, errorText, exitBadge, shortId } from './format.dc80c323ac.js';
+import { configDialog } from './config-editor.a7cbd833bc.js';
 
 export const title = 'Agent';
 

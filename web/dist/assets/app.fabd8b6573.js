@@ -7,19 +7,19 @@ import { loadMe, clearMe } from './auth.77d10ae901.js';
 import { initThemeToggle } from './theme.9bc285ecbb.js';
 import { Lifecycle } from './lifecycle.cf1e604c6c.js';
 import { h, replace } from './dom.3dd86e8f14.js';
-import * as activity from './page-activity.ac5a9f58a4.js';
-import * as result from './page-result.c135c0bde6.js';
-import * as executions from './page-executions.723ff3b9b0.js';
-import * as jobs from './page-jobs.6706ff7d47.js';
-import * as schedules from './page-schedules.a8b3ec1c51.js';
-import * as agents from './page-agents.3f7e52afcd.js';
-import * as login from './page-login.ee8da65f9a.js';
-import * as password from './page-password.b89d7b0151.js';
-import * as accounts from './page-accounts.579633c93b.js';
-import * as audit from './page-audit.0096545770.js';
-import * as home from './page-home.afcb6ffb88.js';
-import * as agent from './page-agent.24b9a83f28.js';
-import * as groupsPage from './page-groups.206541e52f.js';
+import * as activity from './page-activity.9e98647cee.js';
+import * as result from './page-result.5c100b7e60.js';
+import * as executions from './page-executions.d35c4bb31c.js';
+import * as jobs from './page-jobs.ce1a971038.js';
+import * as schedules from './page-schedules.d467c49fa8.js';
+import * as agents from './page-agents.ded74cc44c.js';
+import * as login from './page-login.883a3732e6.js';
+import * as password from './page-password.25446dd578.js';
+import * as accounts from './page-accounts.4c9633d3c2.js';
+import * as audit from './page-audit.396abf46f5.js';
+import * as home from './page-home.9501de41a0.js';
+import * as agent from './page-agent.1bc958a6f5.js';
+import * as groupsPage from './page-groups.c9fb9de0b2.js';
 
 const routes = [
   // Home is the landing page; '/' with a query is an Activity link made

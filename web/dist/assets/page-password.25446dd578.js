@@ -5,7 +5,7 @@
 import { h, replace } from './dom.3dd86e8f14.js';
 import { api } from './api.430a70e23a.js';
 import { navigate } from './router.475a737da2.js';
-import { errorText } from './format.913d19cc04.js';
+import { errorText } from './format.dc80c323ac.js';
 import { currentUser, loadMe } from './auth.77d10ae901.js';
 
 export const title = 'Change password';

@@ -5,8 +5,8 @@ import { h, replace } from './dom.3dd86e8f14.js';
 import { api } from './api.430a70e23a.js';
 import { hasRole } from './auth.77d10ae901.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
-import { timeEl, agoEl, tickAgo, errorText } from './format.913d19cc04.js';
-import { confirmDialog, yamlDialog } from './dialog.ca5da1cc43.js';
+import { timeEl, agoEl, tickAgo, errorText } from './format.dc80c323ac.js';
+import { confirmDialog, yamlDialog } from './dialog.2b0c444602.js';
 import { toYAML } from './yaml.124ddd447c.js';
 
 export const title = 'Schedules';

@@ -5,8 +5,8 @@ import { h, replace } from './dom.3dd86e8f14.js';
 import { api } from './api.430a70e23a.js';
 import { href, navigate } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
-import { errorText } from './format.913d19cc04.js';
-import { modal, confirmDialog, yamlDialog } from './dialog.ca5da1cc43.js';
+import { errorText } from './format.dc80c323ac.js';
+import { modal, confirmDialog, yamlDialog } from './dialog.2b0c444602.js';
 import { toYAML } from './yaml.124ddd447c.js';
 
 export const title = 'Jobs';

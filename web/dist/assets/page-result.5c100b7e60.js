@@ -7,9 +7,9 @@ import { h, replace } from './dom.3dd86e8f14.js';
 import { api } from './api.430a70e23a.js';
 import { href } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
-import { exitBadge, timeEl, resultDuration, resultStatus, exitMeaning, tickElapsed, errorText } from './format.913d19cc04.js';
-import { confirmDialog } from './dialog.ca5da1cc43.js';
-import { outputPane } from './output.408278cf09.js';
+import { exitBadge, timeEl, resultDuration, resultStatus, exitMeaning, tickElapsed, errorText } from './format.dc80c323ac.js';
+import { confirmDialog } from './dialog.2b0c444602.js';
+import { outputPane } from './output.fc974589ec.js';
 
 export const title = 'Result';
 

@@ -6,7 +6,7 @@ import { h, replace } from './dom.3dd86e8f14.js';
 import { api } from './api.430a70e23a.js';
 import { setParams } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
-import { errorText, timeEl } from './format.913d19cc04.js';
+import { errorText, timeEl } from './format.dc80c323ac.js';
 
 export const title = 'Audit';
 

@@ -5,8 +5,8 @@
 import { h, replace } from './dom.3dd86e8f14.js';
 import { api } from './api.430a70e23a.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
-import { errorText, timeEl } from './format.913d19cc04.js';
-import { modal, confirmDialog } from './dialog.ca5da1cc43.js';
+import { errorText, timeEl } from './format.dc80c323ac.js';
+import { modal, confirmDialog } from './dialog.2b0c444602.js';
 
 export const title = 'Accounts';
 

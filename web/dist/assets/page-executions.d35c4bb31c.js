@@ -6,8 +6,8 @@ import { h, replace } from './dom.3dd86e8f14.js';
 import { api } from './api.430a70e23a.js';
 import { href, navigate, setParams } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
-import { exitBadge, timeEl, resultDuration, shortId, errorText, tickElapsed } from './format.913d19cc04.js';
-import { confirmDialog } from './dialog.ca5da1cc43.js';
+import { exitBadge, timeEl, resultDuration, shortId, errorText, tickElapsed } from './format.dc80c323ac.js';
+import { confirmDialog } from './dialog.2b0c444602.js';
 
 const ACTIVE = new Set(['pending', 'running']);
 const REFRESH_MS = 2000;
