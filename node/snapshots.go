@@ -29,14 +29,14 @@ func restoreSnapshot(ctx context.Context, js jetstream.JetStream, path string, v
 
 // startSnapshots runs this node's snapshotter: it takes part in the
 // periodic snapshots and answers kanade.snapshot.*, except while its
-// projection has history gaps (a snapshot of it would lack them too).
+// projection has a history gap not accepted (see snapshot.Projection).
 func startSnapshots(ctx context.Context, o Options, nc *nats.Conn, db *store.DB, p *projector.Projector, log *slog.Logger) (*snapshot.Snapshotter, error) {
 	so := o.Snapshot
 	so.Conn, so.DB, so.NodeName, so.Projection, so.Signer = nc, db, o.NodeName, p, o.Signer
 	so.Logger, so.Replicas = log.With("component", "snapshot"), o.Replicas
-	if p.HasGaps() {
+	if p.JoinBlocked() != "" {
 		so.NoService = true
-		log.Warn("snapshot: this node's projection has history gaps; it takes no snapshots")
+		log.Warn("snapshot: this node's projection has a history gap not accepted; it takes no snapshots")
 	}
 	s, err := snapshot.Start(ctx, so)
 	if err != nil {

@@ -106,7 +106,7 @@ func (p *Projector) JoinBlocked() string {
 }
 
 // HasGaps reports whether the projection lacks any stretch of a stream,
-// accepted or not (such a projection is not worth a snapshot).
+// accepted or not (its snapshots would lack it too).
 func (p *Projector) HasGaps() bool {
 	p.gaps.mu.Lock()
 	defer p.gaps.mu.Unlock()

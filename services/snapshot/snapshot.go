@@ -66,11 +66,21 @@ const (
 )
 
 // Projection is what the snapshotter asks of the node's projector: a
-// snapshot is only worth taking of a projection that is current and lacks
-// nothing.
+// snapshot is taken only of a projection that is current and has no history
+// gap an operator has not accepted. One with accepted gaps (it lacks what
+// they held, and so will its snapshots, which carry the accepted gaps) takes
+// a periodic snapshot only when no peer has for two intervals, so that a
+// complete node's snapshot is preferred and a deployment whose every node
+// lost history still gets snapshots from then on.
 type Projection interface {
 	CaughtUp(max time.Duration) bool
 	HasGaps() bool
+	JoinBlocked() string
+}
+
+// ready reports whether p may be snapshotted now.
+func ready(p Projection) bool {
+	return p == nil || p.JoinBlocked() == "" && p.CaughtUp(time.Minute)
 }
 
 // Options configure the snapshotter.
@@ -259,12 +269,21 @@ func ensureClaims(ctx context.Context, js jetstream.JetStream, replicas int) (je
 }
 
 // ErrNotReady is returned when the projection is not worth a snapshot
-// (catching up, or with history gaps).
-var ErrNotReady = errors.New("snapshot: the projection is not current or has history gaps")
+// (catching up, or with a history gap not accepted).
+var ErrNotReady = errors.New("snapshot: the projection is not current or has a history gap not accepted")
+
+// noneSince reports whether the bucket holds no snapshot newer than d.
+func (s *Snapshotter) noneSince(ctx context.Context, d time.Duration) bool {
+	list, err := List(ctx, s.obj)
+	if err != nil {
+		return false
+	}
+	return len(list) == 0 || time.Since(list[0].CreatedAt) > d
+}
 
 // Take makes a snapshot now and prunes the bucket to the last Keep.
 func (s *Snapshotter) Take(ctx context.Context) (Info, error) {
-	if p := s.o.Projection; p != nil && (p.HasGaps() || !p.CaughtUp(time.Minute)) {
+	if !ready(s.o.Projection) {
 		return Info{}, ErrNotReady
 	}
 	s.mu.Lock()
@@ -459,7 +478,10 @@ func (s *Snapshotter) periodic(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if p := s.o.Projection; p != nil && (p.HasGaps() || !p.CaughtUp(time.Minute)) {
+		if !ready(s.o.Projection) {
+			continue
+		}
+		if p := s.o.Projection; p != nil && p.HasGaps() && !s.noneSince(ctx, 2*s.o.Interval) {
 			continue
 		}
 		period := time.Now().UnixNano() / int64(s.o.Interval)

@@ -281,12 +281,34 @@ func TestPeriodicSnapshots(t *testing.T) {
 	if _, err := s2.Take(context.Background()); err != ErrNotReady {
 		t.Fatalf("snapshot of a projection with gaps: %v", err)
 	}
+
+	// Accepted gaps: a snapshot may be taken (it carries them), and the
+	// periodic loop waits while a peer's snapshot is recent.
+	s3, err := Start(context.Background(), Options{Conn: n.Conn(t), DB: n.DB, NodeName: "accepted", Logger: n.Logger,
+		Projection: accepted{}, Interval: -1, NoService: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s3.Stop()
+	if _, err := s3.Take(context.Background()); err != nil {
+		t.Fatalf("snapshot of a projection with accepted gaps: %v", err)
+	}
+	if s3.noneSince(context.Background(), time.Hour) {
+		t.Fatal("noneSince(1h) right after a snapshot")
+	}
 }
+
+type accepted struct{}
+
+func (accepted) CaughtUp(time.Duration) bool { return true }
+func (accepted) HasGaps() bool               { return true }
+func (accepted) JoinBlocked() string         { return "" }
 
 type gappy struct{}
 
 func (gappy) CaughtUp(time.Duration) bool { return true }
 func (gappy) HasGaps() bool               { return true }
+func (gappy) JoinBlocked() string         { return "history gap in RESULTS" }
 
 // output is about 600 bytes of script output with the numbers of run i.
 func output(i int) string {
