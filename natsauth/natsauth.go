@@ -121,6 +121,9 @@ type Export struct {
 	Service  bool
 	Subject  string
 	Accounts []string
+	// Streamed: a request may get many answers (a pull request's messages
+	// and status), not one.
+	Streamed bool
 }
 
 // The lane, in the terms of the JetStream objects agents touch.
@@ -131,8 +134,9 @@ const (
 
 // KVRead is a KV bucket agents read, and the keys each may read: "{pc}"
 // in a key stands for the agent's pc_id, "*" for any one token. Reads are
-// direct gets naming the key in the API subject; watches (consumers) are
-// not offered, as a consumer's deliver subject is in the backend account.
+// direct gets naming the key in the API subject; watches (push consumers)
+// are not offered, as a consumer's deliver subject is in the backend
+// account.
 type KVRead struct {
 	Bucket string
 	Keys   []string
@@ -175,6 +179,13 @@ func BackendExports() []Export {
 		{Service: true, Subject: "$JS.API.DIRECT.GET." + wire.StreamExec + "." + wire.SubjectCommandsAny},
 		{Service: true, Subject: "$JS.API.DIRECT.GET." + objStream + "." + objSubject + ".M.*"},
 		{Service: true, Subject: noJSInfo},
+		// Command replay: each agent's own durable pull consumer on EXEC,
+		// created through the relay (see ReplayConsumerRelay), looked up,
+		// pulled from and acked by name.
+		{Service: true, Subject: ReplayConsumerRelay + ".>"},
+		{Service: true, Subject: "$JS.API.CONSUMER.INFO." + wire.StreamExec + ".*"},
+		{Service: true, Subject: "$JS.API.CONSUMER.MSG.NEXT." + wire.StreamExec + ".*", Streamed: true},
+		{Service: true, Subject: "$JS.ACK." + wire.StreamExec + ".*.>"},
 	}
 	for _, r := range AgentKV {
 		out = append(out,
@@ -215,6 +226,16 @@ func AgentImports(pc string) []Import {
 		svc("$JS.API.DIRECT.GET." + wire.StreamExec + "." + wire.CommandsGroup("*")),
 		svc("$JS.API.DIRECT.GET." + wire.StreamExec + "." + wire.CommandsPC(pc)),
 		{Service: true, Account: BackendAccount, Subject: noJSInfo, To: "$JS.API.INFO"},
+		// Command replay as upstream agents do it: their own durable pull
+		// consumer, created through the relay, which keeps its filter in
+		// this lane; its lookup, pulls and acks by its name only.
+		{Service: true, Account: BackendAccount, Subject: ReplayConsumerRelay + "." + pc,
+			To: "$JS.API.CONSUMER.CREATE." + wire.StreamExec + "." + ReplayConsumer(pc)},
+		{Service: true, Account: BackendAccount, Subject: ReplayConsumerRelay + "." + pc + ".>",
+			To: "$JS.API.CONSUMER.CREATE." + wire.StreamExec + "." + ReplayConsumer(pc) + ".>"},
+		svc("$JS.API.CONSUMER.INFO." + wire.StreamExec + "." + ReplayConsumer(pc)),
+		svc("$JS.API.CONSUMER.MSG.NEXT." + wire.StreamExec + "." + ReplayConsumer(pc)),
+		svc("$JS.ACK." + wire.StreamExec + "." + ReplayConsumer(pc) + ".>"),
 		// Commands and kills, live.
 		str(wire.SubjectCommandsAll),
 		str(wire.CommandsGroup("*")),
@@ -345,10 +366,17 @@ func (l Layout) Validate() error {
 			return fmt.Errorf("user %q: a password is required", u.Name)
 		}
 	}
+	replay := map[string]string{}
 	for _, a := range l.Agents {
 		if !wire.ValidToken(a.PC) {
 			return fmt.Errorf("pc_id %q cannot stand in a subject", a.PC)
 		}
+		// Upstream's consumer name folds some characters into '_': two
+		// agents must not share one replay consumer.
+		if prev, ok := replay[ReplayConsumer(a.PC)]; ok {
+			return fmt.Errorf("pc_ids %q and %q share the replay consumer %s", prev, a.PC, ReplayConsumer(a.PC))
+		}
+		replay[ReplayConsumer(a.PC)] = a.PC
 		if err := claim(a.PC, "an agent"); err != nil {
 			return err
 		}
@@ -462,6 +490,9 @@ func writeExports(b *strings.Builder, ex []Export) {
 				q[i] = quote(a)
 			}
 			fmt.Fprintf(b, ", accounts: [%s]", strings.Join(q, ", "))
+		}
+		if e.Streamed {
+			b.WriteString(`, response_type: "stream"`)
 		}
 		b.WriteString("}\n")
 	}
