@@ -50,7 +50,8 @@ var replayConsumerKeys = map[string]bool{
 	"max_waiting": true, "max_ack_pending": true, "headers_only": true,
 	"max_batch": true, "max_expires": true, "max_bytes": true,
 	"inactive_threshold": true, "num_replicas": true, "mem_storage": true,
-	"metadata": true,
+	"metadata": true, "pause_until": true,
+	"priority_groups": true, "priority_policy": true, "priority_timeout": true,
 }
 
 // replayFilterOK tells whether subject is within pc's lane on EXEC.
