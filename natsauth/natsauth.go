@@ -19,6 +19,10 @@
 //   - Its results and stream lookups reach JetStream through relays every
 //     node runs (Relay): the results relay knows the sender from the subject
 //     the agent's import maps to, and refuses a result in another pc_id.
+//   - Its command replay (upstream's durable pull consumer
+//     ReplayConsumer(pc) on EXEC) is created through a relay too, which
+//     keeps the consumer a pull consumer filtered within the agent's lane;
+//     the agent imports that consumer's info, pulls and acks by name.
 //
 // Why one account per agent: a request's reply subject is not checked
 // against the requester's permissions, and the JetStream API (or any
