@@ -193,9 +193,15 @@ func BackendExports() []Export {
 	}
 	for _, r := range AgentKV {
 		out = append(out,
-			Export{Service: true, Subject: "$JS.API.DIRECT.GET.KV_" + r.Bucket + ".$KV." + r.Bucket + ".>"})
+			Export{Service: true, Subject: "$JS.API.DIRECT.GET.KV_" + r.Bucket + ".$KV." + r.Bucket + ".>"},
+			// Watches' flow control answers.
+			Export{Service: true, Subject: "$JS.FC.KV_" + r.Bucket + ".>"})
 	}
 	return append(out, []Export{
+		// KV watches: created through the relay (see KVWatchRelay),
+		// delivered to each agent's own prefix.
+		{Service: true, Subject: KVWatchRelay + ".>"},
+		{Subject: KVDeliverPrefix + ".*.>"},
 		// Backend -> agents, live.
 		{Subject: wire.SubjectCommandsAny},
 		{Subject: wire.Kill("*")},
@@ -246,13 +252,22 @@ func AgentImports(pc string) []Import {
 		str(wire.CommandsPC(pc)),
 		str(wire.Kill("*")),
 	}
-	// The KV keys it reads (its own group membership, …).
+	// The KV keys it reads (its own group membership, …), and watches of
+	// them: created through the relay, which keeps them on those keys and
+	// delivers them to this agent's prefix, heard here as its _INBOX.>.
 	for _, r := range AgentKV {
 		out = append(out, info("KV_"+r.Bucket))
 		for _, k := range kvKeys(r, pc) {
 			out = append(out, svc("$JS.API.DIRECT.GET.KV_"+r.Bucket+".$KV."+r.Bucket+"."+k))
 		}
+		create := "$JS.API.CONSUMER.CREATE.KV_" + r.Bucket
+		relay := KVWatchRelay + "." + pc + ".KV_" + r.Bucket
+		out = append(out,
+			Import{Service: true, Account: BackendAccount, Subject: relay, To: create},
+			Import{Service: true, Account: BackendAccount, Subject: relay + ".>", To: create + ".>"},
+			svc("$JS.FC.KV_"+r.Bucket+".>"))
 	}
+	out = append(out, Import{Account: BackendAccount, Subject: KVDeliverPrefix + "." + pc + ".>", To: agentInbox + ">"})
 	return out
 }
 
@@ -304,6 +319,9 @@ func AgentPermissions(pc string) Permissions {
 			continue // answers nothing
 		}
 		if im.To != "" {
+			if !im.Service {
+				continue // heard under the agent's inbox, allowed below
+			}
 			p.PublishAllow = append(p.PublishAllow, im.To)
 			continue
 		}

@@ -96,7 +96,17 @@ func Relay(nc *nats.Conn, log *slog.Logger) (func(), error) {
 		res.Unsubscribe()
 		return nil, fmt.Errorf("replay consumer relay: %w", err)
 	}
-	return func() { info.Unsubscribe(); res.Unsubscribe(); replay.Unsubscribe() }, nil
+	var lim watchLimiter
+	watch, err := nc.QueueSubscribe(KVWatchRelay+".>", relayQueue, func(m *nats.Msg) {
+		async(func() { relayKVWatch(nc, &lim, m, log) })
+	})
+	if err != nil {
+		info.Unsubscribe()
+		res.Unsubscribe()
+		replay.Unsubscribe()
+		return nil, fmt.Errorf("kv watch relay: %w", err)
+	}
+	return func() { info.Unsubscribe(); res.Unsubscribe(); replay.Unsubscribe(); watch.Unsubscribe() }, nil
 }
 
 // jsAckReply tells whether a reply is in $JS.ACK.: nats-server passes such

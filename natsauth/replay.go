@@ -113,7 +113,7 @@ func checkReplayCreate(pc, subjectFilter string, body []byte) ([]byte, error) {
 		}
 	}
 	if _, ok := cfg["durable_name"]; !ok {
-		cfg["durable_name"], _ = json.Marshal(name)
+		cfg["durable_name"], _ = marshal(name)
 	}
 	var one string
 	var many []string
@@ -139,13 +139,13 @@ func checkReplayCreate(pc, subjectFilter string, body []byte) ([]byte, error) {
 				wire.SubjectCommandsAll, wire.CommandsPC(pc), wire.CommandsGroup("{group}"))
 		}
 	}
-	return json.Marshal(map[string]any{"stream_name": wire.StreamExec, "config": cfg,
+	return marshal(map[string]any{"stream_name": wire.StreamExec, "config": cfg,
 		"action": req.Action, "pedantic": req.Pedantic})
 }
 
 // apiError is a JetStream API error answer, as clients decode them.
 func apiError(typ string, code int, why string) []byte {
-	b, _ := json.Marshal(map[string]any{"type": typ,
+	b, _ := marshal(map[string]any{"type": typ,
 		"error": map[string]any{"code": code, "err_code": 10400 + code%100, "description": why}})
 	return b
 }

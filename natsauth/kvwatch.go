@@ -1,0 +1,281 @@
+package natsauth
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/kanade-go/kanade/wire"
+)
+
+// KVWatchRelay is the subject prefix of the backend's relay for agents'
+// KV watches: an agent account imports KVWatchRelay.{pc}.KV_{bucket} (and
+// .> after it, the form with a consumer name) as its
+// $JS.API.CONSUMER.CREATE.KV_{bucket}. A watch is an ordered push
+// consumer delivering to the client's inbox; the relay creates it only on
+// keys the agent may read, with its deliver subject _INBOX.x rewritten to
+// KVDeliverPrefix.{pc}.x, which that agent's account imports as _INBOX.x
+// (and nobody else's), and answers with the agent's own deliver subject.
+const KVWatchRelay = "_kanade.agents.kv_watch"
+
+// KVDeliverPrefix is where the backend's watch consumers deliver: the
+// agent on pc hears KVDeliverPrefix.{pc}.> as its _INBOX.>.
+const KVDeliverPrefix = "_kanade.agents.kv_deliver"
+
+// agentInbox is the inbox prefix agents use (the clients' default): the
+// only place an agent may subscribe for replies and watch deliveries.
+const agentInbox = "_INBOX."
+
+// kvWatchKeys are the consumer settings a watch may carry: those of a push
+// consumer that delivers to its one deliver subject. durable_name,
+// deliver_group and every pull or sampling setting must be absent or zero.
+var kvWatchKeys = map[string]bool{
+	"name": true, "description": true, "deliver_subject": true,
+	"deliver_policy": true, "opt_start_seq": true, "opt_start_time": true,
+	"ack_policy": true, "ack_wait": true, "max_deliver": true, "backoff": true,
+	"filter_subject": true, "filter_subjects": true, "replay_policy": true,
+	"rate_limit_bps": true, "max_ack_pending": true, "headers_only": true,
+	"flow_control": true, "idle_heartbeat": true, "inactive_threshold": true,
+	"num_replicas": true, "mem_storage": true, "metadata": true,
+}
+
+// kvWatchMaxInactive bounds how long a watch consumer outlives its
+// subscriber.
+const kvWatchMaxInactive = 5 * time.Minute
+
+// kvWatchPerMinute bounds the watches one node creates for one agent in a
+// minute (an ordered consumer is recreated on every gap or reconnect; a
+// loop of creates is refused, not served).
+const kvWatchPerMinute = 60
+
+// kvWatchFilterOK tells whether filter names a key of r pc may read.
+func kvWatchFilterOK(r KVRead, pc, filter string) bool {
+	key, ok := strings.CutPrefix(filter, "$KV."+r.Bucket+".")
+	if !ok {
+		return false
+	}
+	for _, k := range kvKeys(r, pc) {
+		if k == key {
+			return true
+		}
+		// A "*" in the pattern stands for one literal key token.
+		p, kt := strings.Split(k, "."), strings.Split(key, ".")
+		if len(p) != len(kt) {
+			continue
+		}
+		match := true
+		for i := range p {
+			if kt[i] == "*" || kt[i] == ">" || kt[i] == "" || p[i] != "*" && p[i] != kt[i] {
+				match = false
+				break
+			}
+		}
+		if match {
+			return true
+		}
+	}
+	return false
+}
+
+// marshal encodes without HTML escaping (relayed JSON stays byte-faithful
+// for `<`, `>` and `&`).
+func marshal(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(b.Bytes(), "\n"), nil
+}
+
+// checkKVWatch checks an agent's watch consumer request on stream (a
+// KV_{bucket}) and returns the API subject and request to forward, and the
+// agent's own deliver subject.
+func checkKVWatch(pc, stream, rest string, body []byte) (subject string, fwd []byte, deliver string, err error) {
+	var r KVRead
+	found := false
+	for _, kv := range AgentKV {
+		if "KV_"+kv.Bucket == stream {
+			r, found = kv, true
+		}
+	}
+	if !found {
+		return "", nil, "", fmt.Errorf("stream %q is not a KV bucket agents read", stream)
+	}
+	var req struct {
+		Stream   string                     `json:"stream_name"`
+		Config   map[string]json.RawMessage `json:"config"`
+		Action   string                     `json:"action"`
+		Pedantic bool                       `json:"pedantic"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		return "", nil, "", fmt.Errorf("not a consumer create request: %v", err)
+	}
+	if req.Stream != "" && req.Stream != stream {
+		return "", nil, "", fmt.Errorf("stream %q is not %s", req.Stream, stream)
+	}
+	if req.Action != "" && req.Action != "create" {
+		return "", nil, "", fmt.Errorf("action %q: a watch is created, not updated", req.Action)
+	}
+	cfg := map[string]json.RawMessage{}
+	for k, v := range req.Config {
+		if !kvWatchKeys[k] {
+			if !isZero(v) {
+				return "", nil, "", fmt.Errorf("%s may not be set on a watch", k)
+			}
+			continue
+		}
+		cfg[k] = v
+	}
+	str := func(k string) (string, error) {
+		var s string
+		if v, ok := cfg[k]; ok && !isZero(v) {
+			if err := json.Unmarshal(v, &s); err != nil {
+				return "", fmt.Errorf("%s is not a string", k)
+			}
+		}
+		return s, nil
+	}
+	if deliver, err = str("deliver_subject"); err != nil {
+		return "", nil, "", err
+	}
+	inbox, ok := strings.CutPrefix(deliver, agentInbox)
+	if !ok || inbox == "" || !validLiteral(inbox) {
+		return "", nil, "", fmt.Errorf("deliver_subject must be in the agent's %s>", agentInbox)
+	}
+	cfg["deliver_subject"], _ = marshal(KVDeliverPrefix + "." + pc + "." + inbox)
+	name, err := str("name")
+	if err != nil {
+		return "", nil, "", err
+	}
+	if name != "" && !wire.ValidToken(name) {
+		return "", nil, "", fmt.Errorf("name %q", name)
+	}
+	one, err := str("filter_subject")
+	if err != nil {
+		return "", nil, "", err
+	}
+	var many []string
+	if v, ok := cfg["filter_subjects"]; ok && json.Unmarshal(v, &many) != nil {
+		return "", nil, "", fmt.Errorf("filter_subjects is not a list of strings")
+	}
+	if one != "" {
+		many = append(many, one)
+	}
+	if len(many) == 0 {
+		return "", nil, "", fmt.Errorf("a watch names its keys")
+	}
+	for _, f := range many {
+		if !kvWatchFilterOK(r, pc, f) {
+			return "", nil, "", fmt.Errorf("key %q is not one this agent reads", f)
+		}
+	}
+	// The API subject's extra tokens (name, then filter) must be the
+	// config's.
+	if rest != "" {
+		n, f, _ := strings.Cut(rest, ".")
+		if name == "" {
+			name = n // clients may name the consumer in the subject only
+		}
+		if n != name || !wire.ValidToken(n) || f != "" && (f != one || len(many) != 1) {
+			return "", nil, "", fmt.Errorf("the subject's name or filter is not the config's")
+		}
+	}
+	var inactive int64
+	if v, ok := cfg["inactive_threshold"]; ok && json.Unmarshal(v, &inactive) != nil {
+		return "", nil, "", fmt.Errorf("inactive_threshold is not a number")
+	}
+	if inactive <= 0 || inactive > int64(kvWatchMaxInactive) {
+		cfg["inactive_threshold"], _ = marshal(int64(kvWatchMaxInactive))
+	}
+	subject = "$JS.API.CONSUMER.CREATE." + stream
+	if name != "" {
+		subject += "." + name
+	}
+	fwd, err = marshal(map[string]any{"stream_name": stream, "config": cfg, "action": req.Action, "pedantic": req.Pedantic})
+	return subject, fwd, deliver, err
+}
+
+// validLiteral tells whether s is a subject of literal tokens.
+func validLiteral(s string) bool {
+	for _, t := range strings.Split(s, ".") {
+		if !wire.ValidToken(t) {
+			return false
+		}
+	}
+	return true
+}
+
+// restoreDeliver puts the agent's own deliver subject back into a consumer
+// create answer (clients subscribe to the deliver subject they are told).
+func restoreDeliver(answer []byte, deliver string) []byte {
+	var top map[string]json.RawMessage
+	if json.Unmarshal(answer, &top) != nil || top["config"] == nil {
+		return answer
+	}
+	var cfg map[string]json.RawMessage
+	if json.Unmarshal(top["config"], &cfg) != nil {
+		return answer
+	}
+	cfg["deliver_subject"], _ = marshal(deliver)
+	var err error
+	if top["config"], err = marshal(cfg); err != nil {
+		return answer
+	}
+	out, err := marshal(top)
+	if err != nil {
+		return answer
+	}
+	return out
+}
+
+// watchLimiter counts the watches created per agent in the current minute.
+type watchLimiter struct {
+	mu     sync.Mutex
+	minute int64
+	n      map[string]int
+}
+
+func (w *watchLimiter) allow(pc string, now time.Time) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if m := now.Unix() / 60; m != w.minute || w.n == nil {
+		w.minute, w.n = m, map[string]int{}
+	}
+	w.n[pc]++
+	return w.n[pc] <= kvWatchPerMinute
+}
+
+// relayKVWatch answers one agent's watch consumer create.
+func relayKVWatch(nc *nats.Conn, lim *watchLimiter, m *nats.Msg, log *slog.Logger) {
+	pc, tail, _ := strings.Cut(strings.TrimPrefix(m.Subject, KVWatchRelay+"."), ".")
+	stream, rest, _ := strings.Cut(tail, ".")
+	if m.Reply == "" || jsAckReply(m.Reply) {
+		return
+	}
+	const typ = "io.nats.jetstream.api.v1.consumer_create_response"
+	subject, fwd, deliver, err := checkKVWatch(pc, stream, rest, m.Data)
+	if err == nil && !lim.allow(pc, time.Now()) {
+		err = fmt.Errorf("more than %d watches in a minute", kvWatchPerMinute)
+	}
+	if err != nil {
+		log.Debug("kv watch relay: refused", "pc_id", pc, "stream", stream, "err", err)
+		m.Respond(apiError(typ, 403, "kanade: watch of "+pc+": "+err.Error()))
+		return
+	}
+	rep, err := nc.Request(subject, fwd, relayTimeout)
+	if err != nil {
+		log.Debug("kv watch relay: no answer", "pc_id", pc, "err", err)
+		return
+	}
+	if err := m.RespondMsg(&nats.Msg{Data: restoreDeliver(rep.Data, deliver), Header: rep.Header}); err != nil {
+		log.Debug("kv watch relay: respond", "pc_id", pc, "err", err)
+	}
+}

@@ -1,0 +1,139 @@
+package natsauth_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kanade-go/kanade/wire"
+)
+
+// TestKVWatchOwnKey: an agent watches its own agent_groups key as
+// upstream agents do (get, then watch: an ordered push consumer delivering
+// to its inbox) and sees the backend's changes as they happen.
+func TestKVWatchOwnKey(t *testing.T) {
+	l := startLane(t, "PC1", "PC2")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	bkv, err := l.bjs.KeyValue(ctx, wire.BucketAgentGroups)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bkv.Put(ctx, "PC1", []byte(`{"groups":["a"]}`))
+	bkv.Put(ctx, "PC2", []byte(`{"groups":["secret"]}`))
+	pc1 := l.agent(t, "PC1")
+	js, _ := jetstream.New(pc1)
+	kv, err := js.KeyValue(ctx, wire.BucketAgentGroups)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, err := kv.Get(ctx, "PC1"); err != nil || string(e.Value()) != `{"groups":["a"]}` {
+		t.Fatalf("get: %v", err)
+	}
+	w, err := kv.Watch(ctx, "PC1")
+	if err != nil {
+		t.Fatalf("watch: %v", err)
+	}
+	// (No w.Stop: nats.go's Stop deletes the consumer, which agents may
+	// not; the watch ends with the connection and its inactive threshold.)
+	next := func() string {
+		t.Helper()
+		select {
+		case e := <-w.Updates():
+			if e == nil {
+				return "<initial done>"
+			}
+			return e.Key() + " " + string(e.Value())
+		case <-ctx.Done():
+			t.Fatal("no watch update")
+		}
+		return ""
+	}
+	if got := next(); got != `PC1 {"groups":["a"]}` {
+		t.Fatalf("first update %q", got)
+	}
+	if got := next(); got != "<initial done>" {
+		t.Fatalf("then %q", got)
+	}
+	bkv.Put(ctx, "PC2", []byte(`{"groups":["secret2"]}`))
+	bkv.Put(ctx, "PC1", []byte(`{"groups":["a","b"]}`))
+	if got := next(); got != `PC1 {"groups":["a","b"]}` {
+		t.Fatalf("change %q", got)
+	}
+}
+
+// TestKVWatchAttacks: a watch cannot read another agent's key, the whole
+// bucket, or deliver anywhere but the agent's own inbox.
+func TestKVWatchAttacks(t *testing.T) {
+	l := startLane(t, "PC1", "PC2")
+	ctx := context.Background()
+	bkv, _ := l.bjs.KeyValue(ctx, wire.BucketAgentGroups)
+	bkv.Put(ctx, "PC2", []byte(`{"groups":["secret"]}`))
+	var v violations
+	pc1 := l.agent(t, "PC1", nats.ErrorHandler(v.handler))
+	s := watch(t, l, l.agent(t, "PC2"))
+	js, _ := jetstream.New(pc1)
+	kv, err := js.KeyValue(ctx, wire.BucketAgentGroups)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short := func() context.Context {
+		c, cancel := context.WithTimeout(ctx, 2*time.Second)
+		t.Cleanup(cancel)
+		return c
+	}
+	for _, keys := range []string{"PC2", ">", "*", "PC1.>"} {
+		if w, err := kv.Watch(short(), keys); err == nil {
+			w.Stop()
+			t.Errorf("PC1 watched %q", keys)
+		}
+	}
+	if w, err := kv.WatchAll(short()); err == nil {
+		w.Stop()
+		t.Error("PC1 watched the whole bucket")
+	}
+	raw := map[string]string{
+		"into PC2's commands": `{"stream_name":"KV_agent_groups","config":{"deliver_subject":"commands.pc.PC2","filter_subject":"$KV.agent_groups.PC1","ack_policy":"none"}}`,
+		"into the backend's":  `{"stream_name":"KV_agent_groups","config":{"deliver_subject":"$KV.jobs.x","filter_subject":"$KV.agent_groups.PC1","ack_policy":"none"}}`,
+		"a wildcard inbox":    `{"stream_name":"KV_agent_groups","config":{"deliver_subject":"_INBOX.>","filter_subject":"$KV.agent_groups.PC1","ack_policy":"none"}}`,
+		"pull":                `{"stream_name":"KV_agent_groups","config":{"filter_subject":"$KV.agent_groups.PC1","ack_policy":"none"}}`,
+		"durable":             `{"stream_name":"KV_agent_groups","config":{"durable_name":"keep","deliver_subject":"_INBOX.x","filter_subject":"$KV.agent_groups.PC1"}}`,
+		"queue":               `{"stream_name":"KV_agent_groups","config":{"deliver_group":"q","deliver_subject":"_INBOX.x","filter_subject":"$KV.agent_groups.PC1"}}`,
+		"PC2's key":           `{"stream_name":"KV_agent_groups","config":{"deliver_subject":"_INBOX.x","filter_subjects":["$KV.agent_groups.PC1","$KV.agent_groups.PC2"]}}`,
+		"another stream":      `{"stream_name":"EXEC","config":{"deliver_subject":"_INBOX.x","filter_subject":"commands.pc.PC2"}}`,
+	}
+	for name, body := range raw {
+		rep, err := pc1.Request("$JS.API.CONSUMER.CREATE.KV_agent_groups", []byte(body), 5*time.Second)
+		if err != nil || !strings.Contains(string(rep.Data), "kanade: watch of PC1") {
+			t.Errorf("%s: %v %s", name, err, rep.Data)
+		}
+	}
+	// Its own watch works, and what it delivers reaches no one else (PC2's
+	// _INBOX.> is among the sinks).
+	w, err := kv.Watch(ctx, "PC1")
+	if err != nil {
+		t.Fatalf("its own watch: %v", err)
+	}
+	bkv.Put(ctx, "PC1", []byte(`{"groups":["x"]}`))
+	for e := range w.Updates() {
+		if e != nil && string(e.Value()) == `{"groups":["x"]}` {
+			break
+		}
+	}
+	// Other buckets' consumers are not in its account at all.
+	pc1.Publish("$JS.API.CONSUMER.CREATE.KV_jobs", []byte(`{}`))
+	v.waitFor(t, "publish", "$JS.API.CONSUMER.CREATE.KV_jobs")
+	s.quiet(t, pc1, l)
+	// None of that made a consumer but its own watch, delivering to its
+	// prefix.
+	st, _ := l.bjs.Stream(ctx, "KV_agent_groups")
+	for c := range st.ListConsumers(ctx).Info() {
+		if !strings.HasPrefix(c.Config.DeliverSubject, "_kanade.agents.kv_deliver.PC1.") || c.Config.FilterSubject != "$KV.agent_groups.PC1" {
+			t.Errorf("consumer %s on KV_agent_groups: %+v", c.Name, c.Config)
+		}
+	}
+}
