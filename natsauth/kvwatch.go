@@ -52,7 +52,7 @@ const kvWatchMaxInactive = 5 * time.Minute
 // kvWatchPerMinute bounds the watches one node creates for one agent in a
 // minute (an ordered consumer is recreated on every gap or reconnect; a
 // loop of creates is refused, not served).
-const kvWatchPerMinute = 60
+const kvWatchPerMinute = 20
 
 // kvWatchFilterOK tells whether filter names a key of r pc may read.
 func kvWatchFilterOK(r KVRead, pc, filter string) bool {

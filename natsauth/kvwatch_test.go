@@ -2,6 +2,7 @@ package natsauth_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -64,6 +65,29 @@ func TestKVWatchOwnKey(t *testing.T) {
 	if got := next(); got != `PC1 {"groups":["a","b"]}` {
 		t.Fatalf("change %q", got)
 	}
+
+	// What an ordered watch lives on: idle heartbeats reach the inbox it
+	// named, and its flow control answers reach the backend's JetStream.
+	var v violations
+	raw := l.agent(t, "PC1", nats.ErrorHandler(v.handler))
+	hb, _ := raw.SubscribeSync("_INBOX.hb.1")
+	raw.Flush()
+	rep, err := raw.Request("$JS.API.CONSUMER.CREATE.KV_agent_groups", []byte(`{"stream_name":"KV_agent_groups","config":{`+
+		`"deliver_subject":"_INBOX.hb.1","filter_subject":"$KV.agent_groups.PC1","ack_policy":"none","flow_control":true,`+
+		`"idle_heartbeat":500000000,"deliver_policy":"new","mem_storage":true}}`), 5*time.Second)
+	if err != nil || !strings.Contains(string(rep.Data), `"deliver_subject":"_INBOX.hb.1"`) {
+		t.Fatalf("create: %v %s", err, rep.Data)
+	}
+	m, err := hb.NextMsg(5 * time.Second)
+	if err != nil || m.Header.Get("Status") != "100" {
+		t.Fatalf("no heartbeat: %v %+v", err, m)
+	}
+	fcs, _ := l.backend.SubscribeSync("$JS.FC.KV_agent_groups.>")
+	l.backend.Flush()
+	raw.Publish("$JS.FC.KV_agent_groups.x.1", nil)
+	if _, err := fcs.NextMsg(5 * time.Second); err != nil {
+		t.Fatalf("flow control answer did not reach the backend: %v (%v)", err, v.errs)
+	}
 }
 
 // TestKVWatchAttacks: a watch cannot read another agent's key, the whole
@@ -123,6 +147,19 @@ func TestKVWatchAttacks(t *testing.T) {
 		if e != nil && string(e.Value()) == `{"groups":["x"]}` {
 			break
 		}
+	}
+	// A loop of creates is refused (20 a minute per agent and node; 45
+	// so that a minute's turn inside the loop still exceeds it).
+	refused := 0
+	for i := range 45 {
+		rep, err := pc1.Request("$JS.API.CONSUMER.CREATE.KV_agent_groups", []byte(fmt.Sprintf(`{"stream_name":"KV_agent_groups",`+
+			`"config":{"deliver_subject":"_INBOX.rl.%d","filter_subject":"$KV.agent_groups.PC1","ack_policy":"none"}}`, i)), 5*time.Second)
+		if err == nil && strings.Contains(string(rep.Data), "watches in a minute") {
+			refused++
+		}
+	}
+	if refused == 0 {
+		t.Error("45 watches in a row were all created")
 	}
 	// Other buckets' consumers are not in its account at all.
 	pc1.Publish("$JS.API.CONSUMER.CREATE.KV_jobs", []byte(`{}`))
