@@ -199,7 +199,9 @@ func checkKVWatch(pc, stream, rest string, body []byte) (subject string, fwd []b
 	if name != "" {
 		subject += "." + name
 	}
-	fwd, err = marshal(map[string]any{"stream_name": stream, "config": cfg, "action": req.Action, "pedantic": req.Pedantic})
+	// Always a create, never an update: a watch must not take over a
+	// consumer someone else made under the same name.
+	fwd, err = marshal(map[string]any{"stream_name": stream, "config": cfg, "action": "create", "pedantic": req.Pedantic})
 	return subject, fwd, deliver, err
 }
 

@@ -148,6 +148,23 @@ func TestKVWatchAttacks(t *testing.T) {
 			break
 		}
 	}
+	// No update of an existing watch (a consumer name is all it would
+	// take to redirect another's): its own watch's name, with another inbox.
+	var name string
+	st, _ := l.bjs.Stream(ctx, "KV_agent_groups")
+	for c := range st.ListConsumers(ctx).Info() {
+		if c.Config.FilterSubject == "$KV.agent_groups.PC1" {
+			name = c.Name
+		}
+	}
+	if name == "" {
+		t.Fatal("no watch of PC1 found")
+	}
+	rep, err := pc1.Request("$JS.API.CONSUMER.CREATE.KV_agent_groups."+name, []byte(`{"stream_name":"KV_agent_groups",`+
+		`"config":{"name":"`+name+`","deliver_subject":"_INBOX.other","filter_subject":"$KV.agent_groups.PC1","ack_policy":"none"}}`), 5*time.Second)
+	if err != nil || !strings.Contains(string(rep.Data), `already exists`) {
+		t.Errorf("an update of watch %q: %v %s", name, err, rep.Data)
+	}
 	// A loop of creates is refused (20 a minute per agent and node; 45
 	// so that a minute's turn inside the loop still exceeds it).
 	refused := 0
@@ -167,7 +184,6 @@ func TestKVWatchAttacks(t *testing.T) {
 	s.quiet(t, pc1, l)
 	// None of that made a consumer but its own watch, delivering to its
 	// prefix.
-	st, _ := l.bjs.Stream(ctx, "KV_agent_groups")
 	for c := range st.ListConsumers(ctx).Info() {
 		if !strings.HasPrefix(c.Config.DeliverSubject, "_kanade.agents.kv_deliver.PC1.") || c.Config.FilterSubject != "$KV.agent_groups.PC1" {
 			t.Errorf("consumer %s on KV_agent_groups: %+v", c.Name, c.Config)
