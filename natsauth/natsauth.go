@@ -23,6 +23,9 @@
 //     ReplayConsumer(pc) on EXEC) is created through a relay too, which
 //     keeps the consumer a pull consumer filtered within the agent's lane;
 //     the agent imports that consumer's info, pulls and acks by name.
+//   - Watches of its KV keys (ordered push consumers) are created through
+//     a relay as well (KVWatchRelay), delivering to KVDeliverPrefix.{pc},
+//     which its account alone imports, as its _INBOX.>.
 //
 // Why one account per agent: a request's reply subject is not checked
 // against the requester's permissions, and the JetStream API (or any
@@ -138,9 +141,9 @@ const (
 
 // KVRead is a KV bucket agents read, and the keys each may read: "{pc}"
 // in a key stands for the agent's pc_id, "*" for any one token. Reads are
-// direct gets naming the key in the API subject; watches (push consumers)
-// are not offered, as a consumer's deliver subject is in the backend
-// account.
+// direct gets naming the key in the API subject; watches of the same keys
+// go through the backend's relay (KVWatchRelay), which delivers them to
+// the agent's own prefix.
 type KVRead struct {
 	Bucket string
 	Keys   []string
