@@ -54,33 +54,62 @@ const kvWatchMaxInactive = 5 * time.Minute
 // loop of creates is refused, not served).
 const kvWatchPerMinute = 20
 
-// kvWatchFilterOK tells whether filter names a key of r pc may read.
-func kvWatchFilterOK(r KVRead, pc, filter string) bool {
-	key, ok := strings.CutPrefix(filter, "$KV."+r.Bucket+".")
-	if !ok {
-		return false
+// covers tells whether every subject matching p also matches f.
+func covers(f, p string) bool {
+	ft, pt := strings.Split(f, "."), strings.Split(p, ".")
+	for i, t := range ft {
+		if t == ">" {
+			return len(pt) > i
+		}
+		if i >= len(pt) || pt[i] == ">" || t != "*" && t != pt[i] {
+			return false
+		}
 	}
-	for _, k := range kvKeys(r, pc) {
-		if k == key {
-			return true
+	return len(ft) == len(pt)
+}
+
+// narrowKVFilters maps the keys a watch asks for onto those of r pc may
+// read: a filter covering allowed keys (">", "*", the whole bucket) is
+// narrowed to them, one within an allowed pattern is kept. A filter that
+// names none of them is refused; so a watch of the whole agent_config
+// bucket (upstream's watch_all and keys()) becomes a watch of global,
+// groups.*, pcs.{pc} and target_version, and never shows another PC's key.
+func narrowKVFilters(r KVRead, pc string, filters []string) ([]string, error) {
+	prefix := "$KV." + r.Bucket + "."
+	var out []string
+	for _, f := range filters {
+		key, ok := strings.CutPrefix(f, prefix)
+		if !ok || key == "" {
+			return nil, fmt.Errorf("%q is not a key of %s", f, r.Bucket)
 		}
-		// A "*" in the pattern stands for one literal key token.
-		p, kt := strings.Split(k, "."), strings.Split(key, ".")
-		if len(p) != len(kt) {
-			continue
+		n := len(out)
+		for _, k := range kvKeys(r, pc) {
+			switch {
+			case covers(key, k):
+				out = append(out, prefix+k)
+			case covers(k, key):
+				out = append(out, prefix+key)
+			}
 		}
-		match := true
-		for i := range p {
-			if kt[i] == "*" || kt[i] == ">" || kt[i] == "" || p[i] != "*" && p[i] != kt[i] {
-				match = false
+		if len(out) == n {
+			return nil, fmt.Errorf("key %q is not one this agent reads", key)
+		}
+	}
+	// No two may overlap (JetStream refuses it): keep the widest.
+	var keep []string
+	for i, a := range out {
+		dup := false
+		for j, b := range out {
+			if i != j && covers(b, a) && (a != b || j < i) {
+				dup = true
 				break
 			}
 		}
-		if match {
-			return true
+		if !dup {
+			keep = append(keep, a)
 		}
 	}
-	return false
+	return keep, nil
 }
 
 // marshal encodes without HTML escaping (relayed JSON stays byte-faithful
@@ -172,10 +201,9 @@ func checkKVWatch(pc, stream, rest string, body []byte) (subject string, fwd []b
 	if len(many) == 0 {
 		return "", nil, "", fmt.Errorf("a watch names its keys")
 	}
-	for _, f := range many {
-		if !kvWatchFilterOK(r, pc, f) {
-			return "", nil, "", fmt.Errorf("key %q is not one this agent reads", f)
-		}
+	narrowed, err := narrowKVFilters(r, pc, many)
+	if err != nil {
+		return "", nil, "", err
 	}
 	// The API subject's extra tokens (name, then filter) must be the
 	// config's.
@@ -187,6 +215,13 @@ func checkKVWatch(pc, stream, rest string, body []byte) (subject string, fwd []b
 		if n != name || !wire.ValidToken(n) || f != "" && (f != one || len(many) != 1) {
 			return "", nil, "", fmt.Errorf("the subject's name or filter is not the config's")
 		}
+	}
+	delete(cfg, "filter_subject")
+	delete(cfg, "filter_subjects")
+	if len(narrowed) == 1 {
+		cfg["filter_subject"], _ = marshal(narrowed[0])
+	} else {
+		cfg["filter_subjects"], _ = marshal(narrowed)
 	}
 	var inactive int64
 	if v, ok := cfg["inactive_threshold"]; ok && json.Unmarshal(v, &inactive) != nil {
@@ -279,5 +314,49 @@ func relayKVWatch(nc *nats.Conn, lim *watchLimiter, m *nats.Msg, log *slog.Logge
 	}
 	if err := m.RespondMsg(&nats.Msg{Data: restoreDeliver(rep.Data, deliver), Header: rep.Header}); err != nil {
 		log.Debug("kv watch relay: respond", "pc_id", pc, "err", err)
+	}
+}
+
+// KVUnwatchRelay is the subject prefix of the backend's relay for the end
+// of a watch: an agent account imports KVUnwatchRelay.{pc}.KV_{bucket}.*
+// as its $JS.API.CONSUMER.DELETE.KV_{bucket}.*. The relay deletes the
+// consumer only if it delivers to that agent's own prefix (one of its
+// watches); nats.go deletes a watch's consumer when it stops.
+const KVUnwatchRelay = "_kanade.agents.kv_unwatch"
+
+// relayKVUnwatch answers one agent's consumer delete.
+func relayKVUnwatch(nc *nats.Conn, m *nats.Msg, log *slog.Logger) {
+	pc, tail, _ := strings.Cut(strings.TrimPrefix(m.Subject, KVUnwatchRelay+"."), ".")
+	stream, name, _ := strings.Cut(tail, ".")
+	if m.Reply == "" || jsAckReply(m.Reply) {
+		return
+	}
+	const typ = "io.nats.jetstream.api.v1.consumer_delete_response"
+	if !wire.ValidToken(name) || !strings.HasPrefix(stream, "KV_") {
+		m.Respond(apiError(typ, 400, "kanade: no such watch"))
+		return
+	}
+	rep, err := nc.Request("$JS.API.CONSUMER.INFO."+stream+"."+name, nil, relayTimeout)
+	if err != nil {
+		log.Debug("kv unwatch relay: no answer", "pc_id", pc, "err", err)
+		return
+	}
+	var info struct {
+		Config struct {
+			DeliverSubject string `json:"deliver_subject"`
+		} `json:"config"`
+	}
+	if json.Unmarshal(rep.Data, &info) != nil || !strings.HasPrefix(info.Config.DeliverSubject, KVDeliverPrefix+"."+pc+".") {
+		// Not one of its watches (or none at all): the same answer.
+		m.Respond(apiError(typ, 404, "kanade: "+pc+" has no watch "+name))
+		return
+	}
+	rep, err = nc.Request("$JS.API.CONSUMER.DELETE."+stream+"."+name, nil, relayTimeout)
+	if err != nil {
+		log.Debug("kv unwatch relay: no answer", "pc_id", pc, "err", err)
+		return
+	}
+	if err := m.RespondMsg(&nats.Msg{Data: rep.Data, Header: rep.Header}); err != nil {
+		log.Debug("kv unwatch relay: respond", "pc_id", pc, "err", err)
 	}
 }

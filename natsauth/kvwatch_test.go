@@ -3,6 +3,7 @@ package natsauth_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -39,8 +40,7 @@ func TestKVWatchOwnKey(t *testing.T) {
 	if err != nil {
 		t.Fatalf("watch: %v", err)
 	}
-	// (No w.Stop: nats.go's Stop deletes the consumer, which agents may
-	// not; the watch ends with the connection and its inactive threshold.)
+	defer w.Stop() // deletes its consumer, through the unwatch relay
 	next := func() string {
 		t.Helper()
 		select {
@@ -110,15 +110,10 @@ func TestKVWatchAttacks(t *testing.T) {
 		t.Cleanup(cancel)
 		return c
 	}
-	for _, keys := range []string{"PC2", ">", "*", "PC1.>"} {
-		if w, err := kv.Watch(short(), keys); err == nil {
-			w.Stop()
+	for _, keys := range []string{"PC2", "PC1.>", "PC2.*"} {
+		if _, err := kv.Watch(short(), keys); err == nil {
 			t.Errorf("PC1 watched %q", keys)
 		}
-	}
-	if w, err := kv.WatchAll(short()); err == nil {
-		w.Stop()
-		t.Error("PC1 watched the whole bucket")
 	}
 	raw := map[string]string{
 		"into PC2's commands": `{"stream_name":"KV_agent_groups","config":{"deliver_subject":"commands.pc.PC2","filter_subject":"$KV.agent_groups.PC1","ack_policy":"none"}}`,
@@ -182,11 +177,119 @@ func TestKVWatchAttacks(t *testing.T) {
 	pc1.Publish("$JS.API.CONSUMER.CREATE.KV_jobs", []byte(`{}`))
 	v.waitFor(t, "publish", "$JS.API.CONSUMER.CREATE.KV_jobs")
 	s.quiet(t, pc1, l)
+	// Nor the delete of another's watch: PC2's stays.
+	pc2js, _ := jetstream.New(l.agent(t, "PC2"))
+	kv2, _ := pc2js.KeyValue(ctx, wire.BucketAgentGroups)
+	if _, err := kv2.Watch(ctx, "PC2"); err != nil {
+		t.Fatal(err)
+	}
+	var pc2watch string
+	for c := range st.ListConsumers(ctx).Info() {
+		if c.Config.FilterSubject == "$KV.agent_groups.PC2" {
+			pc2watch = c.Name
+		}
+	}
+	rep, err = pc1.Request("$JS.API.CONSUMER.DELETE.KV_agent_groups."+pc2watch, nil, 5*time.Second)
+	if err != nil || !strings.Contains(string(rep.Data), "has no watch") {
+		t.Errorf("delete of PC2's watch: %v %s", err, rep.Data)
+	}
+	for c := range st.ListConsumers(ctx).Info() {
+		if c.Name == pc2watch {
+			pc2watch += " (still there)"
+		}
+	}
+	if !strings.HasSuffix(pc2watch, " (still there)") {
+		t.Errorf("PC2's watch is gone")
+	}
+	pc2watch = strings.TrimSuffix(pc2watch, " (still there)")
 	// None of that made a consumer but its own watch, delivering to its
 	// prefix.
 	for c := range st.ListConsumers(ctx).Info() {
+		if c.Name == pc2watch {
+			continue
+		}
 		if !strings.HasPrefix(c.Config.DeliverSubject, "_kanade.agents.kv_deliver.PC1.") || c.Config.FilterSubject != "$KV.agent_groups.PC1" {
 			t.Errorf("consumer %s on KV_agent_groups: %+v", c.Name, c.Config)
 		}
+	}
+}
+
+// TestKVWatchNarrowed: a watch (or key listing) of a whole bucket, as
+// upstream's config supervisor does on agent_config (keys(), watch_all),
+// shows the agent exactly the keys it may read, never another PC's.
+func TestKVWatchNarrowed(t *testing.T) {
+	l := startLane(t, "PC1", "PC2")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cfg, err := l.bjs.KeyValue(ctx, wire.BucketAgentConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"global", "groups.lab", "pcs.PC1", "pcs.PC2", "other"} {
+		cfg.Put(ctx, k, []byte(`{"k":"`+k+`"}`))
+	}
+	grp, _ := l.bjs.KeyValue(ctx, wire.BucketAgentGroups)
+	grp.Put(ctx, "PC1", []byte(`{"groups":["lab"]}`))
+	grp.Put(ctx, "PC2", []byte(`{"groups":["secret"]}`))
+	pc1 := l.agent(t, "PC1")
+	js, _ := jetstream.New(pc1)
+	all := func(bucket string) []string {
+		t.Helper()
+		kv, err := js.KeyValue(ctx, bucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := kv.WatchAll(ctx)
+		if err != nil {
+			t.Fatalf("watch all %s: %v", bucket, err)
+		}
+		var got []string
+		for e := range w.Updates() {
+			if e == nil {
+				break
+			}
+			got = append(got, e.Key())
+		}
+		slices.Sort(got)
+		return got
+	}
+	if got := all(wire.BucketAgentConfig); !slices.Equal(got, []string{"global", "groups.lab", "pcs.PC1"}) {
+		t.Fatalf("agent_config as PC1 sees it: %q", got)
+	}
+	if got := all(wire.BucketAgentGroups); !slices.Equal(got, []string{"PC1"}) {
+		t.Fatalf("agent_groups as PC1 sees it: %q", got)
+	}
+	kv, _ := js.KeyValue(ctx, wire.BucketAgentConfig)
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for k := range keys.Keys() {
+		got = append(got, k)
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"global", "groups.lab", "pcs.PC1"}) {
+		t.Fatalf("agent_config keys as PC1 lists them: %q", got)
+	}
+	// Each listed key reads back with a get; a later change is seen.
+	for _, k := range got {
+		if _, err := kv.Get(ctx, k); err != nil {
+			t.Fatalf("get %s: %v", k, err)
+		}
+	}
+	w, err := kv.Watch(ctx, "groups.*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for e := range w.Updates() {
+		if e == nil {
+			break
+		}
+	}
+	cfg.Put(ctx, "pcs.PC2", []byte(`{"k":"again"}`))
+	cfg.Put(ctx, "groups.lab", []byte(`{"k":"changed"}`))
+	if e := <-w.Updates(); e == nil || e.Key() != "groups.lab" || string(e.Value()) != `{"k":"changed"}` {
+		t.Fatalf("change: %v", e)
 	}
 }

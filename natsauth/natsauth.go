@@ -204,6 +204,7 @@ func BackendExports() []Export {
 		// KV watches: created through the relay (see KVWatchRelay),
 		// delivered to each agent's own prefix.
 		{Service: true, Subject: KVWatchRelay + ".>"},
+		{Service: true, Subject: KVUnwatchRelay + ".>"},
 		{Subject: KVDeliverPrefix + ".*.>"},
 		// Backend -> agents, live.
 		{Subject: wire.SubjectCommandsAny},
@@ -268,6 +269,8 @@ func AgentImports(pc string) []Import {
 		out = append(out,
 			Import{Service: true, Account: BackendAccount, Subject: relay, To: create},
 			Import{Service: true, Account: BackendAccount, Subject: relay + ".>", To: create + ".>"},
+			Import{Service: true, Account: BackendAccount, Subject: KVUnwatchRelay + "." + pc + ".KV_" + r.Bucket + ".*",
+				To: "$JS.API.CONSUMER.DELETE.KV_" + r.Bucket + ".*"},
 			svc("$JS.FC.KV_"+r.Bucket+".>"))
 	}
 	out = append(out, Import{Account: BackendAccount, Subject: KVDeliverPrefix + "." + pc + ".>", To: agentInbox + ">"})

@@ -106,7 +106,23 @@ func Relay(nc *nats.Conn, log *slog.Logger) (func(), error) {
 		replay.Unsubscribe()
 		return nil, fmt.Errorf("kv watch relay: %w", err)
 	}
-	return func() { info.Unsubscribe(); res.Unsubscribe(); replay.Unsubscribe(); watch.Unsubscribe() }, nil
+	unwatch, err := nc.QueueSubscribe(KVUnwatchRelay+".>", relayQueue, func(m *nats.Msg) {
+		async(func() { relayKVUnwatch(nc, m, log) })
+	})
+	if err != nil {
+		info.Unsubscribe()
+		res.Unsubscribe()
+		replay.Unsubscribe()
+		watch.Unsubscribe()
+		return nil, fmt.Errorf("kv unwatch relay: %w", err)
+	}
+	return func() {
+		info.Unsubscribe()
+		res.Unsubscribe()
+		replay.Unsubscribe()
+		watch.Unsubscribe()
+		unwatch.Unsubscribe()
+	}, nil
 }
 
 // jsAckReply tells whether a reply is in $JS.ACK.: nats-server passes such
