@@ -46,6 +46,15 @@ func TestWhatRemains(t *testing.T) {
 		t.Fatalf("replay of another group: %q", got)
 	}
 
+	// ... and flow control answers of watches name no PC: PC1's reach
+	// JetStream for any consumer on a bucket it reads.
+	fcs, _ := l.backend.SubscribeSync("$JS.FC.KV_agent_groups.>")
+	l.backend.Flush()
+	pc1.Publish("$JS.FC.KV_agent_groups.someone-elses.1", nil)
+	if _, err := fcs.NextMsg(5 * time.Second); err != nil {
+		t.Fatalf("flow control answer: %v", err)
+	}
+
 	// 3. Output objects are not bound to a PC: PC1 replaces PC2's.
 	pc2 := l.agent(t, "PC2")
 	j2, _ := jetstream.New(pc2)
