@@ -41,75 +41,100 @@ type previewParams struct {
 	Count int    `json:"count"`
 }
 
+// Definitions are the endpoints of the jobs and schedules services.
+func Definitions() []api.Definition {
+	return []api.Definition{
+		{Service: "jobs", Endpoints: []api.Endpoint{
+			{Name: "list", Subject: "kanade.jobs.list", HTTP: "GET /api/jobs", Tier: api.TierViewer},
+			{Name: "get", Subject: "kanade.jobs.get", HTTP: "GET /api/jobs/{job_id}", Tier: api.TierViewer},
+			{Name: "put", Subject: "kanade.jobs.put", HTTP: "POST /api/jobs", Tier: api.TierOperator,
+				Audit: "job_upsert", AuditTarget: "id"},
+			{Name: "delete", Subject: "kanade.jobs.delete", HTTP: "DELETE /api/jobs/{job_id}", Tier: api.TierOperator,
+				Audit: "job_delete", AuditTarget: "job_id"},
+			{Name: "exec", Subject: "kanade.jobs.exec", HTTP: "POST /api/exec/{job_id}", Tier: api.TierOperator,
+				Audit: "exec", AuditTarget: "job_id"},
+		}},
+		{Service: "schedules", Endpoints: []api.Endpoint{
+			{Name: "list", Subject: "kanade.schedules.list", HTTP: "GET /api/schedules", Tier: api.TierViewer},
+			{Name: "upcoming", Subject: "kanade.schedules.upcoming", HTTP: "GET /api/schedules/upcoming", IntParams: []string{"limit"}, Tier: api.TierViewer},
+			{Name: "get", Subject: "kanade.schedules.get", HTTP: "GET /api/schedules/{id}", Tier: api.TierViewer},
+			{Name: "put", Subject: "kanade.schedules.put", HTTP: "POST /api/schedules", Tier: api.TierOperator,
+				Audit: "schedule_upsert", AuditTarget: "id"},
+			{Name: "delete", Subject: "kanade.schedules.delete", HTTP: "DELETE /api/schedules/{id}", Tier: api.TierOperator,
+				Audit: "schedule_delete", AuditTarget: "id"},
+			{Name: "enable", Subject: "kanade.schedules.enable", HTTP: "POST /api/schedules/{id}/enable", Tier: api.TierOperator,
+				Audit: "schedule_enable", AuditTarget: "id"},
+			{Name: "disable", Subject: "kanade.schedules.disable", HTTP: "POST /api/schedules/{id}/disable", Tier: api.TierOperator,
+				Audit: "schedule_disable", AuditTarget: "id"},
+			{Name: "preview", Subject: "kanade.schedules.preview", HTTP: "GET /api/schedules/{id}/preview", IntParams: []string{"count"}, Tier: api.TierViewer},
+		}},
+	}
+}
+
 // services binds the jobs and schedules capabilities to micro services.
-func services(cat *Catalog, eng *Engine, firer *Firer, clock Clock, log *slog.Logger) []api.Service {
+func services(cat *Catalog, eng *Engine, firer *Firer, clock Clock, log *slog.Logger, aud api.Auditor) []api.Service {
+	defs := Definitions()
 	jobs := api.Service{
-		Name:        "jobs",
+		Name:        defs[0].Service,
 		Description: "the jobs catalog (KV jobs) and running a job now",
 		Logger:      log,
-		Endpoints: []api.Endpoint{
-			{Name: "list", Subject: "kanade.jobs.list", HTTP: "GET /api/jobs",
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					return cat.ListJobsLive(ctx)
-				}},
-			{Name: "get", Subject: "kanade.jobs.get", HTTP: "GET /api/jobs/{job_id}",
-				Handler: with(func(ctx context.Context, p jobParams) (any, error) {
-					_, raw, err := cat.GetJob(ctx, p.JobID)
-					return raw, err
-				})},
-			{Name: "put", Subject: "kanade.jobs.put", HTTP: "POST /api/jobs",
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					return cat.PutJob(ctx, r.Data, r.ContentType())
-				}},
-			{Name: "delete", Subject: "kanade.jobs.delete", HTTP: "DELETE /api/jobs/{job_id}",
-				Handler: with(func(ctx context.Context, p jobParams) (any, error) {
-					return nil, cat.DeleteJob(ctx, p.JobID)
-				})},
-			{Name: "exec", Subject: "kanade.jobs.exec", HTTP: "POST /api/exec/{job_id}",
-				Handler: with(func(ctx context.Context, req ExecRequest) (any, error) {
-					return ExecNow(ctx, cat, firer, req, clock.Now())
-				})},
-		},
+		Audit:       aud,
+		Endpoints: defs[0].Bind(map[string]api.Handler{
+			"list": func(ctx context.Context, r api.Request) (any, error) {
+				return cat.ListJobsLive(ctx)
+			},
+			"get": with(func(ctx context.Context, p jobParams) (any, error) {
+				_, raw, err := cat.GetJob(ctx, p.JobID)
+				return raw, err
+			}),
+			"put": func(ctx context.Context, r api.Request) (any, error) {
+				return cat.PutJob(ctx, r.Data, r.ContentType())
+			},
+			"delete": with(func(ctx context.Context, p jobParams) (any, error) {
+				return nil, cat.DeleteJob(ctx, p.JobID)
+			}),
+			"exec": func(ctx context.Context, r api.Request) (any, error) {
+				var req ExecRequest
+				if err := params(r, &req); err != nil {
+					return nil, err
+				}
+				req.InitiatedBy = api.CallerActor(r)
+				return ExecNow(ctx, cat, firer, req, clock.Now())
+			},
+		}),
 	}
 	scheds := api.Service{
-		Name:        "schedules",
+		Name:        defs[1].Service,
 		Description: "cron schedules of jobs (KV schedules)",
 		Logger:      log,
-		Endpoints: []api.Endpoint{
-			{Name: "list", Subject: "kanade.schedules.list", HTTP: "GET /api/schedules",
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					return cat.ListSchedulesChecked(ctx)
-				}},
-			{Name: "upcoming", Subject: "kanade.schedules.upcoming", HTTP: "GET /api/schedules/upcoming", IntParams: []string{"limit"},
-				Handler: with(func(ctx context.Context, p upcomingParams) (any, error) {
-					return eng.Upcoming(ctx, p.Limit)
-				})},
-			{Name: "get", Subject: "kanade.schedules.get", HTTP: "GET /api/schedules/{id}",
-				Handler: with(func(ctx context.Context, p scheduleParams) (any, error) {
-					s, err := cat.GetSchedule(ctx, p.ID)
-					return s.Raw, err
-				})},
-			{Name: "put", Subject: "kanade.schedules.put", HTTP: "POST /api/schedules",
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					return cat.PutSchedule(ctx, r.Data, r.ContentType())
-				}},
-			{Name: "delete", Subject: "kanade.schedules.delete", HTTP: "DELETE /api/schedules/{id}",
-				Handler: with(func(ctx context.Context, p scheduleParams) (any, error) {
-					return nil, cat.DeleteSchedule(ctx, p.ID)
-				})},
-			{Name: "enable", Subject: "kanade.schedules.enable", HTTP: "POST /api/schedules/{id}/enable",
-				Handler: with(func(ctx context.Context, p scheduleParams) (any, error) {
-					return nil, cat.SetEnabled(ctx, p.ID, true)
-				})},
-			{Name: "disable", Subject: "kanade.schedules.disable", HTTP: "POST /api/schedules/{id}/disable",
-				Handler: with(func(ctx context.Context, p scheduleParams) (any, error) {
-					return nil, cat.SetEnabled(ctx, p.ID, false)
-				})},
-			{Name: "preview", Subject: "kanade.schedules.preview", HTTP: "GET /api/schedules/{id}/preview", IntParams: []string{"count"},
-				Handler: with(func(ctx context.Context, p previewParams) (any, error) {
-					return cat.Preview(ctx, p.ID, p.Count, clock.Now())
-				})},
-		},
+		Audit:       aud,
+		Endpoints: defs[1].Bind(map[string]api.Handler{
+			"list": func(ctx context.Context, r api.Request) (any, error) {
+				return cat.ListSchedulesChecked(ctx)
+			},
+			"upcoming": with(func(ctx context.Context, p upcomingParams) (any, error) {
+				return eng.Upcoming(ctx, p.Limit)
+			}),
+			"get": with(func(ctx context.Context, p scheduleParams) (any, error) {
+				s, err := cat.GetSchedule(ctx, p.ID)
+				return s.Raw, err
+			}),
+			"put": func(ctx context.Context, r api.Request) (any, error) {
+				return cat.PutSchedule(ctx, r.Data, r.ContentType())
+			},
+			"delete": with(func(ctx context.Context, p scheduleParams) (any, error) {
+				return nil, cat.DeleteSchedule(ctx, p.ID)
+			}),
+			"enable": with(func(ctx context.Context, p scheduleParams) (any, error) {
+				return nil, cat.SetEnabled(ctx, p.ID, true)
+			}),
+			"disable": with(func(ctx context.Context, p scheduleParams) (any, error) {
+				return nil, cat.SetEnabled(ctx, p.ID, false)
+			}),
+			"preview": with(func(ctx context.Context, p previewParams) (any, error) {
+				return cat.Preview(ctx, p.ID, p.Count, clock.Now())
+			}),
+		}),
 	}
 	return []api.Service{jobs, scheds}
 }

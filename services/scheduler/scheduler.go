@@ -50,6 +50,9 @@ type Options struct {
 	// sends v2 envelopes to the PCs that report them (nil: never).
 	Signer    *signing.Signer
 	Envelopes *signing.Envelopes
+	// Audit records each job and schedule change and each exec before it
+	// is made (nil: no trail).
+	Audit api.Auditor
 }
 
 // Scheduler is the running scheduler and its services.
@@ -125,7 +128,7 @@ func Start(ctx context.Context, o Options) (*Scheduler, error) {
 		s.Stop()
 		return nil, err
 	}
-	firer := &Firer{JS: js, Log: o.Logger, Pins: pins, Signer: o.Signer, Envelopes: o.Envelopes, Agents: &AgentCounter{Roster: roster, DB: o.DB, Now: o.Clock.Now, Log: o.Logger}}
+	firer := &Firer{JS: js, Log: o.Logger, Pins: pins, Signer: o.Signer, Envelopes: o.Envelopes, Audit: o.Audit, Agents: &AgentCounter{Roster: roster, DB: o.DB, Now: o.Clock.Now, Log: o.Logger}}
 	s.Engine, err = StartEngine(ctx, EngineOptions{
 		Schedules: scheds, Jobs: jobs, JobCache: jobCache, JS: js, Claims: claims, Firer: firer, Clock: o.Clock,
 		Instance: o.NodeName + "-" + uuid.NewString()[:8], Workers: o.Workers, Logger: o.Logger,
@@ -134,7 +137,7 @@ func Start(ctx context.Context, o Options) (*Scheduler, error) {
 		s.Stop()
 		return nil, fmt.Errorf("scheduler: %w", err)
 	}
-	for _, svc := range services(s.Catalog, s.Engine, firer, o.Clock, o.Logger) {
+	for _, svc := range services(s.Catalog, s.Engine, firer, o.Clock, o.Logger, o.Audit) {
 		r, err := api.Start(o.Conn, svc)
 		if err != nil {
 			s.Stop()

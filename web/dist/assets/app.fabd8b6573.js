@@ -1,21 +1,25 @@
 // The dashboard's entry: routes each #/path to its page, owns the page's
 // lifecycle (timers and requests stop when you leave), and wires the header.
 
-import { start } from './router.475a737da2.js';
-import { api, setTokenPrompt, storedToken, forgetToken } from './api.82493244e8.js';
-import { tokenDialog } from './dialog.ca5da1cc43.js';
+import { start, parseHash, href, navigate } from './router.475a737da2.js';
+import { api, setUnauthorized, forgetToken } from './api.430a70e23a.js';
+import { loadMe, clearMe } from './auth.77d10ae901.js';
 import { initThemeToggle } from './theme.9bc285ecbb.js';
 import { Lifecycle } from './lifecycle.cf1e604c6c.js';
 import { h, replace } from './dom.3dd86e8f14.js';
-import * as activity from './page-activity.8069142c0a.js';
-import * as result from './page-result.d8f2557792.js';
-import * as executions from './page-executions.bab39005ea.js';
-import * as jobs from './page-jobs.26000aed8f.js';
-import * as schedules from './page-schedules.b26be2bf1e.js';
-import * as agents from './page-agents.755016b950.js';
-import * as home from './page-home.4b3d2fc3a0.js';
-import * as agent from './page-agent.3f440a34d5.js';
-import * as groupsPage from './page-groups.9040885b96.js';
+import * as activity from './page-activity.9e98647cee.js';
+import * as result from './page-result.5c100b7e60.js';
+import * as executions from './page-executions.d35c4bb31c.js';
+import * as jobs from './page-jobs.ce1a971038.js';
+import * as schedules from './page-schedules.d467c49fa8.js';
+import * as agents from './page-agents.ded74cc44c.js';
+import * as login from './page-login.883a3732e6.js';
+import * as password from './page-password.25446dd578.js';
+import * as accounts from './page-accounts.4c9633d3c2.js';
+import * as audit from './page-audit.396abf46f5.js';
+import * as home from './page-home.9501de41a0.js';
+import * as agent from './page-agent.1bc958a6f5.js';
+import * as groupsPage from './page-groups.c9fb9de0b2.js';
 
 const routes = [
   // Home is the landing page; '/' with a query is an Activity link made
@@ -31,6 +35,10 @@ const routes = [
   { re: /^\/agents$/, page: agents, nav: 'agents' },
   { re: /^\/agents\/([^/]+)$/, page: agent, nav: 'agents' },
   { re: /^\/groups$/, page: groupsPage, nav: 'groups' },
+  { re: /^\/login$/, page: login, nav: null },
+  { re: /^\/change-password$/, page: password, nav: null },
+  { re: /^\/accounts$/, page: accounts, nav: 'accounts' },
+  { re: /^\/audit$/, page: audit, nav: 'audit' },
 ];
 
 const notFound = {
@@ -42,7 +50,6 @@ const notFound = {
 };
 
 const main = document.getElementById('main');
-const forget = document.querySelector('[data-testid="forget-token"]');
 let current = null;
 
 function show({ path, params }) {
@@ -72,18 +79,24 @@ function show({ path, params }) {
     if (route && a.dataset.nav === route.nav) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
   }
-  forget.hidden = !storedToken();
 }
 
-setTokenPrompt(async (rejected) => {
-  const token = await tokenDialog(rejected);
-  forget.hidden = !token;
-  return token;
+// A 401 anywhere: the session is gone (or there never was one); log in and
+// come back here.
+setUnauthorized((reason, hadToken) => {
+  clearMe();
+  const { path } = parseHash();
+  if (path === '/login') return;
+  const from = location.hash.replace(/^#/, '') || '/';
+  // A first visit just needs a login; a session that ended says why.
+  const why = hadToken ? `Your session ended (${reason || 'the server refused the token'}). Log in again.` : 'Log in to go on.';
+  navigate(href('/login', { from, reason: why }));
 });
 
-forget.addEventListener('click', () => {
+document.querySelector('[data-testid="logout"]').addEventListener('click', () => {
   forgetToken();
-  forget.hidden = true;
+  clearMe();
+  navigate('/login');
 });
 
 document.querySelector('[data-testid="skip-link"]').addEventListener('click', () => main.focus());
@@ -113,4 +126,4 @@ async function pollProjector() {
 }
 pollProjector();
 
-start(show);
+loadMe().finally(() => start(show));

@@ -2,10 +2,11 @@
 // disable one, preview its next fires, add or edit one as YAML.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api } from './api.82493244e8.js';
+import { api } from './api.430a70e23a.js';
+import { hasRole } from './auth.77d10ae901.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
-import { timeEl, agoEl, tickAgo, errorText } from './format.913d19cc04.js';
-import { confirmDialog, yamlDialog } from './dialog.ca5da1cc43.js';
+import { timeEl, agoEl, tickAgo, errorText } from './format.dc80c323ac.js';
+import { confirmDialog, yamlDialog } from './dialog.2b0c444602.js';
 import { toYAML } from './yaml.124ddd447c.js';
 
 export const title = 'Schedules';
@@ -48,7 +49,7 @@ export function mount(main, { life }) {
 
   replace(main, h('section', { class: 'page schedules', testid: 'schedules-page' },
     h('div', { class: 'page-head' }, h('h1', {}, 'Schedules'), h('span', { class: 'spacer' }),
-      h('button', { type: 'button', class: 'primary', testid: 'add-schedule', onclick: () => edit(null) }, 'Add schedule')),
+      h('button', { type: 'button', class: 'primary', testid: 'add-schedule', 'data-min-role': 'operator', onclick: () => edit(null) }, 'Add schedule')),
     banner,
     h('div', { class: 'table-wrap' }, h('table', { class: 'schedules', testid: 'schedules-table' },
       h('thead', {}, h('tr', {},
@@ -63,6 +64,7 @@ export function mount(main, { life }) {
     const toggle = h('button', {
       type: 'button', role: 'switch', 'aria-checked': String(enabled), class: `toggle small ${enabled ? 'on' : 'off'}`,
       testid: 'toggle-schedule', title: enabled ? 'enabled: click to disable' : 'disabled: click to enable',
+      disabled: !hasRole('operator'), // a viewer sees the state, cannot change it
       onclick: () => setEnabled(sc, !enabled, toggle),
     }, enabled ? 'Enabled' : 'Disabled');
     const row = h('tr', { testid: 'schedule-row', class: sc.error ? 'broken' : null, dataset: { scheduleId: sc.id, enabled: String(enabled), error: sc.error ? 'true' : null } },
@@ -74,8 +76,8 @@ export function mount(main, { life }) {
       h('td', {}, h('div', { class: 'actions' },
         toggle,
         h('button', { type: 'button', class: 'small', testid: 'preview-schedule', 'aria-expanded': String(previews.has(sc.id)), onclick: () => togglePreview(sc) }, 'Preview'),
-        h('button', { type: 'button', class: 'small', testid: 'edit-schedule', onclick: () => edit(sc) }, 'Edit'),
-        h('button', { type: 'button', class: 'small danger-text', testid: 'delete-schedule', onclick: () => remove(sc) }, 'Delete'))));
+        h('button', { type: 'button', class: 'small', testid: 'edit-schedule', 'data-min-role': 'operator', onclick: () => edit(sc) }, 'Edit'),
+        h('button', { type: 'button', class: 'small danger-text', testid: 'delete-schedule', 'data-min-role': 'operator', onclick: () => remove(sc) }, 'Delete'))));
     if (!previews.has(sc.id)) return [row];
     const fires = previews.get(sc.id);
     return [row, h('tr', { class: 'preview-row' }, h('td', { colspan: 6 },
