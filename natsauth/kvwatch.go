@@ -131,7 +131,7 @@ func checkKVWatch(pc, stream, rest string, body []byte) (subject string, fwd []b
 	var r KVRead
 	found := false
 	for _, kv := range AgentKV {
-		if "KV_"+kv.Bucket == stream {
+		if "KV_"+kv.Bucket == stream && kv.Watch {
 			r, found = kv, true
 		}
 	}

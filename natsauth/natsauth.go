@@ -147,17 +147,20 @@ const (
 type KVRead struct {
 	Bucket string
 	Keys   []string
+	// Watch: upstream agents also watch these keys (kv.watch, watch_all),
+	// so the account imports the watch relay for this bucket.
+	Watch bool
 }
 
 // AgentKV lists the KV buckets agents read. This backend creates only
 // agent_groups so far; the others are upstream's buckets agents read
 // (revocation, version pin, layered config), ready for when they exist.
 var AgentKV = []KVRead{
-	{Bucket: wire.BucketAgentGroups, Keys: []string{"{pc}"}},
-	{Bucket: "agent_groups_derived", Keys: []string{"{pc}"}},
+	{Bucket: wire.BucketAgentGroups, Keys: []string{"{pc}"}, Watch: true},
+	{Bucket: "agent_groups_derived", Keys: []string{"{pc}"}, Watch: true},
 	{Bucket: "script_status", Keys: []string{"*"}},
 	{Bucket: "script_current", Keys: []string{"*"}},
-	{Bucket: "agent_config", Keys: []string{"global", "groups.*", "pcs.{pc}", "target_version"}},
+	{Bucket: "agent_config", Keys: []string{"global", "groups.*", "pcs.{pc}", "target_version"}, Watch: true},
 }
 
 func kvKeys(r KVRead, pc string) []string {
@@ -196,9 +199,10 @@ func BackendExports() []Export {
 	}
 	for _, r := range AgentKV {
 		out = append(out,
-			Export{Service: true, Subject: "$JS.API.DIRECT.GET.KV_" + r.Bucket + ".$KV." + r.Bucket + ".>"},
-			// Watches' flow control answers.
-			Export{Service: true, Subject: "$JS.FC.KV_" + r.Bucket + ".>"})
+			Export{Service: true, Subject: "$JS.API.DIRECT.GET.KV_" + r.Bucket + ".$KV." + r.Bucket + ".>"})
+		if r.Watch { // watches' flow control answers
+			out = append(out, Export{Service: true, Subject: "$JS.FC.KV_" + r.Bucket + ".>"})
+		}
 	}
 	return append(out, []Export{
 		// KV watches: created through the relay (see KVWatchRelay),
@@ -263,6 +267,9 @@ func AgentImports(pc string) []Import {
 		out = append(out, info("KV_"+r.Bucket))
 		for _, k := range kvKeys(r, pc) {
 			out = append(out, svc("$JS.API.DIRECT.GET.KV_"+r.Bucket+".$KV."+r.Bucket+"."+k))
+		}
+		if !r.Watch {
+			continue
 		}
 		create := "$JS.API.CONSUMER.CREATE.KV_" + r.Bucket
 		relay := KVWatchRelay + "." + pc + ".KV_" + r.Bucket
