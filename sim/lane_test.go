@@ -529,3 +529,62 @@ func TestReplayOnPerPCCredentials(t *testing.T) {
 		}
 	}
 }
+
+// TestGroupsFollowKVOnPerPCCredentials: agents with no backend connection
+// follow their own agent_groups key and agent_config through watches on
+// their own credentials (the backend's relay keeps each to its own keys):
+// a group set in KV after start brings that group's Commands.
+func TestGroupsFollowKVOnPerPCCredentials(t *testing.T) {
+	r, pw := runLaneNode(t, []string{"sim-pc-0001", "sim-pc-0002"})
+	ctx := context.Background()
+	backend, err := nats.Connect(r.NATS, nats.UserInfo("backend", pw["backend"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer backend.Close()
+	bjs, _ := jetstream.New(backend)
+	f, err := sim.Start(ctx, sim.Options{Agents: 2, Groups: []string{"g1"}, Logger: nodetest.Logger(t),
+		AgentConn: func(pc string) (*nats.Conn, error) { return nats.Connect(r.NATS, nats.UserInfo(pc, pw[pc])) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Stop()
+	kv, err := bjs.KeyValue(ctx, wire.BucketAgentGroups)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "sim-pc-0002", []byte(`{"groups":["g9"]}`)); err != nil {
+		t.Fatal(err)
+	}
+	cmd := `{"id":"grp","version":"1","request_id":"6d1f6d9e-0000-4000-8000-0000000000a%d","exec_id":null,"shell":"sh",` +
+		`"script":"# sim: outcome=success duration=10ms\nid","timeout_secs":5,"jitter_secs":null,"run_as":"system","staleness":{"mode":"cached"}}`
+	// The membership change reaches the agent asynchronously: publish
+	// until it runs one (each Command its own request_id).
+	i := 0
+	waitFor(t, "sim-pc-0002 to run g9's Command", func() bool {
+		i++
+		backend.Publish(wire.CommandsGroup("g9"), []byte(fmt.Sprintf(cmd, i)))
+		backend.Flush()
+		time.Sleep(100 * time.Millisecond)
+		return f.Stats().ResultsPublished >= 1
+	})
+	// Only sim-pc-0002 is in g9 (sim-pc-0001 kept g1): one more Command
+	// is run by it alone.
+	time.Sleep(500 * time.Millisecond) // the loop's last runs finish
+	results, _ := backend.SubscribeSync("results.>")
+	backend.Flush()
+	before := f.Stats().ResultsPublished
+	backend.Publish(wire.CommandsGroup("g9"), []byte(fmt.Sprintf(cmd, 0)))
+	m, err := results.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res wire.ExecResult
+	if err := json.Unmarshal(m.Data, &res); err != nil || res.PCID != "sim-pc-0002" {
+		t.Fatalf("g9's Command ran on %q: %v", res.PCID, err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := f.Stats().ResultsPublished - before; n != 1 {
+		t.Fatalf("%d results for one Command to one agent", n)
+	}
+}
