@@ -273,7 +273,8 @@ func restoreDeliver(answer []byte, deliver string) []byte {
 	return out
 }
 
-// watchLimiter counts the watches created per agent in the current minute.
+// watchLimiter counts the consumers created (or updated) per agent in the
+// current minute: kvWatchPerMinute at most.
 type watchLimiter struct {
 	mu     sync.Mutex
 	minute int64

@@ -88,8 +88,9 @@ func Relay(nc *nats.Conn, log *slog.Logger) (func(), error) {
 		return nil, fmt.Errorf("results relay: %w", err)
 	}
 	res.SetPendingLimits(-1, -1) // a broadcast's results arrive at once
+	var replayLim watchLimiter
 	replay, err := nc.QueueSubscribe(ReplayConsumerRelay+".>", relayQueue, func(m *nats.Msg) {
-		async(func() { relayReplayConsumer(nc, m, log) })
+		async(func() { relayReplayConsumer(nc, &replayLim, m, log) })
 	})
 	if err != nil {
 		info.Unsubscribe()

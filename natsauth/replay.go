@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -151,7 +152,7 @@ func apiError(typ string, code int, why string) []byte {
 }
 
 // relayReplayConsumer answers one agent's replay consumer create.
-func relayReplayConsumer(nc *nats.Conn, m *nats.Msg, log *slog.Logger) {
+func relayReplayConsumer(nc *nats.Conn, lim *watchLimiter, m *nats.Msg, log *slog.Logger) {
 	rest := strings.TrimPrefix(m.Subject, ReplayConsumerRelay+".")
 	pc, filter, _ := strings.Cut(rest, ".")
 	if m.Reply == "" || jsAckReply(m.Reply) {
@@ -161,6 +162,12 @@ func relayReplayConsumer(nc *nats.Conn, m *nats.Msg, log *slog.Logger) {
 		return
 	}
 	fwd, err := checkReplayCreate(pc, filter, m.Data)
+	if err == nil && !lim.allow(pc, time.Now()) {
+		// Upstream agents create it on (re)connect and on a change of
+		// groups; a loop of updates (each a write in the cluster) is not
+		// served.
+		err = fmt.Errorf("more than %d creates or updates in a minute", kvWatchPerMinute)
+	}
 	if err != nil {
 		log.Debug("replay consumer relay: refused", "pc_id", pc, "err", err)
 		m.Respond(apiError("io.nats.jetstream.api.v1.consumer_create_response", 403,

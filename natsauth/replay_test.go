@@ -271,4 +271,16 @@ func TestReplayConsumerAttacks(t *testing.T) {
 	if got := replayOnce(t, pc2, "PC2"); !slices.Equal(got, []string{`commands.pc.PC2 {"id":"pc2-secret"}`}) {
 		t.Fatalf("PC2 replayed %q", got)
 	}
+	// A loop of updates is refused (20 a minute per agent and node; 45 so
+	// that a minute's turn inside the loop still exceeds it).
+	refused := 0
+	for range 45 {
+		rep, err := pc1.Request("$JS.API.CONSUMER.CREATE.EXEC.agent_replay_PC1", body, 5*time.Second)
+		if err == nil && strings.Contains(string(rep.Data), "in a minute") {
+			refused++
+		}
+	}
+	if refused == 0 {
+		t.Error("45 updates in a row were all served")
+	}
 }
