@@ -244,11 +244,16 @@ func TestReplayConsumerAttacks(t *testing.T) {
 		pc1.PublishRequest("$JS.API.CONSUMER.MSG.NEXT.EXEC.agent_replay_PC1", reply, []byte(`{"batch":10,"no_wait":true}`))
 	}
 	s.quiet(t, pc1, l)
-	// The pulls above took PC1's Command (delivered into its own account,
-	// unacked); it is redelivered to PC1 after ack_wait, never to PC2.
+	// JetStream looks for interest in a pull's reply in the requester's
+	// own account, where nothing listens on those subjects (PC2 does, in
+	// its account, and the backend, in its): the pulls delivered nothing,
+	// and PC1's Command still waits in its consumer.
 	info, err := own.Info(ctx)
-	if err != nil || info.NumAckPending+int(info.NumPending) != 1 {
+	if err != nil || info.NumAckPending != 0 || info.NumPending != 1 || info.Delivered.Consumer != 0 {
 		t.Fatalf("PC1's consumer after the pulls: %v %+v", err, info)
+	}
+	if got := replayOnce(t, pc1, "PC1"); !slices.Equal(got, []string{`commands.pc.PC1 {"id":"pc1-own"}`}) {
+		t.Fatalf("PC1 replayed %q", got)
 	}
 	// A reply in $JS.ACK. is the one nats-server would pass across an
 	// import unchanged (pull consumers in another account need it), and
