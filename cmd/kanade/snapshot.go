@@ -54,7 +54,8 @@ func snapshotCmd(args []string) error {
 	}
 	msg.Header.Set(api.HeaderActor, actor)
 	// The queue group picks any node: one still catching up answers 503,
-	// another may be ready, so a 503 is tried again a few times.
+	// another may be ready; and a bucket whose replicas are still electing
+	// a leader fails a write (500). Both are tried again a few times.
 	var reply *nats.Msg
 	for attempt := 1; ; attempt++ {
 		reply, err = nc.RequestMsgWithContext(ctx, msg)
@@ -68,7 +69,7 @@ func snapshotCmd(args []string) error {
 		if code == "" {
 			break
 		}
-		if code != "503" || attempt >= 5 {
+		if code != "503" && code != "500" || attempt >= 5 {
 			return fmt.Errorf("%s: %s %s", subject, code, reply.Header.Get("Nats-Service-Error"))
 		}
 		fmt.Fprintf(os.Stderr, "kanade snapshot: %s; trying again\n", reply.Header.Get("Nats-Service-Error"))
