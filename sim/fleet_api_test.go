@@ -51,6 +51,8 @@ func execResults(t *testing.T, base, job string, pcs []string) (map[string]execR
 	waitFor(t, "every PC's result of "+job, func() bool {
 		var ex struct {
 			Execution struct {
+				SuccessCount int `json:"success_count"`
+				FailureCount int `json:"failure_count"`
 				SkippedCount int `json:"skipped_count"`
 			} `json:"execution"`
 			Results []execResult `json:"results"`
@@ -65,7 +67,10 @@ func execResults(t *testing.T, base, job string, pcs []string) (map[string]execR
 			}
 		}
 		skipped = ex.Execution.SkippedCount
-		return len(out) == len(pcs)
+		// The counters come from the execution's row, which the projector
+		// may apply a moment after the results it counts.
+		counted := ex.Execution.SuccessCount + ex.Execution.FailureCount + ex.Execution.SkippedCount
+		return len(out) == len(pcs) && counted >= len(pcs)
 	})
 	return out, skipped
 }
