@@ -86,7 +86,11 @@ func (g *Gateway) serveEndpoint(w http.ResponseWriter, r *http.Request, ep *endp
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
+	ctype := "application/json"
+	if ct := reply.Header.Get("Content-Type"); ct != "" {
+		ctype = ct // a service's non-JSON reply (api.Text)
+	}
+	w.Header().Set("Content-Type", ctype)
 	w.Header().Set("Content-Length", strconv.Itoa(len(reply.Data)))
 	w.Write(reply.Data)
 }

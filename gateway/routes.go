@@ -65,6 +65,15 @@ func ContractRoutes() []Route {
 		{Service: "schedules", Subject: "kanade.schedules.disable", Method: "POST", Path: "/api/schedules/{id}/disable"},
 		{Service: "schedules", Subject: "kanade.schedules.preview", Method: "GET", Path: "/api/schedules/{id}/preview", IntParams: []string{"count"}},
 		{Service: "schedules", Subject: "kanade.schedules.upcoming", Method: "GET", Path: "/api/schedules/upcoming", IntParams: []string{"limit"}},
+		{Service: "jobs", Subject: "kanade.jobs.yaml", Method: "GET", Path: "/api/jobs/{job_id}/yaml"},
+		{Service: "schedules", Subject: "kanade.schedules.coverage_summary", Method: "GET", Path: "/api/schedules/coverage"},
+		{Service: "schedules", Subject: "kanade.schedules.yaml", Method: "GET", Path: "/api/schedules/{id}/yaml"},
+		{Service: "schedules", Subject: "kanade.schedules.status", Method: "GET", Path: "/api/schedules/{id}/status"},
+		{Service: "schedules", Subject: "kanade.schedules.coverage", Method: "GET", Path: "/api/schedules/{id}/coverage"},
+		{Service: "schedules", Subject: "kanade.schedules.schema", Method: "GET", Path: "/api/schemas/schedule.json"},
+		{Service: "schedules", Subject: "kanade.freeze.get", Method: "GET", Path: "/api/freeze"},
+		{Service: "schedules", Subject: "kanade.freeze.put", Method: "PUT", Path: "/api/freeze"},
+		{Service: "schedules", Subject: "kanade.freeze.delete", Method: "DELETE", Path: "/api/freeze"},
 	}
 }
 

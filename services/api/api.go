@@ -281,8 +281,11 @@ func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, ints []string
 		return
 	}
 	var body []byte
+	var ctype string
 	switch v := out.(type) {
 	case nil:
+	case Text:
+		body, ctype = v.Body, v.ContentType
 	case []byte:
 		body = v
 	case json.RawMessage:
@@ -295,5 +298,16 @@ func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, ints []string
 			return
 		}
 	}
-	send(&nats.Msg{Data: body})
+	m := &nats.Msg{Data: body}
+	if ctype != "" {
+		m.Header = nats.Header{"Content-Type": []string{ctype}}
+	}
+	send(m)
+}
+
+// Text is a reply that is not JSON (a YAML document): its body and the
+// Content-Type the gateway answers with.
+type Text struct {
+	ContentType string
+	Body        []byte
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanade-go/kanade/services/api"
+	"github.com/kanade-go/kanade/store"
 )
 
 // lateGrace is how late the running engine may fire a tick it was waiting
@@ -30,6 +31,9 @@ type EngineOptions struct {
 	JS        jetstream.JetStream // optional: reads a job missing from JobCache at the leader
 	Claims    jetstream.KeyValue
 	Firer     *Firer
+	DB        *store.DB    // completions and in-flight runs of reconcile schedules
+	Marks     *Marks       // scheduler_dispatch; nil: no in-flight suppression
+	Freeze    *FreezeWatch // fleet_config/freeze; nil: never frozen
 	Clock     Clock
 	Instance  string // unique per engine: who holds a claim
 	Workers   int    // fires in flight at once
@@ -243,7 +247,14 @@ func (e *Engine) Upcoming(ctx context.Context, limit int) ([]Upcoming, error) {
 			if applied < want && !late {
 				return
 			}
-			slots := slices.Clone(e.queue)
+			// Discrete fires only (calendar and cron), as upstream lists
+			// them: a reconcile poll every minute is not an upcoming run.
+			var slots []*slot
+			for _, s := range e.queue {
+				if s.c.Mode == ModeTick {
+					slots = append(slots, s)
+				}
+			}
 			slices.SortFunc(slots, func(a, b *slot) int {
 				if c := a.next.Compare(b.next); c != 0 {
 					return c
@@ -252,7 +263,7 @@ func (e *Engine) Upcoming(ctx context.Context, limit int) ([]Upcoming, error) {
 			})
 			out = make([]Upcoming, 0, min(limit, len(slots)))
 			for _, s := range slots[:min(limit, len(slots))] {
-				out = append(out, Upcoming{ID: s.id, JobID: s.c.JobID, Cron: s.c.Cron, NextRun: s.next.UTC().Format(time.RFC3339)})
+				out = append(out, Upcoming{ID: s.id, JobID: s.c.JobID, When: s.c.Display(), NextRun: s.next.UTC().Format(time.RFC3339)})
 			}
 		}
 		select {
@@ -336,6 +347,13 @@ func (e *Engine) apply(en jetstream.KeyValueEntry, now time.Time, initial bool) 
 		e.log.Debug("schedule disabled", "schedule", id)
 		return
 	}
+	if c.Mode == ModeAgent {
+		// The agents tick it themselves; firing it here too would run
+		// it twice.
+		e.unqueue(s)
+		e.log.Debug("schedule runs on the agents; not ticked here", "schedule", id)
+		return
+	}
 	s.next = c.Spec.Next(now)
 	switch {
 	case s.next.IsZero():
@@ -369,6 +387,9 @@ func (e *Engine) remove(s *slot) {
 // while no engine ran. Within starting_deadline it fires once; beyond, it
 // is logged.
 func (e *Engine) checkMissed(s *slot, now time.Time, initial bool) {
+	if s.c.Mode != ModeTick {
+		return // a poll missed is covered by the next one
+	}
 	_, last := s.claimPos()
 	lower := s.created
 	if last.After(lower) {
@@ -493,6 +514,14 @@ func (e *Engine) handle(s *slot, r tickReq) {
 		log.Debug("tick fired by another node")
 		return
 	}
+	if frozen, why := e.o.Freeze.Frozen(e.o.Clock.Now()); frozen {
+		log.Info("tick not fired: the fleet is frozen", "reason", why)
+		return
+	}
+	if why := r.c.Gates.blocked(r.tick); why != "" {
+		log.Debug("tick not fired: " + why)
+		return
+	}
 	m, ok := e.o.JobCache.Get(r.c.JobID)
 	if !ok {
 		// Not mirrored (yet): ask the bucket.
@@ -513,9 +542,17 @@ func (e *Engine) handle(s *slot, r tickReq) {
 			return
 		}
 	}
+	if r.c.Mode == ModePerPC || r.c.Mode == ModePerTarget {
+		e.poll(ctx, s, r, m, log)
+		return
+	}
+	if len(r.c.Waves) > 0 {
+		e.fireWaves(ctx, s, r, m, log)
+		return
+	}
 	f := Fire{
 		ExecID: execID, RequestID: requestID, Job: m, Target: r.c.Target, Jitter: r.c.Jitter,
-		InitiatedBy: "schedule:" + s.id, InitiatedAt: r.tick,
+		InitiatedBy: "schedule:" + s.id, InitiatedAt: r.tick, Retry: r.c.Retry,
 	}
 	if r.c.Deadline > 0 {
 		d := r.tick.Add(r.c.Deadline)

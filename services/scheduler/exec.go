@@ -30,6 +30,7 @@ type Fire struct {
 	InitiatedBy string // "api" or "schedule:<id>"
 	InitiatedAt time.Time
 	DeadlineAt  *time.Time
+	Retry       *wire.Retry // a schedule's on_failure.retry; nil: the manifest's
 }
 
 // ExecReply answers an exec: what was published where.
@@ -62,6 +63,9 @@ func (f Fire) Command() wire.Command {
 	}
 	if c.RunAs == "" {
 		c.RunAs = "system"
+	}
+	if f.Retry != nil {
+		c.Retry = f.Retry
 	}
 	if f.Jitter > 0 {
 		j := ceilSeconds(f.Jitter)
@@ -322,8 +326,8 @@ const AliveWindow = 2 * time.Minute
 // the agent_groups bucket. The alive set is cached for a second so that a
 // burst of fires costs one query.
 type AgentCounter struct {
-	DB     *store.DB         // nil: no agents known
-	Groups *Mirror[[]string] // agent_groups: pc_id -> groups
+	DB     *store.DB          // nil: no agents known
+	Groups *Mirror[GroupList] // agent_groups: pc_id -> groups
 	Now    func() time.Time
 	Log    *slog.Logger
 

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanade-go/kanade/services/api"
@@ -129,7 +130,25 @@ type Catalog struct {
 	// DB, when set, is the store whose executions table gives each listed
 	// job its live counts.
 	DB *store.DB
+
+	// The buckets beside the catalog (nil in tests that do not need them):
+	// the freeze, the YAML mirrors, script_status for a disable's cascade.
+	FleetConfig   jetstream.KeyValue
+	SchedulesYAML jetstream.KeyValue
+	JobsYAML      jetstream.KeyValue
+	ScriptStatus  jetstream.KeyValue
+	// Conn publishes kill.<exec_id> for a disable's cascade_kill.
+	Conn *nats.Conn
+	// Agents resolves targets for coverage.
+	Agents *AgentCounter
 }
+
+// The buckets this package creates when missing.
+const (
+	BucketSchedulesYAML = "schedules_yaml"
+	BucketJobsYAML      = "jobs_yaml"
+	BucketScriptStatus  = "script_status"
+)
 
 // Live is how many executions of a job are under way, from the executions
 // table (upstream's dashboard reads j.live.running).
@@ -236,6 +255,7 @@ func (c *Catalog) PutJob(ctx context.Context, data []byte, contentType string) (
 	if _, err := c.Jobs.Put(ctx, m.ID, raw); err != nil {
 		return nil, fmt.Errorf("put job %s: %w", m.ID, err)
 	}
+	c.putMirror(ctx, c.JobsYAML, m.ID, data, contentType, raw)
 	return raw, nil
 }
 

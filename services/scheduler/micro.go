@@ -2,7 +2,10 @@ package scheduler
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"log/slog"
+	"strconv"
 
 	"github.com/kanade-go/kanade/services/api"
 )
@@ -41,31 +44,67 @@ type previewParams struct {
 	Count int    `json:"count"`
 }
 
-// services binds the jobs and schedules capabilities to micro services.
+// flag is a boolean query parameter: the gateway sends "true", a NATS
+// caller may send true.
+type flag bool
+
+func (f *flag) UnmarshalJSON(b []byte) error {
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	switch x := v.(type) {
+	case bool:
+		*f = flag(x)
+	case string:
+		p, err := strconv.ParseBool(x)
+		if err != nil && x != "" {
+			return fmt.Errorf("want true or false, not %q", x)
+		}
+		*f = flag(p)
+	case nil:
+	default:
+		return fmt.Errorf("want true or false")
+	}
+	return nil
+}
+
+type disableParams struct {
+	ID          string `json:"id"`
+	Cascade     flag   `json:"cascade"`
+	CascadeKill flag   `json:"cascade_kill"`
+}
+
+// services binds the jobs, schedules and freeze capabilities to micro
+// services.
 func services(cat *Catalog, eng *Engine, firer *Firer, clock Clock, log *slog.Logger) []api.Service {
 	jobs := api.Service{
 		Name:        "jobs",
 		Description: "the jobs catalog (KV jobs) and running a job now",
 		Logger:      log,
 		Endpoints: []api.Endpoint{
-			{Name: "list", Subject: "kanade.jobs.list", HTTP: "GET /api/jobs",
+			{Name: "list", Subject: "kanade.jobs.list", HTTP: "GET /api/jobs", Tier: api.TierViewer,
 				Handler: func(ctx context.Context, r api.Request) (any, error) {
 					return cat.ListJobsLive(ctx)
 				}},
-			{Name: "get", Subject: "kanade.jobs.get", HTTP: "GET /api/jobs/{job_id}",
+			{Name: "get", Subject: "kanade.jobs.get", HTTP: "GET /api/jobs/{job_id}", Tier: api.TierViewer,
 				Handler: with(func(ctx context.Context, p jobParams) (any, error) {
 					_, raw, err := cat.GetJob(ctx, p.JobID)
 					return raw, err
 				})},
-			{Name: "put", Subject: "kanade.jobs.put", HTTP: "POST /api/jobs",
+			{Name: "yaml", Subject: "kanade.jobs.yaml", HTTP: "GET /api/jobs/{job_id}/yaml", Tier: api.TierViewer,
+				Handler: with(func(ctx context.Context, p jobParams) (any, error) {
+					return cat.JobYAML(ctx, p.JobID)
+				})},
+			{Name: "put", Subject: "kanade.jobs.put", HTTP: "POST /api/jobs", Tier: api.TierOperator, Audit: "job_upsert", AuditTarget: "id",
 				Handler: func(ctx context.Context, r api.Request) (any, error) {
 					return cat.PutJob(ctx, r.Data, r.ContentType())
 				}},
-			{Name: "delete", Subject: "kanade.jobs.delete", HTTP: "DELETE /api/jobs/{job_id}",
+			{Name: "delete", Subject: "kanade.jobs.delete", HTTP: "DELETE /api/jobs/{job_id}", Tier: api.TierOperator, Audit: "job_delete", AuditTarget: "job_id",
 				Handler: with(func(ctx context.Context, p jobParams) (any, error) {
 					return nil, cat.DeleteJob(ctx, p.JobID)
 				})},
-			{Name: "exec", Subject: "kanade.jobs.exec", HTTP: "POST /api/exec/{job_id}",
+			{Name: "exec", Subject: "kanade.jobs.exec", HTTP: "POST /api/exec/{job_id}", Tier: api.TierOperator, Audit: "exec", AuditTarget: "job_id",
 				Handler: with(func(ctx context.Context, req ExecRequest) (any, error) {
 					return ExecNow(ctx, cat, firer, req, clock.Now())
 				})},
@@ -73,42 +112,75 @@ func services(cat *Catalog, eng *Engine, firer *Firer, clock Clock, log *slog.Lo
 	}
 	scheds := api.Service{
 		Name:        "schedules",
-		Description: "cron schedules of jobs (KV schedules)",
+		Description: "schedules of jobs (KV schedules) in upstream's when model, and the fleet freeze",
 		Logger:      log,
 		Endpoints: []api.Endpoint{
-			{Name: "list", Subject: "kanade.schedules.list", HTTP: "GET /api/schedules",
+			{Name: "list", Subject: "kanade.schedules.list", HTTP: "GET /api/schedules", Tier: api.TierViewer,
 				Handler: func(ctx context.Context, r api.Request) (any, error) {
 					return cat.ListSchedulesChecked(ctx)
 				}},
-			{Name: "upcoming", Subject: "kanade.schedules.upcoming", HTTP: "GET /api/schedules/upcoming", IntParams: []string{"limit"},
+			{Name: "upcoming", Subject: "kanade.schedules.upcoming", HTTP: "GET /api/schedules/upcoming", IntParams: []string{"limit"}, Tier: api.TierViewer,
 				Handler: with(func(ctx context.Context, p upcomingParams) (any, error) {
 					return eng.Upcoming(ctx, p.Limit)
 				})},
-			{Name: "get", Subject: "kanade.schedules.get", HTTP: "GET /api/schedules/{id}",
+			{Name: "coverage_summary", Subject: "kanade.schedules.coverage_summary", HTTP: "GET /api/schedules/coverage", Tier: api.TierViewer,
+				Handler: func(ctx context.Context, r api.Request) (any, error) {
+					return cat.CoverageSummary(ctx)
+				}},
+			{Name: "get", Subject: "kanade.schedules.get", HTTP: "GET /api/schedules/{id}", Tier: api.TierViewer,
 				Handler: with(func(ctx context.Context, p scheduleParams) (any, error) {
 					s, err := cat.GetSchedule(ctx, p.ID)
 					return s.Raw, err
 				})},
-			{Name: "put", Subject: "kanade.schedules.put", HTTP: "POST /api/schedules",
+			{Name: "put", Subject: "kanade.schedules.put", HTTP: "POST /api/schedules", Tier: api.TierOperator, Audit: "schedule_upsert", AuditTarget: "id",
 				Handler: func(ctx context.Context, r api.Request) (any, error) {
 					return cat.PutSchedule(ctx, r.Data, r.ContentType())
 				}},
-			{Name: "delete", Subject: "kanade.schedules.delete", HTTP: "DELETE /api/schedules/{id}",
+			{Name: "delete", Subject: "kanade.schedules.delete", HTTP: "DELETE /api/schedules/{id}", Tier: api.TierOperator, Audit: "schedule_delete", AuditTarget: "id",
 				Handler: with(func(ctx context.Context, p scheduleParams) (any, error) {
 					return nil, cat.DeleteSchedule(ctx, p.ID)
 				})},
-			{Name: "enable", Subject: "kanade.schedules.enable", HTTP: "POST /api/schedules/{id}/enable",
+			{Name: "enable", Subject: "kanade.schedules.enable", HTTP: "POST /api/schedules/{id}/enable", Tier: api.TierOperator, Audit: "schedule_enable", AuditTarget: "id",
 				Handler: with(func(ctx context.Context, p scheduleParams) (any, error) {
 					return nil, cat.SetEnabled(ctx, p.ID, true)
 				})},
-			{Name: "disable", Subject: "kanade.schedules.disable", HTTP: "POST /api/schedules/{id}/disable",
-				Handler: with(func(ctx context.Context, p scheduleParams) (any, error) {
-					return nil, cat.SetEnabled(ctx, p.ID, false)
+			{Name: "disable", Subject: "kanade.schedules.disable", HTTP: "POST /api/schedules/{id}/disable", Tier: api.TierOperator, Audit: "schedule_disable", AuditTarget: "id",
+				Handler: with(func(ctx context.Context, p disableParams) (any, error) {
+					_, err := cat.Disable(ctx, p.ID, bool(p.Cascade), bool(p.CascadeKill))
+					return nil, err
 				})},
-			{Name: "preview", Subject: "kanade.schedules.preview", HTTP: "GET /api/schedules/{id}/preview", IntParams: []string{"count"},
+			{Name: "yaml", Subject: "kanade.schedules.yaml", HTTP: "GET /api/schedules/{id}/yaml", Tier: api.TierViewer,
+				Handler: with(func(ctx context.Context, p scheduleParams) (any, error) {
+					return cat.ScheduleYAML(ctx, p.ID)
+				})},
+			{Name: "preview", Subject: "kanade.schedules.preview", HTTP: "GET /api/schedules/{id}/preview", IntParams: []string{"count"}, Tier: api.TierViewer,
 				Handler: with(func(ctx context.Context, p previewParams) (any, error) {
 					return cat.Preview(ctx, p.ID, p.Count, clock.Now())
 				})},
+			{Name: "status", Subject: "kanade.schedules.status", HTTP: "GET /api/schedules/{id}/status", Tier: api.TierViewer,
+				Handler: with(func(ctx context.Context, p scheduleParams) (any, error) {
+					return cat.Status(ctx, p.ID, clock.Now())
+				})},
+			{Name: "coverage", Subject: "kanade.schedules.coverage", HTTP: "GET /api/schedules/{id}/coverage", Tier: api.TierViewer,
+				Handler: with(func(ctx context.Context, p scheduleParams) (any, error) {
+					return cat.Coverage(ctx, p.ID)
+				})},
+			{Name: "schema", Subject: "kanade.schedules.schema", HTTP: "GET /api/schemas/schedule.json", Tier: api.TierViewer,
+				Handler: func(ctx context.Context, r api.Request) (any, error) {
+					return json.RawMessage(scheduleSchema), nil
+				}},
+			{Name: "freeze_get", Subject: "kanade.freeze.get", HTTP: "GET /api/freeze", Tier: api.TierViewer,
+				Handler: func(ctx context.Context, r api.Request) (any, error) {
+					return GetFreeze(ctx, cat.FleetConfig)
+				}},
+			{Name: "freeze_put", Subject: "kanade.freeze.put", HTTP: "PUT /api/freeze", Tier: api.TierOperator, Audit: "freeze_set",
+				Handler: func(ctx context.Context, r api.Request) (any, error) {
+					return PutFreeze(ctx, cat.FleetConfig, r.Data)
+				}},
+			{Name: "freeze_delete", Subject: "kanade.freeze.delete", HTTP: "DELETE /api/freeze", Tier: api.TierOperator, Audit: "freeze_clear",
+				Handler: func(ctx context.Context, r api.Request) (any, error) {
+					return nil, DeleteFreeze(ctx, cat.FleetConfig)
+				}},
 		},
 	}
 	return []api.Service{jobs, scheds}

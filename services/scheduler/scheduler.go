@@ -96,11 +96,27 @@ func Start(ctx context.Context, o Options) (*Scheduler, error) {
 	if err != nil {
 		return nil, err
 	}
+	extra := map[string]jetstream.KeyValueConfig{
+		BucketFleetConfig:   {History: 5},
+		BucketDispatch:      {History: 1, TTL: time.Hour},
+		BucketSchedulesYAML: {History: 5},
+		BucketJobsYAML:      {History: 5},
+		BucketScriptStatus:  {History: 5},
+	}
+	kvs := map[string]jetstream.KeyValue{}
+	for name, cfg := range extra {
+		cfg.Bucket, cfg.Replicas, cfg.Storage = name, o.Replicas, jetstream.FileStorage
+		if kvs[name], err = ensureKV(ctx, js, cfg); err != nil {
+			return nil, err
+		}
+	}
 
-	s := &Scheduler{Catalog: &Catalog{Jobs: jobs, Schedules: scheds, JS: js, DB: o.DB}}
+	s := &Scheduler{Catalog: &Catalog{Jobs: jobs, Schedules: scheds, JS: js, DB: o.DB,
+		FleetConfig: kvs[BucketFleetConfig], SchedulesYAML: kvs[BucketSchedulesYAML], JobsYAML: kvs[BucketJobsYAML],
+		ScriptStatus: kvs[BucketScriptStatus], Conn: o.Conn}}
 	bg, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	groups, err := WatchMirror[[]string](bg, groupsKV, &s.wg, o.Logger)
+	groups, err := WatchMirror[GroupList](bg, groupsKV, &s.wg, o.Logger)
 	if err != nil {
 		s.Stop()
 		return nil, err
@@ -110,15 +126,27 @@ func Start(ctx context.Context, o Options) (*Scheduler, error) {
 		s.Stop()
 		return nil, err
 	}
+	freeze, err := WatchFreeze(bg, kvs[BucketFleetConfig], &s.wg, o.Logger)
+	if err != nil {
+		s.Stop()
+		return nil, err
+	}
+	marks, err := WatchMarks(bg, kvs[BucketDispatch], &s.wg, o.Logger)
+	if err != nil {
+		s.Stop()
+		return nil, err
+	}
 	firer := &Firer{JS: js, Log: o.Logger, Agents: &AgentCounter{DB: o.DB, Groups: groups, Now: o.Clock.Now, Log: o.Logger}}
 	s.Engine, err = StartEngine(ctx, EngineOptions{
 		Schedules: scheds, Jobs: jobs, JobCache: jobCache, JS: js, Claims: claims, Firer: firer, Clock: o.Clock,
+		DB: o.DB, Marks: marks, Freeze: freeze,
 		Instance: o.NodeName + "-" + uuid.NewString()[:8], Workers: o.Workers, Logger: o.Logger,
 	})
 	if err != nil {
 		s.Stop()
 		return nil, fmt.Errorf("scheduler: %w", err)
 	}
+	s.Catalog.Agents = firer.Agents
 	for _, svc := range services(s.Catalog, s.Engine, firer, o.Clock, o.Logger) {
 		r, err := api.Start(o.Conn, svc)
 		if err != nil {
@@ -142,4 +170,24 @@ func (s *Scheduler) Stop() error {
 	s.cancel()
 	s.wg.Wait()
 	return errors.Join(errs...)
+}
+
+// ensureKV opens a bucket, creating it with cfg when it does not exist
+// (another service may have made it first: its config stands).
+func ensureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	if err == nil {
+		return kv, nil
+	}
+	if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("scheduler: kv %s: %w", cfg.Bucket, err)
+	}
+	kv, err = js.CreateKeyValue(ctx, cfg)
+	if errors.Is(err, jetstream.ErrBucketExists) {
+		kv, err = js.KeyValue(ctx, cfg.Bucket)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("scheduler: create kv %s: %w", cfg.Bucket, err)
+	}
+	return kv, nil
 }

@@ -1,0 +1,457 @@
+package scheduler
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kanade-go/kanade/store"
+)
+
+// The reconcile shapes (per_pc, per_target): a poll every minute that
+// fires where the fleet is behind. Completions come from the projection
+// (execution_results, keyed by job_id as upstream keys them, so an ad-hoc
+// exec of the job and an agent's own fires count too); in-flight
+// dispatches are marked in KV scheduler_dispatch with upstream's keys,
+// values and window. This backend takes each mark with a compare-and-set,
+// so of several nodes only one dispatches a PC inside the window, and each
+// poll minute is claimed in schedule_claims like any tick.
+
+// BucketDispatch holds the in-flight dispatch marks.
+const BucketDispatch = "scheduler_dispatch"
+
+// pcMarkKey is upstream's per-PC mark key: lengths make it injective.
+func pcMarkKey(scheduleID, pc string) string {
+	return "pc." + strconv.Itoa(len(scheduleID)) + "." + scheduleID + "." + strconv.Itoa(len(pc)) + "." + pc
+}
+
+// targetMarkKey is upstream's per-target mark key.
+func targetMarkKey(scheduleID string) string {
+	return "target." + strconv.Itoa(len(scheduleID)) + "." + scheduleID
+}
+
+// markValue is the dispatch instant as chrono's to_rfc3339 writes it.
+func markValue(t time.Time) []byte {
+	return []byte(t.UTC().Format("2006-01-02T15:04:05.999999999-07:00"))
+}
+
+// dispatchWindow is upstream's suppression window: clamp(jitter + timeout
+// + 90 s, 90 s, 30 min), plus the retry budget after the clamp.
+func dispatchWindow(c *Compiled, m Manifest) time.Duration {
+	timeout, _ := m.Execute.Timeout.Duration()
+	plain := min(max(c.Jitter+timeout+90*time.Second, 90*time.Second), 30*time.Minute)
+	if c.Retry != nil {
+		plain += time.Duration(c.Retry.Max) * (timeout + time.Duration(c.Retry.BackoffSecs)*time.Second)
+	}
+	return plain
+}
+
+type mark struct {
+	at  time.Time // zero: unparseable, counts as no mark
+	rev uint64
+}
+
+// Marks mirrors scheduler_dispatch and takes marks by compare-and-set.
+type Marks struct {
+	kv jetstream.KeyValue
+	mu sync.RWMutex
+	m  map[string]mark
+}
+
+// WatchMarks mirrors kv until ctx ends.
+func WatchMarks(ctx context.Context, kv jetstream.KeyValue, wg *sync.WaitGroup, log *slog.Logger) (*Marks, error) {
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("watch %s: %w", BucketDispatch, err)
+	}
+	mk := &Marks{kv: kv, m: map[string]mark{}}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer w.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					log.Warn("dispatch marks watcher closed")
+					return
+				}
+				if e == nil {
+					continue
+				}
+				mk.mu.Lock()
+				if e.Operation() == jetstream.KeyValuePut {
+					cur, had := mk.m[e.Key()]
+					if !had || e.Revision() > cur.rev {
+						mk.m[e.Key()] = mark{at: parseMark(e.Value()), rev: e.Revision()}
+					}
+				} else {
+					delete(mk.m, e.Key())
+				}
+				mk.mu.Unlock()
+			}
+		}
+	}()
+	return mk, nil
+}
+
+func parseMark(v []byte) time.Time {
+	t, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(string(v)))
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
+
+func (mk *Marks) get(key string) (mark, bool) {
+	if mk == nil {
+		return mark{}, false
+	}
+	mk.mu.RLock()
+	defer mk.mu.RUnlock()
+	m, ok := mk.m[key]
+	return m, ok
+}
+
+// take writes a mark at now for key unless a live one holds it: live means
+// written less than window before now and not ended (ended reports whether
+// a run that finished after the mark ended it). A lost compare-and-set
+// re-reads the key; false means someone else holds it.
+func (mk *Marks) take(ctx context.Context, key string, now time.Time, window time.Duration, ended func(time.Time) bool) (bool, error) {
+	if mk == nil {
+		return true, nil
+	}
+	cur, ok := mk.get(key)
+	for range 4 {
+		if ok && !cur.at.IsZero() && now.Sub(cur.at) < window && !ended(cur.at) {
+			return false, nil
+		}
+		var rev uint64
+		var err error
+		if ok {
+			rev, err = mk.kv.Update(ctx, key, markValue(now), cur.rev)
+		} else {
+			rev, err = mk.kv.Create(ctx, key, markValue(now))
+		}
+		if err == nil {
+			mk.mu.Lock()
+			if c, had := mk.m[key]; !had || rev > c.rev {
+				mk.m[key] = mark{at: now, rev: rev}
+			}
+			mk.mu.Unlock()
+			return true, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !strings.Contains(err.Error(), "wrong last sequence") {
+			return false, err
+		}
+		en, gerr := mk.kv.Get(ctx, key)
+		switch {
+		case errors.Is(gerr, jetstream.ErrKeyNotFound):
+			ok = false
+		case gerr != nil:
+			return false, gerr
+		default:
+			cur, ok = mark{at: parseMark(en.Value()), rev: en.Revision()}, true
+		}
+	}
+	return false, nil
+}
+
+// drop removes marks this node took for a dispatch that failed.
+func (mk *Marks) drop(ctx context.Context, keys []string) {
+	if mk == nil {
+		return
+	}
+	for _, k := range keys {
+		mk.mu.RLock()
+		m, ok := mk.m[k]
+		mk.mu.RUnlock()
+		if ok {
+			mk.kv.Delete(ctx, k, jetstream.LastRevision(m.rev))
+		}
+	}
+}
+
+// live lists the PCs of a schedule whose marks are live at now.
+func (mk *Marks) live(scheduleID string, now time.Time, window time.Duration, ended func(pc string, at time.Time) bool) map[string]bool {
+	out := map[string]bool{}
+	if mk == nil {
+		return out
+	}
+	prefix := "pc." + strconv.Itoa(len(scheduleID)) + "." + scheduleID + "."
+	mk.mu.RLock()
+	defer mk.mu.RUnlock()
+	for k, m := range mk.m {
+		rest, ok := strings.CutPrefix(k, prefix)
+		if !ok || m.at.IsZero() || now.Sub(m.at) >= window {
+			continue
+		}
+		if _, pc, ok := strings.Cut(rest, "."); ok && !ended(pc, m.at) {
+			out[pc] = true
+		}
+	}
+	return out
+}
+
+// pcRuns is what the projection says of one PC's runs of a job.
+type pcRuns struct {
+	lastOK   time.Time // latest finished with exit 0 (of the version, for once_per_version)
+	lastDone time.Time // latest finished, whatever the outcome
+	running  bool      // a row still without finished_at
+}
+
+// jobRuns reads, per PC, the runs of job from execution_results: one
+// grouped scan of the job's rows. version, when set, restricts successes
+// to that manifest version (once_per_version).
+func jobRuns(ctx context.Context, db *store.DB, job, version string) (map[string]pcRuns, error) {
+	out := map[string]pcRuns{}
+	if db == nil {
+		return out, nil
+	}
+	rows, err := db.R.QueryContext(ctx, `SELECT pc_id,
+			MAX(CASE WHEN exit_code = 0 AND (? = '' OR version = ?) THEN finished_at END),
+			MAX(finished_at),
+			MAX(finished_at IS NULL)
+		FROM execution_results WHERE job_id = ? GROUP BY pc_id`, version, version, job)
+	if err != nil {
+		return nil, fmt.Errorf("completions: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var pc string
+		var ok, done sql.NullString
+		var running sql.NullInt64
+		if err := rows.Scan(&pc, &ok, &done, &running); err != nil {
+			return nil, fmt.Errorf("completions: %w", err)
+		}
+		var r pcRuns
+		if ok.Valid {
+			r.lastOK, _ = store.ParseTime(ok.String)
+		}
+		if done.Valid {
+			r.lastDone, _ = store.ParseTime(done.String)
+		}
+		r.running = running.Int64 == 1
+		out[pc] = r
+	}
+	return out, rows.Err()
+}
+
+// armed is upstream's re-arm rule: no success, or (with a cooldown) the
+// last one at least cooldown ago.
+func armed(last time.Time, cooldown time.Duration, now time.Time) bool {
+	return last.IsZero() || cooldown > 0 && now.Sub(last) >= cooldown
+}
+
+// reconcile is one poll of a per_pc or per_target schedule, at the tick
+// this engine claimed. It returns the fire to publish (nil: nothing to do)
+// and the marks taken for it.
+func (e *Engine) reconcile(ctx context.Context, s *slot, r tickReq, m Manifest, log *slog.Logger) (*Fire, []string, error) {
+	c, now := r.c, r.tick
+	agents := e.o.Firer.Agents
+	expected := agents.Expected(ctx, c.Target)
+	if len(expected) == 0 {
+		log.Debug("poll: no expected PC")
+		return nil, nil, nil
+	}
+	version := ""
+	if c.PerVersion {
+		version = m.Version
+	}
+	runs, err := jobRuns(ctx, e.o.DB, c.JobID, version)
+	if err != nil {
+		return nil, nil, err
+	}
+	window := dispatchWindow(c, m)
+	ended := func(pc string, at time.Time) bool {
+		return !runs[pc].lastDone.Before(at) && !runs[pc].lastDone.IsZero()
+	}
+	if c.Mode == ModePerTarget {
+		roster, err := agents.Roster(ctx, c.Target)
+		if err != nil {
+			return nil, nil, err
+		}
+		var latest, latestDone time.Time
+		for _, pc := range roster {
+			if t := runs[pc].lastOK; t.After(latest) {
+				latest = t
+			}
+			if t := runs[pc].lastDone; t.After(latestDone) {
+				latestDone = t
+			}
+		}
+		if !armed(latest, c.Cooldown, now) {
+			return nil, nil, nil
+		}
+		key := targetMarkKey(s.id)
+		won, err := e.o.Marks.take(ctx, key, now, window, func(at time.Time) bool { return !latestDone.Before(at) })
+		if err != nil || !won {
+			return nil, nil, err
+		}
+		return e.reconcileFire(s, r, m, c.Target), []string{key}, nil
+	}
+	var eligible []string
+	for _, pc := range expected {
+		if armed(runs[pc].lastOK, c.Cooldown, now) {
+			eligible = append(eligible, pc)
+		}
+	}
+	live := e.o.Marks.live(s.id, now, window, ended)
+	kept := eligible[:0]
+	for _, pc := range eligible {
+		if !live[pc] {
+			kept = append(kept, pc)
+		}
+	}
+	eligible = kept
+	if len(eligible) == 0 {
+		return nil, nil, nil
+	}
+	if c.MaxConc > 0 {
+		// In flight: the projection's unfinished rows of the job (any
+		// exec), and this schedule's live marks whose run has not shown
+		// up yet (upstream counts rows only, and overshoots while Commands
+		// wait out their jitter).
+		inflight := map[string]bool{}
+		for pc, st := range runs {
+			if st.running {
+				inflight[pc] = true
+			}
+		}
+		for pc := range live {
+			inflight[pc] = true
+		}
+		slots := max(c.MaxConc-len(inflight), 0)
+		if slots == 0 {
+			log.Debug("poll: max_concurrent reached", "in_flight", len(inflight))
+			return nil, nil, nil
+		}
+		eligible = eligible[:min(slots, len(eligible))]
+	}
+	taken := e.takeMarks(ctx, s.id, eligible, now, window, ended)
+	if len(taken) == 0 {
+		return nil, nil, nil
+	}
+	keys := make([]string, len(taken))
+	for i, pc := range taken {
+		keys[i] = pcMarkKey(s.id, pc)
+	}
+	return e.reconcileFire(s, r, m, Target{PCs: taken}), keys, nil
+}
+
+// takeMarks takes the marks of pcs, 16 at a time; it returns the PCs won,
+// in order.
+func (e *Engine) takeMarks(ctx context.Context, id string, pcs []string, now time.Time, window time.Duration, ended func(string, time.Time) bool) []string {
+	won := make([]bool, len(pcs))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i, pc := range pcs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			ok, err := e.o.Marks.take(ctx, pcMarkKey(id, pc), now, window, func(at time.Time) bool { return ended(pc, at) })
+			if err != nil {
+				e.log.Warn("dispatch mark", "schedule", id, "pc", pc, "err", err)
+			}
+			won[i] = ok
+		}()
+	}
+	wg.Wait()
+	var out []string
+	for i, pc := range pcs {
+		if won[i] {
+			out = append(out, pc)
+		}
+	}
+	return out
+}
+
+// reconcileFire is the fire of a poll: per_pc drops the rollout and
+// targets the PCs; per_target keeps the target as written.
+func (e *Engine) reconcileFire(s *slot, r tickReq, m Manifest, t Target) *Fire {
+	execID, requestID := TickIDs(s.id, r.tick)
+	f := &Fire{
+		ExecID: execID, RequestID: requestID, Job: m, Target: t, Jitter: r.c.Jitter,
+		InitiatedBy: "schedule:" + s.id, InitiatedAt: r.tick, Retry: r.c.Retry,
+	}
+	if r.c.Deadline > 0 {
+		d := r.tick.Add(r.c.Deadline)
+		f.DeadlineAt = &d
+	}
+	return f
+}
+
+// poll runs one reconcile poll and publishes what it decided.
+func (e *Engine) poll(ctx context.Context, s *slot, r tickReq, m Manifest, log *slog.Logger) {
+	f, keys, err := e.reconcile(ctx, s, r, m, log)
+	if err != nil {
+		log.Error("poll failed", "err", err)
+		return
+	}
+	if f == nil {
+		return
+	}
+	err = e.retry(ctx, r, func() error {
+		_, err := e.o.Firer.Publish(ctx, *f)
+		return err
+	})
+	if err != nil {
+		log.Error("poll not dispatched: publish", "exec_id", f.ExecID, "err", err)
+		e.o.Marks.drop(context.WithoutCancel(ctx), keys)
+		return
+	}
+	log.Info("poll dispatched", "exec_id", f.ExecID, "pcs", len(f.Target.PCs))
+}
+
+// fireWaves publishes a rollout: each wave to its group, delay after the
+// tick. A delayed wave waits in memory, as upstream's does: a restart in
+// between loses it.
+func (e *Engine) fireWaves(ctx context.Context, s *slot, r tickReq, m Manifest, log *slog.Logger) {
+	for i, w := range r.c.Waves {
+		execID, requestID := TickIDs(s.id+"/wave/"+strconv.Itoa(i), r.tick)
+		f := Fire{
+			ExecID: execID, RequestID: requestID, Job: m, Target: Target{Groups: []string{w.Group}}, Jitter: r.c.Jitter,
+			InitiatedBy: "schedule:" + s.id, InitiatedAt: r.tick, Retry: r.c.Retry,
+		}
+		if r.c.Deadline > 0 {
+			d := r.tick.Add(r.c.Deadline)
+			f.DeadlineAt = &d
+		}
+		publish := func(ctx context.Context) {
+			if _, err := e.o.Firer.Publish(ctx, f); err != nil {
+				log.Error("wave not fired: publish", "wave", i, "group", w.Group, "err", err)
+				return
+			}
+			log.Debug("wave fired", "wave", i, "group", w.Group, "exec_id", f.ExecID)
+		}
+		at := r.tick.Add(w.Delay)
+		if !at.After(e.o.Clock.Now()) {
+			publish(ctx)
+			continue
+		}
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			t := e.o.Clock.NewTimer(at.Sub(e.o.Clock.Now()))
+			defer t.Stop()
+			select {
+			case <-t.C():
+				pctx, cancel := context.WithTimeout(e.ctx, 30*time.Second)
+				defer cancel()
+				publish(pctx)
+			case <-e.ctx.Done():
+			}
+		}()
+	}
+}
