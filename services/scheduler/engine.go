@@ -38,6 +38,9 @@ type EngineOptions struct {
 	Instance  string // unique per engine: who holds a claim
 	Workers   int    // fires in flight at once
 	Logger    *slog.Logger
+	// Observe, when set, is called after each tick this engine handled
+	// (fired, gated, polled or lost to another node).
+	Observe func(schedule string, tick time.Time)
 }
 
 // Engine fires schedules on time. One goroutine owns the schedule table
@@ -478,6 +481,9 @@ func (e *Engine) drain(s *slot) {
 			case e.sem <- struct{}{}:
 				e.handle(s, r)
 				<-e.sem
+				if e.o.Observe != nil {
+					e.o.Observe(s.id, r.tick)
+				}
 			case <-e.ctx.Done():
 			}
 		}

@@ -41,6 +41,8 @@ type Options struct {
 	Workers int
 	// Clock is the engine's time source (default the system clock).
 	Clock Clock
+	// Observe is called after each tick the engine handled (tests).
+	Observe func(schedule string, tick time.Time)
 }
 
 // Scheduler is the running scheduler and its services.
@@ -139,7 +141,7 @@ func Start(ctx context.Context, o Options) (*Scheduler, error) {
 	firer := &Firer{JS: js, Log: o.Logger, Agents: &AgentCounter{DB: o.DB, Groups: groups, Now: o.Clock.Now, Log: o.Logger}}
 	s.Engine, err = StartEngine(ctx, EngineOptions{
 		Schedules: scheds, Jobs: jobs, JobCache: jobCache, JS: js, Claims: claims, Firer: firer, Clock: o.Clock,
-		DB: o.DB, Marks: marks, Freeze: freeze,
+		DB: o.DB, Marks: marks, Freeze: freeze, Observe: o.Observe,
 		Instance: o.NodeName + "-" + uuid.NewString()[:8], Workers: o.Workers, Logger: o.Logger,
 	})
 	if err != nil {

@@ -260,6 +260,9 @@ func ParseSchedule(data []byte, contentType string) (*Compiled, json.RawMessage,
 		c.Raw = raw
 		return c, raw, nil
 	}
+	if conv, ok := cronAsCalendar(s, doc); ok {
+		return conv, conv.Raw, nil
+	}
 	// The cron extension: never an uppercase UTC, which upstream readers
 	// cannot decode.
 	switch {
@@ -519,4 +522,91 @@ func (t Target) Subjects() []string {
 		out = append(out, wire.CommandsPC(p))
 	}
 	return out
+}
+
+// cronAsCalendar rewrites a cron-form schedule as upstream's calendar when
+// the two mean exactly the same fires: seconds 0 (or five fields), one
+// minute, one hour, any day of month and month, a day-of-week list the
+// calendar grammar reads, tz utc or local, and no field upstream's model
+// lacks. Then upstream agents and backends can read what is stored.
+func cronAsCalendar(s Schedule, doc map[string]any) (*Compiled, bool) {
+	tz := strings.ToLower(s.TZ)
+	if tz == "" {
+		tz = "utc"
+	}
+	if tz != "utc" && tz != "local" {
+		return nil, false
+	}
+	f := strings.Fields(s.Cron)
+	if len(f) == 6 {
+		if f[0] != "0" {
+			return nil, false
+		}
+		f = f[1:]
+	}
+	if len(f) != 5 || (f[2] != "*" && f[2] != "?") || f[3] != "*" {
+		return nil, false
+	}
+	digits := func(x string, maxV int) (int, bool) {
+		if x == "" || len(x) > 2 || strings.Trim(x, "0123456789") != "" {
+			return 0, false
+		}
+		n := 0
+		for _, r := range x {
+			n = n*10 + int(r-'0')
+		}
+		return n, n <= maxV
+	}
+	m, okM := digits(f[0], 59)
+	h, okH := digits(f[1], 23)
+	if !okM || !okH {
+		return nil, false
+	}
+	cal := Calendar{At: fmt.Sprintf("%02d:%02d", h, m)}
+	if f[4] != "*" && f[4] != "?" {
+		if strings.Contains(f[4], "/") {
+			return nil, false
+		}
+		cal.Days = strings.Split(f[4], ",")
+	}
+	rest := make(map[string]any, len(doc))
+	for k, v := range doc {
+		if k != "cron" {
+			rest[k] = v
+		}
+	}
+	if len(unknownFields(rest, upstreamKeys)) > 0 {
+		return nil, false
+	}
+	w := s
+	w.Cron, w.Raw, w.TZ = "", nil, tz
+	w.When = &When{Calendar: &cal}
+	if w.RunsOn == "" {
+		w.RunsOn = "backend"
+	}
+	if w.Enabled == nil {
+		t := true
+		w.Enabled = &t
+	}
+	if w.Target == nil {
+		w.Target = &Target{All: true}
+	}
+	// The cron form read bare numbers as seconds; upstream does not.
+	for _, d := range []*HumanDuration{&w.Jitter, &w.StartingDeadline} {
+		if *d != "" {
+			if _, err := parseHumantime(string(*d)); err != nil {
+				return nil, false
+			}
+		}
+	}
+	c, err := w.Compile()
+	if err != nil {
+		return nil, false
+	}
+	raw, err := c.Schedule.encodeUpstream()
+	if err != nil {
+		return nil, false
+	}
+	c.Raw = raw
+	return c, true
 }
