@@ -43,9 +43,9 @@ func upstreamDecode(b []byte) error {
 		Backoff *string `json:"backoff"`
 	}
 	var u struct {
-		ID      string `json:"id"`
-		JobID   string `json:"job_id"`
-		Target  *struct {
+		ID     string `json:"id"`
+		JobID  string `json:"job_id"`
+		Target *struct {
 			Groups []string `json:"groups"`
 			PCs    []string `json:"pcs"`
 			All    bool     `json:"all"`
@@ -192,10 +192,10 @@ func TestWhenSpecExamplesRoundTrip(t *testing.T) {
 // map shape reads as the JSON does.
 func TestWhenDefaultsAndYAML(t *testing.T) {
 	cases := map[string]string{
-		`{"id":"k","when":{"per_pc":"once"},"job_id":"j","target":{"all":true}}`:                                                            `{"id":"k","when":{"per_pc":"once"},"job_id":"j","target":{"groups":[],"pcs":[],"all":true},"tz":"local","runs_on":"backend","enabled":true}`,
-		"id: k\nwhen: { per_pc: { every: 6h } }\njob_id: j\ntarget: { groups: [lab] }\ntz: utc\n":                                         `{"id":"k","when":{"per_pc":{"every":"6h"}},"job_id":"j","target":{"groups":["lab"],"pcs":[],"all":false},"tz":"utc","runs_on":"backend","enabled":true}`,
-		"id: g\nwhen:\n  calendar: { at: \"09:00\", days: [mon-fri] }\njob_id: j\ntarget: { all: true }\n":                                 `{"id":"g","when":{"calendar":{"at":"09:00","days":["mon-fri"]}},"job_id":"j","target":{"groups":[],"pcs":[],"all":true},"tz":"local","runs_on":"backend","enabled":true}`,
-		"id: b\nwhen: { on: [startup, logon] }\njob_id: j\ntarget: { pcs: [PC1] }\nruns_on: agent\n":                                      `{"id":"b","when":{"on":["startup","logon"]},"job_id":"j","target":{"groups":[],"pcs":["PC1"],"all":false},"tz":"local","runs_on":"agent","enabled":true}`,
+		`{"id":"k","when":{"per_pc":"once"},"job_id":"j","target":{"all":true}}`:                                                             `{"id":"k","when":{"per_pc":"once"},"job_id":"j","target":{"groups":[],"pcs":[],"all":true},"tz":"local","runs_on":"backend","enabled":true}`,
+		"id: k\nwhen: { per_pc: { every: 6h } }\njob_id: j\ntarget: { groups: [lab] }\ntz: utc\n":                                            `{"id":"k","when":{"per_pc":{"every":"6h"}},"job_id":"j","target":{"groups":["lab"],"pcs":[],"all":false},"tz":"utc","runs_on":"backend","enabled":true}`,
+		"id: g\nwhen:\n  calendar: { at: \"09:00\", days: [mon-fri] }\njob_id: j\ntarget: { all: true }\n":                                   `{"id":"g","when":{"calendar":{"at":"09:00","days":["mon-fri"]}},"job_id":"j","target":{"groups":[],"pcs":[],"all":true},"tz":"local","runs_on":"backend","enabled":true}`,
+		"id: b\nwhen: { on: [startup, logon] }\njob_id: j\ntarget: { pcs: [PC1] }\nruns_on: agent\n":                                         `{"id":"b","when":{"on":["startup","logon"]},"job_id":"j","target":{"groups":[],"pcs":["PC1"],"all":false},"tz":"local","runs_on":"agent","enabled":true}`,
 		"id: n\nwhen: { calendar: { at: \"03:00\", days: [1, 5, friL, tue#2] } }\njob_id: j\ntarget: { all: true }\nstarting_deadline: 1h\n": `{"id":"n","when":{"calendar":{"at":"03:00","days":["1","5","friL","tue#2"]}},"job_id":"j","target":{"groups":[],"pcs":[],"all":true},"tz":"local","starting_deadline":"1h","runs_on":"backend","enabled":true}`,
 	}
 	for in, want := range cases {
@@ -324,9 +324,9 @@ func TestUpstreamDecoderRefuses(t *testing.T) {
 // with tz never written as UTC.
 func TestCronConvertedWhereExact(t *testing.T) {
 	cases := map[string]string{
-		`{"id":"a","job_id":"j","cron":"0 0 9 * * mon-fri","tz":"UTC"}`: `{"id":"a","when":{"calendar":{"at":"09:00","days":["mon-fri"]}},"job_id":"j","target":{"groups":[],"pcs":[],"all":true},"tz":"utc","runs_on":"backend","enabled":true}`,
+		`{"id":"a","job_id":"j","cron":"0 0 9 * * mon-fri","tz":"UTC"}`:                                      `{"id":"a","when":{"calendar":{"at":"09:00","days":["mon-fri"]}},"job_id":"j","target":{"groups":[],"pcs":[],"all":true},"tz":"utc","runs_on":"backend","enabled":true}`,
 		`{"id":"a","job_id":"j","cron":"30 18 * * *","tz":"local","enabled":false,"target":{"pcs":["PC1"]}}`: `{"id":"a","when":{"calendar":{"at":"18:30"}},"job_id":"j","target":{"groups":[],"pcs":["PC1"],"all":false},"tz":"local","runs_on":"backend","enabled":false}`,
-		`{"id":"a","job_id":"j","cron":"0 3 * * 1,7"}`: `{"id":"a","when":{"calendar":{"at":"03:00","days":["1","7"]}},"job_id":"j","target":{"groups":[],"pcs":[],"all":true},"tz":"utc","runs_on":"backend","enabled":true}`,
+		`{"id":"a","job_id":"j","cron":"0 3 * * 1,7"}`:                                                       `{"id":"a","when":{"calendar":{"at":"03:00","days":["1","7"]}},"job_id":"j","target":{"groups":[],"pcs":[],"all":true},"tz":"utc","runs_on":"backend","enabled":true}`,
 	}
 	for in, want := range cases {
 		_, raw, err := ParseSchedule([]byte(in), "")
