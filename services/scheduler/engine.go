@@ -59,6 +59,8 @@ type Engine struct {
 	reqs    chan func() // run by the loop, which owns the table
 	applied uint64      // the schedules bucket's last revision taken in
 
+	comp *Completions // reconcile schedules' view of the projection
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // the loop and every drain
@@ -123,7 +125,7 @@ func StartEngine(ctx context.Context, o EngineOptions) (*Engine, error) {
 	e := &Engine{
 		o: o, log: o.Logger, sem: make(chan struct{}, o.Workers),
 		slots: map[string]*slot{}, invalid: map[string]uint64{}, claimed: map[string]claimEntry{}, synced: make(chan struct{}),
-		reqs: make(chan func()),
+		reqs: make(chan func()), comp: newCompletions(o.DB),
 	}
 	// Not at the leader: the claims bucket may have been created a moment
 	// ago and have no leader yet, and a claim read from a lagging replica

@@ -375,7 +375,7 @@ func (a *AgentCounter) aliveAgents(ctx context.Context) []string {
 	now := a.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if !a.at.IsZero() && now.Sub(a.at) < time.Second && now.After(a.at) {
+	if !a.at.IsZero() && now.Sub(a.at) < time.Second && !now.Before(a.at) {
 		return a.alive
 	}
 	rows, err := a.DB.R.QueryContext(ctx, `SELECT pc_id FROM agents WHERE last_heartbeat >= ?`,
@@ -398,6 +398,7 @@ func (a *AgentCounter) aliveAgents(ctx context.Context) []string {
 		a.Log.Warn("count alive agents", "err", err)
 		return a.alive
 	}
+	slices.Sort(out) // the roster's order; sorted once per refresh
 	a.alive, a.at = out, now
 	return out
 }

@@ -90,7 +90,7 @@ func (f *fakeClock) Set(now time.Time) {
 
 // waitArmed waits until some timer is set for at: the engine has taken in
 // a schedule whose next tick is at.
-func (f *fakeClock) waitArmed(t *testing.T, at time.Time) {
+func (f *fakeClock) waitArmed(t testing.TB, at time.Time) {
 	t.Helper()
 	deadline := time.After(10 * time.Second)
 	for {

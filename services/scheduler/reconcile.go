@@ -205,9 +205,10 @@ func (mk *Marks) live(scheduleID string, now time.Time, window time.Duration, en
 
 // pcRuns is what the projection says of one PC's runs of a job.
 type pcRuns struct {
-	lastOK   time.Time // latest finished with exit 0 (of the version, for once_per_version)
-	lastDone time.Time // latest finished, whatever the outcome
-	running  bool      // a row still without finished_at
+	lastOK       time.Time // latest finished with exit 0 (of the version, for once_per_version)
+	lastDone     time.Time // latest finished, whatever the outcome
+	running      bool      // a row still without finished_at
+	inflightRows int       // how many (Completions)
 }
 
 // jobRuns reads, per PC, the runs of job from execution_results: one
@@ -268,7 +269,7 @@ func (e *Engine) reconcile(ctx context.Context, s *slot, r tickReq, m Manifest, 
 	if c.PerVersion {
 		version = m.Version
 	}
-	runs, err := jobRuns(ctx, e.o.DB, c.JobID, version)
+	runs, err := e.comp.Runs(ctx, c.JobID, version, now)
 	if err != nil {
 		return nil, nil, err
 	}

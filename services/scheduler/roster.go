@@ -44,7 +44,7 @@ func (a *AgentCounter) Expected(ctx context.Context, t Target) []string {
 func (a *AgentCounter) Roster(ctx context.Context, t Target) ([]string, error) {
 	var pool []string
 	if (t.All || len(t.Groups) > 0) && a != nil && a.DB != nil {
-		rows, err := a.DB.R.QueryContext(ctx, `SELECT pc_id FROM agents`)
+		rows, err := a.DB.R.QueryContext(ctx, `SELECT pc_id FROM agents ORDER BY pc_id`)
 		if err != nil {
 			return nil, fmt.Errorf("roster: %w", err)
 		}
@@ -64,7 +64,12 @@ func (a *AgentCounter) Roster(ctx context.Context, t Target) ([]string, error) {
 }
 
 // resolve picks the members of t out of pool, adds t's pcs, and sorts.
+// pool is sorted and without repeats; for a plain all the result is pool
+// itself, shared: callers do not change it.
 func (a *AgentCounter) resolve(t Target, pool []string) []string {
+	if t.All && len(t.PCs) == 0 {
+		return pool
+	}
 	seen := make(map[string]bool, len(t.PCs))
 	var out []string
 	add := func(pc string) {
