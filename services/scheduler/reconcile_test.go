@@ -223,7 +223,7 @@ func startRig(t *testing.T, t0 time.Time, nodes int, pcs ...string) *reconcileRi
 // the heartbeats, and waits until every id's poll was handled.
 func (r *reconcileRig) poll(t *testing.T, at time.Time, ids ...string) {
 	t.Helper()
-	r.clock.waitArmed(t, at)
+	r.clock.waitArmedN(t, at, len(r.nodes))
 	r.clock.mu.Lock()
 	r.clock.now = at.Add(-time.Millisecond)
 	r.clock.mu.Unlock()
@@ -237,7 +237,7 @@ func (r *reconcileRig) poll(t *testing.T, at time.Time, ids ...string) {
 func (r *reconcileRig) jump(t *testing.T, at time.Time) {
 	t.Helper()
 	r.clock.Set(at)
-	r.clock.waitArmed(t, at.Truncate(time.Minute).Add(time.Minute))
+	r.clock.waitArmedN(t, at.Truncate(time.Minute).Add(time.Minute), len(r.nodes))
 }
 
 var t0 = time.Date(2026, 6, 1, 12, 0, 30, 0, time.UTC)
