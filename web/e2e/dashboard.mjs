@@ -16,6 +16,7 @@
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { scheduleSteps } from './schedules.mjs';
 
 const base = process.argv[2];
 if (!base) {
@@ -458,6 +459,8 @@ await step('a stored schedule the engine cannot use shows its error', async () =
   }
   await page.screenshot({ path: join(shotDir, 'schedules-error-light.png') });
 });
+
+await scheduleSteps({ step, page, api, go, tid, poll, job: SLOW_JOB, suffix });
 
 // Every page in both themes, at desktop and phone width.
 await step('screenshots of every page, light and dark', async () => {

@@ -60,9 +60,9 @@ async function askToken(rejected) {
 }
 
 // api('GET', '/api/results', {query: {limit: 50}}) -> parsed JSON, or null
-// for an empty body (204). body: an object is sent as JSON, a string as-is
-// with contentType.
-export async function api(method, path, { query, body, contentType, signal } = {}) {
+// for an empty body (204); with text: true, the body as text. body: an
+// object is sent as JSON, a string as-is with contentType.
+export async function api(method, path, { query, body, contentType, signal, text: asText = false } = {}) {
   let url = path;
   if (query) {
     const q = new URLSearchParams();
@@ -94,6 +94,7 @@ export async function api(method, path, { query, body, contentType, signal } = {
     }
     const text = await res.text();
     if (!res.ok) throw new ApiError(res.status, text.trim() || res.statusText || `HTTP ${res.status}`);
+    if (asText) return text; // a non-JSON answer (a YAML mirror)
     if (text === '') return null;
     try {
       return JSON.parse(text);

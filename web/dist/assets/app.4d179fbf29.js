@@ -2,17 +2,17 @@
 // lifecycle (timers and requests stop when you leave), and wires the header.
 
 import { start } from './router.475a737da2.js';
-import { api, setTokenPrompt, storedToken, forgetToken } from './api.53afe10e09.js';
+import { api, setTokenPrompt, storedToken, forgetToken } from './api.bad80ca0aa.js';
 import { tokenDialog } from './dialog.fefcff641c.js';
 import { initThemeToggle } from './theme.9bc285ecbb.js';
 import { Lifecycle } from './lifecycle.cf1e604c6c.js';
 import { h, replace } from './dom.3dd86e8f14.js';
-import * as activity from './page-activity.962c226459.js';
-import * as result from './page-result.50d72e6857.js';
-import * as executions from './page-executions.98d07d0ea7.js';
-import * as jobs from './page-jobs.92018d0d8a.js';
-import * as schedules from './page-schedules.b5892ad3a6.js';
-import * as agents from './page-agents.96f7dc987d.js';
+import * as activity from './page-activity.c1cb9de603.js';
+import * as result from './page-result.385d2f01af.js';
+import * as executions from './page-executions.fc9def1ab1.js';
+import * as jobs from './page-jobs.cdbc424342.js';
+import * as schedules from './page-schedules.05d6420ce8.js';
+import * as agents from './page-agents.7192f47883.js';
 
 const routes = [
   { re: /^\/$/, page: activity, nav: 'activity' },

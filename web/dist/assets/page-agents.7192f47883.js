@@ -1,7 +1,7 @@
 // Agents: who is alive by heartbeat, and when each was last heard from.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api } from './api.53afe10e09.js';
+import { api } from './api.bad80ca0aa.js';
 import { href } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
 import { timeEl, agoEl, tickAgo, errorText } from './format.31eef2b48b.js';

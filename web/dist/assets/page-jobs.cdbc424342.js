@@ -2,7 +2,7 @@
 // listed PCs; add or edit one as YAML (the form operators already write).
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api } from './api.53afe10e09.js';
+import { api } from './api.bad80ca0aa.js';
 import { href, navigate } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
 import { errorText } from './format.31eef2b48b.js';

@@ -3,7 +3,7 @@
 // results of one execution.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api } from './api.53afe10e09.js';
+import { api } from './api.bad80ca0aa.js';
 import { href, navigate, setParams } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
 import { exitBadge, timeEl, resultDuration, shortId, errorText, tickElapsed } from './format.31eef2b48b.js';

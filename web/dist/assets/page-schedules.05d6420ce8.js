@@ -1,0 +1,268 @@
+// Schedules: when each job fires (upstream's when, in words), how far each
+// schedule has covered its target, the next run; enable or disable one,
+// preview its next fires, add or edit one as YAML; freeze the fleet.
+
+import { h, replace } from './dom.3dd86e8f14.js';
+import { api } from './api.bad80ca0aa.js';
+import { Latest } from './lifecycle.cf1e604c6c.js';
+import { timeEl, agoEl, tickAgo, errorText } from './format.31eef2b48b.js';
+import { confirmDialog, yamlDialog } from './dialog.fefcff641c.js';
+import { toYAML } from './yaml.124ddd447c.js';
+
+export const title = 'Schedules';
+
+const TEMPLATE = `id: my-schedule
+when: {per_pc: once}  # or {per_pc: {every: 6h}}, {per_target: once},
+                      # {calendar: {at: "09:00", days: [mon-fri]}} (also tue#2, friL),
+                      # {calendar: {at: "2026-06-10 09:00"}} (one shot)
+job_id: my-job
+target: {all: true}   # or {groups: [g1]} / {pcs: [PC1, PC2]}
+tz: local             # or utc
+enabled: true
+# constraints: {window: "22:00-05:00", skip_dates: [2026-12-25], max_concurrent: 50}
+`;
+const PREVIEW_COUNT = 5;
+const REFRESH_MS = 15000;
+
+export function targetText(t) {
+  if (!t) return '—';
+  if (t.all) return 'all agents';
+  if (t.groups?.length) return `group${t.groups.length > 1 ? 's' : ''} ${t.groups.join(', ')}`;
+  if (t.pcs?.length) return t.pcs.length > 3 ? `${t.pcs.length} PCs` : t.pcs.join(', ');
+  return '—';
+}
+
+const DAYS = { sun: 'Sun', mon: 'Mon', tue: 'Tue', wed: 'Wed', thu: 'Thu', fri: 'Fri', sat: 'Sat',
+  0: 'Sun', 1: 'Mon', 2: 'Tue', 3: 'Wed', 4: 'Thu', 5: 'Fri', 6: 'Sat', 7: 'Sun' };
+const NTH = { 1: '1st', 2: '2nd', 3: '3rd', 4: '4th', 5: '5th' };
+
+function dayWord(d) {
+  return DAYS[String(d).toLowerCase()] || String(d);
+}
+
+function daysText(tok) {
+  const t = String(tok);
+  if (t === '*') return 'every day';
+  let m = t.match(/^(\w+)#([1-5])$/);
+  if (m) return `${NTH[m[2]]} ${dayWord(m[1])}`;
+  m = t.match(/^(\w+)[lL]$/);
+  if (m) return `last ${dayWord(m[1])}`;
+  m = t.match(/^(\w+)-(\w+)$/);
+  if (m) return `${dayWord(m[1])}-${dayWord(m[2])}`;
+  return dayWord(t);
+}
+
+// "6h" -> "6 h", "1h30m" -> "1 h 30 m".
+function durText(d) {
+  return String(d).replace(/(\d+)\s*([a-zA-Z]+)/g, '$1 $2 ').trim();
+}
+
+// whenText is a schedule's cadence in words: "each PC once", "every 6 h
+// per PC", "Mon-Fri 09:00 local"; the cron extension shows its expression.
+export function whenText(sc) {
+  const w = sc.when;
+  const tz = sc.tz || 'local';
+  const agents = sc.runs_on === 'agent' ? ' (ticked by the agents)' : '';
+  if (!w) return sc.cron ? `cron ${sc.cron} ${sc.tz || 'utc'}` : '—';
+  const per = (p, unit) => {
+    if (p === 'once') return unit === 'PC' ? 'each PC once' : 'the target once';
+    if (p === 'once_per_version') return 'each PC once per job version';
+    return `every ${durText(p?.every)} per ${unit}`;
+  };
+  if (w.per_pc !== undefined) return per(w.per_pc, 'PC') + agents;
+  if (w.per_target !== undefined) return per(w.per_target, 'target') + agents;
+  if (w.calendar) {
+    const { at, days } = w.calendar;
+    if (/^\d{4}[-/]/.test(at)) return `once at ${at} ${tz}${agents}`;
+    const on = days?.length ? days.map(daysText).join(', ') : 'daily';
+    return `${on} ${at} ${tz}${agents}`;
+  }
+  if (w.on) return `on ${w.on.join(', ')} (agents)`;
+  return '—';
+}
+
+// coverageCell: PCs done, due and in flight for the schedule's job.
+function coverageCell(cov) {
+  if (!cov) return h('span', { class: 'muted' }, '—');
+  const due = cov.pending + cov.fail;
+  return h('span', { testid: 'schedule-coverage', title: `${cov.ok} ok, ${cov.fail} failed, ${cov.pending} never run, ${cov.running} running, of ${cov.total}` },
+    `${cov.ok}/${cov.total} done`,
+    due ? h('span', { class: 'muted' }, ` · ${due} due`) : null,
+    cov.running ? h('span', { class: 'muted' }, ` · ${cov.running} in flight`) : null);
+}
+
+// freezeText describes a stored freeze.
+function freezeText(f) {
+  const bounds = f.from && f.until ? ` from ${f.from} until ${f.until}` : f.until ? ` until ${f.until}` : f.from ? ` from ${f.from}` : ' until it is lifted';
+  return `Fleet frozen${bounds} (${f.tz || 'local'}): no schedule fires${f.reason ? ` — ${f.reason}` : ''}.`;
+}
+
+// nextCell: the next run, or, for a stored schedule the engine cannot use
+// (the API's "error": written by something that did not validate it), the
+// reason in its place, since it will not fire.
+function nextCell(sc, enabled, next) {
+  if (sc.error) {
+    return h('span', { class: 'badge failure schedule-error', testid: 'schedule-error', title: String(sc.error) },
+      h('span', { 'aria-hidden': 'true' }, '⚠ '), h('span', { class: 'sr-only' }, 'error: '), String(sc.error));
+  }
+  if (enabled && next) return [timeEl(next), agoEl(next)];
+  return h('span', { class: 'muted' }, enabled ? '—' : 'disabled');
+}
+
+export function mount(main, { life }) {
+  const latest = new Latest(life);
+  const banner = h('p', { class: 'banner', role: 'alert', testid: 'schedules-error' });
+  const freezeBanner = h('p', { class: 'banner freeze', role: 'status', testid: 'freeze-banner', hidden: true });
+  const freezeButton = h('button', { type: 'button', testid: 'freeze-toggle', onclick: () => toggleFreeze() }, 'Freeze fleet');
+  let frozen = null;
+  const tbody = h('tbody', { testid: 'schedules-body' }, h('tr', { class: 'empty' }, h('td', { colspan: 7 }, 'Loading…')));
+  const previews = new Map(); // schedule id -> fires, kept across refreshes
+  const notes = new Map(); // schedule id -> the preview's note (no discrete fires)
+  let cancelRefresh = () => {};
+
+  replace(main, h('section', { class: 'page schedules', testid: 'schedules-page' },
+    h('div', { class: 'page-head' }, h('h1', {}, 'Schedules'), h('span', { class: 'spacer' }),
+      freezeButton,
+      h('button', { type: 'button', class: 'primary', testid: 'add-schedule', onclick: () => edit(null) }, 'Add schedule')),
+    freezeBanner,
+    banner,
+    h('div', { class: 'table-wrap' }, h('table', { class: 'schedules', testid: 'schedules-table' },
+      h('thead', {}, h('tr', {},
+        h('th', { scope: 'col', class: 'c-id' }, 'Schedule'), h('th', { scope: 'col', class: 'c-job opt' }, 'Job'),
+        h('th', { scope: 'col', class: 'c-cron opt' }, 'When'), h('th', { scope: 'col', class: 'c-target opt' }, 'Target'),
+        h('th', { scope: 'col', class: 'c-coverage opt' }, 'Coverage'),
+        h('th', { scope: 'col', class: 'c-next' }, 'Next run'),
+        h('th', { scope: 'col', class: 'c-actions' }, h('span', { class: 'sr-only' }, 'Actions')))),
+      tbody))));
+
+  function scheduleRows(sc, next, cov) {
+    const enabled = sc.enabled !== false;
+    const toggle = h('button', {
+      type: 'button', role: 'switch', 'aria-checked': String(enabled), class: `toggle small ${enabled ? 'on' : 'off'}`,
+      testid: 'toggle-schedule', title: enabled ? 'enabled: click to disable' : 'disabled: click to enable',
+      onclick: () => setEnabled(sc, !enabled, toggle),
+    }, enabled ? 'Enabled' : 'Disabled');
+    const row = h('tr', { testid: 'schedule-row', class: sc.error ? 'broken' : null, dataset: { scheduleId: sc.id, enabled: String(enabled), error: sc.error ? 'true' : null } },
+      h('td', { class: 'mono ellipsis', title: sc.id }, sc.id),
+      h('td', { class: 'mono ellipsis opt', title: sc.job_id }, sc.job_id),
+      h('td', { class: 'opt ellipsis', testid: 'schedule-when', title: sc.when ? JSON.stringify(sc.when) : sc.cron }, whenText(sc)),
+      h('td', { class: 'opt ellipsis' }, targetText(sc.target)),
+      h('td', { class: 'opt' }, coverageCell(cov)),
+      h('td', { class: 'num', testid: 'next-run' }, nextCell(sc, enabled, next)),
+      h('td', {}, h('div', { class: 'actions' },
+        toggle,
+        h('button', { type: 'button', class: 'small', testid: 'preview-schedule', 'aria-expanded': String(previews.has(sc.id)), onclick: () => togglePreview(sc) }, 'Preview'),
+        h('button', { type: 'button', class: 'small', testid: 'edit-schedule', onclick: () => edit(sc) }, 'Edit'),
+        h('button', { type: 'button', class: 'small danger-text', testid: 'delete-schedule', onclick: () => remove(sc) }, 'Delete'))));
+    if (!previews.has(sc.id)) return [row];
+    const fires = previews.get(sc.id);
+    return [row, h('tr', { class: 'preview-row' }, h('td', { colspan: 7 },
+      h('div', { class: 'preview', testid: 'schedule-preview', dataset: { scheduleId: sc.id } },
+        h('span', { class: 'label' }, `Next ${PREVIEW_COUNT} fires:`),
+        Array.isArray(fires)
+          ? (fires.length ? h('ol', {}, fires.map((f) => h('li', { class: 'num' }, timeEl(f))))
+            : h('span', { class: 'muted' }, notes.get(sc.id) || 'no upcoming fires'))
+          : h('span', { class: 'form-error' }, fires))))];
+  }
+
+  async function load() {
+    cancelRefresh();
+    const res = await latest.run(async (signal) => {
+      const [list, upcoming, coverage, freeze] = await Promise.all([
+        api('GET', '/api/schedules', { signal }),
+        api('GET', '/api/schedules/upcoming', { query: { limit: 1000 }, signal }).catch(() => []),
+        api('GET', '/api/schedules/coverage', { signal }).catch(() => []),
+        api('GET', '/api/freeze', { signal }).catch(() => null),
+      ]);
+      return { list: list || [], upcoming: upcoming || [], coverage: coverage || [], freeze };
+    });
+    if (!res) return;
+    cancelRefresh = life.after(REFRESH_MS, load);
+    if (!res.ok) {
+      banner.textContent = errorText(res.error);
+      return;
+    }
+    banner.textContent = '';
+    frozen = res.value.freeze;
+    freezeBanner.hidden = !frozen;
+    freezeBanner.textContent = frozen ? freezeText(frozen) : '';
+    freezeButton.textContent = frozen ? 'Lift freeze' : 'Freeze fleet';
+    freezeButton.setAttribute('aria-pressed', String(Boolean(frozen)));
+    const cov = new Map(res.value.coverage.map((c) => [c.id, c]));
+    const next = new Map(res.value.upcoming.map((u) => [u.id, u.next_run]));
+    const list = [...res.value.list].sort((a, b) => a.id.localeCompare(b.id));
+    replace(tbody, list.length
+      ? list.flatMap((sc) => scheduleRows(sc, sc.next_run ?? next.get(sc.id), cov.get(sc.id)))
+      : h('tr', { class: 'empty' }, h('td', { colspan: 7 }, 'No schedules yet: add one.')));
+  }
+
+  async function toggleFreeze() {
+    const lifting = Boolean(frozen);
+    const ok = await confirmDialog({
+      title: lifting ? 'Lift the freeze' : 'Freeze the fleet',
+      message: lifting ? 'Schedules fire again from their next tick.' : 'No schedule fires, on the backend or on the agents, until the freeze is lifted.',
+      confirmLabel: lifting ? 'Lift freeze' : 'Freeze', danger: !lifting, testid: 'freeze-dialog',
+    });
+    if (!ok) return;
+    const err = await (lifting
+      ? api('DELETE', '/api/freeze')
+      : api('PUT', '/api/freeze', { body: { reason: 'frozen from the dashboard', tz: 'local' } })).then(() => null, (e) => e);
+    await load();
+    if (err) banner.textContent = errorText(err);
+  }
+
+  async function setEnabled(sc, enabled, button) {
+    button.disabled = true;
+    const err = await api('POST', `/api/schedules/${encodeURIComponent(sc.id)}/${enabled ? 'enable' : 'disable'}`).then(() => null, (e) => e);
+    await load();
+    if (err) banner.textContent = errorText(err); // after the reload, which clears the banner
+  }
+
+  async function togglePreview(sc) {
+    if (previews.has(sc.id)) {
+      previews.delete(sc.id);
+    } else {
+      try {
+        const p = await api('GET', `/api/schedules/${encodeURIComponent(sc.id)}/preview`, { query: { count: PREVIEW_COUNT } });
+        previews.set(sc.id, p?.fires || []);
+        if (p?.note) notes.set(sc.id, p.note);
+      } catch (err) {
+        previews.set(sc.id, errorText(err));
+      }
+    }
+    await load();
+  }
+
+  async function edit(sc) {
+    let text = TEMPLATE;
+    if (sc) {
+      // The YAML as the operator wrote it (comments kept), when the
+      // server has it; else the stored JSON as YAML.
+      const mirrored = sc.error ? null : await api('GET', `/api/schedules/${encodeURIComponent(sc.id)}/yaml`, { text: true }).catch(() => null);
+      if (mirrored) {
+        text = mirrored;
+      } else {
+        const full = await api('GET', `/api/schedules/${encodeURIComponent(sc.id)}`).catch(() => sc);
+        const { next_run, error, ...stored } = full; // derived, not part of the schedule
+        text = toYAML(stored);
+      }
+    }
+    const saved = await yamlDialog({
+      title: sc ? `Edit schedule ${sc.id}` : 'Add schedule',
+      text,
+      save: (t) => api('POST', '/api/schedules', { body: t, contentType: 'application/yaml' }),
+    });
+    if (saved) load();
+  }
+
+  async function remove(sc) {
+    const ok = await confirmDialog({ title: 'Delete schedule', message: `Delete schedule ${sc.id}? It stops firing.`, confirmLabel: 'Delete', danger: true });
+    if (!ok) return;
+    const err = await api('DELETE', `/api/schedules/${encodeURIComponent(sc.id)}`).then(() => null, (e) => e);
+    await load();
+    if (err) banner.textContent = errorText(err);
+  }
+
+  life.every(1000, () => tickAgo(tbody));
+  load();
+}
