@@ -54,6 +54,16 @@ func newCompletions(db *store.DB) *Completions {
 // when set (once_per_version), bypasses the cache: it is rare and keyed by
 // the manifest's version.
 func (c *Completions) Runs(ctx context.Context, job, version string, now time.Time) (map[string]pcRuns, error) {
+	return c.runs(ctx, job, version, now, false)
+}
+
+// Current is Runs caught up to this moment, for a reader outside the polls
+// (the coverage summary).
+func (c *Completions) Current(ctx context.Context, job string, now time.Time) (map[string]pcRuns, error) {
+	return c.runs(ctx, job, "", now, true)
+}
+
+func (c *Completions) runs(ctx context.Context, job, version string, now time.Time, fresh bool) (map[string]pcRuns, error) {
 	if c == nil || c.db == nil {
 		return map[string]pcRuns{}, nil
 	}
@@ -62,11 +72,13 @@ func (c *Completions) Runs(ctx context.Context, job, version string, now time.Ti
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.polled.Equal(now) {
+	if fresh || !c.polled.Equal(now) {
 		if err := c.catchUp(ctx); err != nil {
 			return nil, err
 		}
-		c.polled = now
+		if !fresh {
+			c.polled = now
+		}
 	}
 	jc := c.jobs[job]
 	if jc == nil || now.Sub(jc.loaded) >= fullEvery+staggerOf(job) || jc.loaded.After(now) {

@@ -141,6 +141,10 @@ type Catalog struct {
 	Conn *nats.Conn
 	// Agents resolves targets for coverage.
 	Agents *AgentCounter
+	// Completions, when set, is the engine's cached view of the job
+	// results, which the coverage summary reads instead of each job's
+	// rows.
+	Completions *Completions
 }
 
 // The buckets this package creates when missing.

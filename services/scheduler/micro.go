@@ -125,7 +125,7 @@ func services(cat *Catalog, eng *Engine, firer *Firer, clock Clock, log *slog.Lo
 				})},
 			{Name: "coverage_summary", Subject: "kanade.schedules.coverage_summary", HTTP: "GET /api/schedules/coverage", Tier: api.TierViewer,
 				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					return cat.CoverageSummary(ctx)
+					return cat.CoverageSummary(ctx, clock.Now())
 				}},
 			{Name: "get", Subject: "kanade.schedules.get", HTTP: "GET /api/schedules/{id}", Tier: api.TierViewer,
 				Handler: with(func(ctx context.Context, p scheduleParams) (any, error) {

@@ -156,8 +156,9 @@ func invalid(format string, args ...any) error {
 }
 
 // validateUpstream is upstream's Schedule::validate, in its order; the
-// first error wins and the texts are upstream's.
-func (s Schedule) validateUpstream() error {
+// first error wins and the texts are upstream's. Without create, a stored
+// deadline_at (which readers take) passes.
+func (s Schedule) validateUpstream(create bool) error {
 	w := s.When
 	agent := s.RunsOn == "agent"
 	switch {
@@ -228,7 +229,7 @@ func (s Schedule) validateUpstream() error {
 			}
 		}
 	}
-	if s.DeadlineAt != nil {
+	if create && s.DeadlineAt != nil {
 		return invalid("deadline_at is computed by the scheduler (tick time + starting_deadline) and overwritten on every fire — set `starting_deadline` instead")
 	}
 	return s.validateGates()

@@ -148,7 +148,7 @@ func Start(ctx context.Context, o Options) (*Scheduler, error) {
 		s.Stop()
 		return nil, fmt.Errorf("scheduler: %w", err)
 	}
-	s.Catalog.Agents = firer.Agents
+	s.Catalog.Agents, s.Catalog.Completions = firer.Agents, s.Engine.comp
 	for _, svc := range services(s.Catalog, s.Engine, firer, o.Clock, o.Logger) {
 		r, err := api.Start(o.Conn, svc)
 		if err != nil {

@@ -86,8 +86,13 @@ type compiledWave struct {
 	Delay time.Duration
 }
 
-// Compile validates everything about s that needs no lookup.
-func (s Schedule) Compile() (*Compiled, error) {
+// Compile validates a stored schedule, everything that needs no lookup:
+// what create refuses but upstream's readers still take (a stored
+// deadline_at, which the scheduler overwrites on every fire) passes.
+func (s Schedule) Compile() (*Compiled, error) { return s.compile(false) }
+
+// compile is Compile; create applies the create boundary's rules too.
+func (s Schedule) compile(create bool) (*Compiled, error) {
 	switch {
 	case s.ID == "":
 		return nil, api.BadRequest("id is required")
@@ -103,12 +108,12 @@ func (s Schedule) Compile() (*Compiled, error) {
 		return nil, api.BadRequest("missing field `when` (or this backend's extension: cron is required)")
 	}
 	if s.When != nil {
-		return s.compileWhen()
+		return s.compileWhen(create)
 	}
-	return s.compileCron()
+	return s.compileCron(create)
 }
 
-func (s Schedule) compileWhen() (*Compiled, error) {
+func (s Schedule) compileWhen(create bool) (*Compiled, error) {
 	loc, err := whenTZ(s.TZ)
 	if err != nil {
 		return nil, api.BadRequest("%v", err)
@@ -116,7 +121,7 @@ func (s Schedule) compileWhen() (*Compiled, error) {
 	if s.RunsOn != "" && s.RunsOn != "backend" && s.RunsOn != "agent" {
 		return nil, api.BadRequest("runs_on: unknown variant `%s`, expected `backend` or `agent`", s.RunsOn)
 	}
-	if err := s.validateUpstream(); err != nil {
+	if err := s.validateUpstream(create); err != nil {
 		return nil, err
 	}
 	c := &Compiled{Schedule: s, Loc: loc, Gates: compileGates(s, loc), Retry: s.lowerRetry()}
@@ -166,7 +171,7 @@ func (s Schedule) compileWhen() (*Compiled, error) {
 	return c, nil
 }
 
-func (s Schedule) compileCron() (*Compiled, error) {
+func (s Schedule) compileCron(create bool) (*Compiled, error) {
 	if s.RunsOn != "" && s.RunsOn != "backend" {
 		return nil, api.BadRequest("runs_on %q: a cron schedule is this backend's extension and runs on the backend only; write when for runs_on: agent", s.RunsOn)
 	}
@@ -196,7 +201,7 @@ func (s Schedule) compileCron() (*Compiled, error) {
 	if s.Rollout != nil {
 		return nil, api.BadRequest("rollout needs the when form")
 	}
-	if s.DeadlineAt != nil {
+	if create && s.DeadlineAt != nil {
 		return nil, invalid("deadline_at is computed by the scheduler (tick time + starting_deadline) and overwritten on every fire — set `starting_deadline` instead")
 	}
 	if err := s.validateGates(); err != nil {
@@ -238,7 +243,7 @@ func ParseSchedule(data []byte, contentType string) (*Compiled, json.RawMessage,
 			s.Raw = b
 		}
 	}
-	c, err := s.Compile()
+	c, err := s.compile(true)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -599,7 +604,7 @@ func cronAsCalendar(s Schedule, doc map[string]any) (*Compiled, bool) {
 			}
 		}
 	}
-	c, err := w.Compile()
+	c, err := w.compile(true)
 	if err != nil {
 		return nil, false
 	}

@@ -540,12 +540,15 @@ type CoverageRow struct {
 }
 
 // CoverageSummary is GET /api/schedules/coverage: every usable schedule;
-// one whose target does not resolve counts 0/0.
-func (c *Catalog) CoverageSummary(ctx context.Context) ([]CoverageRow, error) {
+// one whose target does not resolve counts 0/0. Each distinct target is
+// resolved once, and with the engine's completions cache each job's state
+// comes from memory rather than a scan of its rows.
+func (c *Catalog) CoverageSummary(ctx context.Context, now time.Time) ([]CoverageRow, error) {
 	list, errs, err := c.listSchedules(ctx)
 	if err != nil {
 		return nil, err
 	}
+	rosters := map[string][]string{}
 	out := []CoverageRow{}
 	for i, s := range list {
 		if errs[i] != nil {
@@ -555,10 +558,40 @@ func (c *Catalog) CoverageSummary(ctx context.Context) ([]CoverageRow, error) {
 		if err != nil {
 			continue
 		}
-		rep, err := c.coverage(ctx, comp, false)
 		row := CoverageRow{ID: s.ID}
-		if err == nil {
-			row = CoverageRow{ID: s.ID, Total: rep.Total, OK: rep.OK, Fail: rep.Fail, Running: rep.Running, Pending: rep.Pending}
+		if c.Completions == nil {
+			if rep, err := c.coverage(ctx, comp, false); err == nil {
+				row = CoverageRow{ID: s.ID, Total: rep.Total, OK: rep.OK, Fail: rep.Fail, Running: rep.Running, Pending: rep.Pending}
+			}
+			out = append(out, row)
+			continue
+		}
+		key, _ := json.Marshal(comp.Target)
+		roster, ok := rosters[string(key)]
+		if !ok {
+			if roster, err = c.Agents.Roster(ctx, comp.Target); err != nil {
+				out = append(out, row)
+				continue
+			}
+			rosters[string(key)] = roster
+		}
+		runs, err := c.Completions.Current(ctx, comp.JobID, now)
+		if err != nil {
+			return nil, fmt.Errorf("finished: %w", err)
+		}
+		row.Total = len(roster)
+		for _, pc := range roster {
+			r := runs[pc]
+			switch {
+			case r.running:
+				row.Running++
+			case r.lastDone.IsZero():
+				row.Pending++
+			case r.lastOK.Equal(r.lastDone):
+				row.OK++
+			default:
+				row.Fail++
+			}
 		}
 		out = append(out, row)
 	}

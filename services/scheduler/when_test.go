@@ -364,3 +364,19 @@ func TestWhenStoredUnknownVariant(t *testing.T) {
 		t.Errorf("decode: %v %+v", err, s)
 	}
 }
+
+// A stored deadline_at, refused at create, is read (and ignored) as
+// upstream's readers do.
+func TestWhenStoredDeadlineAt(t *testing.T) {
+	b := `{"id":"s","when":{"per_pc":"once"},"job_id":"j","target":{"groups":[],"pcs":[],"all":true},"deadline_at":"2026-01-01T00:00:00Z","tz":"utc","runs_on":"backend","enabled":true}`
+	s, err := decodeStored([]byte(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Compile(); err != nil {
+		t.Errorf("stored deadline_at refused: %v", err)
+	}
+	if _, _, err := ParseSchedule([]byte(b), ""); err == nil || !strings.Contains(err.Error(), "deadline_at is computed") {
+		t.Errorf("create took deadline_at: %v", err)
+	}
+}
