@@ -244,6 +244,21 @@ var t0 = time.Date(2026, 6, 1, 12, 0, 30, 0, time.UTC)
 
 func minute(k int) time.Time { return t0.Truncate(time.Minute).Add(time.Duration(k) * time.Minute) }
 
+// upstreamReadable checks every blob in the schedules bucket with the
+// strict upstream reader: what this backend wrote, an agent can decode.
+func upstreamReadable(t *testing.T, n *nodetest.Node) {
+	t.Helper()
+	entries, err := listEntries(context.Background(), nil, catalogOf(t, n).Schedules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if err := upstreamDecode(e.Value()); err != nil {
+			t.Errorf("schedule %s: upstream cannot read %s: %v", e.Key(), e.Value(), err)
+		}
+	}
+}
+
 // per_pc once: every alive PC exactly once; a PC that appears later gets
 // it; a failed PC is retried at the next poll; a succeeded one never again.
 func TestReconcilePerPCOnce(t *testing.T) {
@@ -286,6 +301,9 @@ func TestReconcilePerPCOnce(t *testing.T) {
 	if cov.Total != 4 || cov.OK != 4 || cov.Fail != 0 || cov.Pending != 0 || len(cov.Agents) != 4 || cov.When != "per_pc once" {
 		t.Errorf("coverage %+v", cov)
 	}
+	mustCall(t, r.nc, "kanade.schedules.disable", "", `{"id":"kitting-once"}`)
+	mustCall(t, r.nc, "kanade.schedules.enable", "", `{"id":"kitting-once"}`)
+	upstreamReadable(t, r.n)
 }
 
 // per_pc every 6h re-arms a PC 6 h after its last success; a run in flight
@@ -539,5 +557,56 @@ func TestSchedulesUpstreamAPI(t *testing.T) {
 	pv = mustCall(t, r.nc, "kanade.schedules.preview", "", `{"id":"pt","count":2}`)
 	if pv != `{"id":"pt","when":"at 09:00 [tue#2]","tz":"utc","enabled":true,"fires":["2026-06-09T09:00:00+00:00","2026-08-11T09:00:00+00:00"]}` {
 		t.Errorf("preview %s", pv)
+	}
+	// A cron schedule with an exact calendar is stored as one.
+	mustCall(t, r.nc, "kanade.schedules.put", "", `{"id":"weekday","job_id":"echo","cron":"0 0 9 * * 1-5","tz":"UTC"}`)
+	upstreamReadable(t, r.n)
+}
+
+// The spec's one-shot with a wave rollout (example 4): at its time the
+// first wave's group gets the Command, the second 30 min later, and the
+// one-shot never fires again.
+func TestCalendarOneShotWaves(t *testing.T) {
+	r := startRig(t, t0, 1, "PC-A", "PC-B", "PC-C")
+	r.fleet.set(func() {
+		r.fleet.groups["PC-A"] = []string{"canary"}
+		r.fleet.groups["PC-B"] = []string{"wave1"}
+	})
+	mustCall(t, r.nc, "kanade.schedules.put", "", `{"id":"patch-2026-06","when":{"calendar":{"at":"2026-06-01 12:05"}},"job_id":"echo","target":{"groups":["canary","wave1"],"pcs":[],"all":false},"rollout":{"strategy":"wave","waves":[{"group":"canary","delay":"0s"},{"group":"wave1","delay":"30m"}]},"active":{"until":"2026-07-01"},"tz":"utc","runs_on":"backend","enabled":true}`)
+	var up []Upcoming
+	json.Unmarshal([]byte(mustCall(t, r.nc, "kanade.schedules.upcoming", "", `{}`)), &up)
+	if len(up) != 1 || up[0].When != "at 2026-06-01 12:05" || up[0].NextRun != "2026-06-01T12:05:00Z" {
+		t.Errorf("upcoming %+v", up)
+	}
+	r.poll(t, minute(5), "patch-2026-06")
+	r.fleet.wantRuns(map[string]int{"PC-A": 1})
+	r.clock.waitArmed(t, minute(35))
+	r.clock.Set(minute(35))
+	r.fleet.wantRuns(map[string]int{"PC-A": 1, "PC-B": 1})
+	json.Unmarshal([]byte(mustCall(t, r.nc, "kanade.schedules.upcoming", "", `{}`)), &up)
+	if len(up) != 0 {
+		t.Errorf("a fired one-shot is still upcoming: %+v", up)
+	}
+}
+
+// per_pc once_per_version re-arms every PC when the job's version changes.
+func TestReconcileOncePerVersion(t *testing.T) {
+	r := startRig(t, t0, 1, "PC-A")
+	mustCall(t, r.nc, "kanade.schedules.put", "", `{"id":"pv","when":{"per_pc":"once_per_version"},"job_id":"echo","target":{"all":true},"tz":"utc"}`)
+	r.poll(t, minute(1), "pv")
+	r.fleet.wantRuns(map[string]int{"PC-A": 1})
+	r.poll(t, minute(2), "pv")
+	r.fleet.wantRuns(map[string]int{"PC-A": 1})
+	mustCall(t, r.nc, "kanade.jobs.put", "", strings.Replace(echoJob, `"1.0.0"`, `"2.0.0"`, 1))
+	// The job mirror has the new version before the next poll.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if m, _ := r.nodes[0].Engine.o.JobCache.Get("echo"); m.Version == "2.0.0" || time.Now().After(deadline) {
+			break
+		}
+	}
+	r.poll(t, minute(3), "pv")
+	r.fleet.wantRuns(map[string]int{"PC-A": 2})
+	if v := r.fleet.cmds[1].Version; v != "2.0.0" {
+		t.Errorf("second run at version %s", v)
 	}
 }

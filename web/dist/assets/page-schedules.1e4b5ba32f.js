@@ -106,7 +106,10 @@ function nextCell(sc, enabled, next) {
       h('span', { 'aria-hidden': 'true' }, '⚠ '), h('span', { class: 'sr-only' }, 'error: '), String(sc.error));
   }
   if (enabled && next) return [timeEl(next), agoEl(next)];
-  return h('span', { class: 'muted' }, enabled ? '—' : 'disabled');
+  if (!enabled) return h('span', { class: 'muted' }, 'disabled');
+  if (sc.runs_on === 'agent' || sc.when?.on) return h('span', { class: 'muted' }, 'on the agents');
+  if (sc.when?.per_pc !== undefined || sc.when?.per_target !== undefined) return h('span', { class: 'muted' }, 'polls every minute');
+  return h('span', { class: 'muted' }, '—');
 }
 
 export function mount(main, { life }) {
