@@ -29,6 +29,30 @@ export async function scheduleSteps({ step, page, api, go, tid, poll, job, suffi
     for (const id of [cal, once]) await api(`/api/schedules/${id}`, { method: 'DELETE' });
   });
 
+  await step('add a schedule in words', async () => {
+    const id = `e2e-words-${suffix}`;
+    await go('/schedules');
+    await page.locator(tid('add-schedule-words')).click();
+    const dialog = page.locator(tid('words-dialog'));
+    await dialog.locator(tid('words-id')).fill(id);
+    await dialog.locator(tid('words-job')).selectOption(job);
+    await dialog.locator(tid('words-cadence')).selectOption('per_pc_every');
+    await dialog.locator(tid('words-every')).fill('6h');
+    await dialog.locator(tid('words-target')).fill('group:lab');
+    const said = await dialog.locator(tid('words-preview')).textContent();
+    if (said !== 'Fires: every 6 h per PC') throw new Error(`the form says ${JSON.stringify(said)}`);
+    await dialog.locator(tid('words-cadence')).selectOption('calendar');
+    await dialog.locator(tid('words-days')).fill('mon-fri');
+    await poll('the words to follow', async () => (await dialog.locator(tid('words-preview')).textContent()) === 'Fires: Mon-Fri 09:00 local');
+    await dialog.locator(tid('dialog-submit')).click();
+    await dialog.waitFor({ state: 'detached' });
+    const stored = await api(`/api/schedules/${id}`);
+    if (JSON.stringify(stored.when) !== '{"calendar":{"at":"09:00","days":["mon-fri"]}}' || stored.target.groups[0] !== 'lab' || stored.tz !== 'local') {
+      throw new Error(`stored ${JSON.stringify(stored)}`);
+    }
+    await api(`/api/schedules/${id}`, { method: 'DELETE' });
+  });
+
   await step('freeze the fleet and lift it', async () => {
     await go('/schedules');
     const banner = page.locator(tid('freeze-banner'));

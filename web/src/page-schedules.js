@@ -6,7 +6,7 @@ import { h, replace } from './dom.js';
 import { api } from './api.js';
 import { Latest } from './lifecycle.js';
 import { timeEl, agoEl, tickAgo, errorText } from './format.js';
-import { confirmDialog, yamlDialog } from './dialog.js';
+import { confirmDialog, yamlDialog, modal } from './dialog.js';
 import { toYAML } from './yaml.js';
 
 export const title = 'Schedules';
@@ -81,6 +81,69 @@ export function whenText(sc) {
   return '—';
 }
 
+const CADENCES = [
+  ['per_pc_once', 'Each PC once'], ['per_pc_every', 'Each PC, every…'],
+  ['per_target_once', 'The target once'], ['per_target_every', 'The target, every…'],
+  ['calendar', 'At a time, on some days'], ['oneshot', 'Once, at a date and time'],
+];
+
+function splitList(v) {
+  return v.split(/[\s,]+/).map((x) => x.trim()).filter(Boolean);
+}
+
+// whenOf builds upstream's when from the form's cadence fields.
+export function whenOf({ cadence, every, at, days, date }) {
+  switch (cadence) {
+    case 'per_pc_once': return { per_pc: 'once' };
+    case 'per_pc_every': return { per_pc: { every } };
+    case 'per_target_once': return { per_target: 'once' };
+    case 'per_target_every': return { per_target: { every } };
+    case 'calendar': return days.length ? { calendar: { at, days } } : { calendar: { at } };
+    default: return { calendar: { at: date } };
+  }
+}
+
+// wordsDialog adds a schedule from a form that says its cadence in words as
+// it is filled in; the server validates it as it does the YAML.
+async function wordsDialog(jobs) {
+  const field = (label, input) => h('label', { class: 'field' }, h('span', { class: 'label' }, label), input);
+  const id = h('input', { type: 'text', name: 'id', required: true, testid: 'words-id', autocomplete: 'off' });
+  const job = h('select', { name: 'job', testid: 'words-job' }, jobs.map((j) => h('option', { value: j }, j)));
+  const cadence = h('select', { name: 'cadence', testid: 'words-cadence' }, CADENCES.map(([v, t]) => h('option', { value: v }, t)));
+  const every = h('input', { type: 'text', name: 'every', value: '6h', testid: 'words-every', autocomplete: 'off', 'aria-label': 'every' });
+  const at = h('input', { type: 'text', name: 'at', value: '09:00', testid: 'words-at', autocomplete: 'off', 'aria-label': 'at' });
+  const days = h('input', { type: 'text', name: 'days', value: 'mon-fri', testid: 'words-days', autocomplete: 'off', placeholder: 'mon-fri, tue#2, friL (empty: daily)' });
+  const date = h('input', { type: 'text', name: 'date', value: '2026-12-31 09:00', testid: 'words-date', autocomplete: 'off', 'aria-label': 'date and time' });
+  const target = h('input', { type: 'text', name: 'target', value: 'all', testid: 'words-target', autocomplete: 'off', placeholder: 'all, group:lab, or PC names' });
+  const tz = h('select', { name: 'tz', testid: 'words-tz' }, h('option', { value: 'local' }, 'local'), h('option', { value: 'utc' }, 'utc'));
+  const words = h('p', { class: 'muted', testid: 'words-preview', 'aria-live': 'polite' });
+  const parts = { every: field('Every', every), at: field('At', at), days: field('Days', days), date: field('Date and time', date) };
+  const doc = () => {
+    const t = target.value.trim();
+    const tgt = t === '' || t === 'all' ? { all: true }
+      : t.startsWith('group:') ? { groups: splitList(t.slice(6)) } : { pcs: splitList(t) };
+    return {
+      id: id.value.trim(), job_id: job.value, target: tgt, tz: tz.value,
+      when: whenOf({ cadence: cadence.value, every: every.value.trim(), at: at.value.trim(), days: splitList(days.value), date: date.value.trim() }),
+    };
+  };
+  const update = () => {
+    const c = cadence.value;
+    parts.every.hidden = !c.endsWith('_every');
+    parts.at.hidden = parts.days.hidden = c !== 'calendar';
+    parts.date.hidden = c !== 'oneshot';
+    words.textContent = `Fires: ${whenText(doc())}`;
+  };
+  for (const el of [cadence, every, at, days, date, tz]) el.addEventListener('input', update);
+  update();
+  return modal({
+    title: 'Add schedule', testid: 'words-dialog', submitLabel: 'Save',
+    body: [field('Id', id), field('Job', job), field('When', cadence), parts.every, parts.at, parts.days, parts.date,
+      field('Target', target), field('Time zone', tz), words],
+    onSubmit: () => api('POST', '/api/schedules', { body: doc() }),
+  });
+}
+
 // coverageCell: PCs done, due and in flight for the schedule's job.
 function coverageCell(cov) {
   if (!cov) return h('span', { class: 'muted' }, '—');
@@ -126,6 +189,7 @@ export function mount(main, { life }) {
   replace(main, h('section', { class: 'page schedules', testid: 'schedules-page' },
     h('div', { class: 'page-head' }, h('h1', {}, 'Schedules'), h('span', { class: 'spacer' }),
       freezeButton,
+      h('button', { type: 'button', testid: 'add-schedule-words', onclick: () => addInWords() }, 'Add in words'),
       h('button', { type: 'button', class: 'primary', testid: 'add-schedule', onclick: () => edit(null) }, 'Add schedule')),
     freezeBanner,
     banner,
@@ -197,6 +261,11 @@ export function mount(main, { life }) {
     replace(tbody, list.length
       ? list.flatMap((sc) => scheduleRows(sc, sc.next_run ?? next.get(sc.id), cov.get(sc.id)))
       : h('tr', { class: 'empty' }, h('td', { colspan: 7 }, 'No schedules yet: add one.')));
+  }
+
+  async function addInWords() {
+    const jobs = await api('GET', '/api/jobs').then((l) => (l || []).map((j) => j.id).sort(), () => []);
+    if (await wordsDialog(jobs)) load();
   }
 
   async function toggleFreeze() {

@@ -11,7 +11,7 @@ import * as activity from './page-activity.c1cb9de603.js';
 import * as result from './page-result.385d2f01af.js';
 import * as executions from './page-executions.fc9def1ab1.js';
 import * as jobs from './page-jobs.cdbc424342.js';
-import * as schedules from './page-schedules.1e4b5ba32f.js';
+import * as schedules from './page-schedules.c785529942.js';
 import * as agents from './page-agents.7192f47883.js';
 
 const routes = [
