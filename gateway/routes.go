@@ -65,6 +65,7 @@ func ContractRoutes() []Route {
 		{Service: "schedules", Subject: "kanade.schedules.disable", Method: "POST", Path: "/api/schedules/{id}/disable"},
 		{Service: "schedules", Subject: "kanade.schedules.preview", Method: "GET", Path: "/api/schedules/{id}/preview", IntParams: []string{"count"}},
 		{Service: "schedules", Subject: "kanade.schedules.upcoming", Method: "GET", Path: "/api/schedules/upcoming", IntParams: []string{"limit"}},
+		{Service: "command-signing", Subject: "kanade.command_signing.get", Method: "GET", Path: "/api/command-signing"},
 		{Service: "jobs", Subject: "kanade.jobs.yaml", Method: "GET", Path: "/api/jobs/{job_id}/yaml"},
 		{Service: "schedules", Subject: "kanade.schedules.coverage_summary", Method: "GET", Path: "/api/schedules/coverage"},
 		{Service: "schedules", Subject: "kanade.schedules.yaml", Method: "GET", Path: "/api/schedules/{id}/yaml"},

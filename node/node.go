@@ -22,9 +22,11 @@ import (
 
 	"github.com/kanade-go/kanade/embedded"
 	"github.com/kanade-go/kanade/gateway"
+	"github.com/kanade-go/kanade/services/commandsigning"
 	"github.com/kanade-go/kanade/services/projector"
 	"github.com/kanade-go/kanade/services/results"
 	"github.com/kanade-go/kanade/services/scheduler"
+	"github.com/kanade-go/kanade/signing"
 	"github.com/kanade-go/kanade/store"
 	"github.com/kanade-go/kanade/streams"
 )
@@ -73,6 +75,12 @@ type Options struct {
 	Projector projector.Options
 	Results   results.Options
 	Scheduler scheduler.Options
+
+	// Signer signs every Command this node publishes (nil: unsigned, as
+	// upstream without a key). Every node of a cluster holds the same key.
+	Signer *signing.Signer
+	// Envelopes, when set, sends v2 envelopes to the PCs that report them.
+	Envelopes *signing.Envelopes
 }
 
 // Ready tells where a started node listens.
@@ -327,6 +335,12 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		so := o.Scheduler
 		so.Conn, so.DB, so.NodeName, so.Logger = nc, db, o.NodeName, log.With("component", "scheduler")
 		so.Replicas = o.Replicas
+		so.Signer, so.Envelopes = o.Signer, o.Envelopes
+		stop, err := startCommandSigning(nc, o, log)
+		if err != nil {
+			return err
+		}
+		stops = append(stops, stop)
 		s, err := scheduler.Start(ctx, so)
 		if err != nil {
 			return fmt.Errorf("start scheduler: %w", err)
@@ -377,6 +391,32 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 	<-ctx.Done()
 	log.Info("stopping")
 	return nil
+}
+
+// startCommandSigning says once how this node signs, answers
+// GET /api/command-signing, and follows the agents' heartbeats for the
+// envelopes when they are on.
+func startCommandSigning(nc *nats.Conn, o Options, log *slog.Logger) (func(), error) {
+	if o.Signer == nil {
+		log.Warn("command signing: no key (" + signing.EnvKey + ", " + signing.EnvKid + "): Commands are published unsigned, and agents that enforce signatures refuse them")
+	} else {
+		log.Info("command signing", "kid", o.Signer.Kid(), "fingerprint", o.Signer.Fingerprint())
+	}
+	if o.Envelopes != nil && o.Signer == nil {
+		return nil, errors.New("command envelopes need a signing key: agents refuse an unsigned envelope")
+	}
+	r, err := commandsigning.Start(commandsigning.Options{Conn: nc, Signer: o.Signer, NodeName: o.NodeName, Logger: log.With("component", "command-signing")})
+	if err != nil {
+		return nil, fmt.Errorf("start command signing: %w", err)
+	}
+	stopWatch := func() {}
+	if o.Envelopes != nil {
+		if stopWatch, err = o.Envelopes.Watch(nc, log); err != nil {
+			r.Stop()
+			return nil, err
+		}
+	}
+	return func() { stopWatch(); logStop(log, "command signing", r.Stop()) }, nil
 }
 
 func logStop(log *slog.Logger, what string, err error) {

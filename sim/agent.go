@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kanade-go/kanade/signing"
 	"github.com/kanade-go/kanade/wire"
 )
 
@@ -97,6 +98,26 @@ func (a *agent) accept(cmd wire.Command, received time.Time) {
 		cancel(nil)
 		a.f.c.running.Add(-1)
 	}
+}
+
+// refuse publishes an enforcing agent's refusal of cmd instead of running
+// it. The request_id is not consumed: a correctly signed copy still runs,
+// and one already run is not refused again.
+func (a *agent) refuse(cmd wire.Command, v signing.Verdict) {
+	a.mu.Lock()
+	_, dup := a.seen[cmd.RequestID]
+	a.mu.Unlock()
+	if dup {
+		a.f.c.duplicates.Add(1)
+		return
+	}
+	res := signing.Refusal(cmd, a.pcID, v, now())
+	a.f.c.refused.Add(1)
+	a.f.spawn(func() {
+		if a.f.publish(wire.Results(cmd.RequestID), res, res.ResultID) {
+			a.f.c.results.Add(1)
+		}
+	})
 }
 
 // execute runs one accepted Command and publishes what happened.
@@ -266,24 +287,36 @@ func (a *agent) answerTail(m *nats.Msg) {
 	}
 }
 
-func (a *agent) beat() []byte {
-	b, _ := json.Marshal(wire.Heartbeat{
+// beat is a Heartbeat. A periodic one (full) reports the command keys,
+// enforcement and protocols of an agent with a keyring; a ping's answer
+// omits them, as upstream's does.
+func (a *agent) beat(full bool) []byte {
+	h := wire.Heartbeat{
 		PCID: a.pcID, At: now(), AgentVersion: a.f.o.AgentVersion,
 		Hostname: &a.pcID, OSFamily: &a.f.o.OSFamily,
-	})
+	}
+	if ring := a.f.o.Keyring; full && ring != nil {
+		enforcing := ring.Len() > 0
+		h.CommandKeys, h.Enforcing = ring.CommandKeys(), &enforcing
+		if h.CommandKeys == nil {
+			h.CommandKeys = []string{}
+		}
+		h.CommandProtocols = []string{signing.ProtocolLegacy, signing.KindV2}
+	}
+	b, _ := json.Marshal(h)
 	return b
 }
 
 // heartbeat publishes on heartbeat.{pc_id} (core NATS, no stream).
 func (a *agent) heartbeat() {
-	if a.f.nc.Publish(wire.HeartbeatSubject(a.pcID), a.beat()) == nil {
+	if a.f.nc.Publish(wire.HeartbeatSubject(a.pcID), a.beat(true)) == nil {
 		a.f.c.heartbeats.Add(1)
 	}
 }
 
 // answerPing replies to agents.{pc_id}.ping with a Heartbeat.
 func (a *agent) answerPing(m *nats.Msg) {
-	if m.Respond(a.beat()) == nil {
+	if m.Respond(a.beat(false)) == nil {
 		a.f.c.pings.Add(1)
 	}
 }

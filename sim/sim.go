@@ -26,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kanade-go/kanade/signing"
 	"github.com/kanade-go/kanade/wire"
 )
 
@@ -82,7 +83,16 @@ type Options struct {
 	// is lost, to exercise the backend's handling of duplicates. With
 	// MsgIDs the streams drop them.
 	Duplicates float64
-	Logger     *slog.Logger
+	// Keyring makes the agents verify Commands as an enforcing upstream
+	// agent does: only a Command signed by one of its keys runs; any other
+	// is refused with exit 123 and upstream's refusal result. Envelopes
+	// (kanade.command.v2) are checked for this PC and their expiry too, and
+	// the agents report command_keys, enforcing and command_protocols in
+	// their heartbeats. Nil: no checks, as an agent that predates signing
+	// (an envelope does not decode as a Command and is dropped). An empty
+	// ring does not enforce, as upstream declines to with no keys.
+	Keyring *signing.Keyring
+	Logger  *slog.Logger
 }
 
 // Stats are the fleet's counters since start.
@@ -99,17 +109,18 @@ type Stats struct {
 	PingsAnswered    int64
 	Heartbeats       int64
 	Kills            int64 // runs stopped by kill.{exec_id}
+	Refused          int64 // Commands refused for their signature (exit 123)
 }
 
 // String is the summary line.
 func (s Stats) String() string {
-	return fmt.Sprintf("agents=%d running=%d commands=%d dup=%d started=%d results=%d retries=%d republished=%d tails=%d pings=%d heartbeats=%d kills=%d",
+	return fmt.Sprintf("agents=%d running=%d commands=%d dup=%d started=%d results=%d retries=%d republished=%d tails=%d pings=%d heartbeats=%d kills=%d refused=%d",
 		s.Agents, s.Running, s.Commands, s.Duplicates, s.StartedPublished, s.ResultsPublished, s.PublishRetries,
-		s.Duplicated, s.TailsAnswered, s.PingsAnswered, s.Heartbeats, s.Kills)
+		s.Duplicated, s.TailsAnswered, s.PingsAnswered, s.Heartbeats, s.Kills, s.Refused)
 }
 
 type counters struct {
-	running, commands, duplicates, started, results, retries, duplicated, tails, pings, heartbeats, kills atomic.Int64
+	running, commands, duplicates, started, results, retries, duplicated, tails, pings, heartbeats, kills, refused atomic.Int64
 }
 
 // Fleet is a running set of simulated agents.
@@ -273,6 +284,7 @@ func (f *Fleet) Stats() Stats {
 		PingsAnswered:    f.c.pings.Load(),
 		Heartbeats:       f.c.heartbeats.Load(),
 		Kills:            f.c.kills.Load(),
+		Refused:          f.c.refused.Load(),
 	}
 }
 
@@ -382,15 +394,57 @@ func token(subject string, i int) string {
 	return tok
 }
 
-// deliver decodes a Command once and hands it to each agent.
+// deliver decodes a Command once and hands it to each agent; with a
+// keyring it checks the signature once and an envelope per agent first.
 func (f *Fleet) deliver(m *nats.Msg, to []*agent) {
+	received := time.Now()
+	enforcing := f.o.Keyring.Len() > 0
+	if enforcing && signing.IsEnvelope(m.Data) {
+		f.deliverEnvelope(m, to, received)
+		return
+	}
 	var cmd wire.Command
 	if err := json.Unmarshal(m.Data, &cmd); err != nil || cmd.RequestID == "" {
 		f.log.Warn("sim: ignoring a Command that does not decode", "subject", m.Subject, "err", err)
 		return
 	}
-	received := time.Now()
+	if enforcing {
+		if v := f.o.Keyring.Verify(m.Header, m.Data, received); v.Outcome != signing.OK {
+			f.log.Warn("sim: refusing a Command", "subject", m.Subject, "request_id", cmd.RequestID, "outcome", v.Outcome, "detail", v.Detail)
+			for _, a := range to {
+				a.refuse(cmd, v)
+			}
+			return
+		}
+	}
 	for _, a := range to {
+		a.accept(cmd, received)
+	}
+}
+
+// deliverEnvelope checks a v2 envelope's signature once and its target and
+// expiry for each agent. Upstream's agents publish no result for a refused
+// envelope (a warning and an event only); these publish the refusal
+// result, so that a refusal shows in the results.
+func (f *Fleet) deliverEnvelope(m *nats.Msg, to []*agent, received time.Time) {
+	v := f.o.Keyring.Verify(m.Header, m.Data, received)
+	var outer struct {
+		Command wire.Command `json:"command"`
+	}
+	_ = json.Unmarshal(m.Data, &outer) // what it names, for a refusal
+	for _, a := range to {
+		inner, av := signing.CheckEnvelope(v, m.Data, a.pcID, received)
+		if av.Outcome != signing.OK {
+			f.log.Warn("sim: refusing an envelope", "subject", m.Subject, "pc_id", a.pcID, "outcome", av.Outcome, "detail", av.Detail)
+			if outer.Command.RequestID != "" {
+				a.refuse(outer.Command, av)
+			}
+			continue
+		}
+		var cmd wire.Command
+		if err := json.Unmarshal(inner, &cmd); err != nil {
+			continue // CheckEnvelope decoded it already
+		}
 		a.accept(cmd, received)
 	}
 }
@@ -460,7 +514,7 @@ func (f *Fleet) replay(ctx context.Context) error {
 			}
 			return nil
 		}
-		return &nats.Msg{Subject: m.Subject, Data: m.Data}
+		return &nats.Msg{Subject: m.Subject, Data: m.Data, Header: m.Header}
 	}
 	if m := last(wire.SubjectCommandsAll); m != nil {
 		f.deliver(m, f.agents)

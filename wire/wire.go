@@ -181,6 +181,8 @@ type Heartbeat struct {
 	LastLogonUser        *string   `json:"last_logon_user,omitempty"`
 	LastLogonDisplayName *string   `json:"last_logon_display_name,omitempty"`
 	CommandKeys          []string  `json:"command_keys,omitempty"`
+	Enforcing            *bool     `json:"enforcing,omitempty"`
+	CommandProtocols     []string  `json:"command_protocols,omitempty"`
 	QuarantinedVersions  []string  `json:"quarantined_versions,omitempty"`
 }
 

@@ -18,6 +18,7 @@ Usage:
   kanade serve [flags]   run a backend node (embedded NATS by default; --demo adds simulated agents)
   kanade sim [flags]     run simulated agents against a NATS (kanade sim -h)
   kanade nats-users      print NATS users for agents, operator, backend (--nats-config)
+  kanade keygen [flags]  mint a command signing key; prints the agents' keyring entry
   kanade version         print the version
 
 Run "kanade serve -h" for the flags. Every flag has an environment twin
@@ -35,6 +36,8 @@ func run(args []string) error {
 		return simCmd(args[1:])
 	case "nats-users":
 		return natsUsers(args[1:])
+	case "keygen":
+		return keygen(args[1:], os.Stdout)
 	case "version", "--version", "-v":
 		fmt.Println("kanade", api.Version)
 		return nil

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanade-go/kanade/node"
+	"github.com/kanade-go/kanade/signing"
 	"github.com/kanade-go/kanade/sim"
 )
 
@@ -25,6 +26,11 @@ func runNode(ctx context.Context, o node.Options, demo bool, log *slog.Logger) e
 	}
 	if o.NATSURL == "" && (o.NATSListen == "" || o.NATSListen == "off") {
 		return errors.New("--demo needs a NATS client listener for its agents: drop --nats-listen off (or use --nats-url)")
+	}
+	// The demo signs (with the configured key, else a fresh one) and its
+	// agents enforce.
+	if err := demoSigner(&o); err != nil {
+		return err
 	}
 
 	// The node runs on its own context so that a signal stops the demo
@@ -96,6 +102,10 @@ func startDemo(ctx context.Context, url string, o node.Options, log *slog.Logger
 	}
 	so := sim.DemoOptions()
 	so.Conn, so.Logger = nc, log.With("component", "demo")
+	if so.Keyring, err = signing.NewKeyring([]signing.KeyringEntry{o.Signer.KeyringEntry()}); err != nil {
+		nc.Close()
+		return nil, err
+	}
 	fleet, err := sim.Start(sctx, so)
 	if err != nil {
 		nc.Close()
@@ -108,7 +118,8 @@ func startDemo(ctx context.Context, url string, o node.Options, log *slog.Logger
 	for _, s := range sim.DemoSchedules() {
 		schedules = append(schedules, s.ID+" ("+s.Cron+")")
 	}
-	log.Info("demo started", "agents", so.Agents, "groups", so.Groups, "jobs", jobs, "schedules", schedules)
+	log.Info("demo started", "agents", so.Agents, "groups", so.Groups, "jobs", jobs, "schedules", schedules,
+		"enforcing_kid", o.Signer.Kid())
 	return func() {
 		fleet.Stop()
 		nc.Close()

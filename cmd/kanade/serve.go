@@ -33,6 +33,7 @@ func serve(args []string) error {
 	apply := []func(*node.Options){
 		gatewayFlags(f), projectorFlags(f), resultsFlags(f), schedulerFlags(f), clusterFlags(f),
 	}
+	applySigning := signingFlags(f)
 	if err := f.parse(args); err != nil {
 		return err
 	}
@@ -65,6 +66,9 @@ func serve(args []string) error {
 	}
 	for _, a := range apply {
 		a(&o)
+	}
+	if err := applySigning(&o); err != nil {
+		return err
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/kanade-go/kanade/signing"
 	"github.com/kanade-go/kanade/sim"
 )
 
@@ -41,6 +42,8 @@ func simCmd(args []string) error {
 	duplicates := f.Float64("duplicates", 0, "fraction (0-1) of results and started events published twice, as after a lost ack")
 	summary := f.Duration("summary", 5*time.Second, "interval of the summary line")
 	logLevel := f.String("log-level", "info", "debug, info, warn or error")
+	commandKeys := f.String("command-keys", "", `keyring the agents verify Commands with, as upstream agents hold it: [{"kid":…,"public_key":…}]; the agents then enforce (exit 123 for anything not signed by it)`)
+	commandKeysFile := f.String("command-keys-file", "", "file holding the --command-keys JSON (e.g. an agent's /etc/kanade/command-keys.json)")
 	if err := f.parse(args); err != nil {
 		return err
 	}
@@ -66,6 +69,9 @@ func simCmd(args []string) error {
 	if o.Mix.OutputBytes, err = sim.ParseBytes(*output); err != nil {
 		return fmt.Errorf("--output: %w", err)
 	}
+	if o.Keyring, err = simKeyring(*commandKeys, *commandKeysFile); err != nil {
+		return err
+	}
 	if *summary <= 0 {
 		return fmt.Errorf("--summary must be positive")
 	}
@@ -86,6 +92,9 @@ func simCmd(args []string) error {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "kanade sim: %d agents %s … on %s\n", *agents, fleet.PCIDs()[0], nc.ConnectedUrl())
+	if o.Keyring != nil {
+		fmt.Fprintf(os.Stderr, "kanade sim: enforcing signatures, keys %v\n", o.Keyring.CommandKeys())
+	}
 	tick := time.NewTicker(*summary)
 	defer tick.Stop()
 	for {
@@ -100,6 +109,31 @@ func simCmd(args []string) error {
 			return nil
 		}
 	}
+}
+
+// simKeyring reads the agents' keyring from the flag or the file (nil:
+// the agents do not verify).
+func simKeyring(inline, file string) (*signing.Keyring, error) {
+	switch {
+	case inline != "" && file != "":
+		return nil, errors.New("--command-keys and --command-keys-file: one or the other")
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("--command-keys-file: %w", err)
+		}
+		inline = string(b)
+	case inline == "":
+		return nil, nil
+	}
+	k, err := signing.ParseKeyring([]byte(inline))
+	if err != nil {
+		return nil, fmt.Errorf("--command-keys: %w", err)
+	}
+	if k.Len() == 0 {
+		return nil, errors.New("--command-keys: the keyring is empty (an agent with no keys does not enforce)")
+	}
+	return k, nil
 }
 
 // natsAuth turns the credential flags into a connect option.

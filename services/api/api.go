@@ -9,6 +9,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -155,10 +156,11 @@ type Service struct {
 
 // Running is a started service.
 type Running struct {
-	svc micro.Service
-	wg  sync.WaitGroup
-	ctx context.Context
-	end context.CancelFunc
+	svc  *instance
+	wg   sync.WaitGroup
+	ctx  context.Context
+	end  context.CancelFunc
+	wait time.Duration
 }
 
 // Start registers the service on nc and starts answering.
@@ -173,17 +175,12 @@ func Start(nc *nats.Conn, s Service) (*Running, error) {
 		s.Logger = slog.Default()
 	}
 	log := s.Logger.With("service", s.Name)
-	svc, err := micro.AddService(nc, micro.Config{
-		Name:        s.Name,
-		Version:     Version,
-		Description: s.Description,
-		Metadata:    s.Metadata,
-	})
+	svc, err := newInstance(nc, s)
 	if err != nil {
 		return nil, fmt.Errorf("add service %s: %w", s.Name, err)
 	}
 	ctx, end := context.WithCancel(context.Background())
-	r := &Running{svc: svc, ctx: ctx, end: end}
+	r := &Running{svc: svc, ctx: ctx, end: end, wait: s.Timeout}
 	sem := make(chan struct{}, s.Workers)
 	for _, ep := range s.Endpoints {
 		meta := map[string]string{}
@@ -201,18 +198,18 @@ func Start(nc *nats.Conn, s Service) (*Running, error) {
 		}
 		h := ep.Handler
 		elog := log.With("endpoint", ep.Name)
-		handler := micro.HandlerFunc(func(req micro.Request) {
+		handle := func(st *endpoint, m *nats.Msg, at time.Time) {
 			sem <- struct{}{}
 			r.wg.Add(1)
 			go func() {
 				defer func() { <-sem; r.wg.Done() }()
 				rctx, cancel := context.WithTimeout(ctx, s.Timeout)
 				defer cancel()
-				respond(rctx, nc, elog, ep.IntParams, req, h)
+				respond(rctx, nc, elog, ep.IntParams, inbound{m, at, st}, h)
 			}()
-		})
-		if err := svc.AddEndpoint(ep.Name, handler, micro.WithEndpointSubject(ep.Subject), micro.WithEndpointMetadata(meta)); err != nil {
-			svc.Stop()
+		}
+		if err := svc.addEndpoint(nc, ep.Name, ep.Subject, meta, handle); err != nil {
+			svc.stop(0)
 			end()
 			return nil, fmt.Errorf("add endpoint %s.%s: %w", s.Name, ep.Name, err)
 		}
@@ -228,7 +225,7 @@ func Start(nc *nats.Conn, s Service) (*Running, error) {
 
 // Stop leaves the queue group and waits for requests in flight to answer.
 func (r *Running) Stop() error {
-	err := r.svc.Stop()
+	err := r.svc.stop(r.wait)
 	r.wg.Wait()
 	r.end()
 	return err
@@ -237,29 +234,45 @@ func (r *Running) Stop() error {
 // Info is the micro service's info, for tests and status pages.
 func (r *Running) Info() micro.Info { return r.svc.Info() }
 
-// respond runs h and answers on the request's reply subject. It publishes
-// the reply itself rather than through req.Respond/req.Error: those record
-// the outcome on the request, which micro reads as soon as the dispatching
-// handler returns, so writing it from this worker goroutine would race.
-func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, ints []string, req micro.Request, h Handler) {
+// Stats is the micro service's stats, as $SRV.STATS answers them.
+func (r *Running) Stats() micro.Stats { return r.svc.Stats() }
+
+// inbound is a request as it arrived, for respond.
+type inbound struct {
+	m  *nats.Msg
+	at time.Time // when the subscription delivered it: stats time from here
+	ep *endpoint
+}
+
+func (r inbound) Subject() string        { return r.m.Subject }
+func (r inbound) Reply() string          { return r.m.Reply }
+func (r inbound) Data() []byte           { return r.m.Data }
+func (r inbound) Headers() micro.Headers { return micro.Headers(r.m.Header) }
+
+// respond runs h and answers on the request's reply subject, once. A
+// reply over the connection's max_payload would be dropped and leave the
+// caller waiting out its timeout, so it is answered with an error naming
+// the limit instead. The endpoint's stats count the answer when it is sent.
+func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, ints []string, req inbound, h Handler) {
 	send := func(m *nats.Msg) {
+		defer func() { req.ep.record(time.Since(req.at), m.Header) }()
 		if req.Reply() == "" {
 			return // a plain publish wants no answer
 		}
 		m.Subject = req.Reply()
-		if err := nc.PublishMsg(m); err != nil {
+		err := nc.PublishMsg(m)
+		if errors.Is(err, nats.ErrMaxPayload) {
+			e := tooLarge(len(m.Data), nc.MaxPayload())
+			log.Error("reply too large", "bytes", len(m.Data), "max_payload", nc.MaxPayload())
+			m = errorMsg(e)
+			m.Subject = req.Reply()
+			err = nc.PublishMsg(m)
+		}
+		if err != nil {
 			log.Warn("reply failed", "err", err)
 		}
 	}
-	fail := func(e *Error) {
-		send(&nats.Msg{
-			Header: nats.Header{
-				micro.ErrorHeader:     []string{e.Message},
-				micro.ErrorCodeHeader: []string{strconv.Itoa(e.Status)},
-			},
-			Data: []byte(e.Message),
-		})
-	}
+	fail := func(e *Error) { send(errorMsg(e)) }
 	defer func() {
 		if p := recover(); p != nil {
 			log.Error("handler panicked", "panic", p)
@@ -291,7 +304,7 @@ func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, ints []string
 	case json.RawMessage:
 		body = v
 	default:
-		body, err = json.Marshal(v)
+		body, err = Marshal(v)
 		if err != nil {
 			log.Error("encode reply", "err", err)
 			fail(&Error{Status: http.StatusInternalServerError, Message: "internal error"})
@@ -310,4 +323,34 @@ func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, ints []string
 type Text struct {
 	ContentType string
 	Body        []byte
+}
+
+// errorMsg is the reply for e: micro's error headers and the message as
+// the plain-text body.
+func errorMsg(e *Error) *nats.Msg {
+	return &nats.Msg{
+		Header: nats.Header{
+			micro.ErrorHeader:     []string{e.Message},
+			micro.ErrorCodeHeader: []string{strconv.Itoa(e.Status)},
+		},
+		Data: []byte(e.Message),
+	}
+}
+
+// tooLarge is the answer for a reply of n bytes that cannot be sent.
+func tooLarge(n int, max int64) *Error {
+	return &Error{Status: http.StatusInternalServerError, Message: fmt.Sprintf(
+		"reply too large: %d bytes, over the NATS max_payload of %d bytes; ask for less (a smaller limit or page, a narrower filter)", n, max)}
+}
+
+// Marshal is json.Marshal without HTML escaping: "<" stays one byte, not
+// six ("\u003c"), so replies and stored JSON keep the size of their text.
+func Marshal(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }

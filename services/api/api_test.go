@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -186,4 +187,133 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// A reply over the connection's max_payload answers an error naming the
+// limit at once, instead of being dropped while the caller waits; small
+// replies of the same endpoint still pass, and "<" is not HTML-escaped.
+func TestReplyOverMaxPayloadAnswersError(t *testing.T) {
+	n := nodetest.Start(t)
+	nc := n.Conn(t)
+	max := int(nc.MaxPayload())
+	svc, err := api.Start(nc, api.Service{
+		Name: "sizetest", Workers: 2, Logger: nodetest.Logger(t),
+		Endpoints: []api.Endpoint{{Name: "big", Subject: "kanade.sizetest.big", Tier: api.TierViewer,
+			Handler: func(ctx context.Context, r api.Request) (any, error) {
+				var p params
+				if err := api.Params(r, &p); err != nil {
+					return nil, err
+				}
+				return map[string]string{"out": strings.Repeat("<", p.Limit)}, nil
+			}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Stop()
+	client := n.Conn(t)
+	start := time.Now()
+	m, err := client.Request("kanade.sizetest.big", fmt.Appendf(nil, `{"limit":%d}`, max), 5*time.Second)
+	if err != nil {
+		t.Fatalf("over max_payload: %v after %v (want an error reply, not a timeout)", err, time.Since(start))
+	}
+	want := fmt.Sprintf("over the NATS max_payload of %d bytes", max)
+	if m.Header.Get(micro.ErrorCodeHeader) != "500" || !strings.Contains(string(m.Data), want) || !strings.Contains(string(m.Data), "ask for less") {
+		t.Fatalf("over max_payload: %v %q", m.Header, m.Data)
+	}
+	// Just under the limit: sent whole, one byte per "<".
+	fits := max - len(`{"out":""}`)
+	m, err = client.Request("kanade.sizetest.big", fmt.Appendf(nil, `{"limit":%d}`, fits), 5*time.Second)
+	if err != nil || m.Header.Get(micro.ErrorCodeHeader) != "" || len(m.Data) != max {
+		t.Fatalf("at max_payload: %v, %d bytes %v", err, len(m.Data), m.Header)
+	}
+	st := svc.Stats().Endpoints[0]
+	if st.NumRequests != 2 || st.NumErrors != 1 || !strings.HasPrefix(st.LastError, "500:reply too large") {
+		t.Fatalf("stats: %+v", st)
+	}
+}
+
+// micro stats, as `nats micro stats` reads them from $SRV.STATS, time the
+// whole handling (not the hand-off to the pool) and count every error
+// reply with its text.
+func TestMicroStatsTimeHandlingAndCountErrors(t *testing.T) {
+	n := nodetest.Start(t)
+	nc := n.Conn(t)
+	var mu sync.Mutex
+	var handled time.Duration // summed inside the handler
+	svc, err := api.Start(nc, api.Service{
+		Name: "statstest", Workers: 4, Logger: nodetest.Logger(t),
+		Endpoints: []api.Endpoint{{Name: "work", Subject: "kanade.statstest.work", Tier: api.TierViewer,
+			Handler: func(ctx context.Context, r api.Request) (any, error) {
+				t0 := time.Now()
+				defer func() { mu.Lock(); handled += time.Since(t0); mu.Unlock() }()
+				var p params
+				if err := api.Params(r, &p); err != nil {
+					return nil, err
+				}
+				time.Sleep(time.Duration(p.Limit) * time.Millisecond) // the work being timed
+				if p.Name == "fail" {
+					return nil, api.NotFound("no such %s", "thing")
+				}
+				return p, nil
+			}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Stop()
+	client := n.Conn(t)
+	const good, failed = 5, 3
+	var roundTrips time.Duration // each request's processing fits in its round trip
+	for i := range good + failed {
+		body := `{"limit":20}`
+		if i >= good {
+			body = `{"limit":20,"name":"fail"}`
+		}
+		t0 := time.Now()
+		if _, err := client.Request("kanade.statstest.work", []byte(body), 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		roundTrips += time.Since(t0)
+	}
+	// Bad parameters are error replies too.
+	if m, err := client.Request("kanade.statstest.work", []byte(`{"limit":"x"}`), 5*time.Second); err != nil || m.Header.Get(micro.ErrorCodeHeader) != "400" {
+		t.Fatalf("bad params: %v %v", err, m)
+	}
+
+	subj, _ := micro.ControlSubject(micro.StatsVerb, "statstest", "")
+	m, err := client.Request(subj, nil, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stats micro.Stats
+	if err := json.Unmarshal(m.Data, &stats); err != nil || stats.Type != micro.StatsResponseType || stats.Name != "statstest" || len(stats.Endpoints) != 1 {
+		t.Fatalf("$SRV.STATS: %v %s", err, m.Data)
+	}
+	st := stats.Endpoints[0]
+	if st.NumRequests != good+failed+1 || st.NumErrors != failed+1 || !strings.HasPrefix(st.LastError, "400:parameter limit") {
+		t.Errorf("counts: requests %d errors %d last %q", st.NumRequests, st.NumErrors, st.LastError)
+	}
+	mu.Lock()
+	h := handled
+	mu.Unlock()
+	if st.ProcessingTime < h || st.ProcessingTime < (good+failed)*20*time.Millisecond {
+		t.Errorf("processing time %v under the handler's own %v", st.ProcessingTime, h)
+	}
+	if st.ProcessingTime > roundTrips+time.Second { // + the bad-params request
+		t.Errorf("processing time %v over the requests' round trips %v", st.ProcessingTime, roundTrips)
+	}
+	if st.AverageProcessingTime != st.ProcessingTime/time.Duration(st.NumRequests) {
+		t.Errorf("average %v of %v over %d", st.AverageProcessingTime, st.ProcessingTime, st.NumRequests)
+	}
+
+	// The other control subjects answer as micro's do, by kind and by id.
+	for _, verb := range []micro.Verb{micro.PingVerb, micro.InfoVerb} {
+		subj, _ := micro.ControlSubject(verb, "statstest", stats.ID)
+		m, err := client.Request(subj, nil, 5*time.Second)
+		var id micro.ServiceIdentity
+		if err != nil || json.Unmarshal(m.Data, &id) != nil || id.ID != stats.ID || id.Version != api.Version {
+			t.Errorf("%s: %v %s", subj, err, m.Data)
+		}
+	}
 }

@@ -12,9 +12,11 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanade-go/kanade/services/api"
+	"github.com/kanade-go/kanade/signing"
 	"github.com/kanade-go/kanade/store"
 	"github.com/kanade-go/kanade/streams"
 	"github.com/kanade-go/kanade/wire"
@@ -91,16 +93,24 @@ type Firer struct {
 	// failed (default: until half a second before the context's deadline,
 	// else 5 s).
 	RetryFor time.Duration
+	// Signer signs every Command publish, retries included (nil: unsigned,
+	// as upstream without a key).
+	Signer *signing.Signer
+	// Envelopes sends v2 envelopes to the PCs that report them (nil: bare
+	// Commands only, as upstream).
+	Envelopes *signing.Envelopes
 }
 
 // ackWait bounds the wait for one round of acks: a lost ack is a failure
 // to retry, not a hang.
 const ackWait = 2 * time.Second
 
-// pubMsg is one message of a fire, with its de-duplication id.
+// pubMsg is one message of a fire, with its de-duplication id; a command
+// is signed at each publish.
 type pubMsg struct {
 	subject, id string
 	data        []byte
+	command     bool
 }
 
 // Publish publishes f and reports what it did. The messages that fail (an
@@ -141,8 +151,13 @@ func (p *Firer) Publish(ctx context.Context, f Fire) (ExecReply, error) {
 	// before their record, so the order does not matter. Each message has
 	// its own id, since ids are unique per stream, not per subject.
 	msgs := []pubMsg{{subject: streams.ExecutionSubject(f.ExecID), id: f.ExecID, data: recData}}
+	now := time.Now()
 	for _, s := range subjects {
-		msgs = append(msgs, pubMsg{subject: s, id: f.ExecID + "/" + s, data: cmdData})
+		data, err := p.Envelopes.Body(s, cmdData, now)
+		if err != nil {
+			return ExecReply{}, fmt.Errorf("encode command for %s: %w", s, err)
+		}
+		msgs = append(msgs, pubMsg{subject: s, id: f.ExecID + "/" + s, data: data, command: true})
 	}
 	// Give up only shortly before the caller's deadline: a 503 for
 	// messages whose acks were merely slow (an fsync under load) makes the
@@ -189,7 +204,14 @@ func (p *Firer) publishRound(ctx context.Context, msgs []pubMsg) []failedMsg {
 	var failed []failedMsg
 	acks := make([]jetstream.PubAckFuture, len(msgs))
 	for i, m := range msgs {
-		a, err := p.JS.PublishAsync(m.subject, m.data, jetstream.WithMsgID(m.id))
+		msg := &nats.Msg{Subject: m.subject, Data: m.data}
+		if m.command {
+			if err := p.Signer.Sign(msg); err != nil {
+				failed = append(failed, failedMsg{m, err})
+				continue
+			}
+		}
+		a, err := p.JS.PublishMsgAsync(msg, jetstream.WithMsgID(m.id))
 		if err != nil {
 			failed = append(failed, failedMsg{m, err})
 			continue

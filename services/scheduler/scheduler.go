@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanade-go/kanade/services/api"
+	"github.com/kanade-go/kanade/signing"
 	"github.com/kanade-go/kanade/store"
 	"github.com/kanade-go/kanade/wire"
 )
@@ -43,6 +44,10 @@ type Options struct {
 	Clock Clock
 	// Observe is called after each tick the engine handled (tests).
 	Observe func(schedule string, tick time.Time)
+	// Signer signs the Commands published (nil: unsigned); Envelopes
+	// sends v2 envelopes to the PCs that report them (nil: never).
+	Signer    *signing.Signer
+	Envelopes *signing.Envelopes
 }
 
 // Scheduler is the running scheduler and its services.
@@ -138,7 +143,7 @@ func Start(ctx context.Context, o Options) (*Scheduler, error) {
 		s.Stop()
 		return nil, err
 	}
-	firer := &Firer{JS: js, Log: o.Logger, Agents: &AgentCounter{DB: o.DB, Groups: groups, Now: o.Clock.Now, Log: o.Logger}}
+	firer := &Firer{JS: js, Log: o.Logger, Signer: o.Signer, Envelopes: o.Envelopes, Agents: &AgentCounter{DB: o.DB, Groups: groups, Now: o.Clock.Now, Log: o.Logger}}
 	s.Engine, err = StartEngine(ctx, EngineOptions{
 		Schedules: scheds, Jobs: jobs, JobCache: jobCache, JS: js, Claims: claims, Firer: firer, Clock: o.Clock,
 		DB: o.DB, Marks: marks, Freeze: freeze, Observe: o.Observe,
