@@ -431,7 +431,11 @@ func (e *Engine) fireDue(now time.Time) {
 			// The engine itself was stalled (a suspended machine): the
 			// ticks up to the last one before now were missed.
 			last := s.c.Spec.Prev(now)
-			e.log.Warn("missed ticks not fired: the engine was stalled", "schedule", s.id,
+			level := slog.LevelWarn
+			if s.c.Mode != ModeTick {
+				level = slog.LevelDebug // a poll: the next one covers it
+			}
+			e.log.Log(e.ctx, level, "missed ticks not fired: the engine was stalled", "schedule", s.id,
 				"first", tick, "last", last)
 			s.next = s.c.Spec.Next(now)
 		} else {

@@ -149,6 +149,13 @@ func (s Schedule) compileWhen(create bool) (*Compiled, error) {
 	switch {
 	case s.RunsOn == "agent" || w.IsOn:
 		c.Mode = ModeAgent
+		if w.Calendar != nil {
+			// Not ticked here, but previewed: the agents' calendar in
+			// this node's zone.
+			if cs, err := parseCalendar(*w.Calendar, loc); err == nil {
+				c.Spec = cs
+			}
+		}
 		return c, nil
 	case w.Calendar != nil:
 		cs, err := parseCalendar(*w.Calendar, loc)

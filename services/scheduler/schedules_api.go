@@ -274,7 +274,7 @@ func rfc3339Chrono(t time.Time) string {
 // constraints (not the freeze: it is fleet state, not the schedule's).
 func (c *Compiled) fires(now time.Time, count int) []string {
 	out := []string{}
-	if c.Mode != ModeTick || c.Spec == nil {
+	if c.Spec == nil || c.Mode != ModeTick && c.Mode != ModeAgent {
 		return out
 	}
 	t := now
@@ -310,7 +310,7 @@ func (c *Catalog) Preview(ctx context.Context, id string, count int, now time.Ti
 		p.TZ = "local"
 	}
 	if len(p.Fires) == 0 {
-		if comp.Mode == ModeTick {
+		if comp.Mode == ModeTick || comp.When != nil && comp.When.Calendar != nil {
 			p.Note = "no upcoming fires — a past one-shot, or the fire time is excluded by the active window / constraints.window"
 		} else {
 			p.Note = fmt.Sprintf("reconcile cadence (%s) polls every minute gated by cooldown — no discrete fire times to preview", comp.Display())

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The complete examples of upstream's schedules spec (§1.4), as upstream
@@ -378,5 +379,21 @@ func TestWhenStoredDeadlineAt(t *testing.T) {
 	}
 	if _, _, err := ParseSchedule([]byte(b), ""); err == nil || !strings.Contains(err.Error(), "deadline_at is computed") {
 		t.Errorf("create took deadline_at: %v", err)
+	}
+}
+
+// An agents' calendar is not ticked here but has its fires previewed.
+func TestWhenAgentCalendarPreview(t *testing.T) {
+	s, err := decodeStored([]byte(specExamples[4]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.Compile()
+	if err != nil || c.Mode != ModeAgent {
+		t.Fatalf("%v %v", c, err)
+	}
+	c.Spec, _ = parseCalendar(*s.When.Calendar, time.UTC)
+	if f := c.fires(mustTime(t, "2026-06-01T00:00:00Z"), 2); strings.Join(f, " ") != "2026-06-09T03:00:00+00:00 2026-07-14T03:00:00+00:00" {
+		t.Errorf("fires %v", f)
 	}
 }
