@@ -610,3 +610,43 @@ func TestReconcileOncePerVersion(t *testing.T) {
 		t.Errorf("second run at version %s", v)
 	}
 }
+
+// Calendar nth and last weekdays fire on their days across months.
+func TestCalendarNthAndLastFire(t *testing.T) {
+	r := startRig(t, t0, 1, "PC-A", "PC-B")
+	mustCall(t, r.nc, "kanade.schedules.put", "", `{"id":"patch-tuesday","when":{"calendar":{"at":"09:00","days":["tue#2"]}},"job_id":"echo","target":{"pcs":["PC-A"]},"tz":"utc"}`)
+	mustCall(t, r.nc, "kanade.schedules.put", "", `{"id":"month-end","when":{"calendar":{"at":"22:00","days":["friL"]}},"job_id":"echo","target":{"pcs":["PC-B"]},"tz":"utc"}`)
+	want := map[string]int{}
+	for _, f := range []struct {
+		at, id, pc string
+	}{
+		{"2026-06-09T09:00:00Z", "patch-tuesday", "PC-A"},
+		{"2026-06-26T22:00:00Z", "month-end", "PC-B"},
+		{"2026-07-14T09:00:00Z", "patch-tuesday", "PC-A"},
+		{"2026-07-31T22:00:00Z", "month-end", "PC-B"},
+	} {
+		at := mustTime(t, f.at)
+		r.poll(t, at, f.id)
+		want[f.pc]++
+		r.fleet.wantRuns(want)
+	}
+}
+
+// disable with cascade_kill stops the job's runs in flight.
+func TestDisableCascadeKill(t *testing.T) {
+	r := startRig(t, t0, 1, "PC-A")
+	r.fleet.set(func() { r.fleet.hold["PC-A"] = true })
+	mustCall(t, r.nc, "kanade.schedules.put", "", `{"id":"k","when":{"per_pc":"once"},"job_id":"echo","target":{"all":true},"tz":"utc"}`)
+	r.poll(t, minute(1), "k")
+	r.fleet.wantRuns(map[string]int{"PC-A": 1})
+	kills := subscribeCommands(t, r.nc, "kill.>")
+	mustCall(t, r.nc, "kanade.schedules.disable", "", `{"id":"k","cascade_kill":true}`)
+	select {
+	case m := <-kills.ch:
+		if m.Subject != "kill."+*r.fleet.cmds[0].ExecID {
+			t.Errorf("kill on %s", m.Subject)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no kill")
+	}
+}

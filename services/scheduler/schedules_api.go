@@ -16,6 +16,7 @@ import (
 
 	"github.com/kanade-go/kanade/services/api"
 	"github.com/kanade-go/kanade/store"
+	"github.com/kanade-go/kanade/wire"
 )
 
 // isYAML reports whether a Content-Type names YAML, as upstream reads it.
@@ -244,7 +245,7 @@ func (c *Catalog) Disable(ctx context.Context, id string, cascade, cascadeKill b
 			}
 			rows.Close()
 			for _, e := range ids {
-				if c.Conn.Publish("kill."+e, nil) == nil {
+				if c.Conn.Publish(wire.Kill(e), nil) == nil {
 					res.KilledExecs++
 				}
 			}
