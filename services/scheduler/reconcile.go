@@ -205,19 +205,24 @@ func (mk *Marks) live(scheduleID string, now time.Time, window time.Duration, en
 
 // pcRuns is what the projection says of one PC's runs of a job.
 type pcRuns struct {
-	lastOK       time.Time // latest finished with exit 0 (of the version, for once_per_version)
-	lastDone     time.Time // latest finished, whatever the outcome
-	running      bool      // a row still without finished_at
-	inflightRows int       // how many (Completions)
+	lastOK   time.Time // latest finished with exit 0 (of the version, for once_per_version)
+	lastDone time.Time // latest finished, whatever the outcome
+	running  bool      // a row still without finished_at
 }
 
 // jobRuns reads, per PC, the runs of job from execution_results: one
 // grouped scan of the job's rows. version, when set, restricts successes
 // to that manifest version (once_per_version).
-func jobRuns(ctx context.Context, db *store.DB, job, version string) (map[string]pcRuns, error) {
-	out := map[string]pcRuns{}
+func jobRuns(ctx context.Context, db *store.DB, job, version string) (*JobRuns, error) {
+	out := &JobRuns{m: map[string]pcRuns{}}
+	err := eachJobRun(ctx, db, job, version, func(pc string, r pcRuns) { out.m[pc] = r })
+	return out, err
+}
+
+// eachJobRun is jobRuns' scan, one call per PC.
+func eachJobRun(ctx context.Context, db *store.DB, job, version string, fn func(string, pcRuns)) error {
 	if db == nil {
-		return out, nil
+		return nil
 	}
 	rows, err := db.R.QueryContext(ctx, `SELECT pc_id,
 			MAX(CASE WHEN exit_code = 0 AND (? = '' OR version = ?) THEN finished_at END),
@@ -225,7 +230,7 @@ func jobRuns(ctx context.Context, db *store.DB, job, version string) (map[string
 			MAX(finished_at IS NULL)
 		FROM execution_results WHERE job_id = ? GROUP BY pc_id`, version, version, job)
 	if err != nil {
-		return nil, fmt.Errorf("completions: %w", err)
+		return fmt.Errorf("completions: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
@@ -233,7 +238,7 @@ func jobRuns(ctx context.Context, db *store.DB, job, version string) (map[string
 		var ok, done sql.NullString
 		var running sql.NullInt64
 		if err := rows.Scan(&pc, &ok, &done, &running); err != nil {
-			return nil, fmt.Errorf("completions: %w", err)
+			return fmt.Errorf("completions: %w", err)
 		}
 		var r pcRuns
 		if ok.Valid {
@@ -243,9 +248,9 @@ func jobRuns(ctx context.Context, db *store.DB, job, version string) (map[string
 			r.lastDone, _ = store.ParseTime(done.String)
 		}
 		r.running = running.Int64 == 1
-		out[pc] = r
+		fn(pc, r)
 	}
-	return out, rows.Err()
+	return rows.Err()
 }
 
 // armed is upstream's re-arm rule: no success, or (with a cooldown) the
@@ -275,7 +280,8 @@ func (e *Engine) reconcile(ctx context.Context, s *slot, r tickReq, m Manifest, 
 	}
 	window := dispatchWindow(c, m)
 	ended := func(pc string, at time.Time) bool {
-		return !runs[pc].lastDone.Before(at) && !runs[pc].lastDone.IsZero()
+		d := runs.Get(pc).lastDone
+		return !d.IsZero() && !d.Before(at)
 	}
 	if c.Mode == ModePerTarget {
 		roster, err := agents.Roster(ctx, c.Target)
@@ -284,10 +290,11 @@ func (e *Engine) reconcile(ctx context.Context, s *slot, r tickReq, m Manifest, 
 		}
 		var latest, latestDone time.Time
 		for _, pc := range roster {
-			if t := runs[pc].lastOK; t.After(latest) {
+			r := runs.Get(pc)
+			if t := r.lastOK; t.After(latest) {
 				latest = t
 			}
-			if t := runs[pc].lastDone; t.After(latestDone) {
+			if t := r.lastDone; t.After(latestDone) {
 				latestDone = t
 			}
 		}
@@ -303,7 +310,7 @@ func (e *Engine) reconcile(ctx context.Context, s *slot, r tickReq, m Manifest, 
 	}
 	var eligible []string
 	for _, pc := range expected {
-		if armed(runs[pc].lastOK, c.Cooldown, now) {
+		if armed(runs.Get(pc).lastOK, c.Cooldown, now) {
 			eligible = append(eligible, pc)
 		}
 	}
@@ -324,11 +331,7 @@ func (e *Engine) reconcile(ctx context.Context, s *slot, r tickReq, m Manifest, 
 		// up yet (upstream counts rows only, and overshoots while Commands
 		// wait out their jitter).
 		inflight := map[string]bool{}
-		for pc, st := range runs {
-			if st.running {
-				inflight[pc] = true
-			}
-		}
+		runs.EachRunning(func(pc string) { inflight[pc] = true })
 		for pc := range live {
 			inflight[pc] = true
 		}

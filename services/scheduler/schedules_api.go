@@ -582,7 +582,7 @@ func (c *Catalog) CoverageSummary(ctx context.Context, now time.Time) ([]Coverag
 		}
 		row.Total = len(roster)
 		for _, pc := range roster {
-			r := runs[pc]
+			r := runs.Get(pc)
 			switch {
 			case r.running:
 				row.Running++
