@@ -197,16 +197,28 @@ func newCompletions(db *store.DB) *Completions {
 // when set (once_per_version), bypasses the cache: it is rare and keyed by
 // the manifest's version.
 func (c *Completions) Runs(ctx context.Context, job, version string, now time.Time) (*JobRuns, error) {
-	return c.runs(ctx, job, version, now, false)
+	return c.runs(ctx, job, version, now, catchUpPerPoll)
 }
 
 // Current is Runs caught up to this moment, for a reader outside the polls
 // (the coverage summary).
 func (c *Completions) Current(ctx context.Context, job string, now time.Time) (*JobRuns, error) {
-	return c.runs(ctx, job, "", now, true)
+	return c.runs(ctx, job, "", now, catchUpNow)
 }
 
-func (c *Completions) runs(ctx context.Context, job, version string, now time.Time, fresh bool) (*JobRuns, error) {
+// Cached is Runs without catching up (a job not cached yet is read whole):
+// for the rest of a reader's batch after a Current.
+func (c *Completions) Cached(ctx context.Context, job string, now time.Time) (*JobRuns, error) {
+	return c.runs(ctx, job, "", now, catchUpNever)
+}
+
+const (
+	catchUpPerPoll = iota // once per poll instant
+	catchUpNow
+	catchUpNever
+)
+
+func (c *Completions) runs(ctx context.Context, job, version string, now time.Time, mode int) (*JobRuns, error) {
 	if c == nil || c.db == nil {
 		return &JobRuns{m: map[string]pcRuns{}}, nil
 	}
@@ -215,11 +227,11 @@ func (c *Completions) runs(ctx context.Context, job, version string, now time.Ti
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if fresh || !c.polled.Equal(now) {
+	if mode == catchUpNow || mode == catchUpPerPoll && !c.polled.Equal(now) {
 		if err := c.catchUp(ctx); err != nil {
 			return nil, err
 		}
-		if !fresh {
+		if mode == catchUpPerPoll {
 			c.polled = now
 		}
 	}

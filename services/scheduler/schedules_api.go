@@ -550,6 +550,7 @@ func (c *Catalog) CoverageSummary(ctx context.Context, now time.Time) ([]Coverag
 		return nil, err
 	}
 	rosters := map[string][]string{}
+	caughtUp := false // the completions cache, once per call
 	out := []CoverageRow{}
 	for i, s := range list {
 		if errs[i] != nil {
@@ -576,7 +577,11 @@ func (c *Catalog) CoverageSummary(ctx context.Context, now time.Time) ([]Coverag
 			}
 			rosters[string(key)] = roster
 		}
-		runs, err := c.Completions.Current(ctx, comp.JobID, now)
+		read := c.Completions.Cached
+		if !caughtUp {
+			read, caughtUp = c.Completions.Current, true
+		}
+		runs, err := read(ctx, comp.JobID, now)
 		if err != nil {
 			return nil, fmt.Errorf("finished: %w", err)
 		}
