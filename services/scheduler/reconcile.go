@@ -406,17 +406,44 @@ func (e *Engine) poll(ctx context.Context, s *slot, r tickReq, m Manifest, log *
 	if f == nil {
 		return
 	}
-	err = e.retry(ctx, r, func() error {
-		_, err := e.o.Firer.Publish(ctx, *f)
-		return err
-	})
-	if err != nil {
-		log.Error("poll not dispatched: publish", "exec_id", f.ExecID, "err", err)
-		e.o.Marks.drop(context.WithoutCancel(ctx), keys)
-		return
+	// A large dispatch goes out as several executions, each a bounded
+	// target (the execution record carries its PC list, and must fit a
+	// message). The first keeps the tick's ids.
+	fires := []Fire{*f}
+	if pcs := f.Target.PCs; len(pcs) > pollChunk {
+		fires = fires[:0]
+		for k := 0; k*pollChunk < len(pcs); k++ {
+			part := *f
+			part.Target = Target{PCs: pcs[k*pollChunk : min((k+1)*pollChunk, len(pcs))]}
+			if k > 0 {
+				part.ExecID, part.RequestID = TickIDs(s.id+"/"+strconv.Itoa(k), r.tick)
+			}
+			fires = append(fires, part)
+		}
 	}
-	log.Info("poll dispatched", "exec_id", f.ExecID, "pcs", len(f.Target.PCs))
+	for _, fire := range fires {
+		err = e.retry(ctx, r, func() error {
+			_, err := e.o.Firer.Publish(ctx, fire)
+			return err
+		})
+		if err != nil {
+			log.Error("poll not dispatched: publish", "exec_id", fire.ExecID, "err", err)
+			undone := keys // per_target: its one mark
+			if r.c.Mode == ModePerPC {
+				undone = undone[:0:0]
+				for _, pc := range fire.Target.PCs {
+					undone = append(undone, pcMarkKey(s.id, pc))
+				}
+			}
+			e.o.Marks.drop(context.WithoutCancel(ctx), undone)
+			continue
+		}
+		log.Info("poll dispatched", "exec_id", fire.ExecID, "pcs", len(fire.Target.PCs))
+	}
 }
+
+// pollChunk bounds the PCs of one execution a poll publishes.
+const pollChunk = 2000
 
 // fireWaves publishes a rollout: each wave to its group, delay after the
 // tick. A delayed wave waits in memory, as upstream's does: a restart in

@@ -650,3 +650,27 @@ func TestDisableCascadeKill(t *testing.T) {
 		t.Fatal("no kill")
 	}
 }
+
+// A dispatch to more PCs than one execution carries is split, each part
+// with its own ids, every PC reached once.
+func TestReconcileLargeDispatchSplits(t *testing.T) {
+	pcs := make([]string, pollChunk+5)
+	for i := range pcs {
+		pcs[i] = fmt.Sprintf("PC-%05d", i)
+	}
+	r := startRig(t, t0, 1, pcs...)
+	mustCall(t, r.nc, "kanade.schedules.put", "", `{"id":"big","when":{"per_pc":"once"},"job_id":"echo","target":{"all":true},"tz":"utc"}`)
+	r.poll(t, minute(1), "big")
+	want := map[string]int{}
+	for _, pc := range pcs {
+		want[pc] = 1
+	}
+	r.fleet.wantRuns(want)
+	execs := map[string]bool{}
+	for _, c := range r.fleet.cmds {
+		execs[*c.ExecID] = true
+	}
+	if first, _ := TickIDs("big", minute(1)); len(execs) != 2 || !execs[first] {
+		t.Errorf("%d executions %v", len(execs), execs)
+	}
+}
