@@ -254,21 +254,37 @@ func (e *Engine) Upcoming(ctx context.Context, limit int) ([]Upcoming, error) {
 			}
 			// Discrete fires only (calendar and cron), as upstream lists
 			// them: a reconcile poll every minute is not an upcoming run.
-			var slots []*slot
-			for _, s := range e.queue {
-				if s.c.Mode == ModeTick {
-					slots = append(slots, s)
-				}
+			// The next fire that passes the schedule's gates (active,
+			// window, skip dates), as upstream's preview finds it.
+			type up struct {
+				s    *slot
+				next time.Time
 			}
-			slices.SortFunc(slots, func(a, b *slot) int {
+			var slots []up
+			now := e.o.Clock.Now()
+			for _, s := range e.queue {
+				if s.c.Mode != ModeTick {
+					continue
+				}
+				next := s.next
+				if s.c.Gates.blocked(next) != "" {
+					f := s.c.fires(now, 1)
+					if len(f) == 0 {
+						continue
+					}
+					next, _ = time.Parse(time.RFC3339, f[0])
+				}
+				slots = append(slots, up{s, next})
+			}
+			slices.SortFunc(slots, func(a, b up) int {
 				if c := a.next.Compare(b.next); c != 0 {
 					return c
 				}
-				return strings.Compare(a.id, b.id)
+				return strings.Compare(a.s.id, b.s.id)
 			})
 			out = make([]Upcoming, 0, min(limit, len(slots)))
-			for _, s := range slots[:min(limit, len(slots))] {
-				out = append(out, Upcoming{ID: s.id, JobID: s.c.JobID, When: s.c.Display(), NextRun: s.next.UTC().Format(time.RFC3339)})
+			for _, u := range slots[:min(limit, len(slots))] {
+				out = append(out, Upcoming{ID: u.s.id, JobID: u.s.c.JobID, When: u.s.c.Display(), NextRun: u.next.UTC().Format(time.RFC3339)})
 			}
 		}
 		select {

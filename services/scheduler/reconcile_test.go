@@ -446,6 +446,14 @@ func TestReconcileAgentSchedulesNeverFire(t *testing.T) {
 	if len(up) != 1 || up[0].ID != "control" || up[0].When != "at 12:01" {
 		t.Errorf("upcoming %+v", up)
 	}
+	// A calendar whose time its window excludes is not upcoming; one
+	// whose next day is a skip date shows the day after.
+	mustCall(t, r.nc, "kanade.schedules.put", "", `{"id":"never","when":{"calendar":{"at":"12:30"}},"job_id":"echo","target":{"pcs":["PC-B"]},"tz":"utc","constraints":{"window":"22:00-05:00"}}`)
+	mustCall(t, r.nc, "kanade.schedules.put", "", `{"id":"skip","when":{"calendar":{"at":"06:00"}},"job_id":"echo","target":{"pcs":["PC-B"]},"tz":"utc","constraints":{"skip_dates":["2026-06-02"]}}`)
+	json.Unmarshal([]byte(mustCall(t, r.nc, "kanade.schedules.upcoming", "", `{}`)), &up)
+	if len(up) != 2 || up[0].ID != "control" || up[1].ID != "skip" || up[1].NextRun != "2026-06-03T06:00:00Z" {
+		t.Errorf("upcoming with gates %+v", up)
+	}
 	r.poll(t, minute(1), "control")
 	r.fleet.wantRuns(map[string]int{"PC-B": 1})
 	if out := mustCall(t, r.nc, "kanade.schedules.list", "", ""); strings.Contains(out, `"error"`) {
