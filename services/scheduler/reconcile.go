@@ -60,27 +60,112 @@ type mark struct {
 }
 
 // Marks mirrors scheduler_dispatch and takes marks by compare-and-set.
+// The mirror is indexed by schedule (a poll reads its own marks only), and
+// marks older than the bucket's max age are forgotten as polls pass them.
 type Marks struct {
 	kv jetstream.KeyValue
 	mu sync.RWMutex
-	m  map[string]mark
+	by map[string]map[string]mark // schedule id -> pc ("" for the target mark) -> mark
 }
 
-// WatchMarks mirrors kv until ctx ends.
-func WatchMarks(ctx context.Context, kv jetstream.KeyValue, wg *sync.WaitGroup, log *slog.Logger) (*Marks, error) {
+// markMaxAge is the bucket's max age: a mark older is gone from KV.
+const markMaxAge = time.Hour
+
+// parseMarkKey splits pc.<n>.<schedule>.<m>.<pc> or target.<n>.<schedule>.
+func parseMarkKey(key string) (schedule, pc string, ok bool) {
+	take := func(s string) (string, string, bool) {
+		ns, rest, found := strings.Cut(s, ".")
+		n, err := strconv.Atoi(ns)
+		if !found || err != nil || n < 0 || n > len(rest) {
+			return "", "", false
+		}
+		return rest[:n], rest[n:], true
+	}
+	if rest, isPC := strings.CutPrefix(key, "pc."); isPC {
+		sid, rest, ok := take(rest)
+		if !ok || !strings.HasPrefix(rest, ".") {
+			return "", "", false
+		}
+		pc, rest, ok := take(rest[1:])
+		return sid, pc, ok && rest == "" && pc != ""
+	}
+	if rest, isTarget := strings.CutPrefix(key, "target."); isTarget {
+		sid, rest, ok := take(rest)
+		return sid, "", ok && rest == ""
+	}
+	return "", "", false
+}
+
+// prune forgets the marks KV has dropped by max age.
+func (mk *Marks) prune(now time.Time) {
+	mk.mu.Lock()
+	defer mk.mu.Unlock()
+	for sid, per := range mk.by {
+		for pc, m := range per {
+			if now.Sub(m.at) >= markMaxAge {
+				delete(per, pc)
+			}
+		}
+		if len(per) == 0 {
+			delete(mk.by, sid)
+		}
+	}
+}
+
+// set records a mark unless the mirror has a newer revision.
+func (mk *Marks) set(key string, m mark) {
+	sid, pc, ok := parseMarkKey(key)
+	if !ok {
+		return
+	}
+	mk.mu.Lock()
+	defer mk.mu.Unlock()
+	per := mk.by[sid]
+	if per == nil {
+		per = map[string]mark{}
+		mk.by[sid] = per
+	}
+	if cur, had := per[pc]; !had || m.rev > cur.rev {
+		per[pc] = m
+	}
+}
+
+func (mk *Marks) forget(key string) {
+	sid, pc, ok := parseMarkKey(key)
+	if !ok {
+		return
+	}
+	mk.mu.Lock()
+	defer mk.mu.Unlock()
+	if per := mk.by[sid]; per != nil {
+		delete(per, pc)
+		if len(per) == 0 {
+			delete(mk.by, sid)
+		}
+	}
+}
+
+// WatchMarks mirrors kv until ctx ends; every 10 minutes it forgets the
+// marks older than the bucket's max age (by now), which KV drops without
+// a notice to watchers.
+func WatchMarks(ctx context.Context, kv jetstream.KeyValue, wg *sync.WaitGroup, log *slog.Logger, now func() time.Time) (*Marks, error) {
 	w, err := kv.WatchAll(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("watch %s: %w", BucketDispatch, err)
 	}
-	mk := &Marks{kv: kv, m: map[string]mark{}}
+	mk := &Marks{kv: kv, by: map[string]map[string]mark{}}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		defer w.Stop()
+		prune := time.NewTicker(10 * time.Minute)
+		defer prune.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
+			case <-prune.C:
+				mk.prune(now())
 			case e, ok := <-w.Updates():
 				if !ok {
 					log.Warn("dispatch marks watcher closed")
@@ -89,16 +174,11 @@ func WatchMarks(ctx context.Context, kv jetstream.KeyValue, wg *sync.WaitGroup, 
 				if e == nil {
 					continue
 				}
-				mk.mu.Lock()
 				if e.Operation() == jetstream.KeyValuePut {
-					cur, had := mk.m[e.Key()]
-					if !had || e.Revision() > cur.rev {
-						mk.m[e.Key()] = mark{at: parseMark(e.Value()), rev: e.Revision()}
-					}
+					mk.set(e.Key(), mark{at: parseMark(e.Value()), rev: e.Revision()})
 				} else {
-					delete(mk.m, e.Key())
+					mk.forget(e.Key())
 				}
-				mk.mu.Unlock()
 			}
 		}
 	}()
@@ -117,9 +197,13 @@ func (mk *Marks) get(key string) (mark, bool) {
 	if mk == nil {
 		return mark{}, false
 	}
+	sid, pc, ok := parseMarkKey(key)
+	if !ok {
+		return mark{}, false
+	}
 	mk.mu.RLock()
 	defer mk.mu.RUnlock()
-	m, ok := mk.m[key]
+	m, ok := mk.by[sid][pc]
 	return m, ok
 }
 
@@ -144,11 +228,7 @@ func (mk *Marks) take(ctx context.Context, key string, now time.Time, window tim
 			rev, err = mk.kv.Create(ctx, key, markValue(now))
 		}
 		if err == nil {
-			mk.mu.Lock()
-			if c, had := mk.m[key]; !had || rev > c.rev {
-				mk.m[key] = mark{at: now, rev: rev}
-			}
-			mk.mu.Unlock()
+			mk.set(key, mark{at: now, rev: rev})
 			return true, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !strings.Contains(err.Error(), "wrong last sequence") {
@@ -173,10 +253,7 @@ func (mk *Marks) drop(ctx context.Context, keys []string) {
 		return
 	}
 	for _, k := range keys {
-		mk.mu.RLock()
-		m, ok := mk.m[k]
-		mk.mu.RUnlock()
-		if ok {
+		if m, ok := mk.get(k); ok {
 			mk.kv.Delete(ctx, k, jetstream.LastRevision(m.rev))
 		}
 	}
@@ -188,15 +265,21 @@ func (mk *Marks) live(scheduleID string, now time.Time, window time.Duration, en
 	if mk == nil {
 		return out
 	}
-	prefix := "pc." + strconv.Itoa(len(scheduleID)) + "." + scheduleID + "."
-	mk.mu.RLock()
-	defer mk.mu.RUnlock()
-	for k, m := range mk.m {
-		rest, ok := strings.CutPrefix(k, prefix)
-		if !ok || m.at.IsZero() || now.Sub(m.at) >= window {
+	mk.mu.Lock()
+	defer mk.mu.Unlock()
+	per := mk.by[scheduleID]
+	for pc, m := range per {
+		if pc == "" {
+			continue // the target mark
+		}
+		if now.Sub(m.at) >= markMaxAge {
+			delete(per, pc) // gone from KV too
 			continue
 		}
-		if _, pc, ok := strings.Cut(rest, "."); ok && !ended(pc, m.at) {
+		if m.at.IsZero() || now.Sub(m.at) >= window {
+			continue
+		}
+		if !ended(pc, m.at) {
 			out[pc] = true
 		}
 	}

@@ -682,3 +682,24 @@ func TestReconcileLargeDispatchSplits(t *testing.T) {
 		t.Errorf("%d executions %v", len(execs), execs)
 	}
 }
+
+func TestMarkKeys(t *testing.T) {
+	if k := pcMarkKey("collect-winlog-events", "PC-01"); k != "pc.21.collect-winlog-events.5.PC-01" {
+		t.Errorf("key %s", k)
+	}
+	for key, want := range map[string][2]string{
+		"pc.21.collect-winlog-events.5.PC-01": {"collect-winlog-events", "PC-01"},
+		"pc.3.a.b.4.x.yz":                     {"a.b", "x.yz"},
+		"target.4.inv1":                       {"inv1", ""},
+	} {
+		sid, pc, ok := parseMarkKey(key)
+		if !ok || sid != want[0] || pc != want[1] {
+			t.Errorf("%s: %q %q %v", key, sid, pc, ok)
+		}
+	}
+	for _, bad := range []string{"pc.3.abc", "pc.9.a.1.b", "target.2.abc", "other.1.a", "pc.x.a.1.b"} {
+		if _, _, ok := parseMarkKey(bad); ok {
+			t.Errorf("%s parsed", bad)
+		}
+	}
+}

@@ -138,7 +138,7 @@ func Start(ctx context.Context, o Options) (*Scheduler, error) {
 		s.Stop()
 		return nil, err
 	}
-	marks, err := WatchMarks(bg, kvs[BucketDispatch], &s.wg, o.Logger)
+	marks, err := WatchMarks(bg, kvs[BucketDispatch], &s.wg, o.Logger, o.Clock.Now)
 	if err != nil {
 		s.Stop()
 		return nil, err
