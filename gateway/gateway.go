@@ -57,8 +57,10 @@ type Gateway struct {
 	log    *slog.Logger
 	o      Options
 	router *router
-	stop   context.CancelFunc
-	wg     sync.WaitGroup
+	// metrics is GET /metrics (metrics.go).
+	metrics *metrics
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
 }
 
 // Start listens on o.Addr and serves until Shutdown.
@@ -93,7 +95,8 @@ func Start(o Options) (*Gateway, error) {
 	}
 	log := o.Logger.With("component", "gateway")
 	g := &Gateway{log: log, o: o}
-	g.router = newRouter(o.Conn, log, ContractRoutes(), g.serveEndpoint)
+	g.metrics = newMetrics(o.Conn, 5*time.Second)
+	g.router = newRouter(o.Conn, log, ContractRoutes(), g.metrics.instrument(g.serveEndpoint))
 
 	ln, err := net.Listen("tcp", o.Addr)
 	if err != nil {
@@ -180,6 +183,7 @@ func (g *Gateway) handler(dash http.Handler) http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"version":%q}`, api.Version)
 	})
+	mux.Handle("GET /metrics", g.metrics.handler(g.o.APIToken))
 	mux.Handle("/api/", g.router)
 	mux.Handle("/api", g.router)
 	mux.Handle("/", dash)

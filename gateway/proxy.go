@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
@@ -51,7 +52,14 @@ func (g *Gateway) serveEndpoint(w http.ResponseWriter, r *http.Request, ep *endp
 		passHeaders(msg, r, params)
 	}
 
-	ctx, cancel := context.WithTimeout(r.Context(), g.o.APITimeout)
+	timeout := g.o.APITimeout
+	if ep.Timeout > timeout {
+		// A route that answers late (a run waits for its result): the
+		// connection's write deadline moves with it.
+		timeout = ep.Timeout
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(timeout + 10*time.Second))
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 	reply, err := g.o.Conn.RequestMsgWithContext(ctx, msg)
 	if err != nil {
@@ -62,7 +70,7 @@ func (g *Gateway) serveEndpoint(w http.ResponseWriter, r *http.Request, ep *endp
 		case errors.Is(err, nats.ErrNoResponders):
 			textError(w, http.StatusServiceUnavailable, fmt.Sprintf("service %s is not running (no responders on %s)", ep.Service, ep.Subject))
 		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
-			textError(w, http.StatusGatewayTimeout, fmt.Sprintf("service %s did not answer %s within %s", ep.Service, ep.Subject, g.o.APITimeout))
+			textError(w, http.StatusGatewayTimeout, fmt.Sprintf("service %s did not answer %s within %s", ep.Service, ep.Subject, timeout))
 		default:
 			g.log.Warn("nats request failed", "subject", ep.Subject, "err", err)
 			textError(w, http.StatusServiceUnavailable, fmt.Sprintf("service %s unreachable: %v", ep.Service, err))
@@ -77,6 +85,14 @@ func (g *Gateway) serveEndpoint(w http.ResponseWriter, r *http.Request, ep *endp
 		status, err := strconv.Atoi(code)
 		if err != nil || status < 400 || status > 599 {
 			textError(w, http.StatusBadGateway, fmt.Sprintf("service %s answered error %s: %s", ep.Service, code, text))
+			return
+		}
+		if reply.Header.Get("Content-Type") == "application/json" {
+			// An error whose body is a document (health/fleet's 503).
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Length", strconv.Itoa(len(reply.Data)))
+			w.WriteHeader(status)
+			w.Write(reply.Data)
 			return
 		}
 		textError(w, status, text)

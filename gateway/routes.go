@@ -17,6 +17,8 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/kanade-go/kanade/services/api"
+	"github.com/kanade-go/kanade/services/health"
+	"github.com/kanade-go/kanade/services/run"
 )
 
 // Route maps one HTTP route onto one service subject.
@@ -26,6 +28,9 @@ type Route struct {
 	Method    string   // "GET"; empty matches every method
 	Path      string   // "/api/results/{result_id}" (ServeMux pattern syntax)
 	IntParams []string // query parameters sent as JSON numbers
+	// Timeout, when set, replaces the gateway's API timeout for this
+	// route (api.MetaTimeout).
+	Timeout time.Duration
 }
 
 // Pattern is the ServeMux pattern: "GET /api/results/{result_id}".
@@ -66,6 +71,13 @@ func ContractRoutes() []Route {
 		{Service: "schedules", Subject: "kanade.schedules.preview", Method: "GET", Path: "/api/schedules/{id}/preview", IntParams: []string{"count"}},
 		{Service: "schedules", Subject: "kanade.schedules.upcoming", Method: "GET", Path: "/api/schedules/upcoming", IntParams: []string{"limit"}},
 		{Service: "command-signing", Subject: "kanade.command_signing.get", Method: "GET", Path: "/api/command-signing"},
+		{Service: "run", Subject: run.Subject, Method: "POST", Path: "/api/run", Timeout: run.Options{}.MaxWait()},
+		{Service: "scripts", Subject: "kanade.scripts.status", Method: "GET", Path: "/api/scripts/status"},
+		{Service: "scripts", Subject: "kanade.scripts.revoke", Method: "POST", Path: "/api/scripts/{cmd_id}/revoke"},
+		{Service: "scripts", Subject: "kanade.scripts.unrevoke", Method: "POST", Path: "/api/scripts/{cmd_id}/unrevoke"},
+		{Service: "schemas", Subject: "kanade.schemas.manifest", Method: "GET", Path: "/api/schemas/manifest.json"},
+		{Service: "health", Subject: health.SubjectFleet, Method: "GET", Path: "/api/health/fleet"},
+		{Service: "jetstream", Subject: health.SubjectJetStream, Method: "GET", Path: "/api/jetstream/status"},
 		{Service: "jobs", Subject: "kanade.jobs.yaml", Method: "GET", Path: "/api/jobs/{job_id}/yaml"},
 		{Service: "schedules", Subject: "kanade.schedules.coverage_summary", Method: "GET", Path: "/api/schedules/coverage"},
 		{Service: "schedules", Subject: "kanade.schedules.yaml", Method: "GET", Path: "/api/schedules/{id}/yaml"},
@@ -173,6 +185,9 @@ func Discover(ctx context.Context, nc *nats.Conn, maxWait, quiet time.Duration) 
 				continue
 			}
 			r, err := ParseRoute(info.Name, ep.Subject, h, ep.Metadata[api.MetaIntParams])
+			if err == nil {
+				r.Timeout, err = routeTimeout(ep.Metadata[api.MetaTimeout])
+			}
 			if err != nil {
 				bad = append(bad, err)
 				continue
@@ -316,7 +331,7 @@ func merge(live []Route, known map[string]Route, static []Route) []Route {
 
 func sameRoutes(a, b []Route) bool {
 	return slices.EqualFunc(a, b, func(x, y Route) bool {
-		return x.Pattern() == y.Pattern() && x.Subject == y.Subject && x.Service == y.Service && slices.Equal(x.IntParams, y.IntParams)
+		return x.Pattern() == y.Pattern() && x.Subject == y.Subject && x.Service == y.Service && slices.Equal(x.IntParams, y.IntParams) && x.Timeout == y.Timeout
 	})
 }
 

@@ -71,6 +71,9 @@ type Options struct {
 	Replicas int
 	Logger   *slog.Logger
 
+	// HealthDegradedBelow: see health.Checker.DegradedBelow.
+	HealthDegradedBelow float64
+
 	Gateway   gateway.Options
 	Projector projector.Options
 	Results   results.Options
@@ -346,6 +349,26 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 			return fmt.Errorf("start scheduler: %w", err)
 		}
 		stops = append(stops, func() { logStop(log, "scheduler", s.Stop()) })
+		rnc, err := connect("run")
+		if err != nil {
+			return err
+		}
+		stopRun, err := startRunServices(rnc, o, log.With("component", "run"))
+		if err != nil {
+			return err
+		}
+		stops = append(stops, func() { logStop(log, "run", stopRun()) })
+	}
+	if has(ServiceResults) {
+		nc, err := connect("health")
+		if err != nil {
+			return err
+		}
+		h, err := startHealth(nc, db, o, log.With("component", "health"))
+		if err != nil {
+			return err
+		}
+		stops = append(stops, func() { logStop(log, "health", h.Stop()) })
 	}
 
 	// Every node answers for itself on the cluster view.

@@ -124,6 +124,9 @@ func (a *agent) refuse(cmd wire.Command, v signing.Verdict) {
 func (a *agent) execute(ctx context.Context, cmd wire.Command, r *run, received time.Time) {
 	defer r.end()
 	startedAt := now()
+	if a.gated(ctx, cmd, r, startedAt, true) {
+		return
+	}
 	switch {
 	case cmd.DeadlineAt != nil && received.After(*cmd.DeadlineAt):
 		fmt.Fprintf(r.stderr, "deadline_at %s passed before the Command was received (%s): not run\n",
@@ -142,6 +145,9 @@ func (a *agent) execute(ctx context.Context, cmd wire.Command, r *run, received 
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
+		}
+		if ctx.Err() == nil && a.gated(ctx, cmd, r, now(), false) {
+			return
 		}
 	}
 	if ctx.Err() == nil {

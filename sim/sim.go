@@ -134,6 +134,7 @@ type Fleet struct {
 	byGrp  map[string][]*agent
 	subs   []*nats.Subscription
 	c      counters
+	gates  gates
 
 	ctx    context.Context
 	cancel context.CancelFunc

@@ -103,6 +103,9 @@ func Ensure(ctx context.Context, js jetstream.JetStream, replicas int, log *slog
 			return fmt.Errorf("create kv %s: %w", b, err)
 		}
 	}
+	if err := ensureScriptBuckets(ctx, js, replicas); err != nil {
+		return err
+	}
 	if _, err := js.ObjectStore(ctx, wire.ObjectStoreOutput); err != nil {
 		if !errors.Is(err, jetstream.ErrBucketNotFound) {
 			return fmt.Errorf("look up object store %s: %w", wire.ObjectStoreOutput, err)

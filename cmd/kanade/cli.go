@@ -17,6 +17,7 @@ const usage = `kanade: the kanade backend.
 Usage:
   kanade serve [flags]   run a backend node (embedded NATS by default; --demo adds simulated agents)
   kanade sim [flags]     run simulated agents against a NATS (kanade sim -h)
+  kanade run [flags]     run a script on one PC and print its result (kanade run -h)
   kanade nats-users      print NATS users for agents, operator, backend (--nats-config)
   kanade keygen [flags]  mint a command signing key; prints the agents' keyring entry
   kanade version         print the version
@@ -34,6 +35,8 @@ func run(args []string) error {
 		return serve(args[1:])
 	case "sim":
 		return simCmd(args[1:])
+	case "run":
+		return runCmd(args[1:], os.Stdout, os.Stderr)
 	case "nats-users":
 		return natsUsers(args[1:])
 	case "keygen":

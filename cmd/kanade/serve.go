@@ -34,6 +34,7 @@ func serve(args []string) error {
 		gatewayFlags(f), projectorFlags(f), resultsFlags(f), schedulerFlags(f), clusterFlags(f),
 	}
 	applySigning := signingFlags(f)
+	applyHealth := healthFlags(f)
 	if err := f.parse(args); err != nil {
 		return err
 	}
@@ -66,6 +67,9 @@ func serve(args []string) error {
 	}
 	for _, a := range apply {
 		a(&o)
+	}
+	if err := applyHealth(&o); err != nil {
+		return err
 	}
 	if err := applySigning(&o); err != nil {
 		return err

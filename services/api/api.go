@@ -43,6 +43,9 @@ const (
 	MetaTier = "tier"
 	// MetaAudit is the audit action of a mutating endpoint ("job.put").
 	MetaAudit = "audit"
+	// MetaTimeout is how long the gateway waits for a reply on a route
+	// that answers later than its default (a Go duration: "1h0m15s").
+	MetaTimeout = "timeout"
 )
 
 // Role tiers, lowest first, as upstream tiers its routes.
@@ -71,6 +74,9 @@ const ParamHeaderPrefix = "Kanade-Param-"
 type Error struct {
 	Status  int
 	Message string
+	// JSON says Message is a JSON document (a 503 health rollup): the
+	// reply says so in its Content-Type, and the gateway passes it on.
+	JSON bool
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -135,7 +141,10 @@ type Endpoint struct {
 	// AuditTarget names the request parameter that is the audit record's
 	// target ("job_id"); empty when there is none.
 	AuditTarget string
-	Handler     Handler
+	// Timeout, when set, tells the gateway to wait this long for the
+	// reply instead of its default (see MetaTimeout).
+	Timeout time.Duration
+	Handler Handler
 }
 
 // Service describes a micro service.
@@ -195,6 +204,9 @@ func Start(nc *nats.Conn, s Service) (*Running, error) {
 		}
 		if ep.Audit != "" {
 			meta[MetaAudit] = ep.Audit
+		}
+		if ep.Timeout > 0 {
+			meta[MetaTimeout] = ep.Timeout.String()
 		}
 		h := ep.Handler
 		elog := log.With("endpoint", ep.Name)
@@ -328,13 +340,17 @@ type Text struct {
 // errorMsg is the reply for e: micro's error headers and the message as
 // the plain-text body.
 func errorMsg(e *Error) *nats.Msg {
-	return &nats.Msg{
+	m := &nats.Msg{
 		Header: nats.Header{
 			micro.ErrorHeader:     []string{e.Message},
 			micro.ErrorCodeHeader: []string{strconv.Itoa(e.Status)},
 		},
 		Data: []byte(e.Message),
 	}
+	if e.JSON {
+		m.Header.Set("Content-Type", "application/json")
+	}
+	return m
 }
 
 // tooLarge is the answer for a reply of n bytes that cannot be sent.

@@ -89,6 +89,10 @@ type Firer struct {
 	JS     jetstream.JetStream
 	Agents *AgentCounter
 	Log    *slog.Logger
+	// Pins, when set, is the script_current bucket: each fire pins its
+	// job's version there before publishing, as upstream's exec and
+	// scheduler do, so agents skip (124) a Command of another version.
+	Pins jetstream.KeyValue
 	// RetryFor bounds how long Publish keeps re-sending the messages that
 	// failed (default: until half a second before the context's deadline,
 	// else 5 s).
@@ -145,6 +149,9 @@ func (p *Firer) Publish(ctx context.Context, f Fire) (ExecReply, error) {
 	cmdData, err := json.Marshal(cmd)
 	if err != nil {
 		return ExecReply{}, fmt.Errorf("encode command: %w", err)
+	}
+	if err := p.pin(ctx, f.Job); err != nil {
+		return ExecReply{}, err
 	}
 	// The record and the Commands go out together and are awaited
 	// together: one round trip. The projector counts results that arrive
@@ -269,6 +276,21 @@ func publishError(execID string, all []pubMsg, failed []failedMsg) error {
 		return fmt.Errorf("publish exec %s failed on %s", execID, strings.Join(parts, ", "))
 	}
 	return fmt.Errorf("publish exec %s reached %s but failed on %s", execID, strings.Join(ok, ", "), strings.Join(parts, ", "))
+}
+
+// pin writes the job's version to script_current (raw bytes, as agents
+// read it) unless it is there already.
+func (p *Firer) pin(ctx context.Context, m Manifest) error {
+	if p.Pins == nil {
+		return nil
+	}
+	if e, err := p.Pins.Get(ctx, m.ID); err == nil && string(e.Value()) == m.Version {
+		return nil
+	}
+	if _, err := p.Pins.Put(ctx, m.ID, []byte(m.Version)); err != nil {
+		return fmt.Errorf("pin script_current %s: %w", m.ID, err)
+	}
+	return nil
 }
 
 func (p *Firer) log() *slog.Logger {

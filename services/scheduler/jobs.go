@@ -151,7 +151,7 @@ type Catalog struct {
 const (
 	BucketSchedulesYAML = "schedules_yaml"
 	BucketJobsYAML      = "jobs_yaml"
-	BucketScriptStatus  = "script_status"
+	BucketScriptStatus  = wire.BucketScriptStatus
 )
 
 // Live is how many executions of a job are under way, from the executions

@@ -99,6 +99,10 @@ func Start(ctx context.Context, o Options) (*Scheduler, error) {
 	if err != nil {
 		return nil, err
 	}
+	pins, err := bucket(wire.BucketScriptCurrent)
+	if err != nil {
+		return nil, err
+	}
 	claims, err := ensureClaims(ctx, js, o.Replicas)
 	if err != nil {
 		return nil, err
@@ -143,7 +147,7 @@ func Start(ctx context.Context, o Options) (*Scheduler, error) {
 		s.Stop()
 		return nil, err
 	}
-	firer := &Firer{JS: js, Log: o.Logger, Signer: o.Signer, Envelopes: o.Envelopes, Agents: &AgentCounter{DB: o.DB, Groups: groups, Now: o.Clock.Now, Log: o.Logger}}
+	firer := &Firer{JS: js, Log: o.Logger, Pins: pins, Signer: o.Signer, Envelopes: o.Envelopes, Agents: &AgentCounter{DB: o.DB, Groups: groups, Now: o.Clock.Now, Log: o.Logger}}
 	s.Engine, err = StartEngine(ctx, EngineOptions{
 		Schedules: scheds, Jobs: jobs, JobCache: jobCache, JS: js, Claims: claims, Firer: firer, Clock: o.Clock,
 		DB: o.DB, Marks: marks, Freeze: freeze, Observe: o.Observe,

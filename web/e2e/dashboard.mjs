@@ -16,6 +16,7 @@
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { homeSteps } from './home.mjs';
 import { scheduleSteps } from './schedules.mjs';
 
 const base = process.argv[2];
@@ -158,7 +159,7 @@ let group = process.env.E2E_GROUP;
 let pcs = [];
 
 await step('dashboard loads, asks for the API token once, shows the version', async () => {
-  await page.goto(base + '/');
+  await page.goto(base + '/#/activity');
   await page.locator(tid('activity-page')).waitFor();
   if (token) {
     // The server wants a token: the dashboard asks once, then remembers it.
@@ -261,7 +262,7 @@ await step(`skipped results: a job no agent can run, on group ${group}`, async (
 });
 
 await step('filter Activity to failures and see only failed rows', async () => {
-  await go('/');
+  await go('/activity');
   await page.locator(tid('status-tab-failure')).click();
   await page.waitForURL(/status=failure/);
   await poll('failed rows', async () => {
@@ -299,7 +300,7 @@ await step('filter Activity to failures and see only failed rows', async () => {
 });
 
 await step('keyboard alone reaches and uses the status tabs', async () => {
-  await go('/');
+  await go('/activity');
   await page.locator(tid('activity-page')).waitFor();
   await page.locator('body').click({ position: { x: 5, y: 300 } });
   await poll('focus on the failure tab', async () => {
@@ -460,6 +461,7 @@ await step('a stored schedule the engine cannot use shows its error', async () =
   await page.screenshot({ path: join(shotDir, 'schedules-error-light.png') });
 });
 
+await homeSteps({ step, page, base, go, tid, poll, api, addJob, runJob, pcs: () => pcs, shotDir, join, suffix });
 await scheduleSteps({ step, page, api, go, tid, poll, job: SLOW_JOB, suffix });
 
 // Every page in both themes, at desktop and phone width.
@@ -467,7 +469,8 @@ await step('screenshots of every page, light and dark', async () => {
   const resultId = (await api(`/api/results?job_id=${encodeURIComponent('^' + SLOW_JOB + '$')}&limit=1`))[0].result_id;
   const execId = (await api('/api/executions?limit=1'))[0].exec_id;
   const pages = [
-    ['activity', '/', 'activity-page', tid('result-row')],
+    ['home', '/', 'home-page', tid('version-row')],
+    ['activity', '/activity', 'activity-page', tid('result-row')],
     ['activity-failures', '/?status=failure', 'activity-page', tid('result-row')],
     ['result', `/results/${resultId}`, 'result-page', tid('result-meta') + ' dt'],
     ['executions', '/executions', 'executions-page', tid('execution-row')],

@@ -13,9 +13,14 @@ import * as executions from './page-executions.js';
 import * as jobs from './page-jobs.js';
 import * as schedules from './page-schedules.js';
 import * as agents from './page-agents.js';
+import * as home from './page-home.js';
 
 const routes = [
+  // Home is the landing page; '/' with a query is an Activity link made
+  // before Activity had its own path, and still opens it.
+  { re: /^\/$/, page: home, nav: 'home', when: (params) => [...params.keys()].length === 0 },
   { re: /^\/$/, page: activity, nav: 'activity' },
+  { re: /^\/activity$/, page: activity, nav: 'activity' },
   { re: /^\/results\/([^/]+)$/, page: result, nav: 'activity' },
   { re: /^\/executions$/, page: executions.list, nav: 'executions' },
   { re: /^\/executions\/([^/]+)$/, page: executions.detail, nav: 'executions' },
@@ -28,7 +33,7 @@ const notFound = {
   title: 'Not found',
   mount(main) {
     replace(main, h('section', { class: 'page', testid: 'not-found' },
-      h('h1', {}, 'Not found'), h('p', {}, 'No such page. ', h('a', { href: '#/' }, 'Go to Activity'))));
+      h('h1', {}, 'Not found'), h('p', {}, 'No such page. ', h('a', { href: '#/' }, 'Go home'))));
   },
 };
 
@@ -41,14 +46,14 @@ function show({ path, params }) {
   let route = null;
   for (const r of routes) {
     match = path.match(r.re);
-    if (match) {
+    if (match && (!r.when || r.when(params))) {
       route = r;
       break;
     }
   }
   const page = route ? route.page : notFound;
   const args = match ? match.slice(1).map(decodeURIComponent) : [];
-  const key = `${path}`;
+  const key = `${path}:${route ? routes.indexOf(route) : -1}`;
   // Same page, other query (Back/Forward between filters): let it adapt.
   if (current && current.key === key && current.handle && current.handle.update) {
     current.handle.update(params);

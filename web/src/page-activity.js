@@ -1,4 +1,4 @@
-// Activity, the home page: every filter of GET /api/results, kept in the URL
+// Activity: every filter of GET /api/results, kept in the URL
 // so a link reproduces the view, with cursor paging and auto-refresh while
 // any shown run is still in flight.
 
@@ -166,7 +166,7 @@ export function mount(main, { params, life }) {
     const next = { ...s, ...patch };
     if (!('before' in patch)) next.before = ''; // a new filter starts from the newest row
     s = next;
-    setParams('/', toParams(s), { push });
+    setParams('/activity', toParams(s), { push });
     syncControls();
     load();
   }

@@ -35,7 +35,7 @@ export function mount(main, { args, life }) {
   const stderr = outputPane('stderr');
 
   replace(main, h('section', { class: 'page result', testid: 'result-page' },
-    h('div', { class: 'page-head' }, h('a', { href: '#/', class: 'back' }, '← Activity'), heading, badge),
+    h('div', { class: 'page-head' }, h('a', { href: '#/activity', class: 'back' }, '← Activity'), heading, badge),
     banner,
     meta,
     liveBar,

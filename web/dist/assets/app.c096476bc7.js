@@ -7,15 +7,20 @@ import { tokenDialog } from './dialog.fefcff641c.js';
 import { initThemeToggle } from './theme.9bc285ecbb.js';
 import { Lifecycle } from './lifecycle.cf1e604c6c.js';
 import { h, replace } from './dom.3dd86e8f14.js';
-import * as activity from './page-activity.c1cb9de603.js';
-import * as result from './page-result.385d2f01af.js';
+import * as activity from './page-activity.6fecc1d7f9.js';
+import * as result from './page-result.a97dfee396.js';
 import * as executions from './page-executions.fc9def1ab1.js';
-import * as jobs from './page-jobs.cdbc424342.js';
+import * as jobs from './page-jobs.6df33ab812.js';
 import * as schedules from './page-schedules.c785529942.js';
 import * as agents from './page-agents.7192f47883.js';
+import * as home from './page-home.d739df0df2.js';
 
 const routes = [
+  // Home is the landing page; '/' with a query is an Activity link made
+  // before Activity had its own path, and still opens it.
+  { re: /^\/$/, page: home, nav: 'home', when: (params) => [...params.keys()].length === 0 },
   { re: /^\/$/, page: activity, nav: 'activity' },
+  { re: /^\/activity$/, page: activity, nav: 'activity' },
   { re: /^\/results\/([^/]+)$/, page: result, nav: 'activity' },
   { re: /^\/executions$/, page: executions.list, nav: 'executions' },
   { re: /^\/executions\/([^/]+)$/, page: executions.detail, nav: 'executions' },
@@ -28,7 +33,7 @@ const notFound = {
   title: 'Not found',
   mount(main) {
     replace(main, h('section', { class: 'page', testid: 'not-found' },
-      h('h1', {}, 'Not found'), h('p', {}, 'No such page. ', h('a', { href: '#/' }, 'Go to Activity'))));
+      h('h1', {}, 'Not found'), h('p', {}, 'No such page. ', h('a', { href: '#/' }, 'Go home'))));
   },
 };
 
@@ -41,14 +46,14 @@ function show({ path, params }) {
   let route = null;
   for (const r of routes) {
     match = path.match(r.re);
-    if (match) {
+    if (match && (!r.when || r.when(params))) {
       route = r;
       break;
     }
   }
   const page = route ? route.page : notFound;
   const args = match ? match.slice(1).map(decodeURIComponent) : [];
-  const key = `${path}`;
+  const key = `${path}:${route ? routes.indexOf(route) : -1}`;
   // Same page, other query (Back/Forward between filters): let it adapt.
   if (current && current.key === key && current.handle && current.handle.update) {
     current.handle.update(params);

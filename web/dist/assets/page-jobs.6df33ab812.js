@@ -114,25 +114,38 @@ export function mount(main, { life }) {
     const ex = j.execute || {};
     return h('tr', { testid: 'job-row', dataset: { jobId: j.id } },
       h('td', { class: 'mono', title: j.id }, h('div', { class: 'job-cell' },
-        h('a', { class: 'ellipsis', href: href('/executions', { job_id: j.id }), title: 'executions of this job' }, j.id), liveBadge(j))),
+        h('a', { class: 'ellipsis', href: href('/executions', { job_id: j.id }), title: 'executions of this job' }, j.id), liveBadge(j),
+        revoked.has(j.id) ? h('span', { class: 'badge revoked', testid: 'job-revoked', title: 'agents skip this job (exit 126) until it is unrevoked' }, 'revoked') : null)),
       h('td', { class: 'mono' }, j.version ?? '—'),
       h('td', { class: 'ellipsis opt', title: j.description || null }, j.description || h('span', { class: 'muted' }, '—')),
       h('td', { class: 'opt' }, [ex.shell, ex.timeout].filter(Boolean).join(' · ') || '—'),
       h('td', {}, h('div', { class: 'actions' },
         h('button', { type: 'button', class: 'primary small', testid: 'run-job', onclick: () => runDialog(j) }, 'Run…'),
         h('button', { type: 'button', class: 'small', testid: 'edit-job', onclick: () => edit(j) }, 'Edit'),
+        revoked.has(j.id)
+          ? h('button', { type: 'button', class: 'small', testid: 'unrevoke-job', onclick: () => setRevoked(j, false) }, 'Unrevoke')
+          : h('button', { type: 'button', class: 'small danger-text', testid: 'revoke-job', onclick: () => setRevoked(j, true) }, 'Revoke'),
         h('button', { type: 'button', class: 'small danger-text', testid: 'delete-job', onclick: () => remove(j) }, 'Delete'))));
   }
 
+  // Job ids agents skip (script_status REVOKED); empty when the backend
+  // has no scripts service.
+  let revoked = new Set();
+
   async function load() {
-    const res = await latest.run((signal) => api('GET', '/api/jobs', { signal }));
+    const res = await latest.run((signal) => Promise.all([
+      api('GET', '/api/jobs', { signal }),
+      api('GET', '/api/scripts/status', { signal }).catch(() => ({})),
+    ]));
     if (!res) return;
     if (!res.ok) {
       banner.textContent = errorText(res.error);
       return;
     }
     banner.textContent = '';
-    const jobs = [...(res.value || [])].sort((a, b) => a.id.localeCompare(b.id));
+    const [list, status] = res.value;
+    revoked = new Set(Object.entries(status || {}).filter(([, v]) => v === 'REVOKED').map(([k]) => k));
+    const jobs = [...(list || [])].sort((a, b) => a.id.localeCompare(b.id));
     replace(tbody, jobs.length ? jobs.map(jobRow) : h('tr', { class: 'empty' }, h('td', { colspan: 5 }, 'No jobs yet: add one.')));
   }
 
@@ -145,6 +158,19 @@ export function mount(main, { life }) {
     }
     const saved = await yamlDialog({ title: job ? `Edit job ${job.id}` : 'Add job', text, save: saveJob });
     if (saved) load();
+  }
+
+  async function setRevoked(job, revoke) {
+    if (revoke) {
+      const ok = await confirmDialog({
+        title: 'Revoke job', message: `Revoke ${job.id}? Agents skip its runs (exit 126), scheduled ones too, until you unrevoke it.`,
+        confirmLabel: 'Revoke', danger: true,
+      });
+      if (!ok) return;
+    }
+    const err = await api('POST', `/api/scripts/${encodeURIComponent(job.id)}/${revoke ? 'revoke' : 'unrevoke'}`).then(() => null, (e) => e);
+    await load();
+    if (err) banner.textContent = errorText(err);
   }
 
   async function remove(job) {
