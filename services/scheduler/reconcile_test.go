@@ -703,3 +703,33 @@ func TestMarkKeys(t *testing.T) {
 		}
 	}
 }
+
+// A calendar tick missed while no engine ran fires late, once, within
+// starting_deadline (example 3's shape): deadline_at = tick + deadline.
+func TestCalendarCatchUpWithinDeadline(t *testing.T) {
+	n := nodetest.Start(t)
+	ctx := context.Background()
+	cat := catalogOf(t, n)
+	if _, err := cat.PutJob(ctx, []byte(echoJob), ""); err != nil {
+		t.Fatal(err)
+	}
+	// The engine comes up 10 min after a 30 min deadline's tick, two days
+	// after the schedule was written.
+	start := time.Now().UTC().Add(48 * time.Hour).Truncate(time.Minute)
+	tick := start.Add(-10 * time.Minute)
+	body := fmt.Sprintf(`{"id":"morning-greeting","when":{"calendar":{"at":"%s","days":["%s"]}},"job_id":"echo","target":{"all":true},"tz":"utc","starting_deadline":"30m"}`,
+		tick.Format("15:04"), strings.ToLower(tick.Weekday().String()[:3]))
+	if _, err := cat.PutSchedule(ctx, []byte(body), ""); err != nil {
+		t.Fatal(err)
+	}
+	nc := n.Conn(t)
+	cmds := subscribeCommands(t, nc, wire.SubjectCommandsAll)
+	s := startScheduler(t, n, "a", newFakeClock(start))
+	waitSynced(t, s)
+	c, _ := cmds.next(t)
+	wantTick(t, c, "morning-greeting", tick)
+	if c.DeadlineAt == nil || !c.DeadlineAt.Equal(tick.Add(30*time.Minute)) {
+		t.Errorf("deadline_at %v, want %v", c.DeadlineAt, tick.Add(30*time.Minute))
+	}
+	cmds.none(t, nc)
+}
