@@ -388,7 +388,7 @@ func (e *Engine) apply(en jetstream.KeyValueEntry, now time.Time, initial bool) 
 	if cs, ok := c.Spec.(*calendarSpec); ok {
 		// Upstream's registration warnings; the schedule stays loaded.
 		switch {
-		case cs.oneShot && s.next.IsZero():
+		case cs.oneShot && s.next.IsZero() && now.Sub(cs.Prev(now)) > c.Deadline:
 			e.log.Warn("schedule will not fire: a one-shot in the past", "schedule", id, "at", c.When.Calendar.At)
 		case c.Gates.window != nil && !c.Gates.window.contains(cs.hour*60+cs.min):
 			e.log.Warn("schedule will never fire: its calendar time is outside constraints.window", "schedule", id,
