@@ -59,7 +59,8 @@ type Engine struct {
 	reqs    chan func() // run by the loop, which owns the table
 	applied uint64      // the schedules bucket's last revision taken in
 
-	comp *Completions // reconcile schedules' view of the projection
+	comp     *Completions // reconcile schedules' view of the projection
+	expCache expectedCache
 
 	ctx    context.Context
 	cancel context.CancelFunc

@@ -348,7 +348,7 @@ func armed(last time.Time, cooldown time.Duration, now time.Time) bool {
 func (e *Engine) reconcile(ctx context.Context, s *slot, r tickReq, m Manifest, log *slog.Logger) (*Fire, []string, error) {
 	c, now := r.c, r.tick
 	agents := e.o.Firer.Agents
-	expected := agents.Expected(ctx, c.Target)
+	expected := e.expected(ctx, c.Target, now)
 	if len(expected) == 0 {
 		log.Debug("poll: no expected PC")
 		return nil, nil, nil
@@ -568,4 +568,41 @@ func (e *Engine) fireWaves(ctx context.Context, s *slot, r tickReq, m Manifest, 
 			}
 		}()
 	}
+}
+
+// expectedCache shares a poll minute's resolution of each distinct target
+// among the schedules that name it (group targets cost a membership
+// lookup per alive agent).
+type expectedCache struct {
+	mu  sync.Mutex
+	at  time.Time
+	got map[string][]string
+}
+
+// expected is AgentCounter.Expected, once per target per poll instant.
+func (e *Engine) expected(ctx context.Context, t Target, now time.Time) []string {
+	if t.All && len(t.PCs) == 0 || len(t.Groups) == 0 {
+		return e.o.Firer.Agents.Expected(ctx, t) // no per-agent work to share
+	}
+	key := strings.Join(t.Groups, "\x00") + "\x01" + strings.Join(t.PCs, "\x00")
+	if t.All {
+		key = "all\x01" + key
+	}
+	ec := &e.expCache
+	ec.mu.Lock()
+	if !ec.at.Equal(now) {
+		ec.at, ec.got = now, map[string][]string{}
+	}
+	if got, ok := ec.got[key]; ok {
+		ec.mu.Unlock()
+		return got
+	}
+	ec.mu.Unlock()
+	got := e.o.Firer.Agents.Expected(ctx, t)
+	ec.mu.Lock()
+	if ec.at.Equal(now) {
+		ec.got[key] = got
+	}
+	ec.mu.Unlock()
+	return got
 }
