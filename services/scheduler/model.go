@@ -232,13 +232,13 @@ func (s Schedule) validateUpstream(create bool) error {
 	if create && s.DeadlineAt != nil {
 		return invalid("deadline_at is computed by the scheduler (tick time + starting_deadline) and overwritten on every fire — set `starting_deadline` instead")
 	}
-	return s.validateGates()
+	loc, _ := whenTZ(s.TZ)
+	return s.validateGates(loc)
 }
 
-// validateGates checks active and constraints (upstream rows 11-17): the
-// part of validate the cron extension shares.
-func (s Schedule) validateGates() error {
-	loc, _ := whenTZ(s.TZ)
+// validateGates checks active and constraints (upstream rows 11-17) in
+// the schedule's zone: the part of validate the cron extension shares.
+func (s Schedule) validateGates(loc *time.Location) error {
 	if loc == nil {
 		loc = time.UTC
 	}

@@ -211,7 +211,7 @@ func (s Schedule) compileCron(create bool) (*Compiled, error) {
 	if create && s.DeadlineAt != nil {
 		return nil, invalid("deadline_at is computed by the scheduler (tick time + starting_deadline) and overwritten on every fire — set `starting_deadline` instead")
 	}
-	if err := s.validateGates(); err != nil {
+	if err := s.validateGates(spec.Location()); err != nil {
 		return nil, err
 	}
 	if s.Constraints != nil && s.Constraints.MaxConcurrent != nil {
