@@ -121,15 +121,17 @@ func (w *When) UnmarshalJSON(b []byte) error {
 				w.PerTarget = &p
 			}
 		case "calendar":
-			var c Calendar
-			dec := json.NewDecoder(bytes.NewReader(v))
-			if err := dec.Decode(&c); err != nil {
+			var c struct {
+				At   *string `json:"at"`
+				Days DayList `json:"days"`
+			}
+			if err := json.Unmarshal(v, &c); err != nil {
 				return fmt.Errorf("when.calendar: %v", err)
 			}
-			if !bytes.Contains(v, []byte(`"at"`)) {
+			if c.At == nil {
 				return fmt.Errorf("when.calendar: missing field `at`")
 			}
-			w.Calendar = &c
+			w.Calendar = &Calendar{At: *c.At, Days: c.Days}
 		case "on":
 			var on []string
 			if err := json.Unmarshal(v, &on); err != nil {
