@@ -489,6 +489,11 @@ func (e *Engine) poll(ctx context.Context, s *slot, r tickReq, m Manifest, log *
 	if f == nil {
 		return
 	}
+	if r.c.Mode == ModePerTarget && len(r.c.Waves) > 0 {
+		// The whole target, as the plan is written: its waves.
+		e.fireWaves(ctx, s, r, m, log)
+		return
+	}
 	// A large dispatch goes out as several executions, each a bounded
 	// target (the execution record carries its PC list, and must fit a
 	// message). The first keeps the tick's ids.
