@@ -82,7 +82,7 @@ func ContractRoutes() []Route {
 		{Service: "schedules", Subject: "kanade.schedules.coverage_summary", Method: "GET", Path: "/api/schedules/coverage"},
 		{Service: "schedules", Subject: "kanade.schedules.yaml", Method: "GET", Path: "/api/schedules/{id}/yaml"},
 		{Service: "schedules", Subject: "kanade.schedules.status", Method: "GET", Path: "/api/schedules/{id}/status"},
-		{Service: "schedules", Subject: "kanade.schedules.coverage", Method: "GET", Path: "/api/schedules/{id}/coverage"},
+		{Service: "schedules", Subject: "kanade.schedules.coverage", Method: "GET", Path: "/api/schedules/{id}/coverage", IntParams: []string{"offset", "limit"}},
 		{Service: "schedules", Subject: "kanade.schedules.schema", Method: "GET", Path: "/api/schemas/schedule.json"},
 		{Service: "schedules", Subject: "kanade.freeze.get", Method: "GET", Path: "/api/freeze"},
 		{Service: "schedules", Subject: "kanade.freeze.put", Method: "PUT", Path: "/api/freeze"},

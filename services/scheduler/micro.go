@@ -69,6 +69,12 @@ func (f *flag) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+type coverageParams struct {
+	ID     string `json:"id"`
+	Offset int    `json:"offset"`
+	Limit  int    `json:"limit"`
+}
+
 type disableParams struct {
 	ID          string `json:"id"`
 	Cascade     flag   `json:"cascade"`
@@ -161,9 +167,9 @@ func services(cat *Catalog, eng *Engine, firer *Firer, clock Clock, log *slog.Lo
 				Handler: with(func(ctx context.Context, p scheduleParams) (any, error) {
 					return cat.Status(ctx, p.ID, clock.Now())
 				})},
-			{Name: "coverage", Subject: "kanade.schedules.coverage", HTTP: "GET /api/schedules/{id}/coverage", Tier: api.TierViewer,
-				Handler: with(func(ctx context.Context, p scheduleParams) (any, error) {
-					return cat.Coverage(ctx, p.ID)
+			{Name: "coverage", Subject: "kanade.schedules.coverage", HTTP: "GET /api/schedules/{id}/coverage", IntParams: []string{"offset", "limit"}, Tier: api.TierViewer,
+				Handler: with(func(ctx context.Context, p coverageParams) (any, error) {
+					return cat.Coverage(ctx, p.ID, p.Offset, p.Limit)
 				})},
 			{Name: "schema", Subject: "kanade.schedules.schema", HTTP: "GET /api/schemas/schedule.json", Tier: api.TierViewer,
 				Handler: func(ctx context.Context, r api.Request) (any, error) {

@@ -515,6 +515,11 @@ func TestSchedulesUpstreamAPI(t *testing.T) {
 	if cov.Total != 3 || cov.OK != 1 || cov.Fail != 1 || cov.Pending != 1 || cov.RunsOn != "backend" {
 		t.Errorf("coverage %+v", cov)
 	}
+	var page CoverageReply
+	json.Unmarshal([]byte(mustCall(t, r.nc, "kanade.schedules.coverage", "", `{"id":"inv","offset":1,"limit":1}`)), &page)
+	if page.Total != 3 || len(page.Agents) != 1 || page.Agents[0].PCID != "PC-B" || page.NextOffset == nil || *page.NextOffset != 2 {
+		t.Errorf("coverage page %+v", page)
+	}
 	var sum []CoverageRow
 	json.Unmarshal([]byte(mustCall(t, r.nc, "kanade.schedules.coverage_summary", "", "")), &sum)
 	if len(sum) != 1 || sum[0].Total != 3 || sum[0].OK != 1 {

@@ -432,6 +432,10 @@ type CoverageReply struct {
 	Running int             `json:"running"`
 	Pending int             `json:"pending"`
 	Agents  []CoverageAgent `json:"agents,omitempty"`
+	// NextOffset, when set, is where the next page of agents starts: a
+	// reply carries at most coverageAgentsMax of them (it must fit one
+	// NATS message).
+	NextOffset *int `json:"next_offset,omitempty"`
 }
 
 type latestRun struct {
@@ -522,13 +526,35 @@ func (c *Catalog) coverage(ctx context.Context, comp *Compiled, withAgents bool)
 }
 
 // Coverage is GET /api/schedules/{id}/coverage.
-func (c *Catalog) Coverage(ctx context.Context, id string) (CoverageReply, error) {
+// The counts cover the whole roster; agents is the page [offset,
+// offset+limit) of it (limit default and at most coverageAgentsMax).
+func (c *Catalog) Coverage(ctx context.Context, id string, offset, limit int) (CoverageReply, error) {
+	if offset < 0 || limit < 0 {
+		return CoverageReply{}, api.BadRequest("offset and limit must not be negative")
+	}
+	if limit == 0 || limit > coverageAgentsMax {
+		limit = coverageAgentsMax
+	}
 	comp, err := c.compiled(ctx, id)
 	if err != nil {
 		return CoverageReply{}, err
 	}
-	return c.coverage(ctx, comp, true)
+	rep, err := c.coverage(ctx, comp, true)
+	if err != nil {
+		return rep, err
+	}
+	all := rep.Agents
+	rep.Agents = all[min(offset, len(all)):min(offset+limit, len(all))]
+	if offset+limit < len(all) {
+		next := offset + limit
+		rep.NextOffset = &next
+	}
+	return rep, nil
 }
+
+// coverageAgentsMax bounds the agents of one coverage reply: about 100
+// bytes each, 5,000 stay well under NATS's default 1 MiB max_payload.
+const coverageAgentsMax = 5000
 
 // CoverageRow is one schedule of the coverage summary.
 type CoverageRow struct {
