@@ -255,8 +255,8 @@ func (e *Engine) Upcoming(ctx context.Context, limit int) ([]Upcoming, error) {
 			}
 			// Discrete fires only (calendar and cron), as upstream lists
 			// them: a reconcile poll every minute is not an upcoming run.
-			// The next fire that passes the schedule's gates (active,
-			// window, skip dates), as upstream's preview finds it.
+			// Each at its next fire that passes its gates (active, window,
+			// skip dates), as upstream's preview finds it.
 			type up struct {
 				s    *slot
 				next time.Time
