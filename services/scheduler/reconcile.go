@@ -347,6 +347,12 @@ func armed(last time.Time, cooldown time.Duration, now time.Time) bool {
 // and the marks taken for it.
 func (e *Engine) reconcile(ctx context.Context, s *slot, r tickReq, m Manifest, log *slog.Logger) (*Fire, []string, error) {
 	c, now := r.c, r.tick
+	if e.o.DB == nil {
+		// Without the projection every PC looks never done: firing would
+		// repeat at each window's end.
+		log.Warn("poll skipped: this node has no projection to read completions from")
+		return nil, nil, nil
+	}
 	agents := e.o.Firer.Agents
 	expected := e.expected(ctx, c.Target, now)
 	if len(expected) == 0 {
