@@ -9,6 +9,12 @@
 // compare-and-set that one node wins, and its exec_id and request_id are
 // derived from the schedule and the tick, so even a repeated publish is one
 // execution downstream.
+//
+// Schedules are upstream's model (when.go, model.go): calendar ticks
+// (calendar.go), reconcile polls per PC or per target that fire where the
+// projection shows the fleet behind (reconcile.go, completions.go,
+// roster.go), behind the freeze and the schedule's gates (gates.go). This
+// backend's older cron form is read and written as an extension (cron.go).
 package scheduler
 
 import (
