@@ -27,6 +27,10 @@ const statusClientClosed = 499
 // are the JSON request; with one, the body is the request and the
 // parameters go in api.ParamHeaderPrefix headers (read by api.Params).
 func (g *Gateway) serveEndpoint(w http.ResponseWriter, r *http.Request, ep *endpoint) {
+	if ep.Subject == outputSubject && r.Method == http.MethodGet {
+		g.serveOutput(w, r) // a whole output, streamed from pages
+		return
+	}
 	params, err := requestParams(r, ep)
 	if err != nil {
 		textError(w, http.StatusBadRequest, err.Error())
@@ -63,39 +67,10 @@ func (g *Gateway) serveEndpoint(w http.ResponseWriter, r *http.Request, ep *endp
 	defer cancel()
 	reply, err := g.o.Conn.RequestMsgWithContext(ctx, msg)
 	if err != nil {
-		switch {
-		case r.Context().Err() != nil:
-			// The client is gone; the request was cancelled with it.
-			w.WriteHeader(statusClientClosed)
-		case errors.Is(err, nats.ErrNoResponders):
-			textError(w, http.StatusServiceUnavailable, fmt.Sprintf("service %s is not running (no responders on %s)", ep.Service, ep.Subject))
-		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
-			textError(w, http.StatusGatewayTimeout, fmt.Sprintf("service %s did not answer %s within %s", ep.Service, ep.Subject, timeout))
-		default:
-			g.log.Warn("nats request failed", "subject", ep.Subject, "err", err)
-			textError(w, http.StatusServiceUnavailable, fmt.Sprintf("service %s unreachable: %v", ep.Service, err))
-		}
+		g.requestFailed(w, r, ep.Service, ep.Subject, timeout, err)
 		return
 	}
-	if code := reply.Header.Get(micro.ErrorCodeHeader); code != "" {
-		text := string(reply.Data)
-		if text == "" {
-			text = reply.Header.Get(micro.ErrorHeader)
-		}
-		status, err := strconv.Atoi(code)
-		if err != nil || status < 400 || status > 599 {
-			textError(w, http.StatusBadGateway, fmt.Sprintf("service %s answered error %s: %s", ep.Service, code, text))
-			return
-		}
-		if reply.Header.Get("Content-Type") == "application/json" {
-			// An error whose body is a document (health/fleet's 503).
-			w.Header().Set("Content-Type", "application/json")
-			w.Header().Set("Content-Length", strconv.Itoa(len(reply.Data)))
-			w.WriteHeader(status)
-			w.Write(reply.Data)
-			return
-		}
-		textError(w, status, text)
+	if serviceError(w, ep.Service, reply) {
 		return
 	}
 	if len(reply.Data) == 0 {
@@ -109,6 +84,50 @@ func (g *Gateway) serveEndpoint(w http.ResponseWriter, r *http.Request, ep *endp
 	w.Header().Set("Content-Type", ctype)
 	w.Header().Set("Content-Length", strconv.Itoa(len(reply.Data)))
 	w.Write(reply.Data)
+}
+
+// requestFailed answers a NATS request that got no reply.
+func (g *Gateway) requestFailed(w http.ResponseWriter, r *http.Request, service, subject string, timeout time.Duration, err error) {
+	switch {
+	case r.Context().Err() != nil:
+		// The client is gone; the request was cancelled with it.
+		w.WriteHeader(statusClientClosed)
+	case errors.Is(err, nats.ErrNoResponders):
+		textError(w, http.StatusServiceUnavailable, fmt.Sprintf("service %s is not running (no responders on %s)", service, subject))
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		textError(w, http.StatusGatewayTimeout, fmt.Sprintf("service %s did not answer %s within %s", service, subject, timeout))
+	default:
+		g.log.Warn("nats request failed", "subject", subject, "err", err)
+		textError(w, http.StatusServiceUnavailable, fmt.Sprintf("service %s unreachable: %v", service, err))
+	}
+}
+
+// serviceError answers a service's error reply with its status and text,
+// and reports whether reply was one.
+func serviceError(w http.ResponseWriter, service string, reply *nats.Msg) bool {
+	code := reply.Header.Get(micro.ErrorCodeHeader)
+	if code == "" {
+		return false
+	}
+	text := string(reply.Data)
+	if text == "" {
+		text = reply.Header.Get(micro.ErrorHeader)
+	}
+	status, err := strconv.Atoi(code)
+	if err != nil || status < 400 || status > 599 {
+		textError(w, http.StatusBadGateway, fmt.Sprintf("service %s answered error %s: %s", service, code, text))
+		return true
+	}
+	if reply.Header.Get("Content-Type") == "application/json" {
+		// An error whose body is a document (health/fleet's 503).
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(reply.Data)))
+		w.WriteHeader(status)
+		w.Write(reply.Data)
+		return true
+	}
+	textError(w, status, text)
+	return true
 }
 
 // requestParams collects the path and query parameters; int parameters

@@ -78,6 +78,7 @@ func ContractRoutes() []Route {
 		{Service: "schemas", Subject: "kanade.schemas.manifest", Method: "GET", Path: "/api/schemas/manifest.json"},
 		{Service: "health", Subject: health.SubjectFleet, Method: "GET", Path: "/api/health/fleet"},
 		{Service: "jetstream", Subject: health.SubjectJetStream, Method: "GET", Path: "/api/jetstream/status"},
+		{Service: "results", Subject: "kanade.results.output", Method: "GET", Path: "/api/results/{result_id}/output/{stream}", IntParams: []string{"offset", "limit"}},
 		{Service: "jobs", Subject: "kanade.jobs.yaml", Method: "GET", Path: "/api/jobs/{job_id}/yaml"},
 		{Service: "schedules", Subject: "kanade.schedules.coverage_summary", Method: "GET", Path: "/api/schedules/coverage"},
 		{Service: "schedules", Subject: "kanade.schedules.yaml", Method: "GET", Path: "/api/schedules/{id}/yaml"},

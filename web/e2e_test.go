@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -67,6 +68,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	token := rand.Text()
 	url, natsURL := startDemo(t, bin, token)
 	skipJob, brokenSchedule := seedUnvalidated(t, natsURL)
+	bigResult, bigPC := seedLargeOutput(t, natsURL)
 
 	shots, err := filepath.Abs(filepath.Join("..", "artifacts", "screenshots"))
 	if err != nil {
@@ -76,7 +78,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, filepath.Join("e2e", "dashboard.mjs"), url)
 	cmd.Env = append(os.Environ(), "SCREENSHOT_DIR="+shots, "CHROMIUM="+chromium, "E2E_TOKEN="+token,
-		"E2E_SKIP_JOB="+skipJob, "E2E_BROKEN_SCHEDULE="+brokenSchedule)
+		"E2E_SKIP_JOB="+skipJob, "E2E_BROKEN_SCHEDULE="+brokenSchedule, "E2E_BIG_RESULT="+bigResult, "E2E_BIG_PC="+bigPC,
+		"E2E_BIG_BYTES="+strconv.Itoa(len(largeOutput())))
 	if os.Getenv("E2E_GROUP") == "" {
 		cmd.Env = append(cmd.Env, "E2E_GROUP="+sim.DemoGroups[len(sim.DemoGroups)-1])
 	}
@@ -133,11 +136,15 @@ func startDemo(t *testing.T, bin, token string) (httpURL, natsURL string) {
 	cmd := exec.Command(bin, "serve", "--demo",
 		"--data-dir", t.TempDir(), "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--node-name", "e2e")
 	cmd.Env = append(os.Environ(), "KANADE_API_TOKEN="+token)
-	stderr, err := cmd.StderrPipe()
+	// The ready line is on stdout, the logs on stderr: read both, in order.
+	stderr, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
+	cmd.Stdout, cmd.Stderr = w, w
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
 		t.Fatalf("start kanade: %v", err)
 	}
 	var (

@@ -73,11 +73,15 @@ func launchKanade(t *testing.T, dataDir string, args ...string) *proc {
 	all := append([]string{"serve", "--data-dir", dataDir, "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--log-level", "debug"}, args...)
 	p.cmd = exec.Command(binary(t), all...)
 	p.cmd.Env = append(os.Environ(), "KANADE_NODE_NAME=test")
-	pipe, err := p.cmd.StderrPipe()
+	// The ready line is on stdout, the logs on stderr: read both, in order.
+	pipe, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.cmd.Start(); err != nil {
+	p.cmd.Stdout, p.cmd.Stderr = w, w
+	err = p.cmd.Start()
+	w.Close()
+	if err != nil {
 		t.Fatal(err)
 	}
 	go func() {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -115,8 +116,21 @@ func (f *flags) Bool(name string, def bool, usage string) *bool {
 	return p
 }
 
+// errHelp is returned when -h or --help asked for the usage: it is printed
+// to stdout and kanade exits 0.
+var errHelp = errors.New("help requested")
+
 func (f *flags) parse(args []string) error {
+	// The usage goes to stdout when asked for, to stderr beside an error.
+	f.FlagSet.SetOutput(io.Discard)
 	if err := f.FlagSet.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			f.FlagSet.SetOutput(os.Stdout)
+			f.FlagSet.Usage()
+			return errHelp
+		}
+		f.FlagSet.SetOutput(os.Stderr)
+		f.FlagSet.Usage()
 		return err
 	}
 	if len(f.errs) > 0 {

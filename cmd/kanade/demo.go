@@ -20,7 +20,9 @@ import (
 // the node is ready, stopped before the node stops (agents switched off
 // first, then the backend).
 func runNode(ctx context.Context, o node.Options, demo bool, log *slog.Logger) error {
-	printReady := func(r node.Ready) { fmt.Fprintln(os.Stderr, r.Line()) }
+	// The ready line is the one line on stdout (logs go to stderr), so
+	// scripts can read it alone.
+	printReady := func(r node.Ready) { fmt.Fprintln(os.Stdout, r.Line()) }
 	if !demo {
 		return node.Run(ctx, o, printReady)
 	}

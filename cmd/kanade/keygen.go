@@ -22,11 +22,8 @@ func keygen(args []string, stdout io.Writer) error {
 	kid := f.String("kid", signing.DefaultKid(time.Now()), "id of the new key")
 	keyFile := f.String("key-file", "", "write the secret seed to this file (mode 0600) instead of printing it")
 	rotate := f.Bool("rotate", false, "replace an existing --key-file (a rotation: agents must trust the new key first, see the README)")
-	if err := f.Parse(args); err != nil {
+	if err := (&flags{FlagSet: f}).parse(args); err != nil { // -h: usage on stdout, exit 0
 		return err
-	}
-	if f.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %v", f.Args())
 	}
 	s, seed, err := signing.Generate(*kid)
 	if err != nil {

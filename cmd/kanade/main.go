@@ -9,7 +9,7 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	if err := run(os.Args[1:]); err != nil && !errors.Is(err, errHelp) {
 		var st exitStatus
 		if errors.As(err, &st) {
 			os.Exit(st.code) // `kanade run`: the script's own exit code

@@ -1,8 +1,11 @@
 // Package api is the shape every kanade micro service shares: endpoints on
 // subjects under "kanade.", errors that carry an HTTP status, JSON request
 // decoding that names the bad parameter, a bounded pool so one slow request
-// does not queue the rest, and endpoint metadata naming the HTTP route the
-// gateway maps onto it.
+// does not queue the rest, replies that never exceed the connection's
+// max_payload (one that would answers an error naming the limit), the NATS
+// micro protocol with stats recorded where each reply is sent
+// (instance.go), and endpoint metadata naming the HTTP route the gateway
+// maps onto it.
 //
 // A service package keeps its logic in plain Go and binds it here in a thin
 // micro.go; the gateway learns the routes from $SRV.INFO.

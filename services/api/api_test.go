@@ -227,7 +227,9 @@ func TestReplyOverMaxPayloadAnswersError(t *testing.T) {
 	if err != nil || m.Header.Get(micro.ErrorCodeHeader) != "" || len(m.Data) != max {
 		t.Fatalf("at max_payload: %v, %d bytes %v", err, len(m.Data), m.Header)
 	}
-	st := svc.Stats().Endpoints[0]
+	// A request is counted once its reply is sent, just after the caller
+	// may have read it.
+	st := waitRequests(t, func() micro.Stats { return svc.Stats() }, 2)
 	if st.NumRequests != 2 || st.NumErrors != 1 || !strings.HasPrefix(st.LastError, "500:reply too large") {
 		t.Fatalf("stats: %+v", st)
 	}
@@ -282,15 +284,18 @@ func TestMicroStatsTimeHandlingAndCountErrors(t *testing.T) {
 	}
 
 	subj, _ := micro.ControlSubject(micro.StatsVerb, "statstest", "")
-	m, err := client.Request(subj, nil, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var stats micro.Stats
-	if err := json.Unmarshal(m.Data, &stats); err != nil || stats.Type != micro.StatsResponseType || stats.Name != "statstest" || len(stats.Endpoints) != 1 {
-		t.Fatalf("$SRV.STATS: %v %s", err, m.Data)
-	}
-	st := stats.Endpoints[0]
+	st := waitRequests(t, func() micro.Stats {
+		m, err := client.Request(subj, nil, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stats = micro.Stats{}
+		if err := json.Unmarshal(m.Data, &stats); err != nil || stats.Type != micro.StatsResponseType || stats.Name != "statstest" || len(stats.Endpoints) != 1 {
+			t.Fatalf("$SRV.STATS: %v %s", err, m.Data)
+		}
+		return stats
+	}, good+failed+1)
 	if st.NumRequests != good+failed+1 || st.NumErrors != failed+1 || !strings.HasPrefix(st.LastError, "400:parameter limit") {
 		t.Errorf("counts: requests %d errors %d last %q", st.NumRequests, st.NumErrors, st.LastError)
 	}
@@ -315,5 +320,19 @@ func TestMicroStatsTimeHandlingAndCountErrors(t *testing.T) {
 		if err != nil || json.Unmarshal(m.Data, &id) != nil || id.ID != stats.ID || id.Version != api.Version {
 			t.Errorf("%s: %v %s", subj, err, m.Data)
 		}
+	}
+}
+
+// waitRequests polls stats until the first endpoint counted n requests
+// (each is counted once its reply is sent) and returns its stats.
+func waitRequests(t *testing.T, stats func() micro.Stats, n int) *micro.EndpointStats {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st := stats().Endpoints[0]
+		if st.NumRequests >= n || time.Now().After(deadline) {
+			return st
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -42,32 +43,65 @@ type ExecutionParams struct {
 
 // ExecutionResult is one run of an execution, without its output.
 type ExecutionResult struct {
-	ResultID   string  `json:"result_id"`
-	RequestID  string  `json:"request_id"`
-	PCID       string  `json:"pc_id"`
-	ExitCode   *int64  `json:"exit_code"`
+	ResultID  string `json:"result_id"`
+	RequestID string `json:"request_id"`
+	PCID      string `json:"pc_id"`
+	ExitCode  *int64 `json:"exit_code"`
+	// Skipped is upstream's: the agent deliberately did not run the
+	// script (exit_code gives the reason: 122, 124-127).
+	Skipped    bool    `json:"skipped"`
 	StartedAt  *string `json:"started_at"`
 	FinishedAt *string `json:"finished_at"`
 }
 
-// ExecutionDetails is an execution with its runs.
+// ExecutionDetails is an execution with its runs. A broadcast to many
+// thousands of PCs has more runs than one reply holds: then Results is the
+// first part, ResultsTruncated is set and Next is the `after` that asks
+// for the rest.
 type ExecutionDetails struct {
-	Execution Execution         `json:"execution"`
-	Results   []ExecutionResult `json:"results"`
+	Execution        Execution         `json:"execution"`
+	Results          []ExecutionResult `json:"results"`
+	ResultsTruncated bool              `json:"results_truncated,omitempty"`
+	Next             string            `json:"next,omitempty"`
+}
+
+// ExecutionDetailParams asks for one execution; After ("<pc_id>,<result_id>"
+// of the last run shown, Next of the previous reply) continues its runs.
+type ExecutionDetailParams struct {
+	ExecID string `json:"exec_id"`
+	After  string `json:"after"`
 }
 
 // executionStatus is the status shown, computed at read time from the
 // stored one so that it is right even when nothing was projected lately:
 // completed and expired stay; an execution whose every target answered is
-// completed; one still pending or running past its deadline_at is expired
-// (agents skip a Command received after its deadline, so nothing more will
-// come); otherwise the stored pending or running. The query's one argument
-// is now, in stored form.
+// completed; one still pending or running past ExpiresAt is expired;
+// otherwise the stored pending or running. The query's one argument is
+// now, in stored form.
 const executionStatus = `CASE
 	WHEN status IN ('completed', 'expired') THEN status
 	WHEN target_count > 0 AND success_count + failure_count + skipped_count >= target_count THEN 'completed'
-	WHEN deadline_at IS NOT NULL AND deadline_at < ? THEN 'expired'
+	WHEN ` + ExpiresAt + ` < ? THEN 'expired'
 	ELSE status END`
+
+// ExpiresAt is the SQL expression (stored time form) of when an unfinished
+// execution of the executions table expires: a target that never answers
+// (an unknown or retired PC) would keep it running forever. deadline_at is
+// when its last run must have ended (the Command's deadline or its
+// initiation plus jitter, then the run timeout and the reaper's margin; set
+// by whoever fires it); one still pending (no result at all: agents may be
+// offline and fetch the Command later) waits at least an hour, as
+// upstream. Rows without deadline_at get the hour plus the timeout and the
+// margin.
+const ExpiresAt = `(CASE WHEN status = 'pending' THEN max(coalesce(deadline_at, ''), ` + pendingFloor + `)
+	ELSE coalesce(deadline_at, ` + noDeadline + `) END)`
+
+// Stored times (store.TimeLayout) an hour after initiated_at, and an hour
+// plus the timeout and the reaper's margin after it.
+const (
+	pendingFloor = `strftime('%Y-%m-%dT%H:%M:%S.000000000Z', initiated_at, '+3600 seconds')`
+	noDeadline   = `strftime('%Y-%m-%dT%H:%M:%S.000000000Z', initiated_at, '+' || (3600 + 120 + 3 * coalesce(timeout_secs, 0) / 2) || ' seconds')`
+)
 
 const executionColumns = `exec_id, job_id, version, initiated_by, initiated_at, target_count, success_count, failure_count, skipped_count, ` + executionStatus
 
@@ -142,6 +176,16 @@ func ListExecutions(ctx context.Context, db *store.DB, p ExecutionParams, now ti
 
 // ExecutionDetail is one execution with its runs (ordered by pc_id), or 404.
 func ExecutionDetail(ctx context.Context, db *store.DB, execID string, now time.Time) (ExecutionDetails, error) {
+	return ExecutionDetailAfter(ctx, db, ExecutionDetailParams{ExecID: execID}, now)
+}
+
+// ExecutionDetailAfter is ExecutionDetail from p.After on.
+func ExecutionDetailAfter(ctx context.Context, db *store.DB, p ExecutionDetailParams, now time.Time) (ExecutionDetails, error) {
+	execID := p.ExecID
+	afterPC, afterID, _ := strings.Cut(p.After, ",")
+	if p.After != "" && afterID == "" {
+		return ExecutionDetails{}, api.BadRequest("parameter after: must be \"<pc_id>,<result_id>\" (next of the previous reply), got %q", p.After)
+	}
 	if execID == "" {
 		return ExecutionDetails{}, api.BadRequest("parameter exec_id: required")
 	}
@@ -152,8 +196,8 @@ func ExecutionDetail(ctx context.Context, db *store.DB, execID string, now time.
 	case err != nil:
 		return ExecutionDetails{}, queryError(ctx, "execution detail", err)
 	}
-	rows, err := db.R.QueryContext(ctx, `SELECT result_id, request_id, pc_id, exit_code, started_at, finished_at
-		FROM execution_results WHERE exec_id = ? ORDER BY pc_id, result_id`, execID)
+	rows, err := db.R.QueryContext(ctx, `SELECT result_id, request_id, pc_id, exit_code, skipped, started_at, finished_at
+		FROM execution_results WHERE exec_id = ? AND (pc_id, result_id) > (?, ?) ORDER BY pc_id, result_id`, execID, afterPC, afterID)
 	if err != nil {
 		return ExecutionDetails{}, queryError(ctx, "execution detail", err)
 	}
@@ -163,7 +207,7 @@ func ExecutionDetail(ctx context.Context, db *store.DB, execID string, now time.
 		var r ExecutionResult
 		var exit sql.NullInt64
 		var started, finished sql.NullString
-		if err := rows.Scan(&r.ResultID, &r.RequestID, &r.PCID, &exit, &started, &finished); err != nil {
+		if err := rows.Scan(&r.ResultID, &r.RequestID, &r.PCID, &exit, &r.Skipped, &started, &finished); err != nil {
 			return ExecutionDetails{}, fmt.Errorf("execution detail: %w", err)
 		}
 		r.ExitCode = nullInt(exit)
@@ -226,3 +270,38 @@ func Kill(ctx context.Context, db *store.DB, nc *nats.Conn, jobID string, log *s
 	}
 	return sent, nil
 }
+
+// fitExecution encodes d within budget bytes: when its runs do not fit,
+// the first ones that do, with results_truncated and next.
+func fitExecution(d ExecutionDetails, budget int) ([]byte, error) {
+	b, err := api.Marshal(d)
+	if err != nil || len(b) <= budget {
+		return b, err
+	}
+	head, err := api.Marshal(ExecutionDetails{Execution: d.Execution, Results: []ExecutionResult{}, ResultsTruncated: true,
+		Next: strings.Repeat("x", 2*maxCursor)})
+	if err != nil {
+		return nil, err
+	}
+	size, n := len(head), 0
+	for ; n < len(d.Results); n++ {
+		r, err := api.Marshal(d.Results[n])
+		if err != nil {
+			return nil, err
+		}
+		if size+len(r)+1 > budget {
+			break
+		}
+		size += len(r) + 1
+	}
+	if n == 0 {
+		return b, nil // not even one: the too-large error of services/api
+	}
+	last := d.Results[n-1]
+	d.Results, d.ResultsTruncated, d.Next = d.Results[:n], true, last.PCID+","+last.ResultID
+	return api.Marshal(d)
+}
+
+// maxCursor bounds what fitExecution reserves for next: a pc_id and a
+// result_id are short, but come from agents.
+const maxCursor = 512

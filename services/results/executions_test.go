@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -46,7 +47,7 @@ func TestExecutions(t *testing.T) {
 		execRec{id: "x-done", job: "inv", status: "running", initiated: now.Add(-5 * time.Hour), target: 2, ok: 1, bad: 1},
 		execRec{id: "x-late", job: "inv", status: "pending", initiated: now.Add(-4 * time.Hour), target: 3, deadline: now.Add(-time.Hour)},
 		execRec{id: "x-run", job: "inv", status: "running", initiated: now.Add(-3 * time.Hour), target: 3, ok: 1, deadline: now.Add(time.Hour)},
-		execRec{id: "x-pend", job: "other", status: "pending", initiated: now.Add(-2 * time.Hour), target: 1},
+		execRec{id: "x-pend", job: "other", status: "pending", initiated: now.Add(-2 * time.Hour), target: 1, deadline: now.Add(time.Hour)},
 		// Every target answered, one of them skipping: complete at read
 		// time even if the stored status lags.
 		execRec{id: "x-skip", job: "other", status: "running", initiated: now.Add(-90 * time.Minute), target: 2, ok: 1, skipped: 1},
@@ -110,6 +111,14 @@ func TestExecutions(t *testing.T) {
 	if d.Execution.Status != "completed" || len(d.Results) != 2 || d.Results[0].PCID != "PC1" || *d.Results[1].ExitCode != 1 ||
 		*d.Results[0].StartedAt != "2026-05-16T00:00:00Z" || !strings.Contains(string(b), `"initiated_by":"scheduler"`) {
 		t.Errorf("detail: %s", b)
+	}
+	// Upstream's per-result skipped: the agent chose not to run.
+	if _, err := e.n.DB.W.Exec(`UPDATE execution_results SET skipped = 1, exit_code = 126 WHERE result_id = 'r2'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, b := e.call(t, "kanade.executions.detail", `{"exec_id":"x-done"}`); !strings.Contains(string(b), `"pc_id":"PC1","exit_code":0,"skipped":false,`) ||
+		!strings.Contains(string(b), `"pc_id":"PC2","exit_code":126,"skipped":true,`) {
+		t.Errorf("detail skipped: %s", b)
 	}
 	if c, b := e.call(t, "kanade.executions.detail", `{"exec_id":"nope"}`); c != "404" {
 		t.Errorf("unknown exec: %s %s", c, b)
@@ -219,5 +228,87 @@ func TestMicroDiscovery(t *testing.T) {
 		if routes[s] != r {
 			t.Errorf("%s: %q, want %q", s, routes[s], r)
 		}
+	}
+}
+
+// An execution whose target never answers (an unknown PC) ends expired:
+// a pending one (no result at all) after its deadline and at least an
+// hour, as upstream; a running one after its deadline (run timeout,
+// jitter and the reaper's margin, set by whoever fired it); rows without
+// a deadline after an hour plus the timeout and the margin.
+func TestExecutionNeverAnsweredExpires(t *testing.T) {
+	e := start(t, Options{})
+	now := time.Now().UTC()
+	insertExecs(t, e.n.DB,
+		execRec{id: "x-ghost", job: "j", status: "pending", initiated: now, target: 1, deadline: now.Add(3 * time.Minute)},
+		execRec{id: "x-half", job: "j", status: "running", initiated: now, target: 2, ok: 1, deadline: now.Add(3 * time.Minute)},
+		execRec{id: "x-old", job: "j", status: "running", initiated: now, target: 2, ok: 1},
+	)
+	status := func(id string, at time.Time) string {
+		d, err := ExecutionDetail(context.Background(), e.n.DB, id, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.Execution.Status
+	}
+	for _, c := range []struct {
+		id    string
+		after time.Duration
+		want  string
+	}{
+		{"x-ghost", 10 * time.Minute, "pending"},
+		{"x-ghost", 61 * time.Minute, "expired"},
+		{"x-half", 2 * time.Minute, "running"},
+		{"x-half", 4 * time.Minute, "expired"},
+		{"x-old", 61 * time.Minute, "running"},
+		{"x-old", 63 * time.Minute, "expired"},
+	} {
+		if got := status(c.id, now.Add(c.after)); got != c.want {
+			t.Errorf("%s after %v: %s, want %s", c.id, c.after, got, c.want)
+		}
+	}
+	xs, err := ListExecutions(context.Background(), e.n.DB, ExecutionParams{Status: "expired"}, now.Add(2*time.Hour))
+	if err != nil || len(xs) != 3 {
+		t.Fatalf("expired list: %v %v", xs, err)
+	}
+}
+
+// A broadcast's runs that do not fit one reply come in parts: the first
+// ones that fit, results_truncated and next, then the rest from after=next.
+func TestExecutionDetailPagesItsRuns(t *testing.T) {
+	e := start(t, Options{})
+	insertExecs(t, e.n.DB, execRec{id: "x-big", job: "j", status: "running", initiated: time.Now(), target: 6000})
+	var recs []rec
+	for i := range 6000 {
+		recs = append(recs, rec{id: fmt.Sprintf("result-%05d-%s", i, strings.Repeat("x", 40)), exec: "x-big", pc: fmt.Sprintf("PC%05d", i),
+			exit: code(0), started: t0, finished: t0})
+	}
+	insert(t, e.n.DB, recs...)
+	seen := map[string]bool{}
+	after, parts := "", 0
+	for {
+		body, _ := json.Marshal(map[string]string{"exec_id": "x-big", "after": after})
+		c, b := e.call(t, "kanade.executions.detail", string(body))
+		var d ExecutionDetails
+		if c != "" || json.Unmarshal(b, &d) != nil || len(b) > int(e.nc.MaxPayload()) {
+			t.Fatalf("part %d: %s %d bytes", parts, c, len(b))
+		}
+		parts++
+		for _, r := range d.Results {
+			if seen[r.ResultID] {
+				t.Fatalf("%s twice", r.ResultID)
+			}
+			seen[r.ResultID] = true
+		}
+		if !d.ResultsTruncated {
+			break
+		}
+		after = d.Next
+	}
+	if len(seen) != 6000 || parts < 2 {
+		t.Fatalf("%d runs in %d parts", len(seen), parts)
+	}
+	if c, _ := e.call(t, "kanade.executions.detail", `{"exec_id":"x-big","after":"PC1"}`); c != "400" {
+		t.Fatalf("bad after: %s", c)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/kanade-go/kanade/services/api"
@@ -13,34 +14,80 @@ import (
 )
 
 // Row is one result as the API shows it. exit_code and finished_at are
-// null while the run is in flight.
+// null while the run is in flight. In a list, stdout and stderr are
+// previews (PreviewChars) and *_match the text around an output regex's
+// first match; in the detail, an output over DetailWhole bytes is its head
+// in stdout and its tail in stdout_tail. *_truncated says that more
+// exists, *_bytes is the whole output's size.
 type Row struct {
-	ResultID   string  `json:"result_id"`
-	RequestID  string  `json:"request_id"`
-	ExecID     *string `json:"exec_id"`
-	PCID       string  `json:"pc_id"`
-	ExitCode   *int64  `json:"exit_code"`
-	Stdout     string  `json:"stdout"`
-	Stderr     string  `json:"stderr"`
-	StartedAt  *string `json:"started_at"`
-	FinishedAt *string `json:"finished_at"`
-	JobID      *string `json:"job_id"`
-	Version    *string `json:"version"`
+	ResultID        string   `json:"result_id"`
+	RequestID       string   `json:"request_id"`
+	ExecID          *string  `json:"exec_id"`
+	PCID            string   `json:"pc_id"`
+	ExitCode        *int64   `json:"exit_code"`
+	Stdout          string   `json:"stdout"`
+	Stderr          string   `json:"stderr"`
+	StartedAt       *string  `json:"started_at"`
+	FinishedAt      *string  `json:"finished_at"`
+	JobID           *string  `json:"job_id"`
+	Version         *string  `json:"version"`
+	StdoutTruncated bool     `json:"stdout_truncated"`
+	StderrTruncated bool     `json:"stderr_truncated"`
+	StdoutBytes     int64    `json:"stdout_bytes"`
+	StderrBytes     int64    `json:"stderr_bytes"`
+	StdoutMatch     *Snippet `json:"stdout_match,omitempty"`
+	StderrMatch     *Snippet `json:"stderr_match,omitempty"`
+	StdoutTail      string   `json:"stdout_tail,omitempty"`
+	StderrTail      string   `json:"stderr_tail,omitempty"`
 }
 
-const rowColumns = `result_id, request_id, exec_id, pc_id, exit_code, stdout, stderr, started_at, finished_at, job_id, version`
+// listColumns reads a list row: the outputs as previews, unless an output
+// regex needs the whole text for its snippet, and their sizes.
+func listColumns(q *query) string {
+	out := func(col, re string) string {
+		if re != "" {
+			return col
+		}
+		return "substr(" + col + ", 1, " + itoa(PreviewChars) + ")"
+	}
+	return `result_id, request_id, exec_id, pc_id, exit_code, ` + out("stdout", q.stdout) + `, ` + out("stderr", q.stderr) +
+		`, started_at, finished_at, job_id, version, octet_length(stdout), octet_length(stderr)`
+}
 
-func scanRow(sc interface{ Scan(...any) error }) (Row, error) {
-	var r Row
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// scanBase scans the columns every row query starts with, the two outputs
+// into stdout and stderr, and the rest into more.
+func scanBase(sc interface{ Scan(...any) error }, r *Row, stdout, stderr any, more ...any) error {
 	var execID, startedAt, finishedAt, jobID, version sql.NullString
 	var exit sql.NullInt64
-	if err := sc.Scan(&r.ResultID, &r.RequestID, &execID, &r.PCID, &exit, &r.Stdout, &r.Stderr,
-		&startedAt, &finishedAt, &jobID, &version); err != nil {
-		return Row{}, err
+	dest := append([]any{&r.ResultID, &r.RequestID, &execID, &r.PCID, &exit, stdout, stderr,
+		&startedAt, &finishedAt, &jobID, &version}, more...)
+	if err := sc.Scan(dest...); err != nil {
+		return err
 	}
 	r.ExecID, r.JobID, r.Version = nullString(execID), nullString(jobID), nullString(version)
 	r.StartedAt, r.FinishedAt = store.APITime(startedAt), store.APITime(finishedAt)
 	r.ExitCode = nullInt(exit)
+	return nil
+}
+
+// scanListRow scans a list row and makes its previews and snippets.
+func (q *query) scanListRow(sc interface{ Scan(...any) error }) (Row, error) {
+	var r Row
+	if err := scanBase(sc, &r, &r.Stdout, &r.Stderr, &r.StdoutBytes, &r.StderrBytes); err != nil {
+		return Row{}, err
+	}
+	if q.stdoutRE != nil {
+		r.StdoutMatch = snippet(q.stdoutRE, r.Stdout)
+	}
+	if q.stderrRE != nil {
+		r.StderrMatch = snippet(q.stderrRE, r.Stderr)
+	}
+	r.Stdout, _ = headChars(r.Stdout, PreviewChars)
+	r.Stderr, _ = headChars(r.Stderr, PreviewChars)
+	r.StdoutTruncated = int64(len(r.Stdout)) < r.StdoutBytes
+	r.StderrTruncated = int64(len(r.Stderr)) < r.StderrBytes
 	return r, nil
 }
 
@@ -104,12 +151,13 @@ func (p Params) Heavy() bool {
 
 // query is a validated list request.
 type query struct {
-	limit          int
-	values         []*valueFilter // pc_id, job_id, exec_id
-	stdout, stderr string
-	status         string
-	since          string // stored time form; "" = none
-	before         *cursor
+	limit              int
+	values             []*valueFilter // pc_id, job_id, exec_id
+	stdout, stderr     string
+	stdoutRE, stderrRE *regexp.Regexp
+	status             string
+	since              string // stored time form; "" = none
+	before             *cursor
 }
 
 type cursor struct {
@@ -163,9 +211,12 @@ func (p Params) compile() (*query, error) {
 		f.prefix, f.exact = literalShape(v.pattern)
 		q.values = append(q.values, f)
 	}
-	for _, pattern := range []string{p.Stdout, p.Stderr} {
-		if pattern != "" {
-			if _, err := compileRegex(pattern); err != nil {
+	for _, o := range []struct {
+		pattern string
+		re      **regexp.Regexp
+	}{{p.Stdout, &q.stdoutRE}, {p.Stderr, &q.stderrRE}} {
+		if o.pattern != "" {
+			if *o.re, err = compileRegex(o.pattern); err != nil {
 				return nil, err
 			}
 		}
@@ -420,7 +471,7 @@ func (q *query) fetch(ctx context.Context, r *sql.DB, index, extra string, extra
 		where = " WHERE " + strings.Join(conds, " AND ")
 	}
 	args = append(args, limit)
-	query := `SELECT ` + rowColumns + ` FROM execution_results WHERE rowid IN (` +
+	query := `SELECT ` + listColumns(q) + ` FROM execution_results WHERE rowid IN (` +
 		`SELECT rowid FROM execution_results INDEXED BY ` + index + where +
 		` ORDER BY started_at DESC, result_id DESC LIMIT ?) ORDER BY started_at DESC, result_id DESC`
 	rows, err := r.QueryContext(ctx, query, args...)
@@ -430,30 +481,11 @@ func (q *query) fetch(ctx context.Context, r *sql.DB, index, extra string, extra
 	defer rows.Close()
 	out := make([]Row, 0, min(limit, 64))
 	for rows.Next() {
-		row, err := scanRow(rows)
+		row, err := q.scanListRow(rows)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, row)
 	}
 	return out, rows.Err()
-}
-
-// Detail is one result by id (also the derived id of a legacy row), or 404.
-func Detail(ctx context.Context, db *store.DB, resultID string) (Row, error) {
-	if resultID == "" {
-		return Row{}, api.BadRequest("parameter result_id: required")
-	}
-	stmt, err := db.ReadStmt(ctx, `SELECT `+rowColumns+` FROM execution_results WHERE result_id = ?`)
-	if err != nil {
-		return Row{}, queryError(ctx, "result detail", err)
-	}
-	row, err := scanRow(stmt.QueryRowContext(ctx, resultID))
-	switch {
-	case err == sql.ErrNoRows:
-		return Row{}, api.NotFound("result %s not found", resultID)
-	case err != nil:
-		return Row{}, queryError(ctx, "result detail", err)
-	}
-	return row, nil
 }

@@ -35,13 +35,15 @@ func TestRowShapeAndDetail(t *testing.T) {
 	// The exact JSON a client sees: nulls while in flight, RFC 3339 times.
 	_, body := e.call(t, "kanade.results.detail", map[string]string{"result_id": "r-flight"})
 	want := `{"result_id":"r-flight","request_id":"req-r-flight","exec_id":"x1","pc_id":"PC2","exit_code":null,"stdout":"","stderr":"",` +
-		`"started_at":"2026-05-16T00:00:01.5Z","finished_at":null,"job_id":"inv","version":null}`
+		`"started_at":"2026-05-16T00:00:01.5Z","finished_at":null,"job_id":"inv","version":null,` +
+		`"stdout_truncated":false,"stderr_truncated":false,"stdout_bytes":0,"stderr_bytes":0}`
 	if string(body) != want {
 		t.Fatalf("detail:\n got %s\nwant %s", body, want)
 	}
 	_, body = e.call(t, "kanade.results.detail", map[string]string{"result_id": "r-done"})
 	want = `{"result_id":"r-done","request_id":"req-r-done","exec_id":"x1","pc_id":"PC1","exit_code":0,"stdout":"ok\n","stderr":"warn",` +
-		`"started_at":"2026-05-16T00:00:00Z","finished_at":"2026-05-16T00:00:05Z","job_id":"inv","version":"1.0.0"}`
+		`"started_at":"2026-05-16T00:00:00Z","finished_at":"2026-05-16T00:00:05Z","job_id":"inv","version":"1.0.0",` +
+		`"stdout_truncated":false,"stderr_truncated":false,"stdout_bytes":3,"stderr_bytes":4}`
 	if string(body) != want {
 		t.Fatalf("detail:\n got %s\nwant %s", body, want)
 	}

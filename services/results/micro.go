@@ -18,6 +18,8 @@ func definitions(o Options) []api.Service {
 	// that however many searches run, workers and read connections stay
 	// free for detail, tail and first-page lists.
 	heavy := make(chan struct{}, o.HeavyQueries)
+	// Every reply must fit the connection's max_payload.
+	budget := func() int { return int(o.Conn.MaxPayload()) - replyMargin }
 	list := func(ctx context.Context, r api.Request) (any, error) {
 		p, err := decodeList(r)
 		if err != nil {
@@ -34,7 +36,11 @@ func definitions(o Options) []api.Service {
 				testHookHeavy(ctx)
 			}
 		}
-		return List(ctx, o.DB, p)
+		rows, err := List(ctx, o.DB, p)
+		if err != nil {
+			return nil, err
+		}
+		return fitList(rows, budget())
 	}
 	// The three services share the worker pool size, deadline and logger.
 	service := func(name, description string, eps []api.Endpoint) api.Service {
@@ -55,7 +61,11 @@ func definitions(o Options) []api.Service {
 				if err != nil {
 					return nil, err
 				}
-				return Detail(ctx, o.DB, id)
+				row, err := Detail(ctx, o.DB, id)
+				if err != nil {
+					return nil, err
+				}
+				return fitDetail(row, budget())
 			}},
 		{Name: "tail", Subject: "kanade.results.tail", HTTP: "GET /api/results/{result_id}/tail",
 			Handler: func(ctx context.Context, r api.Request) (any, error) {
@@ -67,7 +77,19 @@ func definitions(o Options) []api.Service {
 				if t.why != "" {
 					o.Logger.Debug("tail: waiting", "result_id", id, "why", t.why)
 				}
-				return t, err
+				if err != nil {
+					return nil, err
+				}
+				return fitTail(t, budget())
+			}},
+		// Over HTTP the gateway streams the whole output from these pages.
+		{Name: "output", Subject: "kanade.results.output", HTTP: "GET /api/results/{result_id}/output/{stream}", Tier: api.TierViewer, IntParams: []string{"offset", "limit"},
+			Handler: func(ctx context.Context, r api.Request) (any, error) {
+				var p OutputParams
+				if err := api.Params(r, &p); err != nil {
+					return nil, err
+				}
+				return Output(ctx, o.DB, p, pageFor(o.Conn.MaxPayload()))
 			}},
 	})
 	executions := service("executions", "deployments and their counters; kill a job's runs", []api.Endpoint{
@@ -81,13 +103,15 @@ func definitions(o Options) []api.Service {
 			}},
 		{Name: "detail", Subject: "kanade.executions.detail", HTTP: "GET /api/executions/{exec_id}",
 			Handler: func(ctx context.Context, r api.Request) (any, error) {
-				var p struct {
-					ExecID string `json:"exec_id"`
-				}
+				var p ExecutionDetailParams
 				if err := api.Params(r, &p); err != nil {
 					return nil, err
 				}
-				return ExecutionDetail(ctx, o.DB, p.ExecID, time.Now())
+				d, err := ExecutionDetailAfter(ctx, o.DB, p, time.Now())
+				if err != nil {
+					return nil, err
+				}
+				return fitExecution(d, budget())
 			}},
 		// The rest of kanade.jobs.* belongs to the scheduler's jobs service.
 		{Name: "kill", Subject: "kanade.jobs.kill", HTTP: "POST /api/jobs/{job_id}/kill",

@@ -41,14 +41,19 @@ func Tail(ctx context.Context, db *store.DB, nc *nats.Conn, resultID string, tim
 	if resultID == "" {
 		return TailReply{}, api.BadRequest("parameter result_id: required")
 	}
-	var pcID, stdout, stderr string
+	var pcID string
+	var stdout, stderr []byte
+	var stdoutBytes, stderrBytes int64
 	var finished sql.NullString
 	var exit sql.NullInt64
-	stmt, err := db.ReadStmt(ctx, `SELECT pc_id, finished_at, exit_code, stdout, stderr FROM execution_results WHERE result_id = ?`)
+	// A finished run's tail is the last DetailPart bytes of each output.
+	stmt, err := db.ReadStmt(ctx, `SELECT pc_id, finished_at, exit_code, substr(CAST(stdout AS BLOB), -`+itoa(DetailPart)+`),
+		substr(CAST(stderr AS BLOB), -`+itoa(DetailPart)+`), octet_length(stdout), octet_length(stderr)
+		FROM execution_results WHERE result_id = ?`)
 	if err != nil {
 		return TailReply{}, queryError(ctx, "tail", err)
 	}
-	err = stmt.QueryRowContext(ctx, resultID).Scan(&pcID, &finished, &exit, &stdout, &stderr)
+	err = stmt.QueryRowContext(ctx, resultID).Scan(&pcID, &finished, &exit, &stdout, &stderr, &stdoutBytes, &stderrBytes)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return TailReply{}, api.NotFound("result %s not found", resultID)
@@ -56,7 +61,8 @@ func Tail(ctx context.Context, db *store.DB, nc *nats.Conn, resultID string, tim
 		return TailReply{}, queryError(ctx, "tail", err)
 	}
 	if finished.Valid {
-		return TailReply{Stdout: stdout, Stderr: stderr, ExitCode: nullInt(exit)}, nil
+		return TailReply{Stdout: tailBytes(stdout, DetailPart), Stderr: tailBytes(stderr, DetailPart), ExitCode: nullInt(exit),
+			StdoutTruncated: stdoutBytes > DetailPart, StderrTruncated: stderrBytes > DetailPart}, nil
 	}
 
 	waiting := func(why string) (TailReply, error) { return TailReply{Running: true, why: why}, nil }
@@ -83,12 +89,39 @@ func Tail(ctx context.Context, db *store.DB, nc *nats.Conn, resultID string, tim
 	if !rep.Found {
 		return waiting("agent has no buffer for this run")
 	}
-	return TailReply{
-		Running:         rep.Running,
-		Live:            true,
-		Stdout:          rep.Stdout,
-		Stderr:          rep.Stderr,
-		StdoutTruncated: rep.StdoutTruncated,
-		StderrTruncated: rep.StderrTruncated,
-	}, nil
+	// The agent's buffer is bounded by its own connection; kept to the
+	// same DetailPart as a finished tail all the same.
+	t := TailReply{Running: rep.Running, Live: true, StdoutTruncated: rep.StdoutTruncated, StderrTruncated: rep.StderrTruncated}
+	var cut bool
+	if t.Stdout, cut = tailString(rep.Stdout, DetailPart); cut {
+		t.StdoutTruncated = true
+	}
+	if t.Stderr, cut = tailString(rep.Stderr, DetailPart); cut {
+		t.StderrTruncated = true
+	}
+	return t, nil
+}
+
+func tailString(s string, n int) (string, bool) {
+	if len(s) <= n {
+		return s, false
+	}
+	return tailBytes([]byte(s), n), true
+}
+
+// fitTail encodes a tail within budget bytes, halving both outputs' tails
+// until it fits.
+func fitTail(t TailReply, budget int) ([]byte, error) {
+	b, err := api.Marshal(t)
+	for n := DetailPart / 2; err == nil && len(b) > budget && n > 0; n /= 2 {
+		var cut bool
+		if t.Stdout, cut = tailString(t.Stdout, n); cut {
+			t.StdoutTruncated = true
+		}
+		if t.Stderr, cut = tailString(t.Stderr, n); cut {
+			t.StderrTruncated = true
+		}
+		b, err = api.Marshal(t)
+	}
+	return b, err
 }

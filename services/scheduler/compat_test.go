@@ -13,6 +13,7 @@ import (
 
 	"github.com/kanade-go/kanade/nodetest"
 	"github.com/kanade-go/kanade/services/api"
+	"github.com/kanade-go/kanade/store"
 	"github.com/kanade-go/kanade/wire"
 )
 
@@ -484,7 +485,7 @@ func TestJobsListLive(t *testing.T) {
 		for _, st := range statuses {
 			i++
 			if _, err := n.DB.W.Exec(`INSERT INTO executions (exec_id, job_id, initiated_at, status) VALUES (?, ?, ?, ?)`,
-				"e"+strings.Repeat("0", 3)+string(rune('a'+i)), job, "2026-05-16T00:00:00.000000000Z", st); err != nil {
+				"e"+strings.Repeat("0", 3)+string(rune('a'+i)), job, store.FormatTime(time.Now()), st); err != nil {
 				t.Fatal(err)
 			}
 		}

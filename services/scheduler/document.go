@@ -47,18 +47,55 @@ func decodeDocument(data []byte, contentType string, literal ...string) (map[str
 	if len(root.Content) != 1 || root.Content[0].Kind != yaml.MappingNode {
 		return nil, api.BadRequest("request body must be a mapping")
 	}
-	v, err := yamlValue(root.Content[0], literal)
+	limit := max(MaxYAMLBytes, 2*int64(len(body)))
+	b := &yamlBudget{nodes: MaxYAMLNodes, bytes: limit}
+	v, err := b.value(root.Content[0], literal)
+	if errors.Is(err, errYAMLBudget) {
+		return nil, api.BadRequest("request body: YAML aliases expand past the limit of %d nodes or %d bytes of values; write the repeated parts out, or use JSON", MaxYAMLNodes, limit)
+	}
 	if err != nil {
 		return nil, api.BadRequest("request body: %v", err)
 	}
 	return v.(map[string]any), nil
 }
 
-// yamlValue turns a YAML node into JSON-ready values (string keys only).
-func yamlValue(n *yaml.Node, literal []string) (any, error) {
+// Limits of a YAML body once its aliases are expanded. A document is
+// small, but each alias copies what it names, so a few hundred bytes of
+// nested aliases ("billion laughs") expand to gigabytes. Expansion stops
+// at whichever limit comes first. The byte limit is at least twice the
+// body, so a document without aliases only meets the node limit.
+const (
+	MaxYAMLNodes = 100_000
+	MaxYAMLBytes = 4 << 20
+)
+
+var errYAMLBudget = errors.New("YAML expansion budget exceeded")
+
+// yamlBudget is what is left of the limits while a document is expanded.
+type yamlBudget struct {
+	nodes int
+	bytes int64
+}
+
+// spend takes one node of n bytes from the budget.
+func (b *yamlBudget) spend(n int) error {
+	b.nodes--
+	b.bytes -= int64(n)
+	if b.nodes < 0 || b.bytes < 0 {
+		return errYAMLBudget
+	}
+	return nil
+}
+
+// value turns a YAML node into JSON-ready values (string keys only),
+// each node, aliased or not, paid for from the budget.
+func (b *yamlBudget) value(n *yaml.Node, literal []string) (any, error) {
+	if err := b.spend(len(n.Value)); err != nil {
+		return nil, err
+	}
 	switch n.Kind {
 	case yaml.AliasNode:
-		return yamlValue(n.Alias, nil)
+		return b.value(n.Alias, nil)
 	case yaml.MappingNode:
 		m := make(map[string]any, len(n.Content)/2)
 		for i := 0; i+1 < len(n.Content); i += 2 {
@@ -69,11 +106,17 @@ func yamlValue(n *yaml.Node, literal []string) (any, error) {
 			if k.Tag == "!!merge" {
 				return nil, errors.New("merge keys (<<) are not supported")
 			}
+			if err := b.spend(len(k.Value)); err != nil {
+				return nil, err
+			}
 			if v.Kind == yaml.ScalarNode && v.Tag != "!!null" && slices.Contains(literal, k.Value) {
+				if err := b.spend(len(v.Value)); err != nil {
+					return nil, err
+				}
 				m[k.Value] = v.Value
 				continue
 			}
-			val, err := yamlValue(v, nil)
+			val, err := b.value(v, nil)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", k.Value, err)
 			}
@@ -83,7 +126,7 @@ func yamlValue(n *yaml.Node, literal []string) (any, error) {
 	case yaml.SequenceNode:
 		s := make([]any, 0, len(n.Content))
 		for _, c := range n.Content {
-			val, err := yamlValue(c, nil)
+			val, err := b.value(c, nil)
 			if err != nil {
 				return nil, err
 			}
@@ -153,7 +196,7 @@ func withField(raw json.RawMessage, key string, v any) (json.RawMessage, error) 
 		}
 		if _, dup := m[key]; dup {
 			m[key] = val
-			return json.Marshal(m)
+			return api.Marshal(m)
 		}
 	}
 	body := bytes.TrimSpace(b[1 : len(b)-1])

@@ -35,6 +35,21 @@ type Fire struct {
 	Retry       *wire.Retry // a schedule's on_failure.retry; nil: the manifest's
 }
 
+// EndsBy is when the fire's last run must have ended, the execution
+// record's deadline_at (past it the API shows an unfinished execution
+// expired): the Command's deadline, or the initiation plus the jitter,
+// then the run timeout and the projector's reaper margin, max(2 min,
+// timeout/2). Agents read their own Command's deadline_at, not this.
+func (f Fire) EndsBy(timeoutSecs int64) *time.Time {
+	start := f.InitiatedAt.Add(f.Jitter)
+	if f.DeadlineAt != nil {
+		start = *f.DeadlineAt
+	}
+	timeout := time.Duration(timeoutSecs) * time.Second
+	t := start.Add(timeout + max(2*time.Minute, timeout/2)).UTC()
+	return &t
+}
+
 // ExecReply answers an exec: what was published where.
 type ExecReply struct {
 	ExecID      string   `json:"exec_id"`
@@ -140,13 +155,14 @@ func (p *Firer) Publish(ctx context.Context, f Fire) (ExecReply, error) {
 		TargetCount: count,
 		Target:      target,
 		TimeoutSecs: cmd.TimeoutSecs,
-		DeadlineAt:  cmd.DeadlineAt,
+		DeadlineAt:  f.EndsBy(cmd.TimeoutSecs),
 	}
 	recData, err := json.Marshal(rec)
 	if err != nil {
 		return ExecReply{}, fmt.Errorf("encode execution record: %w", err)
 	}
-	cmdData, err := json.Marshal(cmd)
+	cmdData, err := api.Marshal(cmd) // a script of "<" keeps its size: agents get it whole
+
 	if err != nil {
 		return ExecReply{}, fmt.Errorf("encode command: %w", err)
 	}

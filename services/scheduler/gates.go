@@ -319,7 +319,7 @@ func PutFreeze(ctx context.Context, kv jetstream.KeyValue, body []byte) (any, er
 	if err := f.validate(); err != nil {
 		return nil, err
 	}
-	b, err := marshalNoEscape(f)
+	b, err := api.Marshal(f)
 	if err != nil {
 		return nil, fmt.Errorf("serialize: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanade-go/kanade/services/api"
+	"github.com/kanade-go/kanade/services/results"
 	"github.com/kanade-go/kanade/store"
 	"github.com/kanade-go/kanade/wire"
 )
@@ -52,8 +53,13 @@ func ParseManifest(data []byte, contentType string) (Manifest, json.RawMessage, 
 		return Manifest{}, nil, err
 	}
 	// The list's live counts are derived, not part of a manifest: one
-	// edited from a list item must not carry them into the bucket.
+	// edited from a list item must not carry them into the bucket. A list
+	// item whose script was cut to fit the reply is refused whole.
 	delete(doc, "live")
+	if cut, _ := doc["script_truncated"].(bool); cut {
+		return Manifest{}, nil, api.BadRequest("manifest has script_truncated: it is a jobs list preview whose script is cut; GET /api/jobs/{job_id} for the whole manifest")
+	}
+	delete(doc, "script_truncated")
 	var m Manifest
 	if err := bindDocument(doc, &m); err != nil {
 		return m, nil, err
@@ -61,7 +67,7 @@ func ParseManifest(data []byte, contentType string) (Manifest, json.RawMessage, 
 	if err := m.validate(); err != nil {
 		return m, nil, err
 	}
-	raw, err := json.Marshal(doc)
+	raw, err := api.Marshal(doc) // no HTML escaping: a script of "<" stays its size
 	if err != nil {
 		return m, nil, fmt.Errorf("encode manifest: %w", err)
 	}
@@ -130,6 +136,9 @@ type Catalog struct {
 	// DB, when set, is the store whose executions table gives each listed
 	// job its live counts.
 	DB *store.DB
+	// MaxReply bounds the jobs list reply (default 1 MiB less a margin):
+	// past it, long scripts are shown as previews.
+	MaxReply int
 
 	// The buckets beside the catalog (nil in tests that do not need them):
 	// the freeze, the YAML mirrors, script_status for a disable's cascade.
@@ -185,7 +194,63 @@ func (c *Catalog) ListJobsLive(ctx context.Context) ([]json.RawMessage, error) {
 		}
 		list[i] = withLive
 	}
+	return c.fitJobs(list)
+}
+
+// ScriptPreview is how much of a script (characters) a jobs list shows
+// when the whole list would not fit one reply.
+const ScriptPreview = 200
+
+// fitJobs keeps the list within MaxReply: when the manifests are too big
+// together (a few scripts of hundreds of KB), every script longer than
+// ScriptPreview is cut to it and its item says "script_truncated": true.
+// GET /api/jobs/{job_id} has the whole manifest.
+func (c *Catalog) fitJobs(list []json.RawMessage) ([]json.RawMessage, error) {
+	budget := c.MaxReply
+	if budget <= 0 {
+		budget = 1<<20 - 1<<10
+	}
+	size := 2
+	for _, raw := range list {
+		size += len(raw) + 1
+	}
+	if size <= budget {
+		return list, nil
+	}
+	for i, raw := range list {
+		var item map[string]json.RawMessage
+		var exec map[string]json.RawMessage
+		var script string
+		if json.Unmarshal(raw, &item) != nil || json.Unmarshal(item["execute"], &exec) != nil || json.Unmarshal(exec["script"], &script) != nil {
+			continue
+		}
+		cut, ok := previewChars(script, ScriptPreview)
+		if ok {
+			continue
+		}
+		var err error
+		if exec["script"], err = api.Marshal(cut); err == nil {
+			if item["execute"], err = api.Marshal(exec); err == nil {
+				item["script_truncated"] = json.RawMessage("true")
+				list[i], err = api.Marshal(item)
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("preview job: %w", err)
+		}
+	}
 	return list, nil
+}
+
+// previewChars is s cut to n characters, and whether it was whole.
+func previewChars(s string, n int) (string, bool) {
+	for i := range s {
+		if n == 0 {
+			return s[:i], false
+		}
+		n--
+	}
+	return s, true
 }
 
 // LiveCounts counts the running and pending executions of each job in ids
@@ -200,12 +265,12 @@ func LiveCounts(ctx context.Context, db *store.DB, ids []string, now time.Time) 
 		return nil, fmt.Errorf("encode job ids: %w", err)
 	}
 	// As the executions API shows them (services/results): an execution
-	// whose targets all answered is completed, one past its deadline_at
+	// whose targets all answered is completed, one past results.ExpiresAt
 	// expired, even before the stored status says so.
 	rows, err := db.R.QueryContext(ctx, `SELECT job_id, status, COUNT(*) FROM executions
 		WHERE job_id IN (SELECT value FROM json_each(?)) AND status IN ('running', 'pending')
 			AND NOT (target_count > 0 AND success_count + failure_count + skipped_count >= target_count)
-			AND (deadline_at IS NULL OR deadline_at >= ?)
+			AND `+results.ExpiresAt+` >= ?
 		GROUP BY job_id, status`, string(arg), store.FormatTime(now))
 	if err != nil {
 		return nil, fmt.Errorf("count live executions: %w", err)

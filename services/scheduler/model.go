@@ -143,7 +143,7 @@ func (s Schedule) encodeUpstream() (json.RawMessage, error) {
 		r.Strategy = "wave"
 		u.Rollout = &r
 	}
-	b, err := marshalNoEscape(u)
+	b, err := api.Marshal(u)
 	if err != nil {
 		return nil, fmt.Errorf("encode schedule: %w", err)
 	}

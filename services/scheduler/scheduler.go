@@ -128,7 +128,7 @@ func Start(ctx context.Context, o Options) (*Scheduler, error) {
 		}
 	}
 
-	s := &Scheduler{Catalog: &Catalog{Jobs: jobs, Schedules: scheds, JS: js, DB: o.DB,
+	s := &Scheduler{Catalog: &Catalog{Jobs: jobs, Schedules: scheds, JS: js, DB: o.DB, MaxReply: int(o.Conn.MaxPayload()) - 1<<10,
 		FleetConfig: kvs[BucketFleetConfig], SchedulesYAML: kvs[BucketSchedulesYAML], JobsYAML: kvs[BucketJobsYAML],
 		ScriptStatus: kvs[BucketScriptStatus], Conn: o.Conn}}
 	bg, cancel := context.WithCancel(context.Background())

@@ -289,7 +289,7 @@ func ParseSchedule(data []byte, contentType string) (*Compiled, json.RawMessage,
 		c.Enabled = &t
 	}
 	doc["target"] = c.Target
-	raw, err := marshalNoEscape(doc)
+	raw, err := api.Marshal(doc)
 	if err != nil {
 		return nil, nil, fmt.Errorf("encode schedule: %w", err)
 	}

@@ -160,7 +160,7 @@ func (c *Catalog) JobYAML(ctx context.Context, id string) (api.Text, error) {
 // to val, in place, every other byte kept (so upstream's key order
 // survives); a member not there is appended.
 func setMember(raw json.RawMessage, key string, val any) (json.RawMessage, error) {
-	vb, err := marshalNoEscape(val)
+	vb, err := api.Marshal(val)
 	if err != nil {
 		return nil, err
 	}

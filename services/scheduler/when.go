@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/kanade-go/kanade/services/api"
 )
 
 // When is upstream's cadence of a schedule, an externally tagged enum: one
@@ -87,7 +89,7 @@ func (w When) MarshalJSON() ([]byte, error) {
 	default:
 		return nil, errors.New("when: no variant set")
 	}
-	b, err := marshalNoEscape(val)
+	b, err := api.Marshal(val)
 	if err != nil {
 		return nil, err
 	}
@@ -164,7 +166,7 @@ func (p Per) MarshalJSON() ([]byte, error) {
 	if p.Policy != "" {
 		return json.Marshal(p.Policy)
 	}
-	return marshalNoEscape(struct {
+	return api.Marshal(struct {
 		Every string `json:"every"`
 	}{p.Every})
 }
@@ -223,16 +225,6 @@ func (w When) policy() *Per {
 		return w.PerPC
 	}
 	return w.PerTarget
-}
-
-func marshalNoEscape(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimRight(buf.Bytes(), "\n"), nil
 }
 
 // parseHumantime is Rust humantime's parse_duration, which upstream uses

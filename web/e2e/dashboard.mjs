@@ -16,6 +16,7 @@
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { outputSteps } from './outputs.mjs';
 import { homeSteps } from './home.mjs';
 import { scheduleSteps } from './schedules.mjs';
 
@@ -465,6 +466,8 @@ await homeSteps({ step, page, base, go, tid, poll, api, addJob, runJob, pcs: () 
 await scheduleSteps({ step, page, api, go, tid, poll, job: SLOW_JOB, suffix });
 
 // Every page in both themes, at desktop and phone width.
+await outputSteps({ step, page, go, tid, poll, shotDir });
+
 await step('screenshots of every page, light and dark', async () => {
   const resultId = (await api(`/api/results?job_id=${encodeURIComponent('^' + SLOW_JOB + '$')}&limit=1`))[0].result_id;
   const execId = (await api('/api/executions?limit=1'))[0].exec_id;

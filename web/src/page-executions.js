@@ -202,7 +202,7 @@ export const detail = {
         item('Execution id', h('span', { class: 'mono' }, exec.exec_id)),
         item('Started', timeEl(exec.initiated_at)),
         item('Initiated by', exec.initiated_by || '—'),
-        item('Results', resultsText(results, c.target)),
+        item('Results', v.results_truncated ? `${resultsText(results, c.target)} (the first ${results.length} runs shown)` : resultsText(results, c.target)),
         item('Activity', h('a', { href: href('/', { exec_id: `^${exec.exec_id}$`, window: 'all' }) }, 'these results with full output')));
       killButton.hidden = !ACTIVE.has(exec.status);
       replace(tbody, results.length

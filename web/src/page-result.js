@@ -1,6 +1,7 @@
-// Result detail: the full output of one run, its metadata, and while it is
-// in flight a live view of the agent's tail that gives way to the final,
-// stored output as soon as it lands.
+// Result detail: the output of one run (whole, or its head and tail with a
+// link to download all of it), its metadata, and while it is in flight a
+// live view of the agent's tail that gives way to the final, stored output
+// as soon as it lands.
 
 import { h, replace } from './dom.js';
 import { api } from './api.js';
@@ -70,8 +71,12 @@ export function mount(main, { args, life }) {
     killButton.hidden = !running || !r.job_id;
     if (!running) {
       cancelTick();
-      stdout.set(r.stdout, { final: true });
-      stderr.set(r.stderr, { final: true });
+      for (const [pane, stream] of [[stdout, 'stdout'], [stderr, 'stderr']]) {
+        pane.showWhole(r[stream], r[`${stream}_tail`], {
+          truncated: r[`${stream}_truncated`], size: r[`${stream}_bytes`],
+          url: `/api/results/${encodeURIComponent(r.result_id)}/output/${stream}?download`, file: `${r.result_id}-${stream}.txt`,
+        });
+      }
       liveState.textContent = '';
     } else if (!liveToggle.checked) {
       stdout.set(r.stdout);

@@ -1,10 +1,10 @@
 // Agents: who is alive by heartbeat, and when each was last heard from.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api } from './api.bad80ca0aa.js';
+import { api } from './api.30c3893504.js';
 import { href } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
-import { timeEl, agoEl, tickAgo, errorText } from './format.31eef2b48b.js';
+import { timeEl, agoEl, tickAgo, errorText } from './format.913d19cc04.js';
 
 export const title = 'Agents';
 

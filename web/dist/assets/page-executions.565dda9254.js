@@ -3,11 +3,11 @@
 // results of one execution.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api } from './api.bad80ca0aa.js';
+import { api } from './api.30c3893504.js';
 import { href, navigate, setParams } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
-import { exitBadge, timeEl, resultDuration, shortId, errorText, tickElapsed } from './format.31eef2b48b.js';
-import { confirmDialog } from './dialog.fefcff641c.js';
+import { exitBadge, timeEl, resultDuration, shortId, errorText, tickElapsed } from './format.913d19cc04.js';
+import { confirmDialog } from './dialog.ca5da1cc43.js';
 
 const ACTIVE = new Set(['pending', 'running']);
 const REFRESH_MS = 2000;
@@ -202,7 +202,7 @@ export const detail = {
         item('Execution id', h('span', { class: 'mono' }, exec.exec_id)),
         item('Started', timeEl(exec.initiated_at)),
         item('Initiated by', exec.initiated_by || '—'),
-        item('Results', resultsText(results, c.target)),
+        item('Results', v.results_truncated ? `${resultsText(results, c.target)} (the first ${results.length} runs shown)` : resultsText(results, c.target)),
         item('Activity', h('a', { href: href('/', { exec_id: `^${exec.exec_id}$`, window: 'all' }) }, 'these results with full output')));
       killButton.hidden = !ACTIVE.has(exec.status);
       replace(tbody, results.length

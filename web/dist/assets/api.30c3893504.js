@@ -63,6 +63,28 @@ async function askToken(rejected) {
 // for an empty body (204); with text: true, the body as text. body: an
 // object is sent as JSON, a string as-is with contentType.
 export async function api(method, path, { query, body, contentType, signal, text: asText = false } = {}) {
+  const res = await send(method, path, { query, body, contentType, signal });
+  const text = await res.text();
+  if (!res.ok) throw new ApiError(res.status, text.trim() || res.statusText || `HTTP ${res.status}`);
+  if (asText) return text; // a non-JSON answer (a YAML mirror)
+  if (text === '') return null;
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new ApiError(res.status, `bad JSON from ${path}`);
+  }
+}
+
+// apiBlob('/api/results/ID/output/stdout') -> the body as a Blob (a whole
+// output, too big for JSON), with the token as api() sends it.
+export async function apiBlob(path, { signal } = {}) {
+  const res = await send('GET', path, { signal });
+  if (!res.ok) throw new ApiError(res.status, (await res.text()).trim() || `HTTP ${res.status}`);
+  return res.blob();
+}
+
+// send makes the request with the stored token, asking for one on a 401.
+async function send(method, path, { query, body, contentType, signal } = {}) {
   let url = path;
   if (query) {
     const q = new URLSearchParams();
@@ -92,15 +114,7 @@ export async function api(method, path, { query, body, contentType, signal, text
       if (!next) throw new ApiError(401, 'an API token is required');
       continue;
     }
-    const text = await res.text();
-    if (!res.ok) throw new ApiError(res.status, text.trim() || res.statusText || `HTTP ${res.status}`);
-    if (asText) return text; // a non-JSON answer (a YAML mirror)
-    if (text === '') return null;
-    try {
-      return JSON.parse(text);
-    } catch {
-      throw new ApiError(res.status, `bad JSON from ${path}`);
-    }
+    return res;
   }
 }
 

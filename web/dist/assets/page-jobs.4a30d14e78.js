@@ -2,11 +2,11 @@
 // listed PCs; add or edit one as YAML (the form operators already write).
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api } from './api.bad80ca0aa.js';
+import { api } from './api.30c3893504.js';
 import { href, navigate } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
-import { errorText } from './format.31eef2b48b.js';
-import { modal, confirmDialog, yamlDialog } from './dialog.fefcff641c.js';
+import { errorText } from './format.913d19cc04.js';
+import { modal, confirmDialog, yamlDialog } from './dialog.ca5da1cc43.js';
 import { toYAML } from './yaml.124ddd447c.js';
 
 export const title = 'Jobs';

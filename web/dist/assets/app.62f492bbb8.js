@@ -2,18 +2,18 @@
 // lifecycle (timers and requests stop when you leave), and wires the header.
 
 import { start } from './router.475a737da2.js';
-import { api, setTokenPrompt, storedToken, forgetToken } from './api.bad80ca0aa.js';
-import { tokenDialog } from './dialog.fefcff641c.js';
+import { api, setTokenPrompt, storedToken, forgetToken } from './api.30c3893504.js';
+import { tokenDialog } from './dialog.ca5da1cc43.js';
 import { initThemeToggle } from './theme.9bc285ecbb.js';
 import { Lifecycle } from './lifecycle.cf1e604c6c.js';
 import { h, replace } from './dom.3dd86e8f14.js';
-import * as activity from './page-activity.6fecc1d7f9.js';
-import * as result from './page-result.a97dfee396.js';
-import * as executions from './page-executions.fc9def1ab1.js';
-import * as jobs from './page-jobs.6df33ab812.js';
-import * as schedules from './page-schedules.c785529942.js';
-import * as agents from './page-agents.7192f47883.js';
-import * as home from './page-home.d739df0df2.js';
+import * as activity from './page-activity.d4af4f98d5.js';
+import * as result from './page-result.f1fc99037e.js';
+import * as executions from './page-executions.565dda9254.js';
+import * as jobs from './page-jobs.4a30d14e78.js';
+import * as schedules from './page-schedules.20a9b98376.js';
+import * as agents from './page-agents.b543bdc204.js';
+import * as home from './page-home.41e25d8477.js';
 
 const routes = [
   // Home is the landing page; '/' with a query is an Activity link made

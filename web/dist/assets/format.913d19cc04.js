@@ -1,5 +1,6 @@
-// Presenting API values: times in the browser's zone with a fixed width, so
-// columns do not shift as values change; result status and exit codes.
+// Presenting API values: times in the browser's zone, shown with it, with
+// a fixed width, so columns do not shift as values change; result status
+// and exit codes.
 
 import { h } from './dom.3dd86e8f14.js';
 
@@ -11,12 +12,29 @@ export function parseTime(iso) {
   return Number.isNaN(t) ? null : t;
 }
 
-// time('2026-05-16T00:00:00Z') -> '2026-05-16 02:00:00' (local)
+// time('2026-05-16T00:00:00Z') -> '2026-05-16 02:00:00 +02:00' (local,
+// with its offset from UTC)
 export function time(iso) {
   const t = parseTime(iso);
   if (t == null) return '—';
   const d = new Date(t);
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())} ${zone(d)}`;
+}
+
+// zone is d's offset from UTC: '+02:00', '-05:30', 'UTC' when none.
+function zone(d) {
+  const off = -d.getTimezoneOffset();
+  if (off === 0) return 'UTC';
+  const a = Math.abs(off);
+  return `${off < 0 ? '-' : '+'}${pad(Math.floor(a / 60))}:${pad(a % 60)}`;
+}
+
+// bytes(8388608) -> '8.0 MiB'
+export function bytes(n) {
+  if (n == null) return '—';
+  if (n < 1024) return `${n} B`;
+  if (n < 1 << 20) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / (1 << 20)).toFixed(1)} MiB`;
 }
 
 // timeEl is a <time> with the exact instant as tooltip.

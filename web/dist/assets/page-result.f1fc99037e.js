@@ -1,14 +1,15 @@
-// Result detail: the full output of one run, its metadata, and while it is
-// in flight a live view of the agent's tail that gives way to the final,
-// stored output as soon as it lands.
+// Result detail: the output of one run (whole, or its head and tail with a
+// link to download all of it), its metadata, and while it is in flight a
+// live view of the agent's tail that gives way to the final, stored output
+// as soon as it lands.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api } from './api.bad80ca0aa.js';
+import { api } from './api.30c3893504.js';
 import { href } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
-import { exitBadge, timeEl, resultDuration, resultStatus, exitMeaning, tickElapsed, errorText } from './format.31eef2b48b.js';
-import { confirmDialog } from './dialog.fefcff641c.js';
-import { outputPane } from './output.38ab946998.js';
+import { exitBadge, timeEl, resultDuration, resultStatus, exitMeaning, tickElapsed, errorText } from './format.913d19cc04.js';
+import { confirmDialog } from './dialog.ca5da1cc43.js';
+import { outputPane } from './output.d19ccb11c3.js';
 
 export const title = 'Result';
 
@@ -70,8 +71,12 @@ export function mount(main, { args, life }) {
     killButton.hidden = !running || !r.job_id;
     if (!running) {
       cancelTick();
-      stdout.set(r.stdout, { final: true });
-      stderr.set(r.stderr, { final: true });
+      for (const [pane, stream] of [[stdout, 'stdout'], [stderr, 'stderr']]) {
+        pane.showWhole(r[stream], r[`${stream}_tail`], {
+          truncated: r[`${stream}_truncated`], size: r[`${stream}_bytes`],
+          url: `/api/results/${encodeURIComponent(r.result_id)}/output/${stream}?download`, file: `${r.result_id}-${stream}.txt`,
+        });
+      }
       liveState.textContent = '';
     } else if (!liveToggle.checked) {
       stdout.set(r.stdout);
