@@ -6,6 +6,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"github.com/kanade-go/kanade/natsauth"
 )
 
 // InternalUser is the user the backend's own in-process connections
@@ -29,7 +31,23 @@ const InternalInboxPrefix = "_INBOX_kanade"
 //   - a single user/password: it becomes a users list with the generated
 //     user beside it.
 //   - a token: the in-process connections present the token.
-func internalAuth(opts *server.Options, account string) (nats.Option, error) {
+//
+// With account empty, a config that defines natsauth.BackendAccount (the
+// layout `kanade nats-users` writes) puts them in that account. It
+// returns the account they join ("" = the global account).
+func internalAuth(opts *server.Options, account string) (nats.Option, string, error) {
+	if account == "" {
+		for _, a := range opts.Accounts {
+			if a.Name == natsauth.BackendAccount {
+				account = a.Name
+			}
+		}
+	}
+	o, err := internalAuthIn(opts, account)
+	return o, account, err
+}
+
+func internalAuthIn(opts *server.Options, account string) (nats.Option, error) {
 	if opts.Authorization != "" {
 		if account != "" {
 			return nil, fmt.Errorf("embedded nats: an account was named but the config authorizes by token")

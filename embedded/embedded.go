@@ -55,8 +55,11 @@ type Options struct {
 
 // Server is a running embedded nats-server.
 type Server struct {
-	ns   *server.Server
-	auth nats.Option // how in-process connections authenticate; nil = no auth
+	ns      *server.Server
+	auth    nats.Option // how in-process connections authenticate; nil = no auth
+	account string      // the account in-process connections join; "" = global
+	open    bool        // network clients get in without credentials
+	host    string      // client listener host; "" = none
 }
 
 // Start starts the server and waits until it accepts connections.
@@ -123,10 +126,13 @@ func Start(o Options) (*Server, error) {
 	if err := o.Cluster.apply(opts); err != nil {
 		return nil, err
 	}
-	auth, err := internalAuth(opts, o.Account)
+	auth, account, err := internalAuth(opts, o.Account)
 	if err != nil {
 		return nil, err
 	}
+	// Open: no authorization at all, or a no_auth_user that anonymous
+	// clients become.
+	open := auth == nil || opts.NoAuthUser != ""
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
@@ -141,8 +147,23 @@ func Start(o Options) (*Server, error) {
 		}
 		return nil, errors.New("embedded nats: not ready within 30s")
 	}
-	return &Server{ns: ns, auth: auth}, nil
+	srv := &Server{ns: ns, auth: auth, account: account, open: open}
+	if !opts.DontListen {
+		srv.host = opts.Host
+	}
+	return srv, nil
 }
+
+// Account is the account the in-process connections join ("" = the
+// global account).
+func (s *Server) Account() string { return s.account }
+
+// OpenToAnonymous reports whether network clients can connect without
+// credentials (false when there is no client listener).
+func (s *Server) OpenToAnonymous() bool { return s.open && s.host != "" }
+
+// ListenHost is the client listener's host ("" when there is none).
+func (s *Server) ListenHost() string { return s.host }
 
 // ClientURL is the nats:// URL agents use, or "" with no listener.
 func (s *Server) ClientURL() string {

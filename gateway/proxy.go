@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -73,18 +74,55 @@ func (g *Gateway) serveEndpoint(w http.ResponseWriter, r *http.Request, ep *endp
 	if serviceError(w, ep.Service, reply) {
 		return
 	}
+	status = replyHeaders(w.Header(), reply.Header)
 	if len(reply.Data) == 0 {
-		w.WriteHeader(http.StatusNoContent)
+		// An empty body is 204, unless the service said what it is (an
+		// agent's empty log is a 200 text/plain).
+		if status == 0 && w.Header().Get("Content-Type") == "" {
+			status = http.StatusNoContent
+		}
+		if status != 0 {
+			w.WriteHeader(status)
+		}
 		return
 	}
-	ctype := "application/json"
-	if ct := reply.Header.Get("Content-Type"); ct != "" {
-		ctype = ct // a service's non-JSON reply (api.Text)
+	if w.Header().Get("Content-Type") == "" {
+		w.Header().Set("Content-Type", "application/json")
 	}
-	w.Header().Set("Content-Type", ctype)
 	w.Header().Set("Content-Length", strconv.Itoa(len(reply.Data)))
+	if status != 0 {
+		w.WriteHeader(status)
+	}
 	w.Write(reply.Data)
 }
+
+// replyHeaders copies the headers a service set on a successful reply
+// (api.Reply) onto the response: Content-Type, Content-Disposition and
+// X-* headers (X-Total-Count), except the security headers the gateway
+// sets itself. It returns the api.HeaderStatus status, 0 when absent or
+// not a 2xx-5xx code.
+func replyHeaders(h http.Header, rh nats.Header) int {
+	status := 0
+	for k, vs := range rh {
+		if len(vs) == 0 {
+			continue
+		}
+		ck := http.CanonicalHeaderKey(k)
+		switch {
+		case ck == http.CanonicalHeaderKey(api.HeaderStatus):
+			if n, err := strconv.Atoi(vs[0]); err == nil && n >= 200 && n <= 599 {
+				status = n
+			}
+		case ck == "Content-Type", ck == "Content-Disposition",
+			strings.HasPrefix(ck, "X-") && !securityHeader[ck]:
+			h.Set(ck, vs[0])
+		}
+	}
+	return status
+}
+
+// securityHeader are the X- headers the gateway's middleware owns.
+var securityHeader = map[string]bool{"X-Content-Type-Options": true, "X-Frame-Options": true}
 
 // requestFailed answers a NATS request that got no reply.
 func (g *Gateway) requestFailed(w http.ResponseWriter, r *http.Request, service, subject string, timeout time.Duration, err error) {

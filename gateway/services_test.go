@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/kanade-go/kanade/nodetest"
+	"github.com/kanade-go/kanade/services/agents"
 	"github.com/kanade-go/kanade/services/results"
 	"github.com/kanade-go/kanade/services/scheduler"
 )
@@ -21,6 +22,11 @@ func TestRealServicesParams(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { res.Stop() })
+	ag, err := agents.Start(context.Background(), agents.Options{Conn: n.Conn(t), DB: n.DB, Logger: n.Logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ag.Stop() })
 	sch, err := scheduler.Start(context.Background(), scheduler.Options{Conn: n.Conn(t), DB: n.DB, NodeName: "gw", Logger: n.Logger})
 	if err != nil {
 		t.Fatal(err)

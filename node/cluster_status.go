@@ -33,6 +33,9 @@ type NodeStatus struct {
 	ResultsServing bool              `json:"results_serving"`
 	Projector      *projector.Status `json:"projector,omitempty"`
 	Error          string            `json:"error,omitempty"`
+	// Warnings are what the node's NATS lets in unexpectedly (see
+	// securityWarnings): clients without credentials.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // ClusterStatus is the answer of SubjectClusterStatus.
@@ -47,6 +50,7 @@ type clusterView struct {
 	services []string
 	gate     *resultsGate         // nil without results
 	proj     *projector.Projector // nil without projector
+	warnings []string
 	sub      *nats.Subscription
 	svc      *api.Running
 }
@@ -95,7 +99,7 @@ func (v *clusterView) stop() error {
 }
 
 func (v *clusterView) local(ctx context.Context) NodeStatus {
-	st := NodeStatus{Node: v.node, Services: v.services}
+	st := NodeStatus{Node: v.node, Services: v.services, Warnings: v.warnings}
 	if v.gate != nil {
 		st.ResultsServing = v.gate.serving()
 	}

@@ -22,7 +22,9 @@ import (
 
 	"github.com/kanade-go/kanade/embedded"
 	"github.com/kanade-go/kanade/gateway"
+	"github.com/kanade-go/kanade/natsauth"
 	"github.com/kanade-go/kanade/services/commandsigning"
+	"github.com/kanade-go/kanade/services/groups"
 	"github.com/kanade-go/kanade/services/projector"
 	"github.com/kanade-go/kanade/services/results"
 	"github.com/kanade-go/kanade/services/scheduler"
@@ -201,6 +203,10 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 	} else {
 		natsURL = o.NATSURL
 	}
+	warnings := securityWarnings(o, srv)
+	for _, w := range warnings {
+		log.Warn("security: " + w)
+	}
 
 	// Each connection with the channel its closed handler closes: a drain
 	// ends with the close, so stopping waits on these instead of polling.
@@ -245,7 +251,7 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		for _, c := range streams.Configs(o.Replicas) {
 			names = append(names, c.Name)
 		}
-		if err := srv.WaitStreamsCurrent(ctx, o.NATSAccount, names...); err != nil {
+		if err := srv.WaitStreamsCurrent(ctx, srv.Account(), names...); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -299,6 +305,27 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		stops = append(stops, func() { logStop(log, "projector", p.Stop()) })
 		proj = p
 	}
+	// One roster (group membership, alive agents) for the scheduler's
+	// targets and the groups service.
+	var roster *groups.Roster
+	if has(ServiceResults) || has(ServiceScheduler) {
+		roster, err = groups.OpenRoster(ctx, js, db, log.With("component", "roster"))
+		if err != nil {
+			return fmt.Errorf("roster: %w", err)
+		}
+		stops = append(stops, roster.Stop)
+	}
+	if has(ServiceResults) {
+		nc, err := connect("fleet")
+		if err != nil {
+			return err
+		}
+		f, err := startFleet(ctx, nc, o, roster, db, log)
+		if err != nil {
+			return err
+		}
+		stops = append(stops, func() { logStop(log, "fleet services", f.Stop()) })
+	}
 	var gate *resultsGate
 	if has(ServiceResults) {
 		// One package answers three micro services: results, executions
@@ -320,7 +347,12 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 			if err != nil {
 				return nil, fmt.Errorf("start results: %w", err)
 			}
-			return s, nil
+			a, err := startAgents(ctx, nc, db, roster, log)
+			if err != nil {
+				s.Stop()
+				return nil, err
+			}
+			return stoppers{s, a}, nil
 		}, nc, o.ResultsJoinLag, o.ResultsLeaveLag, ro.Logger)
 		if proj != nil {
 			gate.positions = projectionPositions(js, proj)
@@ -338,6 +370,7 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		so := o.Scheduler
 		so.Conn, so.DB, so.NodeName, so.Logger = nc, db, o.NodeName, log.With("component", "scheduler")
 		so.Replicas = o.Replicas
+		so.Roster = roster
 		so.Signer, so.Envelopes = o.Signer, o.Envelopes
 		stop, err := startCommandSigning(nc, o, log)
 		if err != nil {
@@ -371,13 +404,26 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		stops = append(stops, func() { logStop(log, "health", h.Stop()) })
 	}
 
+	// Agents in their own NATS accounts look streams up and publish
+	// results through this relay (see natsauth.Relay); every node runs one.
+	{
+		nc, err := connect("agent-relay")
+		if err != nil {
+			return err
+		}
+		stop, err := natsauth.Relay(nc, log.With("component", "agent-relay"))
+		if err != nil {
+			return err
+		}
+		stops = append(stops, stop)
+	}
 	// Every node answers for itself on the cluster view.
 	{
 		nc, err := connect("cluster")
 		if err != nil {
 			return err
 		}
-		v := &clusterView{node: o.NodeName, services: o.Services, gate: gate, proj: proj}
+		v := &clusterView{node: o.NodeName, services: o.Services, gate: gate, proj: proj, warnings: warnings}
 		if err := startClusterView(nc, v, log.With("component", "cluster")); err != nil {
 			return err
 		}

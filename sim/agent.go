@@ -36,6 +36,10 @@ type agent struct {
 	f      *Fleet
 	pcID   string
 	groups []string
+	// nc and js are the agent's connection: the fleet's, or its own
+	// (Options.AgentConn).
+	nc *nats.Conn
+	js jetstream.JetStream
 
 	mu   sync.Mutex
 	seen map[string]time.Time // request_id -> when received
@@ -114,7 +118,7 @@ func (a *agent) refuse(cmd wire.Command, v signing.Verdict) {
 	res := signing.Refusal(cmd, a.pcID, v, now())
 	a.f.c.refused.Add(1)
 	a.f.spawn(func() {
-		if a.f.publish(wire.Results(cmd.RequestID), res, res.ResultID) {
+		if a.f.publish(a.js, wire.Results(cmd.RequestID), res, res.ResultID) {
 			a.f.c.results.Add(1)
 		}
 	})
@@ -150,6 +154,8 @@ func (a *agent) execute(ctx context.Context, cmd wire.Command, r *run, received 
 			return
 		}
 	}
+	release := a.admit(ctx) // max_local_concurrent, from the layered config
+	defer release()
 	if ctx.Err() == nil {
 		startedAt = now()
 		if r.execID != "" {
@@ -157,7 +163,7 @@ func (a *agent) execute(ctx context.Context, cmd wire.Command, r *run, received 
 				ResultID: r.resultID, RequestID: cmd.RequestID, ExecID: r.execID, PCID: a.pcID,
 				StartedAt: startedAt, ManifestID: optional(cmd.ID), Version: optional(cmd.Version),
 			}
-			if !a.f.publish(wire.Started(r.execID, a.pcID), ev, "started-"+r.resultID) {
+			if !a.f.publish(a.js, wire.Started(r.execID, a.pcID), ev, "started-"+r.resultID) {
 				return // the fleet is stopping
 			}
 			a.f.c.started.Add(1)
@@ -223,8 +229,9 @@ func (a *agent) finish(cmd wire.Command, r *run, exit int64, startedAt time.Time
 	if res.Stderr, res.StderrObject, ok = a.output(cmd, r.stderr, "stderr"); !ok {
 		return
 	}
-	if a.f.publish(wire.Results(cmd.RequestID), res, r.resultID) {
+	if a.f.publish(a.js, wire.Results(cmd.RequestID), res, r.resultID) {
 		a.f.c.results.Add(1)
+		a.logf("command %s request_id=%s result_id=%s finished exit_code=%d skipped=%v", cmd.ID, cmd.RequestID, r.resultID, exit, res.Skipped)
 	}
 }
 
@@ -236,7 +243,7 @@ func (a *agent) output(cmd wire.Command, s *stream, name string) (string, *strin
 	if len(text) <= ObjectThreshold {
 		return text, nil, true
 	}
-	key, ok := a.f.putObject(wire.OutputObjectKey(cmd.RequestID, name), []byte(text))
+	key, ok := a.f.putObject(a.js, wire.OutputObjectKey(cmd.RequestID, name), []byte(text))
 	if !ok {
 		return "", nil, false
 	}
@@ -315,7 +322,7 @@ func (a *agent) beat(full bool) []byte {
 
 // heartbeat publishes on heartbeat.{pc_id} (core NATS, no stream).
 func (a *agent) heartbeat() {
-	if a.f.nc.Publish(wire.HeartbeatSubject(a.pcID), a.beat(true)) == nil {
+	if a.nc.Publish(wire.HeartbeatSubject(a.pcID), a.beat(true)) == nil {
 		a.f.c.heartbeats.Add(1)
 	}
 }
@@ -397,7 +404,7 @@ func (f *Fleet) retry(what string, try func(ctx context.Context) error) bool {
 // lost stores a duplicate; Options.MsgIDs sets msgID, and the stream drops
 // such a retry within its duplicate window. Options.Duplicates publishes
 // some messages twice on purpose, as a lost ack would.
-func (f *Fleet) publish(subject string, v any, msgID string) bool {
+func (f *Fleet) publish(js jetstream.JetStream, subject string, v any, msgID string) bool {
 	data, err := json.Marshal(v)
 	if err != nil {
 		f.log.Error("sim: encode", "subject", subject, "err", err)
@@ -408,7 +415,7 @@ func (f *Fleet) publish(subject string, v any, msgID string) bool {
 		opts = append(opts, jetstream.WithMsgID(msgID))
 	}
 	send := func(ctx context.Context) error {
-		_, err := f.js.Publish(ctx, subject, data, opts...)
+		_, err := js.Publish(ctx, subject, data, opts...)
 		return err
 	}
 	if !f.retry(subject, send) {
@@ -425,11 +432,11 @@ func (f *Fleet) publish(subject string, v any, msgID string) bool {
 
 // putObject stores a large output in the result_output object store under
 // base or the first free base.rN (see putNoOverwrite) and returns the key.
-func (f *Fleet) putObject(base string, data []byte) (string, bool) {
+func (f *Fleet) putObject(js jetstream.JetStream, base string, data []byte) (string, bool) {
 	var key, claimed string
 	ok := f.retry("object "+base, func(ctx context.Context) error {
 		var err error
-		key, err = putNoOverwrite(ctx, f.js, wire.ObjectStoreOutput, base, data, &claimed)
+		key, err = putNoOverwrite(ctx, js, wire.ObjectStoreOutput, base, data, &claimed)
 		return err
 	})
 	return key, ok

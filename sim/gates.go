@@ -51,11 +51,17 @@ func (g *gates) buckets(f *Fleet) {
 		ctx, cancel := context.WithTimeout(f.ctx, 5*time.Second)
 		defer cancel()
 		var err error
-		if g.current, err = f.js.KeyValue(ctx, wire.BucketScriptCurrent); err != nil {
+		js := f.js
+		if js == nil && len(f.agents) > 0 {
+			// Agents on their own credentials only (Options.AgentConn
+			// without Conn): one of them reads, as any agent may.
+			js = f.agents[0].js
+		}
+		if g.current, err = js.KeyValue(ctx, wire.BucketScriptCurrent); err != nil {
 			f.log.Warn("sim: no script_current bucket; the version pin check is skipped", "err", err)
 			g.current = nil
 		}
-		if g.status, err = f.js.KeyValue(ctx, wire.BucketScriptStatus); err != nil {
+		if g.status, err = js.KeyValue(ctx, wire.BucketScriptStatus); err != nil {
 			f.log.Warn("sim: no script_status bucket; the revoke check is skipped", "err", err)
 			g.status = nil
 		}

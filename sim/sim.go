@@ -26,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kanade-go/kanade/services/agentconfig"
 	"github.com/kanade-go/kanade/signing"
 	"github.com/kanade-go/kanade/wire"
 )
@@ -46,11 +47,20 @@ const (
 type Options struct {
 	// Conn is the fleet's connection; the fleet does not close it.
 	Conn *nats.Conn
+	// AgentConn, when set, gives every agent a connection of its own, as
+	// real agents have: typically one on its pc_id's credentials (see
+	// natsauth). The fleet closes them at Stop. Subscriptions are then per
+	// agent, and Conn, optional, only writes KV agent_groups (an agent
+	// may not write it).
+	AgentConn func(pcID string) (*nats.Conn, error)
 	// Agents is how many agents run; their pc_ids are Prefix + 4 digits
 	// from First: sim-pc-0001, sim-pc-0002, …
 	Agents int
 	Prefix string
 	First  int
+	// PCIDs, when set, are the agents' pc_ids instead (Agents is then
+	// their number): those of a credentials file, say.
+	PCIDs []string
 	// Groups are dealt round-robin: agent i is in Groups[i % len(Groups)].
 	Groups []string
 	// Mix shapes synthetic runs (DefaultMix when zero).
@@ -131,8 +141,11 @@ type Fleet struct {
 	js     jetstream.JetStream
 	agents []*agent
 	byPC   map[string]*agent
-	byGrp  map[string][]*agent
+	byGrp  map[string][]*agent // guarded by st.mu once started
+	st     fleetState
+	states map[string]*agentState // by pc_id, fixed at start
 	subs   []*nats.Subscription
+	owned  []*nats.Conn // the agents' own connections (Options.AgentConn)
 	c      counters
 	gates  gates
 
@@ -149,30 +162,58 @@ type Fleet struct {
 // from now on reach the agents. ctx bounds the start only: the fleet runs
 // until Stop.
 func Start(ctx context.Context, o Options) (*Fleet, error) {
-	if o.Conn == nil {
+	if o.Conn == nil && o.AgentConn == nil {
 		return nil, errors.New("sim: a connection is required")
+	}
+	if o.AgentConn != nil {
+		o.Subscriptions = PerAgent
 	}
 	if err := o.withDefaults(); err != nil {
 		return nil, err
 	}
-	js, err := jetstream.New(o.Conn)
-	if err != nil {
-		return nil, fmt.Errorf("sim: jetstream: %w", err)
+	var js jetstream.JetStream
+	if o.Conn != nil {
+		var err error
+		if js, err = jetstream.New(o.Conn); err != nil {
+			return nil, fmt.Errorf("sim: jetstream: %w", err)
+		}
 	}
 
 	fctx, cancel := context.WithCancel(context.Background())
 	f := &Fleet{
 		o: o, log: o.Logger, nc: o.Conn, js: js,
 		byPC: make(map[string]*agent, o.Agents), byGrp: map[string][]*agent{},
-		ctx: fctx, cancel: cancel,
+		states: make(map[string]*agentState, o.Agents),
+		st:     fleetState{grpSubs: map[string]*nats.Subscription{}, scopes: map[string]agentconfig.Scope{}},
+		ctx:    fctx, cancel: cancel,
 	}
 	for i := range o.Agents {
-		a := &agent{f: f, pcID: fmt.Sprintf("%s%04d", o.Prefix, o.First+i), seen: map[string]time.Time{}, runs: map[string]*run{}}
+		pc := fmt.Sprintf("%s%04d", o.Prefix, o.First+i)
+		if len(o.PCIDs) > 0 {
+			pc = o.PCIDs[i]
+		}
+		a := &agent{f: f, pcID: pc, seen: map[string]time.Time{}, runs: map[string]*run{},
+			nc: f.nc, js: js}
+		if o.AgentConn != nil {
+			nc, err := o.AgentConn(a.pcID)
+			if err != nil {
+				f.Stop()
+				return nil, fmt.Errorf("sim: connect agent %s: %w", a.pcID, err)
+			}
+			f.owned = append(f.owned, nc)
+			a.nc = nc
+			if a.js, err = jetstream.New(nc); err != nil {
+				f.Stop()
+				return nil, fmt.Errorf("sim: jetstream: %w", err)
+			}
+		}
 		if len(o.Groups) > 0 {
 			a.groups = []string{o.Groups[i%len(o.Groups)]}
 		}
 		f.agents = append(f.agents, a)
 		f.byPC[a.pcID] = a
+		f.states[a.pcID] = &agentState{manual: slices.Clone(a.groups), live: slices.Clone(a.groups), config: agentconfig.Defaults()}
+		a.logf("kanade agent %s starting as %s", o.AgentVersion, a.pcID)
 		for _, g := range a.groups {
 			f.byGrp[g] = append(f.byGrp[g], a)
 		}
@@ -182,14 +223,21 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		f.Stop()
 		return nil, err
 	}
-	if err := f.nc.FlushTimeout(30 * time.Second); err != nil {
-		f.Stop()
-		return nil, fmt.Errorf("sim: flush subscriptions: %w", err)
+	for _, nc := range f.conns() {
+		if err := nc.FlushTimeout(30 * time.Second); err != nil {
+			f.Stop()
+			return nil, fmt.Errorf("sim: flush subscriptions: %w", err)
+		}
 	}
 	for _, a := range f.agents {
 		a.heartbeat()
 	}
 	if err := f.writeGroups(ctx); err != nil {
+		f.Stop()
+		return nil, err
+	}
+	// From here on membership and config follow KV, as agents do.
+	if err := f.watchFleetKV(ctx); err != nil {
 		f.Stop()
 		return nil, err
 	}
@@ -208,6 +256,16 @@ func (o Options) Validate() error { return o.withDefaults() }
 
 // withDefaults fills the zero options and checks the rest.
 func (o *Options) withDefaults() error {
+	if len(o.PCIDs) > 0 {
+		o.Agents = len(o.PCIDs)
+		seen := map[string]bool{}
+		for _, pc := range o.PCIDs {
+			if !wire.ValidToken(pc) || seen[pc] {
+				return fmt.Errorf("sim: pc_id %q is not a subject token or is listed twice", pc)
+			}
+			seen[pc] = true
+		}
+	}
 	if o.Agents < 1 {
 		return fmt.Errorf("sim: agents must be at least 1, not %d", o.Agents)
 	}
@@ -262,12 +320,24 @@ func (f *Fleet) Stop() {
 		for _, s := range f.subs {
 			s.Unsubscribe()
 		}
+		f.unsubscribeGroups()
 		f.mu.Lock()
 		f.closed = true
 		f.mu.Unlock()
 		f.cancel()
 		f.wg.Wait()
+		for _, nc := range f.owned {
+			nc.Close()
+		}
 	})
+}
+
+// conns lists the connections the fleet uses.
+func (f *Fleet) conns() []*nats.Conn {
+	if len(f.owned) > 0 {
+		return f.owned
+	}
+	return []*nats.Conn{f.nc}
 }
 
 // Stats returns the counters.
@@ -301,7 +371,7 @@ func (f *Fleet) PCIDs() []string {
 // Members lists the pc_ids in group g.
 func (f *Fleet) Members(g string) []string {
 	var out []string
-	for _, a := range f.byGrp[g] {
+	for _, a := range f.members(g) {
 		out = append(out, a.pcID)
 	}
 	return out
@@ -309,25 +379,14 @@ func (f *Fleet) Members(g string) []string {
 
 // subscribe sets up the fleet's subscriptions for the chosen mode.
 func (f *Fleet) subscribe() error {
-	sub := func(subject string, h nats.MsgHandler) error {
-		s, err := f.nc.Subscribe(subject, h)
-		if err != nil {
-			return fmt.Errorf("sim: subscribe %s: %w", subject, err)
-		}
-		// A broadcast to thousands of agents must not be dropped as a slow
-		// consumer while runs start.
-		s.SetPendingLimits(-1, -1)
-		f.subs = append(f.subs, s)
-		return nil
-	}
+	sub := func(subject string, h nats.MsgHandler) error { return f.sub(f.nc, subject, h) }
 	if f.o.Subscriptions == Shared {
 		if err := sub(wire.SubjectCommandsAll, func(m *nats.Msg) { f.deliver(m, f.agents) }); err != nil {
 			return err
 		}
 		for _, g := range slices.Sorted(maps.Keys(f.byGrp)) {
-			members := f.byGrp[g]
-			if err := sub(wire.CommandsGroup(g), func(m *nats.Msg) { f.deliver(m, members) }); err != nil {
-				return err
+			if f.st.grpSubs[g] = f.subscribeGroup(g, f.groupHandler(g)); f.st.grpSubs[g] == nil {
+				return fmt.Errorf("sim: subscribe %s failed", wire.CommandsGroup(g))
 			}
 		}
 		pcSubs := []struct {
@@ -336,7 +395,8 @@ func (f *Fleet) subscribe() error {
 		}{
 			{wire.CommandsPC("*"), func(a *agent, m *nats.Msg) { f.deliver(m, []*agent{a}) }},
 			{wire.JobTail("*"), (*agent).answerTail},
-			{wire.Ping("*"), (*agent).answerPing},
+			{wire.Ping("*"), func(a *agent, m *nats.Msg) { a.logf("ping answered"); a.answerPing(m) }},
+			{wire.LogsFetch("*"), (*agent).answerLogs},
 		}
 		for _, ps := range pcSubs {
 			h, at := ps.h, wildcardAt(ps.subject)
@@ -354,9 +414,14 @@ func (f *Fleet) subscribe() error {
 	for _, a := range f.agents {
 		a := a
 		one := []*agent{a}
+		sub := func(subject string, h nats.MsgHandler) error { return f.sub(a.nc, subject, h) }
 		subjects := []string{wire.SubjectCommandsAll, wire.CommandsPC(a.pcID)}
+		st := a.s()
+		st.grpSubs = map[string]*nats.Subscription{}
 		for _, g := range a.groups {
-			subjects = append(subjects, wire.CommandsGroup(g))
+			if st.grpSubs[g] = f.subscribeGroupOn(a.nc, g, func(m *nats.Msg) { f.deliver(m, one) }); st.grpSubs[g] == nil {
+				return fmt.Errorf("sim: subscribe %s failed", wire.CommandsGroup(g))
+			}
 		}
 		for _, s := range subjects {
 			if err := sub(s, func(m *nats.Msg) { f.deliver(m, one) }); err != nil {
@@ -366,13 +431,31 @@ func (f *Fleet) subscribe() error {
 		if err := sub(wire.JobTail(a.pcID), a.answerTail); err != nil {
 			return err
 		}
-		if err := sub(wire.Ping(a.pcID), a.answerPing); err != nil {
+		if err := sub(wire.Ping(a.pcID), func(m *nats.Msg) { a.logf("ping answered"); a.answerPing(m) }); err != nil {
+			return err
+		}
+		if err := sub(wire.LogsFetch(a.pcID), a.answerLogs); err != nil {
 			return err
 		}
 		if err := sub(wire.Kill("*"), func(m *nats.Msg) { f.kill(m.Subject, one) }); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+// sub subscribes on nc and keeps the subscription for Stop.
+func (f *Fleet) sub(nc *nats.Conn, subject string, h nats.MsgHandler) error {
+	s, err := nc.Subscribe(subject, h)
+	if err != nil {
+		return fmt.Errorf("sim: subscribe %s: %w", subject, err)
+	}
+	// A broadcast to thousands of agents must not be dropped as a slow
+	// consumer while runs start.
+	s.SetPendingLimits(-1, -1)
+	f.mu.Lock()
+	f.subs = append(f.subs, s)
+	f.mu.Unlock()
 	return nil
 }
 
@@ -419,6 +502,7 @@ func (f *Fleet) deliver(m *nats.Msg, to []*agent) {
 		}
 	}
 	for _, a := range to {
+		a.logf("command %s %s request_id=%s received on %s", cmd.ID, cmd.Version, cmd.RequestID, m.Subject)
 		a.accept(cmd, received)
 	}
 }
@@ -458,9 +542,14 @@ func (f *Fleet) kill(subject string, among []*agent) {
 	}
 }
 
-// writeGroups records each agent's groups in KV agent_groups, a few puts
-// at a time.
+// writeGroups seeds each agent's groups in KV agent_groups
+// ({"groups":[…]}), a few at a time, for the PCs that have no key yet:
+// membership belongs to the operator, so a restarted fleet keeps what was
+// set through the API, and the agents follow it (watchFleetKV).
 func (f *Fleet) writeGroups(ctx context.Context) error {
+	if f.js == nil {
+		return nil // agents on their own credentials may not write it
+	}
 	kv, err := f.js.KeyValue(ctx, wire.BucketAgentGroups)
 	if err != nil {
 		return fmt.Errorf("sim: kv %s: %w", wire.BucketAgentGroups, err)
@@ -477,8 +566,8 @@ func (f *Fleet) writeGroups(ctx context.Context) error {
 				if groups == nil {
 					groups = []string{}
 				}
-				b, _ := json.Marshal(groups)
-				if _, err := kv.Put(ctx, a.pcID, b); err != nil {
+				b, _ := json.Marshal(wire.AgentGroups{Groups: groups})
+				if _, err := kv.Create(ctx, a.pcID, b); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
 					select {
 					case errs <- fmt.Errorf("sim: kv put %s: %w", a.pcID, err):
 					default:
@@ -503,7 +592,22 @@ func (f *Fleet) writeGroups(ctx context.Context) error {
 // replay delivers the last Command kept in EXEC for each subject an agent
 // listens on.
 func (f *Fleet) replay(ctx context.Context) error {
-	s, err := f.js.Stream(ctx, wire.StreamExec)
+	if len(f.owned) > 0 {
+		// Each agent reads its own subjects on its own connection.
+		for _, a := range f.agents {
+			if err := f.replayFor(ctx, a.js, []*agent{a}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return f.replayFor(ctx, f.js, f.agents)
+}
+
+// replayFor delivers the last Command of each subject of agents, read
+// with js.
+func (f *Fleet) replayFor(ctx context.Context, js jetstream.JetStream, agents []*agent) error {
+	s, err := js.Stream(ctx, wire.StreamExec)
 	if err != nil {
 		return fmt.Errorf("sim: replay: stream %s: %w", wire.StreamExec, err)
 	}
@@ -518,14 +622,30 @@ func (f *Fleet) replay(ctx context.Context) error {
 		return &nats.Msg{Subject: m.Subject, Data: m.Data, Header: m.Header}
 	}
 	if m := last(wire.SubjectCommandsAll); m != nil {
-		f.deliver(m, f.agents)
+		f.deliver(m, agents)
 	}
-	for g, members := range f.byGrp {
+	f.st.mu.Lock()
+	groups := slices.Collect(maps.Keys(f.byGrp))
+	f.st.mu.Unlock()
+	in := make(map[*agent]bool, len(agents))
+	for _, a := range agents {
+		in[a] = true
+	}
+	for _, g := range groups {
+		var to []*agent
+		for _, a := range f.members(g) {
+			if in[a] {
+				to = append(to, a)
+			}
+		}
+		if len(to) == 0 {
+			continue
+		}
 		if m := last(wire.CommandsGroup(g)); m != nil {
-			f.deliver(m, members)
+			f.deliver(m, to)
 		}
 	}
-	for _, a := range f.agents {
+	for _, a := range agents {
 		if m := last(wire.CommandsPC(a.pcID)); m != nil {
 			f.deliver(m, []*agent{a})
 		}
@@ -556,8 +676,9 @@ func (f *Fleet) housekeeping() {
 			for i, a := range f.agents {
 				if !now.Before(next[i]) {
 					a.heartbeat()
+					every := a.heartbeatEvery()
 					for !now.Before(next[i]) {
-						next[i] = next[i].Add(f.o.Heartbeat)
+						next[i] = next[i].Add(every)
 					}
 				}
 			}

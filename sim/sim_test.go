@@ -405,7 +405,7 @@ func TestHeartbeatPingAndGroups(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for pc, want := range map[string]string{"sim-pc-0001": `["a"]`, "sim-pc-0002": `["b"]`, "sim-pc-0003": `["a"]`} {
+	for pc, want := range map[string]string{"sim-pc-0001": `{"groups":["a"]}`, "sim-pc-0002": `{"groups":["b"]}`, "sim-pc-0003": `{"groups":["a"]}`} {
 		e, err := kv.Get(context.Background(), pc)
 		if err != nil || string(e.Value()) != want {
 			t.Errorf("agent_groups %s: %v %q, want %s", pc, err, e, want)

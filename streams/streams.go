@@ -56,6 +56,10 @@ func Configs(replicas int) []jetstream.StreamConfig {
 			Name: wire.StreamExec, Subjects: []string{wire.SubjectCommandsAny},
 			MaxAge: 7 * day, MaxBytes: 64 * mib, Discard: jetstream.DiscardOld,
 			MaxMsgsPerSubject: 1, Storage: jetstream.FileStorage, Replicas: replicas,
+			// Agents replay the latest Command of their subjects with a
+			// direct get naming the subject in the API subject, the only
+			// read of EXEC their NATS account imports (see natsauth).
+			AllowDirect: true,
 		},
 		{
 			Name: StreamExecutions, Subjects: []string{SubjectExecutions},
@@ -86,19 +90,33 @@ func Ensure(ctx context.Context, js jetstream.JetStream, replicas int, log *slog
 		case err != nil:
 			return fmt.Errorf("look up stream %s: %w", want.Name, err)
 		default:
-			for _, d := range Diff(s.CachedInfo().Config, want) {
+			have := s.CachedInfo().Config
+			if want.AllowDirect && !have.AllowDirect {
+				// Turning direct gets on changes no data: agents need them.
+				have.AllowDirect = true
+				if _, err := js.UpdateStream(ctx, have); err != nil {
+					log.Warn("could not allow direct gets on the stream; agents cannot replay from it", "stream", want.Name, "err", err)
+				} else {
+					log.Info("stream now allows direct gets", "stream", want.Name)
+				}
+			}
+			for _, d := range Diff(have, want) {
 				log.Warn("existing stream differs from the contract; kept as it is", "stream", want.Name, "diff", d)
 			}
 		}
 	}
-	for _, b := range []string{wire.BucketJobs, wire.BucketSchedules, wire.BucketAgentGroups} {
+	buckets := map[string]int{wire.BucketJobs: 5, wire.BucketSchedules: 5, wire.BucketAgentGroups: 5}
+	for b, h := range FleetBuckets {
+		buckets[b] = h
+	}
+	for b, history := range buckets {
 		if _, err := js.KeyValue(ctx, b); err == nil {
 			continue
 		} else if !errors.Is(err, jetstream.ErrBucketNotFound) {
 			return fmt.Errorf("look up kv %s: %w", b, err)
 		}
 		if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: b, History: 5, Storage: jetstream.FileStorage, Replicas: replicas,
+			Bucket: b, History: uint8(history), Storage: jetstream.FileStorage, Replicas: replicas,
 		}); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
 			return fmt.Errorf("create kv %s: %w", b, err)
 		}

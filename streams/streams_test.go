@@ -75,3 +75,31 @@ func TestConfigsFollowTheContract(t *testing.T) {
 		t.Errorf("EVENTS: %+v", e)
 	}
 }
+
+// TestEnsureAllowsDirectGetsOnEXEC: an EXEC made without direct gets (an
+// older node, upstream) gets them, the one change Ensure makes, with its
+// Commands kept: agents in their own NATS accounts replay with them.
+func TestEnsureAllowsDirectGetsOnEXEC(t *testing.T) {
+	n := nodetest.Start(t)
+	js := n.JetStream(t)
+	ctx := context.Background()
+	s, err := js.Stream(ctx, wire.StreamExec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	cfg.AllowDirect = false
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, wire.CommandsPC("PC1"), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := streams.Ensure(ctx, js, 1, n.Logger); err != nil {
+		t.Fatal(err)
+	}
+	s, _ = js.Stream(ctx, wire.StreamExec)
+	if !s.CachedInfo().Config.AllowDirect || s.CachedInfo().State.Msgs != 1 {
+		t.Fatalf("EXEC allow_direct %v with %d messages", s.CachedInfo().Config.AllowDirect, s.CachedInfo().State.Msgs)
+	}
+}

@@ -171,19 +171,21 @@ type EventStarted struct {
 
 // Heartbeat is an agent's periodic sign of life, also its answer to a ping.
 type Heartbeat struct {
-	PCID                 string    `json:"pc_id"`
-	At                   time.Time `json:"at"`
-	AgentVersion         string    `json:"agent_version"`
-	Hostname             *string   `json:"hostname,omitempty"`
-	OSFamily             *string   `json:"os_family,omitempty"`
-	AgentCPUPct          *float64  `json:"agent_cpu_pct,omitempty"`
-	AgentRSSBytes        *int64    `json:"agent_rss_bytes,omitempty"`
-	LastLogonUser        *string   `json:"last_logon_user,omitempty"`
-	LastLogonDisplayName *string   `json:"last_logon_display_name,omitempty"`
-	CommandKeys          []string  `json:"command_keys,omitempty"`
-	Enforcing            *bool     `json:"enforcing,omitempty"`
-	CommandProtocols     []string  `json:"command_protocols,omitempty"`
-	QuarantinedVersions  []string  `json:"quarantined_versions,omitempty"`
+	PCID                  string    `json:"pc_id"`
+	At                    time.Time `json:"at"`
+	AgentVersion          string    `json:"agent_version"`
+	Hostname              *string   `json:"hostname,omitempty"`
+	OSFamily              *string   `json:"os_family,omitempty"`
+	AgentCPUPct           *float64  `json:"agent_cpu_pct,omitempty"`
+	AgentRSSBytes         *int64    `json:"agent_rss_bytes,omitempty"`
+	LastLogonUser         *string   `json:"last_logon_user,omitempty"`
+	LastLogonDisplayName  *string   `json:"last_logon_display_name,omitempty"`
+	CommandKeys           []string  `json:"command_keys,omitempty"`
+	Enforcing             *bool     `json:"enforcing,omitempty"`
+	CommandProtocols      []string  `json:"command_protocols,omitempty"`
+	QuarantinedVersions   []string  `json:"quarantined_versions,omitempty"`
+	AgentDiskReadBytes    *int64    `json:"agent_disk_read_bytes,omitempty"`
+	AgentDiskWrittenBytes *int64    `json:"agent_disk_written_bytes,omitempty"`
 }
 
 // JobTailRequest asks an agent for the live output of one run.

@@ -9,9 +9,10 @@ import (
 	"github.com/kanade-go/kanade/natsauth"
 )
 
-// natsUsers prints a nats-server configuration with a user per role for
-// `kanade serve --nats-config`: backend, operator, and one agent per pc_id
-// with a new random password each.
+// natsUsers prints a nats-server configuration for `kanade serve
+// --nats-config`: the backend's account (a backend user with every right,
+// an operator) and one account per agent (user = pc_id), each with a new
+// random password (see natsauth).
 func natsUsers(args []string) error {
 	f := newFlags("nats-users")
 	agents := f.String("agents", "", "comma list of pc_ids, one agent user each")
@@ -43,11 +44,11 @@ func natsUsers(args []string) error {
 			return fmt.Errorf("--agents-file: %w", err)
 		}
 	}
-	users, err := natsauth.Fleet(pcs, *backend, *operator)
+	layout, err := natsauth.Fleet(pcs, *backend, *operator)
 	if err != nil {
 		return err
 	}
-	conf, err := natsauth.Render(users)
+	conf, err := natsauth.Render(layout)
 	if err != nil {
 		return err
 	}

@@ -17,7 +17,7 @@ func serve(args []string) error {
 	httpAddr := f.String("http", "127.0.0.1:8080", "HTTP listen address of the gateway (port 0 picks a free port)")
 	natsListen := f.String("nats-listen", "127.0.0.1:4222", `embedded NATS client listener for agents and the nats CLI; "off" = in-process only`)
 	natsSync := f.String("nats-sync", "always", "embedded JetStream fsync: always (an acked message survives power loss) or interval (every 2 min, faster)")
-	natsConfig := f.String("nats-config", "", "optional nats-server configuration file for the embedded server (users, permissions)")
+	natsConfig := f.String("nats-config", "", "nats-server configuration file for the embedded server: the accounts kanade nats-users writes (each agent in its own account)")
 	natsURL := f.String("nats-url", "", "connect to this NATS (cluster) instead of embedding one")
 	natsCreds := f.String("nats-creds", "", "credentials file for --nats-url")
 	natsUser := f.String("nats-user", "", "user for --nats-url")

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/kanade-go/kanade/natsauth"
 	"github.com/kanade-go/kanade/signing"
 	"github.com/kanade-go/kanade/sim"
 )
@@ -27,6 +28,7 @@ func simCmd(args []string) error {
 	natsUser := f.String("nats-user", "", "user for --nats-url")
 	natsPassword := f.String("nats-password", "", "password for --nats-url")
 	natsToken := f.String("nats-token", "", "token for --nats-url")
+	natsConfig := f.String("nats-config", "", "a configuration kanade nats-users wrote: each agent connects on its own pc_id's credential (the file's agents, --agents of them at most); --nats-user etc. then only write agent_groups")
 	agents := f.Int("agents", 10, "how many simulated agents")
 	prefix := f.String("prefix", "sim-pc-", "pc_id prefix: the agents are PREFIX0001, PREFIX0002, …")
 	first := f.Int("first", 1, "number of the first pc_id (run several sim processes side by side)")
@@ -81,17 +83,36 @@ func simCmd(args []string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	nc, err := connectSim(ctx, *natsURL, natsAuth(*natsCreds, *natsUser, *natsPassword, *natsToken), log)
-	if err != nil {
-		return err
+	if *natsConfig != "" {
+		creds, err := natsauth.AgentCredentials(*natsConfig)
+		if err != nil {
+			return fmt.Errorf("--nats-config: %w", err)
+		}
+		o.PCIDs = natsauth.SortedPCs(creds)
+		if len(o.PCIDs) > *agents {
+			o.PCIDs = o.PCIDs[:*agents]
+		}
+		o.AgentConn = func(pc string) (*nats.Conn, error) {
+			return connectSim(ctx, *natsURL, []nats.Option{nats.UserInfo(pc, creds[pc]), nats.Name("kanade-sim-" + pc)}, log)
+		}
+		if err := o.Validate(); err != nil {
+			return err
+		}
 	}
-	defer nc.Close()
-	o.Conn = nc
+	auth := natsAuth(*natsCreds, *natsUser, *natsPassword, *natsToken)
+	if *natsConfig == "" || auth != nil {
+		nc, err := connectSim(ctx, *natsURL, auth, log)
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		o.Conn = nc
+	}
 	fleet, err := sim.Start(ctx, o)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "kanade sim: %d agents %s … on %s\n", *agents, fleet.PCIDs()[0], nc.ConnectedUrl())
+	fmt.Fprintf(os.Stderr, "kanade sim: %d agents %s … on %s\n", len(fleet.PCIDs()), fleet.PCIDs()[0], *natsURL)
 	if o.Keyring != nil {
 		fmt.Fprintf(os.Stderr, "kanade sim: enforcing signatures, keys %v\n", o.Keyring.CommandKeys())
 	}

@@ -308,12 +308,16 @@ func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, ints []string
 		fail(e)
 		return
 	}
+	var hdr nats.Header
+	if rep, ok := out.(Reply); ok {
+		hdr, out = rep.headers(), rep.Body
+		if b, ok := out.(string); ok {
+			out = []byte(b)
+		}
+	}
 	var body []byte
-	var ctype string
 	switch v := out.(type) {
 	case nil:
-	case Text:
-		body, ctype = v.Body, v.ContentType
 	case []byte:
 		body = v
 	case json.RawMessage:
@@ -326,18 +330,7 @@ func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, ints []string
 			return
 		}
 	}
-	m := &nats.Msg{Data: body}
-	if ctype != "" {
-		m.Header = nats.Header{"Content-Type": []string{ctype}}
-	}
-	send(m)
-}
-
-// Text is a reply that is not JSON (a YAML document): its body and the
-// Content-Type the gateway answers with.
-type Text struct {
-	ContentType string
-	Body        []byte
+	send(&nats.Msg{Header: hdr, Data: body})
 }
 
 // errorMsg is the reply for e: micro's error headers and the message as

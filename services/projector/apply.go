@@ -22,7 +22,7 @@ import (
 // set skipped: a deliberate non-run, whatever its synthetic exit code), and
 // all three count toward completion.
 const (
-	sqlLookup = `SELECT result_id, finished_at IS NOT NULL, reaped, exec_id FROM execution_results
+	sqlLookup = `SELECT result_id, finished_at IS NOT NULL, reaped, exec_id, pc_id FROM execution_results
 		WHERE result_id IN (SELECT value FROM json_each(?))`
 	sqlInsertResultHead = `INSERT INTO execution_results (result_id, request_id, exec_id, pc_id, exit_code,
 		stdout, stderr, started_at, finished_at, recorded_at, job_id, skipped) VALUES (?,?,?,?,?,?,?,?,?,?,?,`
@@ -75,6 +75,7 @@ type rowState struct {
 	finished bool
 	reaped   bool
 	execID   string
+	pcID     string // the row's first sender; another pc_id is rejected
 }
 
 // txResult is what a committed batch changed, for the in-memory figures.
@@ -236,16 +237,32 @@ func applyTx(ctx context.Context, tx *sql.Tx, known *knownValues, stream string,
 		}
 		res.lastSeq = max(res.lastSeq, it.seq)
 		res.applied++
-		switch {
-		case it.reject != nil:
-			if _, err := st.exec(sqlReject, stream, int64(it.seq), it.subject, it.reject.Error(), it.payload,
+		reject := func(why error) error {
+			if _, err := st.exec(sqlReject, stream, int64(it.seq), it.subject, why.Error(), it.payload,
 				it.size, store.FormatTime(it.published)); err != nil {
 				return fmt.Errorf("store reject %d: %w", it.seq, err)
 			}
 			res.rejects++
+			return nil
+		}
+		why := it.reject
+		if why == nil {
+			why = otherSender(it, state)
+		}
+		switch {
+		case why != nil:
+			if err := reject(why); err != nil {
+				return err
+			}
 		case it.result != nil:
 			if err := applyResult(st, it, state, &deltas, res); err != nil {
 				return err
+			}
+			if it.objReject != nil {
+				// Stored with a note in place of the output, and recorded.
+				if err := reject(it.objReject); err != nil {
+					return err
+				}
 			}
 			pcs[it.result.PCID] = true
 			if j := str(it.result.ManifestID); j != "" {
@@ -287,6 +304,25 @@ func applyTx(ctx context.Context, tx *sql.Tx, known *knownValues, stream string,
 	return nil
 }
 
+// otherSender is why a result or started event naming a result_id that
+// another pc_id sent first is rejected: the first sender keeps the row (no
+// merging of two PCs' reports).
+func otherSender(it *item, state map[string]*rowState) error {
+	id, pc := "", ""
+	switch {
+	case it.result != nil:
+		id, pc = it.result.ResultID, it.result.PCID
+	case it.started != nil:
+		id, pc = it.started.ResultID, it.started.PCID
+	default:
+		return nil
+	}
+	if rs := state[id]; rs != nil && rs.pcID != "" && rs.pcID != pc {
+		return fmt.Errorf("result_id %s belongs to pc_id %q; this message says %q", id, rs.pcID, pc)
+	}
+	return nil
+}
+
 // lookup reads, in one query, the state of the rows the batch touches.
 func lookup(ctx context.Context, tx *sql.Tx, offset uint64, items []item) (map[string]*rowState, error) {
 	var ids []string
@@ -314,7 +350,7 @@ func lookup(ctx context.Context, tx *sql.Tx, offset uint64, items []item) (map[s
 		var id string
 		var rs rowState
 		var exec sql.NullString
-		if err := rows.Scan(&id, &rs.finished, &rs.reaped, &exec); err != nil {
+		if err := rows.Scan(&id, &rs.finished, &rs.reaped, &exec, &rs.pcID); err != nil {
 			return nil, fmt.Errorf("look up rows: %w", err)
 		}
 		rs.execID = exec.String
@@ -344,7 +380,7 @@ func applyResult(st *stmts, it *item, state map[string]*rowState, deltas *execDe
 			return fmt.Errorf("insert result %s: %w", r.ResultID, err)
 		}
 		res.inserted++
-		rs = &rowState{execID: str(r.ExecID)}
+		rs = &rowState{execID: str(r.ExecID), pcID: r.PCID}
 		state[r.ResultID] = rs
 	case rs.finished && !rs.reaped:
 		return nil // a redelivered result: counted already
@@ -377,7 +413,7 @@ func applyStarted(st *stmts, it *item, state map[string]*rowState, deltas *execD
 			return fmt.Errorf("insert started %s: %w", e.ResultID, err)
 		}
 		res.inserted++
-		state[e.ResultID] = &rowState{execID: execID}
+		state[e.ResultID] = &rowState{execID: execID, pcID: e.PCID}
 	} else {
 		if _, err := st.exec(sqlUpdateStarted, nullStr(e.Version), store.NullTime(e.StartedAt),
 			nullIfEmpty(execID), nullStr(e.ManifestID), rec, e.ResultID); err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -34,8 +35,11 @@ type item struct {
 	started *wire.EventStarted
 	exec    *streams.ExecutionRecord
 	reject  error
-	payload []byte // kept for a reject
-	size    int
+	// objReject is why an output object could not be read: the result is
+	// stored with a note, and the message recorded as a reject as well.
+	objReject error
+	payload   []byte // kept for a reject
+	size      int
 }
 
 // decode turns messages into items, reading large outputs back from the
@@ -68,9 +72,8 @@ func (s *stream) decode(ctx context.Context, msgs []jetstream.Msg) []item {
 		} else {
 			it.reject = s.decodeOne(ctx, &it, data)
 		}
-		if it.reject != nil {
-			it.payload = data[:min(len(data), rejectPrefix)]
-		}
+		// Kept for a reject, which apply may also decide (another pc_id).
+		it.payload = data[:min(len(data), rejectPrefix)]
 		items = append(items, it)
 	}
 	return items
@@ -83,17 +86,24 @@ func (s *stream) decodeOne(ctx context.Context, it *item, data []byte) error {
 		if err != nil {
 			return err
 		}
+		var errOut, errErr error
 		if r.StdoutObject != nil && *r.StdoutObject != "" {
-			r.Stdout = s.p.readOutput(ctx, *r.StdoutObject, r.Stdout)
+			r.Stdout, errOut = s.p.readOutput(ctx, *r.StdoutObject, r.Stdout)
 		}
 		if r.StderrObject != nil && *r.StderrObject != "" {
-			r.Stderr = s.p.readOutput(ctx, *r.StderrObject, r.Stderr)
+			r.Stderr, errErr = s.p.readOutput(ctx, *r.StderrObject, r.Stderr)
 		}
+		it.objReject = errors.Join(errOut, errErr)
 		it.result = &r
 	case kindStarted:
 		e, err := wire.DecodeStarted(data)
 		if err != nil {
 			return err
+		}
+		// events.started.{exec_id}.{pc_id}: the subject's pc_id is the
+		// sender's (its NATS account may publish only its own).
+		if pc := subjectPC(it.subject); pc != e.PCID {
+			return fmt.Errorf("EventStarted pc_id %q differs from its subject's %q", e.PCID, pc)
 		}
 		it.started = &e
 	case kindExecution:
@@ -112,33 +122,6 @@ func (s *stream) decodeOne(ctx context.Context, it *item, data []byte) error {
 	return nil
 }
 
-// readOutput fetches an output the agent moved to the object store. A
-// missing object (expired, or never uploaded) leaves a note in the output;
-// any other failure is retried until it succeeds or ctx ends, since
-// storing a note for a passing network error would be permanent.
-func (p *Projector) readOutput(ctx context.Context, key, inline string) string {
-	backoff := 500 * time.Millisecond
-	for {
-		obs, err := p.outputStore(ctx)
-		var b []byte
-		if err == nil {
-			b, err = obs.GetBytes(ctx, key)
-		}
-		switch {
-		case err == nil:
-			return string(b)
-		case errors.Is(err, jetstream.ErrObjectNotFound), errors.Is(err, jetstream.ErrBucketNotFound),
-			errors.Is(err, jetstream.ErrStreamNotFound):
-			return inline + fmt.Sprintf("\n[kanade: output object %s/%s not found]\n", wire.ObjectStoreOutput, key)
-		}
-		p.log.Warn("projector: read output object; retrying", "key", key, "err", err)
-		if !sleep(ctx, backoff) {
-			return inline
-		}
-		backoff = min(2*backoff, 10*time.Second)
-	}
-}
-
 // outputStore returns the output bucket's handle, looked up once: the
 // lookup is a server round trip, and a rebuild reads many objects.
 func (p *Projector) outputStore(ctx context.Context) (jetstream.ObjectStore, error) {
@@ -152,4 +135,12 @@ func (p *Projector) outputStore(ctx context.Context) (jetstream.ObjectStore, err
 		p.outputs = obs
 	}
 	return p.outputs, nil
+}
+
+// subjectPC is the last token of events.started.{exec_id}.{pc_id}.
+func subjectPC(subject string) string {
+	if i := strings.LastIndexByte(subject, '.'); i >= 0 {
+		return subject[i+1:]
+	}
+	return ""
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +29,9 @@ type heartbeats struct {
 
 	received atomic.Uint64
 	invalid  atomic.Uint64
+	// mismatched counts heartbeats whose pc_id is not their subject's
+	// (heartbeat.{pc_id}, the only one the sender's account may publish).
+	mismatched atomic.Uint64
 }
 
 type heartbeat struct {
@@ -42,8 +46,9 @@ const (
 )
 
 const sqlAgent = `INSERT INTO agents (pc_id, hostname, os_family, agent_version, last_heartbeat,
-	agent_cpu_pct, agent_rss_bytes, last_logon_user, last_logon_display_name)
-	VALUES (?,?,?,?,?,?,?,?,?)
+	agent_cpu_pct, agent_rss_bytes, last_logon_user, last_logon_display_name,
+	updated_at, agent_disk_read_bytes, agent_disk_written_bytes, quarantined_versions, command_keys, enforcing)
+	VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 	ON CONFLICT (pc_id) DO UPDATE SET
 	hostname = COALESCE(excluded.hostname, hostname),
 	os_family = COALESCE(excluded.os_family, os_family),
@@ -52,7 +57,23 @@ const sqlAgent = `INSERT INTO agents (pc_id, hostname, os_family, agent_version,
 	agent_cpu_pct = excluded.agent_cpu_pct,
 	agent_rss_bytes = excluded.agent_rss_bytes,
 	last_logon_user = COALESCE(excluded.last_logon_user, last_logon_user),
-	last_logon_display_name = COALESCE(excluded.last_logon_display_name, last_logon_display_name)`
+	last_logon_display_name = COALESCE(excluded.last_logon_display_name, last_logon_display_name),
+	updated_at = excluded.updated_at,
+	agent_disk_read_bytes = excluded.agent_disk_read_bytes,
+	agent_disk_written_bytes = excluded.agent_disk_written_bytes,
+	quarantined_versions = excluded.quarantined_versions,
+	command_keys = COALESCE(excluded.command_keys, command_keys),
+	enforcing = COALESCE(excluded.enforcing, enforcing)`
+
+// jsonList is a heartbeat list as stored: NULL when the agent sent none,
+// so "never reported" and "[]" stay apart.
+func jsonList(v []string) any {
+	if v == nil {
+		return nil
+	}
+	b, _ := json.Marshal(v)
+	return string(b)
+}
 
 func newHeartbeats(p *Projector) *heartbeats {
 	return &heartbeats{p: p, buf: map[string]heartbeat{}}
@@ -88,10 +109,17 @@ func (h *heartbeats) receive(m *nats.Msg) {
 		h.p.log.Debug("projector: invalid heartbeat", "subject", m.Subject, "err", err)
 		return
 	}
+	if pc := strings.TrimPrefix(m.Subject, "heartbeat."); pc != hb.PCID {
+		h.mismatched.Add(1)
+		h.p.log.Debug("projector: heartbeat pc_id differs from its subject; dropped", "subject", m.Subject, "pc_id", hb.PCID)
+		return
+	}
 	h.received.Add(1)
+	// An agent's clock, or a forged at, cannot keep it alive in the future.
+	now := time.Now()
 	at := hb.At
-	if at.IsZero() {
-		at = time.Now()
+	if at.IsZero() || at.After(now) {
+		at = now
 	}
 	h.mu.Lock()
 	if old, ok := h.buf[hb.PCID]; !ok || !at.Before(old.at) {
@@ -144,9 +172,12 @@ func (h *heartbeats) flush() {
 			return err
 		}
 		defer st.Close()
+		written := store.FormatTime(time.Now())
 		for _, hb := range buf {
 			if _, err := st.Exec(hb.PCID, hb.Hostname, hb.OSFamily, hb.AgentVersion, store.FormatTime(hb.at),
-				hb.AgentCPUPct, hb.AgentRSSBytes, hb.LastLogonUser, hb.LastLogonDisplayName); err != nil {
+				hb.AgentCPUPct, hb.AgentRSSBytes, hb.LastLogonUser, hb.LastLogonDisplayName,
+				written, hb.AgentDiskReadBytes, hb.AgentDiskWrittenBytes, jsonList(hb.QuarantinedVersions),
+				jsonList(hb.CommandKeys), hb.Enforcing); err != nil {
 				return fmt.Errorf("agent %s: %w", hb.PCID, err)
 			}
 		}

@@ -60,6 +60,9 @@ type Options struct {
 	// which the secondary indexes are dropped during the replay and built
 	// once at the end (default DefaultRebuildMin; negative never).
 	RebuildMin int
+	// ObjectDeadline bounds the read of one output object (default
+	// DefaultObjectDeadline); past it the result is stored with a note.
+	ObjectDeadline time.Duration
 	// NoService skips the micro service (tests, benchmarks).
 	NoService bool
 }
@@ -78,6 +81,7 @@ type Projector struct {
 
 	outputsMu sync.Mutex
 	outputs   jetstream.ObjectStore // see outputStore
+	outputStr jetstream.Stream      // see outputStream
 
 	rowsResults    atomic.Int64
 	rowsExecutions atomic.Int64
@@ -107,6 +111,9 @@ func Start(ctx context.Context, o Options) (*Projector, error) {
 	}
 	if o.RebuildMin == 0 {
 		o.RebuildMin = DefaultRebuildMin
+	}
+	if o.ObjectDeadline <= 0 {
+		o.ObjectDeadline = DefaultObjectDeadline
 	}
 	if o.ReapInterval <= 0 {
 		o.ReapInterval = DefaultReapInterval

@@ -22,6 +22,8 @@ type Status struct {
 	Heartbeats struct {
 		Received uint64 `json:"received"`
 		Invalid  uint64 `json:"invalid"`
+		// Mismatched: pc_id not the subject's heartbeat.{pc_id}; dropped.
+		Mismatched uint64 `json:"mismatched"`
 	} `json:"heartbeats"`
 }
 
@@ -93,6 +95,7 @@ func (p *Projector) Status(ctx context.Context) (Status, error) {
 		st.Streams = append(st.Streams, ss)
 	}
 	st.Heartbeats.Received, st.Heartbeats.Invalid = p.hb.received.Load(), p.hb.invalid.Load()
+	st.Heartbeats.Mismatched = p.hb.mismatched.Load()
 	st.Rows = RowCounts{
 		Results: p.rowsResults.Load(), Executions: p.rowsExecutions.Load(),
 		Agents: p.rowsAgents.Load(), Rejects: rejects,

@@ -166,38 +166,11 @@ func TestExecutions(t *testing.T) {
 	}
 }
 
-func TestAgents(t *testing.T) {
-	e := start(t, Options{})
-	now := time.Now().UTC()
-	err := e.n.DB.WriteTx(context.Background(), func(tx *sql.Tx) error {
-		_, err := tx.Exec(`INSERT INTO agents (pc_id, hostname, os_family, agent_version, last_heartbeat) VALUES
-			('PC2', 'pc2.local', 'windows', '0.44.36', ?), ('PC1', NULL, NULL, '0.40.0', ?)`,
-			store.FormatTime(now.Add(-30*time.Second)), store.FormatTime(now.Add(-3*time.Minute)))
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, b := e.call(t, "kanade.agents.list", nil)
-	var got []map[string]any
-	if c != "" || json.Unmarshal(b, &got) != nil || len(got) != 2 {
-		t.Fatalf("agents: %s %s", c, b)
-	}
-	if got[0]["pc_id"] != "PC1" || got[0]["alive"] != false || got[0]["hostname"] != nil ||
-		got[1]["alive"] != true || got[1]["os_family"] != "windows" || got[1]["last_heartbeat"] == nil {
-		t.Errorf("agents: %s", b)
-	}
-	// Unknown keys are ignored, as upstream (GET /api/agents?x=1&_=123).
-	if c, b2 := e.call(t, "kanade.agents.list", `{"x":1,"_":"123"}`); c != "" || string(b2) != string(b) {
-		t.Errorf("unknown parameters: %s %s", c, b2)
-	}
-}
-
-// nats micro ls/info show the three services and each endpoint's route.
+// nats micro ls/info show the two services and each endpoint's route.
 func TestMicroDiscovery(t *testing.T) {
 	e := start(t, Options{})
 	routes := map[string]string{}
-	for _, svc := range []string{"results", "executions", "agents"} {
+	for _, svc := range []string{"results", "executions"} {
 		m, err := e.nc.Request("$SRV.INFO."+svc, nil, 5*time.Second)
 		if err != nil {
 			t.Fatalf("%s: %v", svc, err)
@@ -222,7 +195,6 @@ func TestMicroDiscovery(t *testing.T) {
 		"kanade.executions.list":   "GET /api/executions limit",
 		"kanade.executions.detail": "GET /api/executions/{exec_id} ",
 		"kanade.jobs.kill":         "POST /api/jobs/{job_id}/kill ",
-		"kanade.agents.list":       "GET /api/agents ",
 	}
 	for s, r := range want {
 		if routes[s] != r {

@@ -12,7 +12,7 @@ import (
 var testHookHeavy func(ctx context.Context)
 
 // definitions binds the plain Go functions of this package to the three
-// micro services: results, executions and agents.
+// micro services: results and executions.
 func definitions(o Options) []api.Service {
 	// Scanning list queries share a smaller bound than the worker pool, so
 	// that however many searches run, workers and read connections stay
@@ -129,14 +129,5 @@ func definitions(o Options) []api.Service {
 				return nil, err
 			}},
 	})
-	agents := service("agents", "agents seen by heartbeat, alive within two minutes", []api.Endpoint{
-		{Name: "list", Subject: "kanade.agents.list", HTTP: "GET /api/agents",
-			Handler: func(ctx context.Context, r api.Request) (any, error) {
-				if err := api.Params(r, &struct{}{}); err != nil {
-					return nil, err
-				}
-				return ListAgents(ctx, o.DB, time.Now())
-			}},
-	})
-	return []api.Service{results, executions, agents}
+	return []api.Service{results, executions}
 }

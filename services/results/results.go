@@ -1,11 +1,11 @@
 // Package results answers the questions operators ask all day, read-only on
 // the SQLite projection: what ran where and what it printed (service
 // results: list, detail, live tail), how each deployment went and stopping
-// one (service executions: list, detail, kill), and which agents are alive
-// (service agents: list).
+// one (service executions: list, detail, kill). The fleet roster is
+// services/agents.
 //
 // Each capability is plain Go that takes a *store.DB (List, Detail, Tail,
-// ListExecutions, ExecutionDetail, Kill, ListAgents); micro.go binds them
+// ListExecutions, ExecutionDetail, Kill); micro.go binds them
 // to NATS micro services through services/api.
 package results
 
@@ -21,7 +21,7 @@ import (
 	"github.com/kanade-go/kanade/store"
 )
 
-// Options configure the results, executions and agents services.
+// Options configure the results and executions services.
 type Options struct {
 	Conn   *nats.Conn
 	DB     *store.DB
@@ -45,12 +45,12 @@ type Options struct {
 // DefaultTailTimeout is how long tail waits for an agent, as upstream.
 const DefaultTailTimeout = 3 * time.Second
 
-// Service is the running results, executions and agents services.
+// Service is the running results and executions services.
 type Service struct {
 	running []*api.Running
 }
 
-// Start registers the three micro services on o.Conn and starts answering.
+// Start registers the two micro services on o.Conn and starts answering.
 func Start(ctx context.Context, o Options) (*Service, error) {
 	if o.Conn == nil || o.DB == nil {
 		return nil, errors.New("results: a NATS connection and a store are required")

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanade-go/kanade/services/api"
+	"github.com/kanade-go/kanade/services/groups"
 	"github.com/kanade-go/kanade/signing"
 	"github.com/kanade-go/kanade/store"
 	"github.com/kanade-go/kanade/streams"
@@ -339,6 +340,9 @@ func ExecNow(ctx context.Context, cat *Catalog, p *Firer, req ExecRequest, now t
 	if err := t.Validate(); err != nil {
 		return ExecReply{}, err
 	}
+	if err := p.Agents.checkResolves(ctx, t); err != nil {
+		return ExecReply{}, err
+	}
 	jitter, err := req.Jitter.Duration()
 	if err != nil {
 		return ExecReply{}, api.BadRequest("invalid jitter: %v", err)
@@ -386,8 +390,12 @@ const AliveWindow = 2 * time.Minute
 // the agent_groups bucket. The alive set is cached for a second so that a
 // burst of fires costs one query.
 type AgentCounter struct {
-	DB     *store.DB          // nil: no agents known
-	Groups *Mirror[GroupList] // agent_groups: pc_id -> groups
+	// Roster, when set, is the one resolution of targets (groups.Roster:
+	// agent_groups ∪ agent_groups_derived, alive agents); DB and Groups
+	// are then unused.
+	Roster *groups.Roster
+	DB     *store.DB         // nil: no agents known
+	Groups *Mirror[[]string] // agent_groups: pc_id -> groups
 	Now    func() time.Time
 	Log    *slog.Logger
 
@@ -398,6 +406,9 @@ type AgentCounter struct {
 
 // Count is the target's alive agents, at least 1; for pcs, their number.
 func (a *AgentCounter) Count(ctx context.Context, t Target) int {
+	if a != nil && a.Roster != nil {
+		return a.Roster.Count(ctx, t.All, t.Groups, t.PCs)
+	}
 	if !t.All && len(t.Groups) == 0 {
 		return max(1, len(t.PCs))
 	}
@@ -461,4 +472,25 @@ func (a *AgentCounter) aliveAgents(ctx context.Context) []string {
 	slices.Sort(out) // the roster's order; sorted once per refresh
 	a.alive, a.at = out, now
 	return out
+}
+
+// checkResolves refuses a target naming a group that has no member at all
+// (online or not): a misspelled group would otherwise be published to a
+// subject nobody listens on, and its execution never complete.
+func (a *AgentCounter) checkResolves(ctx context.Context, t Target) error {
+	if a == nil || a.Roster == nil || len(t.Groups) == 0 {
+		return nil
+	}
+	empty := a.Roster.EmptyGroups(ctx, t.Groups)
+	if len(empty) == 0 {
+		return nil
+	}
+	quoted := make([]string, len(empty))
+	for i, g := range empty {
+		quoted[i] = strconv.Quote(g)
+	}
+	if len(empty) == 1 {
+		return api.BadRequest("target resolves to no PC: group %s has no members", quoted[0])
+	}
+	return api.BadRequest("target resolves to no PC: groups %s have no members", strings.Join(quoted, ", "))
 }

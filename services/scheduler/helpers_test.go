@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanade-go/kanade/nodetest"
 	"github.com/kanade-go/kanade/wire"
@@ -366,4 +367,16 @@ func startLogged(t *testing.T, n *nodetest.Node, clock Clock) (*Scheduler, *logC
 	}
 	t.Cleanup(func() { s.Stop() })
 	return s, logs
+}
+
+// inGroup puts pc in group in KV agent_groups, as the groups API does.
+func inGroup(t *testing.T, js jetstream.JetStream, pc, group string) {
+	t.Helper()
+	kv, err := js.KeyValue(context.Background(), wire.BucketAgentGroups)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(context.Background(), pc, []byte(`{"groups":["`+group+`"]}`)); err != nil {
+		t.Fatal(err)
+	}
 }

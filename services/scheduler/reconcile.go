@@ -373,7 +373,7 @@ func (e *Engine) reconcile(ctx context.Context, s *slot, r tickReq, m Manifest, 
 		return !d.IsZero() && !d.Before(at)
 	}
 	if c.Mode == ModePerTarget {
-		roster, err := agents.Roster(ctx, c.Target)
+		roster, err := agents.FullRoster(ctx, c.Target)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -582,8 +582,8 @@ func (e *Engine) fireWaves(ctx context.Context, s *slot, r tickReq, m Manifest, 
 }
 
 // expectedCache shares a poll minute's resolution of each distinct target
-// among the schedules that name it (group targets cost a membership
-// lookup per alive agent).
+// among the schedules that name it (it costs work per alive agent: a set
+// and a sort, and a membership lookup for groups).
 type expectedCache struct {
 	mu  sync.Mutex
 	at  time.Time
@@ -592,8 +592,8 @@ type expectedCache struct {
 
 // expected is AgentCounter.Expected, once per target per poll instant.
 func (e *Engine) expected(ctx context.Context, t Target, now time.Time) []string {
-	if t.All && len(t.PCs) == 0 || len(t.Groups) == 0 {
-		return e.o.Firer.Agents.Expected(ctx, t) // no per-agent work to share
+	if !t.All && len(t.Groups) == 0 {
+		return e.o.Firer.Agents.Expected(ctx, t) // pcs verbatim: nothing to share
 	}
 	key := strings.Join(t.Groups, "\x00") + "\x01" + strings.Join(t.PCs, "\x00")
 	if t.All {

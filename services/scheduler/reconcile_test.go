@@ -338,7 +338,7 @@ func TestReconcilePerTarget(t *testing.T) {
 	}
 	// The group mirror has taken both in.
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if g, _ := r.nodes[0].Catalog.Agents.Groups.Get("PC-B"); len(g) == 1 || time.Now().After(deadline) {
+		if g := r.nodes[0].Catalog.Agents.Roster.GroupsOf("PC-B"); len(g) == 1 || time.Now().After(deadline) {
 			break
 		}
 	}

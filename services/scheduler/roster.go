@@ -2,36 +2,19 @@ package scheduler
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
+
+	"github.com/kanade-go/kanade/store"
 )
-
-// GroupList is a PC's groups as KV agent_groups holds them: upstream's
-// {"groups":[…]}, or a bare list as this project's sim wrote earlier.
-type GroupList []string
-
-// UnmarshalJSON accepts both shapes.
-func (g *GroupList) UnmarshalJSON(b []byte) error {
-	var list []string
-	if err := json.Unmarshal(b, &list); err == nil {
-		*g = list
-		return nil
-	}
-	var obj struct {
-		Groups []string `json:"groups"`
-	}
-	if err := json.Unmarshal(b, &obj); err != nil {
-		return fmt.Errorf("agent_groups value: want {\"groups\":[…]}: %w", err)
-	}
-	*g = obj.Groups
-	return nil
-}
 
 // Expected is upstream's dispatch set of a reconcile schedule: the alive
 // agents (heartbeat within AliveWindow) the target covers by all or by
 // group, and its pcs verbatim (alive or not); unioned, sorted.
 func (a *AgentCounter) Expected(ctx context.Context, t Target) []string {
+	if a != nil && a.Roster != nil {
+		return a.Roster.Resolve(ctx, t.All, t.Groups, t.PCs, true)
+	}
 	var pool []string
 	if t.All || len(t.Groups) > 0 {
 		pool = a.aliveAgents(ctx)
@@ -39,12 +22,36 @@ func (a *AgentCounter) Expected(ctx context.Context, t Target) []string {
 	return a.resolve(t, pool)
 }
 
-// Roster is the target's whole membership, offline agents included: what
-// coverage counts and per_target's dedup looks at.
-func (a *AgentCounter) Roster(ctx context.Context, t Target) ([]string, error) {
+// FullRoster is the target's whole membership, offline agents included:
+// what coverage counts and per_target's dedup looks at (upstream's
+// resolve_roster with alive_only false: all means every agent known).
+func (a *AgentCounter) FullRoster(ctx context.Context, t Target) ([]string, error) {
+	if a != nil && a.Roster != nil {
+		members := a.Roster.Resolve(ctx, false, t.Groups, t.PCs, false)
+		if !t.All {
+			return members, nil
+		}
+		everyone, err := allAgents(ctx, a.Roster.DB)
+		if err != nil {
+			return nil, err
+		}
+		return mergeSorted(everyone, members), nil
+	}
 	var pool []string
 	if (t.All || len(t.Groups) > 0) && a != nil && a.DB != nil {
-		rows, err := a.DB.R.QueryContext(ctx, `SELECT pc_id FROM agents ORDER BY pc_id`)
+		var err error
+		if pool, err = allAgents(ctx, a.DB); err != nil {
+			return nil, err
+		}
+	}
+	return a.resolve(t, pool), nil
+}
+
+// allAgents is every agent of the projection, sorted.
+func allAgents(ctx context.Context, db *store.DB) ([]string, error) {
+	var pool []string
+	if db != nil {
+		rows, err := db.R.QueryContext(ctx, `SELECT pc_id FROM agents ORDER BY pc_id`)
 		if err != nil {
 			return nil, fmt.Errorf("roster: %w", err)
 		}
@@ -60,7 +67,27 @@ func (a *AgentCounter) Roster(ctx context.Context, t Target) ([]string, error) {
 			return nil, fmt.Errorf("roster: %w", err)
 		}
 	}
-	return a.resolve(t, pool), nil
+	return pool, nil
+}
+
+// mergeSorted is the sorted union of two sorted lists.
+func mergeSorted(a, b []string) []string {
+	out := make([]string, 0, len(a)+len(b))
+	i, j := 0, 0
+	for i < len(a) || j < len(b) {
+		switch {
+		case j == len(b) || i < len(a) && a[i] < b[j]:
+			out = append(out, a[i])
+			i++
+		case i == len(a) || b[j] < a[i]:
+			out = append(out, b[j])
+			j++
+		default:
+			out = append(out, a[i])
+			i, j = i+1, j+1
+		}
+	}
+	return out
 }
 
 // resolve picks the members of t out of pool, adds t's pcs, and sorts.

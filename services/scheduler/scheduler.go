@@ -30,6 +30,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanade-go/kanade/services/api"
+	"github.com/kanade-go/kanade/services/groups"
 	"github.com/kanade-go/kanade/signing"
 	"github.com/kanade-go/kanade/store"
 	"github.com/kanade-go/kanade/wire"
@@ -50,6 +51,9 @@ type Options struct {
 	Clock Clock
 	// Observe is called after each tick the engine handled (tests).
 	Observe func(schedule string, tick time.Time)
+	// Roster resolves targets (shared with the groups service); nil: Start
+	// opens one of its own.
+	Roster *groups.Roster
 	// Signer signs the Commands published (nil: unsigned); Envelopes
 	// sends v2 envelopes to the PCs that report them (nil: never).
 	Signer    *signing.Signer
@@ -61,9 +65,10 @@ type Scheduler struct {
 	Catalog *Catalog
 	Engine  *Engine
 
-	svcs   []*api.Running
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	svcs      []*api.Running
+	ownRoster *groups.Roster // opened by Start, stopped by Stop
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
 }
 
 // Start starts the services and the cron engine.
@@ -101,10 +106,6 @@ func Start(ctx context.Context, o Options) (*Scheduler, error) {
 	if err != nil {
 		return nil, err
 	}
-	groupsKV, err := bucket(wire.BucketAgentGroups)
-	if err != nil {
-		return nil, err
-	}
 	pins, err := bucket(wire.BucketScriptCurrent)
 	if err != nil {
 		return nil, err
@@ -133,10 +134,15 @@ func Start(ctx context.Context, o Options) (*Scheduler, error) {
 		ScriptStatus: kvs[BucketScriptStatus], Conn: o.Conn}}
 	bg, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	groups, err := WatchMirror[GroupList](bg, groupsKV, &s.wg, o.Logger)
-	if err != nil {
-		s.Stop()
-		return nil, err
+	roster := o.Roster
+	if roster == nil {
+		roster, err = groups.OpenRoster(ctx, js, o.DB, o.Logger)
+		if err != nil {
+			s.Stop()
+			return nil, fmt.Errorf("scheduler: %w", err)
+		}
+		roster.Now = o.Clock.Now
+		s.ownRoster = roster
 	}
 	jobCache, err := WatchMirror[Manifest](bg, jobs, &s.wg, o.Logger)
 	if err != nil {
@@ -153,7 +159,7 @@ func Start(ctx context.Context, o Options) (*Scheduler, error) {
 		s.Stop()
 		return nil, err
 	}
-	firer := &Firer{JS: js, Log: o.Logger, Pins: pins, Signer: o.Signer, Envelopes: o.Envelopes, Agents: &AgentCounter{DB: o.DB, Groups: groups, Now: o.Clock.Now, Log: o.Logger}}
+	firer := &Firer{JS: js, Log: o.Logger, Pins: pins, Signer: o.Signer, Envelopes: o.Envelopes, Agents: &AgentCounter{Roster: roster, DB: o.DB, Now: o.Clock.Now, Log: o.Logger}}
 	s.Engine, err = StartEngine(ctx, EngineOptions{
 		Schedules: scheds, Jobs: jobs, JobCache: jobCache, JS: js, Claims: claims, Firer: firer, Clock: o.Clock,
 		DB: o.DB, Marks: marks, Freeze: freeze, Observe: o.Observe,
@@ -186,6 +192,7 @@ func (s *Scheduler) Stop() error {
 	}
 	s.cancel()
 	s.wg.Wait()
+	s.ownRoster.Stop()
 	return errors.Join(errs...)
 }
 

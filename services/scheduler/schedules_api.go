@@ -117,25 +117,30 @@ func (c *Catalog) putMirror(ctx context.Context, kv jetstream.KeyValue, id strin
 
 // mirrorYAML answers GET …/yaml: the mirror when there is one (and it is
 // UTF-8), else a dump of the stored JSON.
-func mirrorYAML(ctx context.Context, kv jetstream.KeyValue, id string, stored func() ([]byte, error)) (api.Text, error) {
+func mirrorYAML(ctx context.Context, kv jetstream.KeyValue, id string, stored func() ([]byte, error)) (api.Reply, error) {
 	if kv != nil && validID(id) {
 		if e, err := kv.Get(ctx, id); err == nil && utf8.Valid(e.Value()) {
-			return api.Text{ContentType: "application/yaml", Body: e.Value()}, nil
+			return yamlReply(e.Value()), nil
 		}
 	}
 	raw, err := stored()
 	if err != nil {
-		return api.Text{}, err
+		return api.Reply{}, err
 	}
 	y, err := jsonToYAML(raw)
 	if err != nil {
-		return api.Text{}, fmt.Errorf("encode YAML: %w", err)
+		return api.Reply{}, fmt.Errorf("encode YAML: %w", err)
 	}
-	return api.Text{ContentType: "application/yaml", Body: y}, nil
+	return yamlReply(y), nil
+}
+
+// yamlReply answers with a YAML document.
+func yamlReply(b []byte) api.Reply {
+	return api.Reply{Header: map[string]string{"Content-Type": "application/yaml"}, Body: b}
 }
 
 // ScheduleYAML is GET /api/schedules/{id}/yaml.
-func (c *Catalog) ScheduleYAML(ctx context.Context, id string) (api.Text, error) {
+func (c *Catalog) ScheduleYAML(ctx context.Context, id string) (api.Reply, error) {
 	return mirrorYAML(ctx, c.SchedulesYAML, id, func() ([]byte, error) {
 		s, err := c.GetSchedule(ctx, id)
 		if isNotFound(err) {
@@ -146,7 +151,7 @@ func (c *Catalog) ScheduleYAML(ctx context.Context, id string) (api.Text, error)
 }
 
 // JobYAML is GET /api/jobs/{id}/yaml.
-func (c *Catalog) JobYAML(ctx context.Context, id string) (api.Text, error) {
+func (c *Catalog) JobYAML(ctx context.Context, id string) (api.Reply, error) {
 	return mirrorYAML(ctx, c.JobsYAML, id, func() ([]byte, error) {
 		_, raw, err := c.GetJob(ctx, id)
 		if isNotFound(err) {
@@ -489,7 +494,7 @@ func (c *Catalog) coverage(ctx context.Context, comp *Compiled, withAgents bool)
 	if rep.RunsOn == "" {
 		rep.RunsOn = "backend"
 	}
-	roster, err := c.Agents.Roster(ctx, comp.Target)
+	roster, err := c.Agents.FullRoster(ctx, comp.Target)
 	if err != nil {
 		return rep, err
 	}
@@ -597,7 +602,7 @@ func (c *Catalog) CoverageSummary(ctx context.Context, now time.Time) ([]Coverag
 		key, _ := json.Marshal(comp.Target)
 		roster, ok := rosters[string(key)]
 		if !ok {
-			if roster, err = c.Agents.Roster(ctx, comp.Target); err != nil {
+			if roster, err = c.Agents.FullRoster(ctx, comp.Target); err != nil {
 				out = append(out, row)
 				continue
 			}

@@ -82,6 +82,7 @@ func TestExecSignedInEXEC(t *testing.T) {
 	nc := n.Conn(t)
 	js := n.JetStream(t)
 	mustCall(t, nc, "kanade.jobs.put", "", echoJob)
+	inGroup(t, js, "PC3", "lab") // an exec on a group nobody is in is refused
 	cmds := subscribeCommands(t, nc, "commands.>")
 	var rep ExecReply
 	json.Unmarshal([]byte(mustCall(t, nc, "kanade.jobs.exec", "", `{"job_id":"echo","target":{"groups":["lab"],"pcs":["PC1","PC2"]}}`)), &rep)
@@ -194,6 +195,7 @@ func TestExecEnvelopeForV2Agents(t *testing.T) {
 	nc := n.Conn(t)
 	js := n.JetStream(t)
 	mustCall(t, nc, "kanade.jobs.put", "", echoJob)
+	inGroup(t, js, "PC3", "lab")
 	var rep ExecReply
 	json.Unmarshal([]byte(mustCall(t, nc, "kanade.jobs.exec", "", `{"job_id":"echo","target":{"groups":["lab"],"pcs":["PC1","PC2"]}}`)), &rep)
 	ring, _ := signing.NewKeyring([]signing.KeyringEntry{s.KeyringEntry()})

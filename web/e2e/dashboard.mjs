@@ -18,6 +18,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { outputSteps } from './outputs.mjs';
 import { homeSteps } from './home.mjs';
+import { fleetSteps } from './fleet.mjs';
 import { scheduleSteps } from './schedules.mjs';
 
 const base = process.argv[2];
@@ -463,6 +464,7 @@ await step('a stored schedule the engine cannot use shows its error', async () =
 });
 
 await homeSteps({ step, page, base, go, tid, poll, api, addJob, runJob, pcs: () => pcs, shotDir, join, suffix });
+await fleetSteps({ page, step, api, poll, tid, go, shotDir, base, token });
 await scheduleSteps({ step, page, api, go, tid, poll, job: SLOW_JOB, suffix });
 
 // Every page in both themes, at desktop and phone width.
@@ -481,6 +483,8 @@ await step('screenshots of every page, light and dark', async () => {
     ['jobs', '/jobs', 'jobs-page', tid('job-row')],
     ['schedules', '/schedules', 'schedules-page', tid('schedule-row')],
     ['agents', '/agents', 'agents-page', tid('agent-row')],
+    ['agent', `/agents/${encodeURIComponent(pcs[0])}`, 'agent-page', tid('agent-state')],
+    ['groups', '/groups', 'groups-page', tid('group-row')],
   ];
   for (const [width, tag] of [[1280, ''], [390, '-phone']]) {
     await page.setViewportSize({ width, height: width > 500 ? 800 : 844 });

@@ -75,6 +75,24 @@ export async function api(method, path, { query, body, contentType, signal, text
   }
 }
 
+// apiFull is api with the response beside the value: {value, text, headers,
+// status}. value is the parsed JSON for a JSON answer, else null (a text
+// answer, such as an agent's log, is in text). Paging headers
+// (X-Total-Count) are in headers.
+export async function apiFull(method, path, opts = {}) {
+  const res = await send(method, path, opts);
+  const text = await res.text();
+  if (!res.ok) throw new ApiError(res.status, text.trim() || res.statusText || `HTTP ${res.status}`);
+  const out = { value: null, text, headers: res.headers, status: res.status };
+  if (text === '' || !(res.headers.get('Content-Type') || 'application/json').includes('json')) return out;
+  try {
+    out.value = JSON.parse(text);
+  } catch {
+    throw new ApiError(res.status, `bad JSON from ${path}`);
+  }
+  return out;
+}
+
 // apiBlob('/api/results/ID/output/stdout') -> the body as a Blob (a whole
 // output, too big for JSON), with the token as api() sends it.
 export async function apiBlob(path, { signal } = {}) {

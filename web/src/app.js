@@ -14,6 +14,8 @@ import * as jobs from './page-jobs.js';
 import * as schedules from './page-schedules.js';
 import * as agents from './page-agents.js';
 import * as home from './page-home.js';
+import * as agent from './page-agent.js';
+import * as groupsPage from './page-groups.js';
 
 const routes = [
   // Home is the landing page; '/' with a query is an Activity link made
@@ -27,6 +29,8 @@ const routes = [
   { re: /^\/jobs$/, page: jobs, nav: 'jobs' },
   { re: /^\/schedules$/, page: schedules, nav: 'schedules' },
   { re: /^\/agents$/, page: agents, nav: 'agents' },
+  { re: /^\/agents\/([^/]+)$/, page: agent, nav: 'agents' },
+  { re: /^\/groups$/, page: groupsPage, nav: 'groups' },
 ];
 
 const notFound = {

@@ -2,7 +2,7 @@
 // listed PCs; add or edit one as YAML (the form operators already write).
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api } from './api.30c3893504.js';
+import { api } from './api.058d2173fe.js';
 import { href, navigate } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
 import { errorText } from './format.913d19cc04.js';

@@ -3,7 +3,7 @@
 // results of one execution.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api } from './api.30c3893504.js';
+import { api } from './api.058d2173fe.js';
 import { href, navigate, setParams } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
 import { exitBadge, timeEl, resultDuration, shortId, errorText, tickElapsed } from './format.913d19cc04.js';

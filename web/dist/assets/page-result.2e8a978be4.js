@@ -4,12 +4,12 @@
 // as soon as it lands.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api } from './api.30c3893504.js';
+import { api } from './api.058d2173fe.js';
 import { href } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
 import { exitBadge, timeEl, resultDuration, resultStatus, exitMeaning, tickElapsed, errorText } from './format.913d19cc04.js';
 import { confirmDialog } from './dialog.ca5da1cc43.js';
-import { outputPane } from './output.d19ccb11c3.js';
+import { outputPane } from './output.9c85c82858.js';
 
 export const title = 'Result';
 

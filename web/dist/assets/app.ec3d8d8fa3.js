@@ -2,18 +2,20 @@
 // lifecycle (timers and requests stop when you leave), and wires the header.
 
 import { start } from './router.475a737da2.js';
-import { api, setTokenPrompt, storedToken, forgetToken } from './api.30c3893504.js';
+import { api, setTokenPrompt, storedToken, forgetToken } from './api.058d2173fe.js';
 import { tokenDialog } from './dialog.ca5da1cc43.js';
 import { initThemeToggle } from './theme.9bc285ecbb.js';
 import { Lifecycle } from './lifecycle.cf1e604c6c.js';
 import { h, replace } from './dom.3dd86e8f14.js';
-import * as activity from './page-activity.d4af4f98d5.js';
-import * as result from './page-result.f1fc99037e.js';
-import * as executions from './page-executions.565dda9254.js';
-import * as jobs from './page-jobs.4a30d14e78.js';
-import * as schedules from './page-schedules.20a9b98376.js';
-import * as agents from './page-agents.b543bdc204.js';
-import * as home from './page-home.41e25d8477.js';
+import * as activity from './page-activity.fc52fb0a18.js';
+import * as result from './page-result.2e8a978be4.js';
+import * as executions from './page-executions.d08207f20d.js';
+import * as jobs from './page-jobs.2523f92904.js';
+import * as schedules from './page-schedules.5d1810afe6.js';
+import * as agents from './page-agents.5bdf6d3522.js';
+import * as home from './page-home.c626c26792.js';
+import * as agent from './page-agent.d9adfa97d2.js';
+import * as groupsPage from './page-groups.c3116c07d0.js';
 
 const routes = [
   // Home is the landing page; '/' with a query is an Activity link made
@@ -27,6 +29,8 @@ const routes = [
   { re: /^\/jobs$/, page: jobs, nav: 'jobs' },
   { re: /^\/schedules$/, page: schedules, nav: 'schedules' },
   { re: /^\/agents$/, page: agents, nav: 'agents' },
+  { re: /^\/agents\/([^/]+)$/, page: agent, nav: 'agents' },
+  { re: /^\/groups$/, page: groupsPage, nav: 'groups' },
 ];
 
 const notFound = {

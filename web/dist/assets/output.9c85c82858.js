@@ -4,7 +4,7 @@
 // shows its head and its tail, and a link downloads all of it.
 
 import { h } from './dom.3dd86e8f14.js';
-import { apiBlob } from './api.30c3893504.js';
+import { apiBlob } from './api.058d2173fe.js';
 import { bytes } from './format.913d19cc04.js';
 
 export function outputPane(name) {

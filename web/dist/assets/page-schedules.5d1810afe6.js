@@ -3,7 +3,7 @@
 // preview its next fires, add or edit one as YAML; freeze the fleet.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api } from './api.30c3893504.js';
+import { api } from './api.058d2173fe.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
 import { timeEl, agoEl, tickAgo, errorText } from './format.913d19cc04.js';
 import { confirmDialog, yamlDialog, modal } from './dialog.ca5da1cc43.js';

@@ -1,0 +1,197 @@
+package natsauth_test
+
+import (
+	"context"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kanade-go/kanade/embedded"
+	"github.com/kanade-go/kanade/natsauth"
+	"github.com/kanade-go/kanade/nodetest"
+	"github.com/kanade-go/kanade/streams"
+	"github.com/kanade-go/kanade/wire"
+)
+
+var update = flag.Bool("update", false, "rewrite example.conf from exampleLayout")
+
+// exampleLayout is the documented example: the backend user, an operator
+// and two agents. Real deployments generate random passwords (or bcrypt
+// hashes).
+func exampleLayout() natsauth.Layout {
+	op := natsauth.Operator()
+	return natsauth.Layout{
+		Backend: []natsauth.User{
+			{Name: "backend", Password: "backend-secret", Comment: "backend: every right in the backend's account (other backend nodes, admin tools)"},
+			{Name: "operator", Password: "operator-secret", Permissions: &op,
+				Comment: "operator: the kanade.> API, $SRV discovery, reading streams.\nUse: nats --user operator --password ... --inbox-prefix " + natsauth.OperatorInboxPrefix},
+		},
+		Agents: []natsauth.Agent{{PC: "PC1", Password: "pc1-secret"}, {PC: "PC2", Password: "pc2-secret"}},
+	}
+}
+
+func TestExampleConfigIsGenerated(t *testing.T) {
+	got, err := natsauth.Render(exampleLayout())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *update {
+		if err := os.WriteFile("example.conf", []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile("example.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != string(want) {
+		t.Fatalf("example.conf is not what Render writes; run go test ./natsauth -run Example -update\n%s", got)
+	}
+}
+
+func TestRenderRejects(t *testing.T) {
+	for name, l := range map[string]natsauth.Layout{
+		"a pc_id with a dot":     {Agents: []natsauth.Agent{{PC: "PC.1", Password: "x"}}},
+		"a pc_id with a space":   {Agents: []natsauth.Agent{{PC: "PC 1", Password: "x"}}},
+		"a duplicate user":       {Backend: []natsauth.User{{Name: "a", Password: "x"}, {Name: "a", Password: "y"}}},
+		"an agent named as user": {Backend: []natsauth.User{{Name: "PC1", Password: "x"}}, Agents: []natsauth.Agent{{PC: "PC1", Password: "y"}}},
+		"no password":            {Backend: []natsauth.User{{Name: "a"}}},
+		"an agent, no password":  {Agents: []natsauth.Agent{{PC: "PC1"}}},
+	} {
+		if _, err := natsauth.Render(l); err == nil {
+			t.Errorf("%s was accepted", name)
+		}
+	}
+	if _, err := natsauth.Fleet([]string{"PC1", "PC1"}, "backend", ""); err == nil {
+		t.Error("a pc_id listed twice was accepted")
+	}
+}
+
+// TestExampleConfig runs the documented example.conf: who gets in, and
+// the operator's and backend user's rights in the backend account.
+func TestExampleConfig(t *testing.T) {
+	dir := t.TempDir()
+	srv, err := embedded.Start(embedded.Options{StoreDir: filepath.Join(dir, "nats"), Listen: "127.0.0.1:0",
+		Sync: embedded.SyncInterval, Logger: nodetest.Logger(t), ConfigFile: "example.conf"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	if srv.Account() != natsauth.BackendAccount {
+		t.Fatalf("in-process connections join %q, want %q", srv.Account(), natsauth.BackendAccount)
+	}
+	if srv.OpenToAnonymous() {
+		t.Fatal("the example config reported open to anonymous clients")
+	}
+	ctx := context.Background()
+	backend, err := srv.Connect("backend")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer backend.Close()
+	bjs, _ := jetstream.New(backend)
+	if err := streams.Ensure(ctx, bjs, 1, nodetest.Logger(t)); err != nil {
+		t.Fatalf("streams as the internal user: %v", err)
+	}
+	stopRelay, err := natsauth.Relay(backend, nodetest.Logger(t)) // as every node runs it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopRelay()
+	api, err := backend.Subscribe("kanade.results.list", func(m *nats.Msg) { m.Respond([]byte("[]")) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer api.Unsubscribe()
+	backend.Flush()
+
+	if nc, err := nats.Connect(srv.ClientURL()); err == nil {
+		nc.Close()
+		t.Fatal("anonymous TCP connection accepted")
+	}
+	if nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo(embedded.InternalUser, "guess")); err == nil {
+		nc.Close()
+		t.Fatal("internal user accepted over TCP")
+	}
+	if nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo("PC1", "pc2-secret")); err == nil {
+		nc.Close()
+		t.Fatal("PC1 logged in with PC2's password")
+	}
+
+	// The agent: its result is acked and stored in the backend's RESULTS;
+	// the API is not in its account.
+	agent, err := nats.Connect(srv.ClientURL(), nats.UserInfo("PC1", "pc1-secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer agent.Close()
+	ajs, _ := jetstream.New(agent)
+	if _, err := ajs.Publish(ctx, wire.Results("req-1"), []byte(`{"result_id":"r1","request_id":"req-1","pc_id":"PC1","exit_code":0}`)); err != nil {
+		t.Fatalf("agent result publish: %v", err)
+	}
+	if _, err := agent.Request("kanade.results.list", nil, 500*time.Millisecond); err == nil {
+		t.Fatal("agent called kanade.results.list")
+	}
+
+	var ov violations
+	op, err := nats.Connect(srv.ClientURL(), nats.UserInfo("operator", "operator-secret"),
+		nats.CustomInboxPrefix(natsauth.OperatorInboxPrefix), nats.ErrorHandler(ov.handler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer op.Close()
+	if rep, err := op.Request("kanade.results.list", []byte(`{}`), 5*time.Second); err != nil || string(rep.Data) != "[]" {
+		t.Fatalf("operator API call: %v", err)
+	}
+	ojs, _ := jetstream.New(op)
+	s, err := ojs.Stream(ctx, wire.StreamResults)
+	if err != nil {
+		t.Fatalf("operator stream info: %v", err)
+	}
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatalf("operator ordered consumer: %v", err)
+	}
+	if m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second)); err != nil || m.Subject() != "results.req-1" {
+		t.Fatalf("operator reads RESULTS: %v", err)
+	}
+	op.Publish("commands.all", []byte(`{}`))
+	ov.waitFor(t, "publish", "commands.all")
+	op.SubscribeSync("_INBOX_kanade.>")
+	ov.waitFor(t, "subscription", "_INBOX_kanade.>")
+
+	nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo("backend", "backend-secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, err := nc.Request("kanade.results.list", nil, 5*time.Second); err != nil {
+		t.Fatalf("backend user on the API: %v", err)
+	}
+	js, _ := jetstream.New(nc)
+	if _, err := js.Publish(ctx, "commands.all", []byte(`{"id":"x"}`)); err != nil {
+		t.Fatalf("backend user publishes a Command: %v", err)
+	}
+	if !strings.Contains(srv.ClientURL(), "127.0.0.1") {
+		t.Fatalf("listener %s", srv.ClientURL())
+	}
+}
+
+func TestAgentCredentials(t *testing.T) {
+	creds, err := natsauth.AgentCredentials("example.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(creds) != 2 || creds["PC1"] != "pc1-secret" || creds["PC2"] != "pc2-secret" {
+		t.Fatalf("credentials %v", creds)
+	}
+	if pcs := natsauth.SortedPCs(creds); len(pcs) != 2 || pcs[0] != "PC1" {
+		t.Fatalf("pcs %v", pcs)
+	}
+}
