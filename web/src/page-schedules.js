@@ -214,7 +214,7 @@ export function mount(main, { life }) {
       h('td', { class: 'mono ellipsis opt', title: sc.job_id }, sc.job_id),
       h('td', { class: 'opt ellipsis', testid: 'schedule-when', title: sc.when ? JSON.stringify(sc.when) : sc.cron }, whenText(sc)),
       h('td', { class: 'opt ellipsis' }, targetText(sc.target)),
-      h('td', { class: 'opt' }, coverageCell(cov)),
+      h('td', { class: 'opt wrap' }, coverageCell(cov)),
       h('td', { class: 'num', testid: 'next-run' }, nextCell(sc, enabled, next)),
       h('td', {}, h('div', { class: 'actions' },
         toggle,

@@ -11,7 +11,7 @@ import * as activity from './page-activity.fc52fb0a18.js';
 import * as result from './page-result.2e8a978be4.js';
 import * as executions from './page-executions.d08207f20d.js';
 import * as jobs from './page-jobs.2523f92904.js';
-import * as schedules from './page-schedules.5d1810afe6.js';
+import * as schedules from './page-schedules.2dfdb8c82f.js';
 import * as agents from './page-agents.5bdf6d3522.js';
 import * as home from './page-home.c626c26792.js';
 import * as agent from './page-agent.d9adfa97d2.js';
