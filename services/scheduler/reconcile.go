@@ -583,11 +583,17 @@ func (e *Engine) fireWaves(ctx context.Context, s *slot, r tickReq, m Manifest, 
 
 // expectedCache shares a poll minute's resolution of each distinct target
 // among the schedules that name it (it costs work per alive agent: a set
-// and a sort, and a membership lookup for groups).
+// and a sort, and a membership lookup for groups); the first poll to ask
+// resolves it while the others wait.
 type expectedCache struct {
 	mu  sync.Mutex
 	at  time.Time
-	got map[string][]string
+	got map[string]*expectedEntry
+}
+
+type expectedEntry struct {
+	once sync.Once
+	pcs  []string
 }
 
 // expected is AgentCounter.Expected, once per target per poll instant.
@@ -602,18 +608,14 @@ func (e *Engine) expected(ctx context.Context, t Target, now time.Time) []string
 	ec := &e.expCache
 	ec.mu.Lock()
 	if !ec.at.Equal(now) {
-		ec.at, ec.got = now, map[string][]string{}
+		ec.at, ec.got = now, map[string]*expectedEntry{}
 	}
-	if got, ok := ec.got[key]; ok {
-		ec.mu.Unlock()
-		return got
-	}
-	ec.mu.Unlock()
-	got := e.o.Firer.Agents.Expected(ctx, t)
-	ec.mu.Lock()
-	if ec.at.Equal(now) {
-		ec.got[key] = got
+	en := ec.got[key]
+	if en == nil {
+		en = &expectedEntry{}
+		ec.got[key] = en
 	}
 	ec.mu.Unlock()
-	return got
+	en.once.Do(func() { en.pcs = e.o.Firer.Agents.Expected(ctx, t) })
+	return en.pcs
 }
