@@ -172,7 +172,7 @@ func BenchmarkGatewayThroughput(b *testing.B) {
 	}
 	constant := row.Data
 	svc, err := api.Start(nc, api.Service{Name: "benchconst", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Endpoints: []api.Endpoint{{
-		Name: "get", Subject: "kanade.benchconst.get", HTTP: "GET /api/benchconst/{id}",
+		Name: "get", Subject: "kanade.benchconst.get", HTTP: "GET /api/benchconst/{id}", Tier: api.TierViewer,
 		Handler: func(context.Context, api.Request) (any, error) { return constant, nil },
 	}}})
 	if err != nil {

@@ -34,9 +34,19 @@ type Options struct {
 
 	// APITimeout bounds each NATS request (default 10 s); past it, 504.
 	APITimeout time.Duration
-	// APIToken, when set, is required as "Authorization: Bearer <token>"
-	// on every /api/* route except /api/version.
+	// APIToken is a static bearer token that acts as an admin (upstream's
+	// service token). Without accounts it is required on every /api/*
+	// route but the public ones.
 	APIToken string
+	// Accounts makes the gateway check bearer tokens with the accounts
+	// service (SubjectAuthVerify): once an account exists every /api/*
+	// route but the public ones needs a token. Without accounts, and with
+	// no APIToken, the API is open to loopback clients only.
+	Accounts bool
+	// Definitions are the services' endpoint definitions: the fallback
+	// routes, so that a request to a stopped service still maps and gets a
+	// quick 503 naming it instead of a 404.
+	Definitions []api.Definition
 	// CORSOrigins are the browser origins allowed to call the API from
 	// elsewhere; none (the default) sends no CORS headers.
 	CORSOrigins []string
@@ -57,6 +67,7 @@ type Gateway struct {
 	log    *slog.Logger
 	o      Options
 	router *router
+	auth   *authenticator
 	// metrics is GET /metrics (metrics.go).
 	metrics *metrics
 	stop    context.CancelFunc
@@ -94,16 +105,16 @@ func Start(o Options) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	log := o.Logger.With("component", "gateway")
-	g := &Gateway{log: log, o: o}
+	g := &Gateway{log: log, o: o, auth: newAuthenticator(o, log)}
 	g.metrics = newMetrics(o.Conn, 5*time.Second)
-	g.router = newRouter(o.Conn, log, ContractRoutes(), g.metrics.instrument(g.serveEndpoint))
+	g.router = newRouter(o.Conn, log, RoutesOf(o.Definitions), g.metrics.instrument(g.serveEndpoint))
 
 	ln, err := net.Listen("tcp", o.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: listen %s: %w", o.Addr, err)
 	}
 	g.ln = ln
-	if ta, ok := ln.Addr().(*net.TCPAddr); ok && !ta.IP.IsLoopback() && o.APIToken == "" {
+	if ta, ok := ln.Addr().(*net.TCPAddr); ok && !ta.IP.IsLoopback() && o.APIToken == "" && !o.Accounts {
 		log.Warn("the HTTP API listens on a non-loopback address without a token: anyone who can reach "+
 			ln.Addr().String()+" can create jobs and run them on every agent; set --api-token (KANADE_API_TOKEN) "+
 			"or bind 127.0.0.1", "addr", ln.Addr().String())
@@ -171,7 +182,7 @@ func (g *Gateway) refreshLoop(ctx context.Context) {
 
 // handler is the whole HTTP surface. From the outside in: access log,
 // security headers, CORS (so a preflight never needs the token), the
-// token, then the routes.
+// caller's identity, then the routes (each checks its tier).
 func (g *Gateway) handler(dash http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
@@ -183,12 +194,12 @@ func (g *Gateway) handler(dash http.Handler) http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"version":%q}`, api.Version)
 	})
-	mux.Handle("GET /metrics", g.metrics.handler(g.o.APIToken))
+	mux.Handle("GET /metrics", g.metrics.handler(g.auth.guard))
 	mux.Handle("/api/", g.router)
 	mux.Handle("/api", g.router)
 	mux.Handle("/", dash)
 	var h http.Handler = mux
-	h = requireToken(g.o.APIToken, h)
+	h = g.auth.authenticate(h)
 	h = withCORS(g.o.CORSOrigins, h)
 	h = securityHeaders(h)
 	return accessLog(g.log, h)

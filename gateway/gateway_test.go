@@ -21,6 +21,7 @@ import (
 
 	"github.com/kanade-go/kanade/nodetest"
 	"github.com/kanade-go/kanade/services/api"
+	"github.com/kanade-go/kanade/services/results"
 )
 
 // testDist is a built dashboard as the dashboard build lays it out.
@@ -91,6 +92,9 @@ func startGateway(t *testing.T, n *nodetest.Node, o Options) *Gateway {
 	if o.Dashboard == nil {
 		o.Dashboard = testDist
 	}
+	if o.Definitions == nil {
+		o.Definitions = results.Definitions() // the fallback routes
+	}
 	g, err := Start(o)
 	if err != nil {
 		t.Fatal(err)
@@ -138,10 +142,10 @@ func testService(release <-chan struct{}, entered chan<- struct{}) api.Service {
 	return api.Service{
 		Name: "testsvc",
 		Endpoints: []api.Endpoint{
-			{Name: "get", Subject: "kanade.test.get", HTTP: "GET /api/test/{id}", IntParams: []string{"limit", "count"}, Handler: echo},
-			{Name: "post", Subject: "kanade.test.post", HTTP: "POST /api/test/{id}", Handler: echo},
-			{Name: "empty", Subject: "kanade.test.empty", HTTP: "POST /api/test-empty", Handler: func(context.Context, api.Request) (any, error) { return nil, nil }},
-			{Name: "fail", Subject: "kanade.test.fail", HTTP: "GET /api/test-fail/{code}", Handler: func(_ context.Context, r api.Request) (any, error) {
+			{Name: "get", Subject: "kanade.test.get", HTTP: "GET /api/test/{id}", Tier: api.TierViewer, IntParams: []string{"limit", "count"}, Handler: echo},
+			{Name: "post", Subject: "kanade.test.post", HTTP: "POST /api/test/{id}", Tier: api.TierViewer, Handler: echo},
+			{Name: "empty", Subject: "kanade.test.empty", HTTP: "POST /api/test-empty", Tier: api.TierViewer, Handler: func(context.Context, api.Request) (any, error) { return nil, nil }},
+			{Name: "fail", Subject: "kanade.test.fail", HTTP: "GET /api/test-fail/{code}", Tier: api.TierViewer, Handler: func(_ context.Context, r api.Request) (any, error) {
 				var p struct {
 					Code string `json:"code"`
 				}
@@ -151,7 +155,7 @@ func testService(release <-chan struct{}, entered chan<- struct{}) api.Service {
 				code, _ := strconv.Atoi(p.Code)
 				return nil, api.Errorf(code, "failed with %s", p.Code)
 			}},
-			{Name: "slow", Subject: "kanade.test.slow", HTTP: "GET /api/test-slow", Handler: func(ctx context.Context, r api.Request) (any, error) {
+			{Name: "slow", Subject: "kanade.test.slow", HTTP: "GET /api/test-slow", Tier: api.TierViewer, Handler: func(ctx context.Context, r api.Request) (any, error) {
 				if entered != nil {
 					entered <- struct{}{}
 				}
@@ -268,7 +272,7 @@ func TestRequestMapping(t *testing.T) {
 	})
 	t.Run("a blank body is no body", func(t *testing.T) {
 		e, _ := do(t, "POST", u+"/api/test/abc?dry=1", strings.NewReader(" \n")).echoed(t)
-		if e.Body != `{"dry":"1","id":"abc"}` || len(e.Headers) != 0 {
+		if e.Body != `{"dry":"1","id":"abc"}` || len(e.Headers) != 2 || e.Headers[api.HeaderActor][0] != LoopbackUser {
 			t.Fatalf("body %q headers %v", e.Body, e.Headers)
 		}
 	})
@@ -323,7 +327,7 @@ func TestRequestMapping(t *testing.T) {
 		for _, r := range g.Routes() {
 			pats = append(pats, r.Pattern())
 		}
-		for _, want := range []string{"GET /api/test/{id}", "GET /api/results/{result_id}", "GET /api/schedules/upcoming"} {
+		for _, want := range []string{"GET /api/test/{id}", "GET /api/results/{result_id}", "POST /api/jobs/{job_id}/kill"} {
 			if !slices.Contains(pats, want) {
 				t.Errorf("route %s missing from %v", want, pats)
 			}
@@ -593,7 +597,7 @@ func TestDiscover(t *testing.T) {
 	startService(t, n.Conn(t), testService(nil, nil))
 	startService(t, n.Conn(t), testService(nil, nil))
 	startService(t, n.Conn(t), api.Service{Name: "rogue", Endpoints: []api.Endpoint{
-		{Name: "h", Subject: "kanade.rogue.h", HTTP: "GET /health", Handler: echo},
+		{Name: "h", Subject: "kanade.rogue.h", HTTP: "GET /health", Tier: api.TierViewer, Handler: echo},
 	}})
 	routes, bad, err := Discover(context.Background(), nc, 2*time.Second, 50*time.Millisecond)
 	if err != nil {

@@ -90,19 +90,10 @@ func (m *metrics) instrument(serve func(http.ResponseWriter, *http.Request, *end
 	}
 }
 
-// handler serves the registry; with an API token, /metrics asks for it as
-// the API does (the request is checked as if it were an API path).
-func (m *metrics) handler(token string) http.Handler {
-	h := promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
-	if token == "" {
-		return h
-	}
-	guarded := requireToken(token, h)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r2 := r.Clone(r.Context())
-		r2.URL.Path = "/api/metrics"
-		guarded.ServeHTTP(w, r2)
-	})
+// handler serves the registry to callers guard lets through (any
+// identity: a token, an account, a loopback caller of an open node).
+func (m *metrics) handler(guard func(http.Handler) http.Handler) http.Handler {
+	return guard(promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 }
 
 // scrape asks the services for their figures at each scrape.

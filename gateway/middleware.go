@@ -1,8 +1,6 @@
 package gateway
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -87,40 +85,11 @@ func withCORS(origins []string, next http.Handler) http.Handler {
 	}
 	return cors.New(cors.Options{
 		AllowedOrigins: origins,
-		AllowedMethods: []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodDelete},
-		AllowedHeaders: []string{"Authorization", "Content-Type"},
+		AllowedMethods: []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete},
+		AllowedHeaders: []string{"Authorization", "Content-Type", "X-Kanade-Source"},
 		MaxAge:         600,
 	}).Handler(next)
 }
 
 // isAPI tells whether a path is under /api.
 func isAPI(p string) bool { return p == "/api" || strings.HasPrefix(p, "/api/") }
-
-// requireToken guards every /api/* route except /api/version with a bearer
-// token. Both sides are hashed before the constant-time compare, so the
-// compare does not reveal the token's length either.
-func requireToken(token string, next http.Handler) http.Handler {
-	if token == "" {
-		return next
-	}
-	want := sha256.Sum256([]byte(token))
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !isAPI(r.URL.Path) || r.URL.Path == "/api/version" {
-			next.ServeHTTP(w, r)
-			return
-		}
-		auth := r.Header.Get("Authorization")
-		const scheme = "Bearer "
-		ok := false
-		if len(auth) > len(scheme) && strings.EqualFold(auth[:len(scheme)], scheme) {
-			got := sha256.Sum256([]byte(auth[len(scheme):]))
-			ok = subtle.ConstantTimeCompare(got[:], want[:]) == 1
-		}
-		if !ok {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="kanade"`)
-			textError(w, http.StatusUnauthorized, "missing or invalid API token (Authorization: Bearer <token>)")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}

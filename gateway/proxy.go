@@ -28,6 +28,18 @@ const statusClientClosed = 499
 // are the JSON request; with one, the body is the request and the
 // parameters go in api.ParamHeaderPrefix headers (read by api.Params).
 func (g *Gateway) serveEndpoint(w http.ResponseWriter, r *http.Request, ep *endpoint) {
+	id := IdentityOf(r)
+	// Page features first, then the role, in upstream's order.
+	if id != nil && ep.Tier != api.TierPublic {
+		if text := featureAllowed(ep.Route, r.Method, id.Features); text != "" {
+			textError(w, http.StatusForbidden, text)
+			return
+		}
+	}
+	if status, text := allowed(ep.Route, id); status != 0 {
+		textError(w, status, text)
+		return
+	}
 	if ep.Subject == outputSubject && r.Method == http.MethodGet {
 		g.serveOutput(w, r) // a whole output, streamed from pages
 		return
@@ -55,6 +67,18 @@ func (g *Gateway) serveEndpoint(w http.ResponseWriter, r *http.Request, ep *endp
 		// parameters travel beside it, never inside it.
 		msg.Data = body
 		passHeaders(msg, r, params)
+	}
+	// Who calls, for the audit trail and the services' own checks; the
+	// client cannot set NATS headers, only the gateway does.
+	if msg.Header == nil {
+		msg.Header = nats.Header{}
+	}
+	if id != nil {
+		msg.Header.Set(api.HeaderActor, id.User)
+	}
+	msg.Header.Set(api.HeaderAddr, clientAddr(r))
+	if src := strings.TrimSpace(r.Header.Get("X-Kanade-Source")); src != "" && len(src) <= 64 {
+		msg.Header.Set(api.HeaderSource, src)
 	}
 
 	timeout := g.o.APITimeout
@@ -155,6 +179,9 @@ func serviceError(w http.ResponseWriter, service string, reply *nats.Msg) bool {
 	if err != nil || status < 400 || status > 599 {
 		textError(w, http.StatusBadGateway, fmt.Sprintf("service %s answered error %s: %s", service, code, text))
 		return true
+	}
+	if ra := reply.Header.Get(api.HeaderRetryAfter); ra != "" {
+		w.Header().Set("Retry-After", ra)
 	}
 	if reply.Header.Get("Content-Type") == "application/json" {
 		// An error whose body is a document (health/fleet's 503).

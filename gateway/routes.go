@@ -16,10 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
-	"github.com/kanade-go/kanade/services/agents"
 	"github.com/kanade-go/kanade/services/api"
-	"github.com/kanade-go/kanade/services/health"
-	"github.com/kanade-go/kanade/services/run"
 )
 
 // Route maps one HTTP route onto one service subject.
@@ -29,6 +26,7 @@ type Route struct {
 	Method    string   // "GET"; empty matches every method
 	Path      string   // "/api/results/{result_id}" (ServeMux pattern syntax)
 	IntParams []string // query parameters sent as JSON numbers
+	Tier      string   // least role allowed (api.TierViewer, ...); unknown = refused
 	// Timeout, when set, replaces the gateway's API timeout for this
 	// route (api.MetaTimeout).
 	Timeout time.Duration
@@ -42,97 +40,26 @@ func (r Route) Pattern() string {
 	return r.Method + " " + r.Path
 }
 
-// ContractRoutes is the contract's route table (../shared/api-contract.md).
-// The live table comes from the services' $SRV.INFO; this one is the
-// fallback that lets a request to a stopped service still map, and so get a
-// quick 503 naming the service instead of a 404. A test checks it against
-// the real services' INFO.
-func ContractRoutes() []Route {
-	return []Route{
-		{Service: "results", Subject: "kanade.results.list", Method: "GET", Path: "/api/results", IntParams: []string{"limit"}},
-		{Service: "results", Subject: "kanade.results.detail", Method: "GET", Path: "/api/results/{result_id}"},
-		{Service: "results", Subject: "kanade.results.tail", Method: "GET", Path: "/api/results/{result_id}/tail"},
-		{Service: "executions", Subject: "kanade.executions.list", Method: "GET", Path: "/api/executions", IntParams: []string{"limit"}},
-		{Service: "executions", Subject: "kanade.executions.detail", Method: "GET", Path: "/api/executions/{exec_id}"},
-		{Service: "executions", Subject: "kanade.jobs.kill", Method: "POST", Path: "/api/jobs/{job_id}/kill"},
-		{Service: "agents", Subject: "kanade.agents.list", Method: "GET", Path: "/api/agents", IntParams: []string{"limit", "offset"}},
-		{Service: "projector", Subject: "kanade.projector.status", Method: "GET", Path: "/api/projector/status"},
-		{Service: "cluster", Subject: "kanade.cluster.status", Method: "GET", Path: "/api/cluster"},
-		{Service: "jobs", Subject: "kanade.jobs.list", Method: "GET", Path: "/api/jobs"},
-		{Service: "jobs", Subject: "kanade.jobs.get", Method: "GET", Path: "/api/jobs/{job_id}"},
-		{Service: "jobs", Subject: "kanade.jobs.put", Method: "POST", Path: "/api/jobs"},
-		{Service: "jobs", Subject: "kanade.jobs.delete", Method: "DELETE", Path: "/api/jobs/{job_id}"},
-		{Service: "jobs", Subject: "kanade.jobs.exec", Method: "POST", Path: "/api/exec/{job_id}"},
-		{Service: "schedules", Subject: "kanade.schedules.list", Method: "GET", Path: "/api/schedules"},
-		{Service: "schedules", Subject: "kanade.schedules.get", Method: "GET", Path: "/api/schedules/{id}"},
-		{Service: "schedules", Subject: "kanade.schedules.put", Method: "POST", Path: "/api/schedules"},
-		{Service: "schedules", Subject: "kanade.schedules.delete", Method: "DELETE", Path: "/api/schedules/{id}"},
-		{Service: "schedules", Subject: "kanade.schedules.enable", Method: "POST", Path: "/api/schedules/{id}/enable"},
-		{Service: "schedules", Subject: "kanade.schedules.disable", Method: "POST", Path: "/api/schedules/{id}/disable"},
-		{Service: "schedules", Subject: "kanade.schedules.preview", Method: "GET", Path: "/api/schedules/{id}/preview", IntParams: []string{"count"}},
-		{Service: "schedules", Subject: "kanade.schedules.upcoming", Method: "GET", Path: "/api/schedules/upcoming", IntParams: []string{"limit"}},
-		{Service: "command-signing", Subject: "kanade.command_signing.get", Method: "GET", Path: "/api/command-signing"},
-		{Service: "run", Subject: run.Subject, Method: "POST", Path: "/api/run", Timeout: run.Options{}.MaxWait()},
-		{Service: "scripts", Subject: "kanade.scripts.status", Method: "GET", Path: "/api/scripts/status"},
-		{Service: "scripts", Subject: "kanade.scripts.revoke", Method: "POST", Path: "/api/scripts/{cmd_id}/revoke"},
-		{Service: "scripts", Subject: "kanade.scripts.unrevoke", Method: "POST", Path: "/api/scripts/{cmd_id}/unrevoke"},
-		{Service: "schemas", Subject: "kanade.schemas.manifest", Method: "GET", Path: "/api/schemas/manifest.json"},
-		{Service: "health", Subject: health.SubjectFleet, Method: "GET", Path: "/api/health/fleet"},
-		{Service: "jetstream", Subject: health.SubjectJetStream, Method: "GET", Path: "/api/jetstream/status"},
-		{Service: "results", Subject: "kanade.results.output", Method: "GET", Path: "/api/results/{result_id}/output/{stream}", IntParams: []string{"offset", "limit"}},
-		// Fleet: agents, groups, layered config.
-		{Service: "agents", Subject: "kanade.agents.versions", Method: "GET", Path: "/api/agents/versions"},
-		{Service: "agents", Subject: "kanade.agents.meta_keys", Method: "GET", Path: "/api/agents/meta-keys"},
-		{Service: "agents", Subject: "kanade.agents.meta_bulk", Method: "GET", Path: "/api/agents/meta"},
-		{Service: "agents", Subject: "kanade.agents.detail", Method: "GET", Path: "/api/agents/{pc_id}"},
-		{Service: "agents", Subject: "kanade.agents.delete", Method: "DELETE", Path: "/api/agents/{pc_id}"},
-		{Service: "agents", Subject: "kanade.agents.ping", Method: "POST", Path: "/api/agents/{pc_id}/ping", IntParams: []string{"wait_secs"}, Timeout: agents.LiveTimeout},
-		{Service: "agents", Subject: "kanade.agents.logs", Method: "GET", Path: "/api/agents/{pc_id}/logs", IntParams: []string{"tail"}, Timeout: agents.LiveTimeout},
-		{Service: "agents", Subject: "kanade.agents.meta_get", Method: "GET", Path: "/api/agents/{pc_id}/meta"},
-		{Service: "agents", Subject: "kanade.agents.meta_put", Method: "PUT", Path: "/api/agents/{pc_id}/meta"},
-		{Service: "agents", Subject: "kanade.agents.meta_set", Method: "PUT", Path: "/api/agents/{pc_id}/meta/key"},
-		{Service: "agents", Subject: "kanade.agents.meta_rm", Method: "DELETE", Path: "/api/agents/{pc_id}/meta/key"},
-		{Service: "groups", Subject: "kanade.groups.list", Method: "GET", Path: "/api/groups"},
-		{Service: "groups", Subject: "kanade.groups.pc_get", Method: "GET", Path: "/api/agents/{pc_id}/groups"},
-		{Service: "groups", Subject: "kanade.groups.pc_put", Method: "PUT", Path: "/api/agents/{pc_id}/groups"},
-		{Service: "groups", Subject: "kanade.groups.pc_add", Method: "POST", Path: "/api/agents/{pc_id}/groups"},
-		{Service: "groups", Subject: "kanade.groups.pc_remove", Method: "DELETE", Path: "/api/agents/{pc_id}/groups/{group}"},
-		{Service: "groups", Subject: "kanade.groups.email_get", Method: "GET", Path: "/api/groups/{name}/email"},
-		{Service: "groups", Subject: "kanade.groups.email_put", Method: "PUT", Path: "/api/groups/{name}/email"},
-		{Service: "groups", Subject: "kanade.groups.defs_list", Method: "GET", Path: "/api/group-defs"},
-		{Service: "groups", Subject: "kanade.groups.defs_put", Method: "POST", Path: "/api/group-defs"},
-		{Service: "groups", Subject: "kanade.groups.defs_yaml", Method: "GET", Path: "/api/group-defs/{id}/yaml"},
-		{Service: "groups", Subject: "kanade.groups.defs_members", Method: "GET", Path: "/api/group-defs/{id}/members"},
-		{Service: "groups", Subject: "kanade.groups.defs_delete", Method: "DELETE", Path: "/api/group-defs/{id}"},
-		{Service: "config", Subject: "kanade.config.global_get", Method: "GET", Path: "/api/config"},
-		{Service: "config", Subject: "kanade.config.global_put", Method: "PUT", Path: "/api/config"},
-		{Service: "config", Subject: "kanade.config.global_delete", Method: "DELETE", Path: "/api/config"},
-		{Service: "config", Subject: "kanade.config.global_field_set", Method: "PUT", Path: "/api/config/fields/{field}"},
-		{Service: "config", Subject: "kanade.config.global_field_unset", Method: "DELETE", Path: "/api/config/fields/{field}"},
-		{Service: "config", Subject: "kanade.config.group_get", Method: "GET", Path: "/api/groups/{name}/config"},
-		{Service: "config", Subject: "kanade.config.group_put", Method: "PUT", Path: "/api/groups/{name}/config"},
-		{Service: "config", Subject: "kanade.config.group_delete", Method: "DELETE", Path: "/api/groups/{name}/config"},
-		{Service: "config", Subject: "kanade.config.group_field_set", Method: "PUT", Path: "/api/groups/{name}/config/fields/{field}"},
-		{Service: "config", Subject: "kanade.config.group_field_unset", Method: "DELETE", Path: "/api/groups/{name}/config/fields/{field}"},
-		{Service: "config", Subject: "kanade.config.pc_get", Method: "GET", Path: "/api/pcs/{pc_id}/config"},
-		{Service: "config", Subject: "kanade.config.pc_put", Method: "PUT", Path: "/api/pcs/{pc_id}/config"},
-		{Service: "config", Subject: "kanade.config.pc_delete", Method: "DELETE", Path: "/api/pcs/{pc_id}/config"},
-		{Service: "config", Subject: "kanade.config.pc_field_set", Method: "PUT", Path: "/api/pcs/{pc_id}/config/fields/{field}"},
-		{Service: "config", Subject: "kanade.config.pc_field_unset", Method: "DELETE", Path: "/api/pcs/{pc_id}/config/fields/{field}"},
-		{Service: "config", Subject: "kanade.config.defaults", Method: "GET", Path: "/api/config/defaults"},
-		{Service: "config", Subject: "kanade.config.group_inherited", Method: "GET", Path: "/api/groups/{name}/config/inherited"},
-		{Service: "config", Subject: "kanade.config.pc_inherited", Method: "GET", Path: "/api/pcs/{pc_id}/config/inherited"},
-		{Service: "config", Subject: "kanade.config.effective", Method: "GET", Path: "/api/agents/{pc_id}/effective_config"},
-		{Service: "jobs", Subject: "kanade.jobs.yaml", Method: "GET", Path: "/api/jobs/{job_id}/yaml"},
-		{Service: "schedules", Subject: "kanade.schedules.coverage_summary", Method: "GET", Path: "/api/schedules/coverage"},
-		{Service: "schedules", Subject: "kanade.schedules.yaml", Method: "GET", Path: "/api/schedules/{id}/yaml"},
-		{Service: "schedules", Subject: "kanade.schedules.status", Method: "GET", Path: "/api/schedules/{id}/status"},
-		{Service: "schedules", Subject: "kanade.schedules.coverage", Method: "GET", Path: "/api/schedules/{id}/coverage", IntParams: []string{"offset", "limit"}},
-		{Service: "schedules", Subject: "kanade.schedules.schema", Method: "GET", Path: "/api/schemas/schedule.json"},
-		{Service: "schedules", Subject: "kanade.freeze.get", Method: "GET", Path: "/api/freeze"},
-		{Service: "schedules", Subject: "kanade.freeze.put", Method: "PUT", Path: "/api/freeze"},
-		{Service: "schedules", Subject: "kanade.freeze.delete", Method: "DELETE", Path: "/api/freeze"},
+// RoutesOf is the route table the definitions declare: the fallback that
+// lets a request to a stopped service still map (a quick 503 naming the
+// service, not a 404). The live table comes from the services' $SRV.INFO,
+// written from the same definitions.
+func RoutesOf(defs []api.Definition) []Route {
+	var out []Route
+	for _, d := range defs {
+		for _, ep := range d.Endpoints {
+			if ep.HTTP == "" {
+				continue
+			}
+			r, err := ParseRoute(d.Service, ep.Subject, ep.HTTP, strings.Join(ep.IntParams, ","))
+			if err != nil {
+				panic(err) // a definition is code: its test shows this
+			}
+			r.Tier, r.Timeout = ep.Tier, ep.Timeout
+			out = append(out, r)
+		}
 	}
+	return out
 }
 
 // ParseRoute reads an endpoint's `http` metadata ("GET /api/x/{id}").
@@ -237,6 +164,7 @@ func Discover(ctx context.Context, nc *nats.Conn, maxWait, quiet time.Duration) 
 				bad = append(bad, err)
 				continue
 			}
+			r.Tier = ep.Metadata[api.MetaTier]
 			routes = append(routes, r)
 		}
 	}
@@ -322,6 +250,7 @@ func (rt *router) refreshLocked(ctx context.Context) error {
 		claimed[r.Pattern()] = r.Subject
 	}
 	routes := merge(live, rt.known, rt.static)
+	stricter(routes, rt.static)
 	rt.known = map[string]Route{}
 	for _, r := range routes {
 		rt.known[r.Pattern()] = r
@@ -374,9 +303,25 @@ func merge(live []Route, known map[string]Route, static []Route) []Route {
 	return out
 }
 
+// stricter raises a live route's tier to its definition's when the
+// definition asks more: a service cannot lower the tier its subject was
+// defined with. A tier the gateway does not know stays refused.
+func stricter(routes, defined []Route) {
+	want := map[string]string{}
+	for _, r := range defined {
+		want[r.Subject] = r.Tier
+	}
+	for i, r := range routes {
+		if d, ok := want[r.Subject]; ok && api.TierRank(r.Tier) >= 0 && api.TierRank(d) > api.TierRank(r.Tier) {
+			routes[i].Tier = d
+		}
+	}
+}
+
 func sameRoutes(a, b []Route) bool {
 	return slices.EqualFunc(a, b, func(x, y Route) bool {
-		return x.Pattern() == y.Pattern() && x.Subject == y.Subject && x.Service == y.Service && slices.Equal(x.IntParams, y.IntParams) && x.Timeout == y.Timeout
+		return x.Pattern() == y.Pattern() && x.Subject == y.Subject && x.Service == y.Service && x.Tier == y.Tier &&
+			slices.Equal(x.IntParams, y.IntParams) && x.Timeout == y.Timeout
 	})
 }
 

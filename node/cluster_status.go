@@ -43,6 +43,11 @@ type ClusterStatus struct {
 	Nodes []NodeStatus `json:"nodes"`
 }
 
+// clusterDefinition is the cluster view's endpoint.
+var clusterDefinition = api.Definition{Service: "cluster", Endpoints: []api.Endpoint{
+	{Name: "status", Subject: SubjectClusterStatus, HTTP: "GET /api/cluster", Tier: api.TierViewer},
+}}
+
 // clusterView answers for this node and gathers the others.
 type clusterView struct {
 	nc       *nats.Conn
@@ -68,22 +73,19 @@ func startClusterView(nc *nats.Conn, v *clusterView, log *slog.Logger) error {
 	}
 	v.sub = sub
 	svc, err := api.Start(nc, api.Service{
-		Name:        "cluster",
+		Name:        clusterDefinition.Service,
 		Description: "every node of the cluster: its services, whether it serves results, its projection",
 		Metadata:    map[string]string{"node": v.node},
 		Logger:      log,
 		Workers:     2,
-		Endpoints: []api.Endpoint{{
-			Name:    "status",
-			Subject: SubjectClusterStatus,
-			HTTP:    "GET /api/cluster",
-			Handler: func(ctx context.Context, r api.Request) (any, error) {
+		Endpoints: clusterDefinition.Bind(map[string]api.Handler{
+			"status": func(ctx context.Context, r api.Request) (any, error) {
 				if err := api.Decode(r.Data, &struct{}{}); err != nil {
 					return nil, err
 				}
 				return Gather(ctx, nc)
 			},
-		}},
+		}),
 	})
 	if err != nil {
 		sub.Unsubscribe()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/kanade-go/kanade/services/agentconfig"
 	"github.com/kanade-go/kanade/services/agents"
+	"github.com/kanade-go/kanade/services/api"
 	"github.com/kanade-go/kanade/services/groups"
 	"github.com/kanade-go/kanade/store"
 )
@@ -29,15 +30,15 @@ func (s stoppers) Stop() error {
 // need no fresh projection: groups (with the materializer of derived
 // groups) and config. The agents service reads the projection and starts
 // with the results services, behind the gate (startAgents).
-func startFleet(ctx context.Context, nc *nats.Conn, o Options, roster *groups.Roster, db *store.DB, log *slog.Logger) (stopper, error) {
+func startFleet(ctx context.Context, nc *nats.Conn, o Options, roster *groups.Roster, db *store.DB, aud api.Auditor, log *slog.Logger) (stopper, error) {
 	g, err := groups.Start(ctx, groups.Options{
 		Conn: nc, DB: db, Roster: roster, Logger: log.With("component", "groups"),
-		Replicas: o.Replicas, Materialize: true,
+		Replicas: o.Replicas, Materialize: true, Audit: aud,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start groups: %w", err)
 	}
-	c, err := agentconfig.Start(ctx, agentconfig.Options{Conn: nc, Logger: log.With("component", "config")})
+	c, err := agentconfig.Start(ctx, agentconfig.Options{Conn: nc, Logger: log.With("component", "config"), Audit: aud})
 	if err != nil {
 		g.Stop()
 		return nil, fmt.Errorf("start config: %w", err)
@@ -47,8 +48,8 @@ func startFleet(ctx context.Context, nc *nats.Conn, o Options, roster *groups.Ro
 
 // startAgents starts the agents service (the roster as operators browse
 // it), on the results connection.
-func startAgents(ctx context.Context, nc *nats.Conn, db *store.DB, roster *groups.Roster, log *slog.Logger) (stopper, error) {
-	a, err := agents.Start(ctx, agents.Options{Conn: nc, DB: db, Roster: roster, Logger: log.With("component", "agents")})
+func startAgents(ctx context.Context, nc *nats.Conn, db *store.DB, roster *groups.Roster, aud api.Auditor, log *slog.Logger) (stopper, error) {
+	a, err := agents.Start(ctx, agents.Options{Conn: nc, DB: db, Roster: roster, Logger: log.With("component", "agents"), Audit: aud})
 	if err != nil {
 		return nil, fmt.Errorf("start agents: %w", err)
 	}

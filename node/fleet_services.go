@@ -7,6 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/kanade-go/kanade/services/api"
 	"github.com/kanade-go/kanade/services/health"
 	"github.com/kanade-go/kanade/services/run"
 	"github.com/kanade-go/kanade/services/scripts"
@@ -16,12 +17,12 @@ import (
 // startRunServices starts, beside the scheduler, the other services that
 // publish to agents or write what they gate on: run (ad-hoc scripts) and
 // scripts (revoke), with schemas. It returns their stop.
-func startRunServices(nc *nats.Conn, o Options, log *slog.Logger) (func() error, error) {
-	r, err := run.Start(run.Options{Conn: nc, Signer: o.Signer, Envelopes: o.Envelopes, Logger: log})
+func startRunServices(nc *nats.Conn, o Options, aud api.Auditor, log *slog.Logger) (func() error, error) {
+	r, err := run.Start(run.Options{Conn: nc, Signer: o.Signer, Envelopes: o.Envelopes, Logger: log, Audit: aud})
 	if err != nil {
 		return nil, fmt.Errorf("start run: %w", err)
 	}
-	ss, err := scripts.Start(nc, log)
+	ss, err := scripts.Start(nc, log, aud)
 	if err != nil {
 		r.Stop()
 		return nil, fmt.Errorf("start scripts: %w", err)

@@ -23,11 +23,19 @@ import (
 	"github.com/kanade-go/kanade/embedded"
 	"github.com/kanade-go/kanade/gateway"
 	"github.com/kanade-go/kanade/natsauth"
+	"github.com/kanade-go/kanade/services/accounts"
+	"github.com/kanade-go/kanade/services/agentconfig"
+	"github.com/kanade-go/kanade/services/agents"
+	"github.com/kanade-go/kanade/services/api"
+	"github.com/kanade-go/kanade/services/audit"
 	"github.com/kanade-go/kanade/services/commandsigning"
 	"github.com/kanade-go/kanade/services/groups"
+	"github.com/kanade-go/kanade/services/health"
 	"github.com/kanade-go/kanade/services/projector"
 	"github.com/kanade-go/kanade/services/results"
+	"github.com/kanade-go/kanade/services/run"
 	"github.com/kanade-go/kanade/services/scheduler"
+	"github.com/kanade-go/kanade/services/scripts"
 	"github.com/kanade-go/kanade/signing"
 	"github.com/kanade-go/kanade/store"
 	"github.com/kanade-go/kanade/streams"
@@ -77,6 +85,7 @@ type Options struct {
 	HealthDegradedBelow float64
 
 	Gateway   gateway.Options
+	Accounts  accounts.Options
 	Projector projector.Options
 	Results   results.Options
 	Scheduler scheduler.Options
@@ -104,6 +113,26 @@ func (r Ready) Line() string {
 		n = "off"
 	}
 	return fmt.Sprintf("kanade ready http=%s nats=%s", h, n)
+}
+
+// Definitions are the endpoint definitions of every service a node can
+// run: the gateway's fallback routes and the NATS roles' permissions.
+func Definitions() []api.Definition {
+	var out []api.Definition
+	out = append(out, accounts.Definitions()...)
+	out = append(out, audit.Definitions()...)
+	out = append(out, results.Definitions()...)
+	out = append(out, agents.Definitions()...)
+	out = append(out, groups.Definitions()...)
+	out = append(out, agentconfig.Definitions()...)
+	out = append(out, projector.Definitions()...)
+	out = append(out, scheduler.Definitions()...)
+	out = append(out, commandsigning.Definitions()...)
+	out = append(out, run.Definitions()...)
+	out = append(out, scripts.Definitions()...)
+	out = append(out, health.Definitions()...)
+	out = append(out, clusterDefinition)
+	return out
 }
 
 // ParseServices turns "all" or a comma list into service names.
@@ -290,6 +319,47 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		}
 	})
 
+	// Every mutation on this node is recorded on AUDIT before it is made.
+	auditConn, err := connect("audit")
+	if err != nil {
+		return err
+	}
+	// Like the streams, the buckets and AUDIT are made while a new
+	// cluster may still be electing leaders: retried.
+	var recorder *audit.Recorder
+	if err := retryJetStream(ctx, "audit stream", log, func(ctx context.Context) (err error) {
+		recorder, err = audit.NewRecorder(ctx, auditConn, o.Replicas)
+		return err
+	}); err != nil {
+		return err
+	}
+	if db != nil {
+		as, err := audit.Start(ctx, audit.Options{Conn: auditConn, DB: db, Replicas: o.Replicas, Logger: log.With("component", "audit")})
+		if err != nil {
+			return fmt.Errorf("start audit: %w", err)
+		}
+		stops = append(stops, func() { logStop(log, "audit", as.Stop()) })
+	}
+
+	// Every node answers the token check and the accounts, which need
+	// nothing but NATS: a gateway-only node still authenticates.
+	{
+		nc, err := connect("accounts")
+		if err != nil {
+			return err
+		}
+		ao := o.Accounts
+		ao.Conn, ao.Replicas, ao.Logger, ao.Audit = nc, o.Replicas, log.With("component", "accounts"), recorder
+		var a *accounts.Running
+		if err := retryJetStream(ctx, "start accounts", log, func(ctx context.Context) (err error) {
+			a, err = accounts.Start(ctx, ao)
+			return err
+		}); err != nil {
+			return err
+		}
+		stops = append(stops, func() { logStop(log, "accounts", a.Stop()) })
+	}
+
 	var proj *projector.Projector
 	if has(ServiceProjector) {
 		nc, err := connect("projector")
@@ -320,7 +390,7 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		if err != nil {
 			return err
 		}
-		f, err := startFleet(ctx, nc, o, roster, db, log)
+		f, err := startFleet(ctx, nc, o, roster, db, recorder, log)
 		if err != nil {
 			return err
 		}
@@ -335,7 +405,7 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 			return err
 		}
 		ro := o.Results
-		ro.Conn, ro.DB, ro.Logger = nc, db, log.With("component", "results")
+		ro.Conn, ro.DB, ro.Logger, ro.Audit = nc, db, log.With("component", "results"), recorder
 		// The gate starts them, and stops them while this node's own
 		// projection is too far behind to answer (see resultsGate).
 		var caughtUp func(time.Duration) bool
@@ -347,7 +417,7 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 			if err != nil {
 				return nil, fmt.Errorf("start results: %w", err)
 			}
-			a, err := startAgents(ctx, nc, db, roster, log)
+			a, err := startAgents(ctx, nc, db, roster, recorder, log)
 			if err != nil {
 				s.Stop()
 				return nil, err
@@ -368,7 +438,7 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 			return err
 		}
 		so := o.Scheduler
-		so.Conn, so.DB, so.NodeName, so.Logger = nc, db, o.NodeName, log.With("component", "scheduler")
+		so.Conn, so.DB, so.NodeName, so.Logger, so.Audit = nc, db, o.NodeName, log.With("component", "scheduler"), recorder
 		so.Replicas = o.Replicas
 		so.Roster = roster
 		so.Signer, so.Envelopes = o.Signer, o.Envelopes
@@ -386,7 +456,7 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		if err != nil {
 			return err
 		}
-		stopRun, err := startRunServices(rnc, o, log.With("component", "run"))
+		stopRun, err := startRunServices(rnc, o, recorder, log.With("component", "run"))
 		if err != nil {
 			return err
 		}
@@ -442,6 +512,7 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		}
 		gwo := o.Gateway
 		gwo.Conn, gwo.Addr, gwo.Logger = nc, o.HTTP, log
+		gwo.Accounts, gwo.Definitions = true, Definitions()
 		g, err := gateway.Start(gwo)
 		if err != nil {
 			return err
@@ -508,6 +579,29 @@ func ensureStreams(ctx context.Context, js jetstream.JetStream, replicas int, lo
 			return fmt.Errorf("bootstrap streams: %w", err)
 		}
 		log.Warn("bootstrap streams: retrying", "err", err, "attempt", attempt)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// retryJetStream runs fn until it succeeds, for up to a minute: on a
+// cluster that just formed, JetStream calls time out until its leaders
+// are elected.
+func retryJetStream(ctx context.Context, what string, log *slog.Logger, fn func(context.Context) error) error {
+	for attempt := 1; ; attempt++ {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := fn(cctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil || attempt >= 30 {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		log.Warn(what+": retrying", "err", err, "attempt", attempt)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

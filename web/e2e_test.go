@@ -24,12 +24,15 @@ import (
 )
 
 // TestDashboardInBrowser starts the real binary with simulated agents
-// (`kanade serve --demo`, with an API token) and drives the dashboard in headless Chromium with
+// (`kanade serve --demo`, with an API token and a bootstrap admin) and drives the dashboard in headless Chromium with
 // web/e2e/dashboard.mjs: filter failures, follow a running result's live
 // output and kill it, run a job on a group, disable a schedule; see a job's
 // live executions, skipped results of a job whose shell no agent supports and
 // a stored schedule the engine cannot use (both written to KV by
-// seedUnvalidated, bypassing the API's validation). Screenshots of
+// seedUnvalidated, bypassing the API's validation); log in as the
+// bootstrap admin, add a viewer, and check the viewer is offered no
+// mutating control and finds the run on the Audit page
+// (web/e2e/auth.mjs). Screenshots of
 // every page, light and dark, land in artifacts/screenshots/.
 //
 // It needs Node, Chromium and `npm ci` in web/e2e. Without them it skips,
@@ -79,7 +82,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	cmd := exec.CommandContext(ctx, node, filepath.Join("e2e", "dashboard.mjs"), url)
 	cmd.Env = append(os.Environ(), "SCREENSHOT_DIR="+shots, "CHROMIUM="+chromium, "E2E_TOKEN="+token,
 		"E2E_SKIP_JOB="+skipJob, "E2E_BROKEN_SCHEDULE="+brokenSchedule, "E2E_BIG_RESULT="+bigResult, "E2E_BIG_PC="+bigPC,
-		"E2E_BIG_BYTES="+strconv.Itoa(len(largeOutput())))
+		"E2E_BIG_BYTES="+strconv.Itoa(len(largeOutput())), "E2E_ADMIN_PASSWORD="+e2eAdminPassword)
 	if os.Getenv("E2E_GROUP") == "" {
 		cmd.Env = append(cmd.Env, "E2E_GROUP="+sim.DemoGroups[len(sim.DemoGroups)-1])
 	}
@@ -131,11 +134,14 @@ func seedUnvalidated(t *testing.T, natsURL string) (job, schedule string) {
 // startDemo runs `kanade serve --demo` on free ports and returns its HTTP
 // and NATS addresses once it prints its ready line. It is stopped when the
 // test ends.
+// e2eAdminPassword is the bootstrap admin's first password (web/e2e/auth.mjs).
+const e2eAdminPassword = "first-admin-pass"
+
 func startDemo(t *testing.T, bin, token string) (httpURL, natsURL string) {
 	t.Helper()
 	cmd := exec.Command(bin, "serve", "--demo",
 		"--data-dir", t.TempDir(), "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--node-name", "e2e")
-	cmd.Env = append(os.Environ(), "KANADE_API_TOKEN="+token)
+	cmd.Env = append(os.Environ(), "KANADE_API_TOKEN="+token, "KANADE_BOOTSTRAP_ADMIN_PASSWORD="+e2eAdminPassword)
 	// The ready line is on stdout, the logs on stderr: read both, in order.
 	stderr, w, err := os.Pipe()
 	if err != nil {

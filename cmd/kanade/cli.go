@@ -21,6 +21,7 @@ Usage:
   kanade run [flags]     run a script on one PC and print its result (kanade run -h)
   kanade nats-users      print NATS users for agents, operator, backend (--nats-config)
   kanade keygen [flags]  mint a command signing key; prints the agents' keyring entry
+  kanade admin reset-password --user NAME   set an account's password from the host
   kanade version         print the version
 
 Run "kanade serve -h" for the flags. Every flag has an environment twin
@@ -42,6 +43,8 @@ func run(args []string) error {
 		return natsUsers(args[1:])
 	case "keygen":
 		return keygen(args[1:], os.Stdout)
+	case "admin":
+		return admin(args[1:])
 	case "version", "--version", "-v":
 		fmt.Println("kanade", api.Version)
 		return nil

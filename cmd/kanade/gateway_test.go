@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/kanade-go/kanade/gateway"
+	"github.com/kanade-go/kanade/node"
 	"github.com/kanade-go/kanade/wire"
 )
 
@@ -104,10 +105,10 @@ func TestGatewayContract(t *testing.T) {
 
 	t.Run("contract table matches live INFO", func(t *testing.T) {
 		key := func(r gateway.Route) string {
-			return fmt.Sprintf("%s -> %s (service %s, ints %v)", r.Pattern(), r.Subject, r.Service, r.IntParams)
+			return fmt.Sprintf("%s -> %s (service %s, ints %v, tier %s)", r.Pattern(), r.Subject, r.Service, r.IntParams, r.Tier)
 		}
 		var want []string
-		for _, r := range gateway.ContractRoutes() {
+		for _, r := range gateway.RoutesOf(node.Definitions()) {
 			want = append(want, key(r))
 		}
 		slices.Sort(want)
@@ -122,7 +123,7 @@ func TestGatewayContract(t *testing.T) {
 		slices.Sort(got)
 		got = slices.Compact(got)
 		if !slices.Equal(got, want) {
-			t.Fatalf("live routes differ from gateway.ContractRoutes:\nlive:\n  %s\ncontract:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+			t.Fatalf("live routes differ from the definitions:\nlive:\n  %s\ncontract:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
 		}
 	})
 
@@ -220,7 +221,7 @@ func TestGatewayContract(t *testing.T) {
 		{"/jobs/nope", "kanade.jobs.get", `{"job_id":"nope"}`, 404, "nope"},
 		{"/schedules", "kanade.schedules.list", `{}`, 200, "yearly"},
 		{"/schedules/yearly", "kanade.schedules.get", `{"id":"yearly"}`, 200, "0 0 3 1 1 *"},
-		{"/schedules/yearly/preview?count=3", "kanade.schedules.preview", `{"id":"yearly","count":3}`, 200, "-01-01T03:00:00Z"},
+		{"/schedules/yearly/preview?count=3", "kanade.schedules.preview", `{"id":"yearly","count":3}`, 200, "-01-01T03:00:00+00:00"},
 		{"/schedules/upcoming?limit=2", "kanade.schedules.upcoming", `{"limit":2}`, 200, "next_run"},
 	} {
 		t.Run("GET "+c.path, func(t *testing.T) {

@@ -19,6 +19,7 @@ func natsUsers(args []string) error {
 	agentsFile := f.String("agents-file", "", "file with one pc_id a line (# comments allowed)")
 	backend := f.String("backend", "backend", `name of the backend user (everything); "" = none`)
 	operator := f.String("operator", "operator", `name of the operator user (API, discovery, reading streams); "" = none`)
+	roles := roleFlags(f)
 	if err := f.parse(args); err != nil {
 		return err
 	}
@@ -48,6 +49,12 @@ func natsUsers(args []string) error {
 	if err != nil {
 		return err
 	}
+	tiered, err := roles()
+	if err != nil {
+		return err
+	}
+	// The tiered users call the API: they are the backend account's.
+	layout.Backend = append(layout.Backend, tiered...)
 	conf, err := natsauth.Render(layout)
 	if err != nil {
 		return err

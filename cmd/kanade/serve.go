@@ -31,7 +31,7 @@ func serve(args []string) error {
 	// Each capability declares its own flags in flags_<capability>.go and
 	// returns how they fill node.Options.
 	apply := []func(*node.Options){
-		gatewayFlags(f), projectorFlags(f), resultsFlags(f), schedulerFlags(f), clusterFlags(f),
+		gatewayFlags(f), accountsFlags(f), projectorFlags(f), resultsFlags(f), schedulerFlags(f), clusterFlags(f),
 	}
 	applySigning := signingFlags(f)
 	applyHealth := healthFlags(f)

@@ -19,6 +19,8 @@ import (
 type Options struct {
 	Conn   *nats.Conn
 	Logger *slog.Logger
+	// Audit records each config change before it is made (nil: no trail).
+	Audit api.Auditor
 }
 
 // Service is the running config service.
@@ -32,6 +34,39 @@ type scopeRef struct {
 	PCID  string  `json:"pc_id"`
 	Field string  `json:"field"`
 	Value *string `json:"value"`
+}
+
+// scopes are the three config scopes, each with the same five routes.
+var scopes = []struct{ name, path, target string }{
+	{"global", "/api/config", ""},
+	{"group", "/api/groups/{name}/config", "name"},
+	{"pc", "/api/pcs/{pc_id}/config", "pc_id"},
+}
+
+// Definitions are the config service's endpoints.
+func Definitions() []api.Definition {
+	var eps []api.Endpoint
+	for _, sc := range scopes {
+		subj := "kanade.config." + sc.name
+		eps = append(eps,
+			api.Endpoint{Name: sc.name + "_get", Subject: subj + "_get", HTTP: "GET " + sc.path, Tier: api.TierViewer},
+			api.Endpoint{Name: sc.name + "_put", Subject: subj + "_put", HTTP: "PUT " + sc.path, Tier: api.TierOperator,
+				Audit: "config_scope_put", AuditTarget: sc.target},
+			api.Endpoint{Name: sc.name + "_delete", Subject: subj + "_delete", HTTP: "DELETE " + sc.path, Tier: api.TierOperator,
+				Audit: "config_scope_clear", AuditTarget: sc.target},
+			api.Endpoint{Name: sc.name + "_field_set", Subject: subj + "_field_set", HTTP: "PUT " + sc.path + "/fields/{field}", Tier: api.TierOperator,
+				Audit: "config_field_set", AuditTarget: sc.target},
+			api.Endpoint{Name: sc.name + "_field_unset", Subject: subj + "_field_unset", HTTP: "DELETE " + sc.path + "/fields/{field}", Tier: api.TierOperator,
+				Audit: "config_field_unset", AuditTarget: sc.target},
+		)
+	}
+	eps = append(eps,
+		api.Endpoint{Name: "defaults", Subject: "kanade.config.defaults", HTTP: "GET /api/config/defaults", Tier: api.TierViewer},
+		api.Endpoint{Name: "group_inherited", Subject: "kanade.config.group_inherited", HTTP: "GET /api/groups/{name}/config/inherited", Tier: api.TierViewer},
+		api.Endpoint{Name: "pc_inherited", Subject: "kanade.config.pc_inherited", HTTP: "GET /api/pcs/{pc_id}/config/inherited", Tier: api.TierViewer},
+		api.Endpoint{Name: "effective", Subject: "kanade.config.effective", HTTP: "GET /api/agents/{pc_id}/effective_config", Tier: api.TierViewer},
+	)
+	return []api.Definition{{Service: "config", Endpoints: eps}}
 }
 
 // Start registers the config micro service.
@@ -76,94 +111,71 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 		key, err := k(p)
 		return p, key, err
 	}
-	var eps []api.Endpoint
+	keys := map[string]keyFunc{"global": global, "group": group, "pc": pc}
+	handlers := map[string]api.Handler{}
 	// The same five routes on each of the three scopes.
-	for _, sc := range []struct {
-		name, path, target string
-		key                keyFunc
-	}{
-		{"global", "/api/config", "", global},
-		{"group", "/api/groups/{name}/config", "name", group},
-		{"pc", "/api/pcs/{pc_id}/config", "pc_id", pc},
-	} {
-		k := sc.key
+	for _, sc := range scopes {
+		k := keys[sc.name]
 		sc := sc
-		subj := "kanade.config." + sc.name
-		eps = append(eps,
-			api.Endpoint{Name: sc.name + "_get", Subject: subj + "_get", HTTP: "GET " + sc.path, Tier: api.TierViewer,
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					_, key, err := ref(r, k)
-					if err != nil {
-						return nil, err
-					}
-					return st.Get(ctx, key)
-				}},
-			api.Endpoint{Name: sc.name + "_put", Subject: subj + "_put", HTTP: "PUT " + sc.path, Tier: api.TierOperator,
-				Audit: "config_scope_put", AuditTarget: sc.target,
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					_, key, err := ref(r, k)
-					if err != nil {
-						return nil, err
-					}
-					return st.Put(ctx, key, scopeBody(r, sc.target))
-				}},
-			api.Endpoint{Name: sc.name + "_delete", Subject: subj + "_delete", HTTP: "DELETE " + sc.path, Tier: api.TierOperator,
-				Audit: "config_scope_clear", AuditTarget: sc.target,
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					_, key, err := ref(r, k)
-					if err != nil {
-						return nil, err
-					}
-					return nil, st.Delete(ctx, key)
-				}},
-			api.Endpoint{Name: sc.name + "_field_set", Subject: subj + "_field_set", HTTP: "PUT " + sc.path + "/fields/{field}", Tier: api.TierOperator,
-				Audit: "config_field_set", AuditTarget: sc.target,
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					p, key, err := ref(r, k)
-					if err != nil {
-						return nil, err
-					}
-					if p.Value == nil {
-						return nil, api.Errorf(422, "missing field `value`")
-					}
-					return st.SetField(ctx, key, p.Field, *p.Value)
-				}},
-			api.Endpoint{Name: sc.name + "_field_unset", Subject: subj + "_field_unset", HTTP: "DELETE " + sc.path + "/fields/{field}", Tier: api.TierOperator,
-				Audit: "config_field_unset", AuditTarget: sc.target,
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					p, key, err := ref(r, k)
-					if err != nil {
-						return nil, err
-					}
-					return st.UnsetField(ctx, key, p.Field)
-				}},
-		)
+		handlers[sc.name+"_get"] = func(ctx context.Context, r api.Request) (any, error) {
+			_, key, err := ref(r, k)
+			if err != nil {
+				return nil, err
+			}
+			return st.Get(ctx, key)
+		}
+		handlers[sc.name+"_put"] = func(ctx context.Context, r api.Request) (any, error) {
+			_, key, err := ref(r, k)
+			if err != nil {
+				return nil, err
+			}
+			return st.Put(ctx, key, scopeBody(r, sc.target))
+		}
+		handlers[sc.name+"_delete"] = func(ctx context.Context, r api.Request) (any, error) {
+			_, key, err := ref(r, k)
+			if err != nil {
+				return nil, err
+			}
+			return nil, st.Delete(ctx, key)
+		}
+		handlers[sc.name+"_field_set"] = func(ctx context.Context, r api.Request) (any, error) {
+			p, key, err := ref(r, k)
+			if err != nil {
+				return nil, err
+			}
+			if p.Value == nil {
+				return nil, api.Errorf(422, "missing field `value`")
+			}
+			return st.SetField(ctx, key, p.Field, *p.Value)
+		}
+		handlers[sc.name+"_field_unset"] = func(ctx context.Context, r api.Request) (any, error) {
+			p, key, err := ref(r, k)
+			if err != nil {
+				return nil, err
+			}
+			return st.UnsetField(ctx, key, p.Field)
+		}
 	}
-	eps = append(eps,
-		api.Endpoint{Name: "defaults", Subject: "kanade.config.defaults", HTTP: "GET /api/config/defaults", Tier: api.TierViewer,
-			Handler: func(context.Context, api.Request) (any, error) { return Defaults(), nil }},
-		api.Endpoint{Name: "group_inherited", Subject: "kanade.config.group_inherited", HTTP: "GET /api/groups/{name}/config/inherited", Tier: api.TierViewer,
-			Handler: func(ctx context.Context, r api.Request) (any, error) { return st.GroupInherited(ctx) }},
-		api.Endpoint{Name: "pc_inherited", Subject: "kanade.config.pc_inherited", HTTP: "GET /api/pcs/{pc_id}/config/inherited", Tier: api.TierViewer,
-			Handler: func(ctx context.Context, r api.Request) (any, error) {
-				p, _, err := ref(r, pc)
-				if err != nil {
-					return nil, err
-				}
-				return st.PCInherited(ctx, p.PCID)
-			}},
-		api.Endpoint{Name: "effective", Subject: "kanade.config.effective", HTTP: "GET /api/agents/{pc_id}/effective_config", Tier: api.TierViewer,
-			Handler: func(ctx context.Context, r api.Request) (any, error) {
-				p, _, err := ref(r, pc)
-				if err != nil {
-					return nil, err
-				}
-				return st.EffectiveFor(ctx, p.PCID)
-			}},
-	)
+	handlers["defaults"] = func(context.Context, api.Request) (any, error) { return Defaults(), nil }
+	handlers["group_inherited"] = func(ctx context.Context, r api.Request) (any, error) { return st.GroupInherited(ctx) }
+	handlers["pc_inherited"] = func(ctx context.Context, r api.Request) (any, error) {
+		p, _, err := ref(r, pc)
+		if err != nil {
+			return nil, err
+		}
+		return st.PCInherited(ctx, p.PCID)
+	}
+	handlers["effective"] = func(ctx context.Context, r api.Request) (any, error) {
+		p, _, err := ref(r, pc)
+		if err != nil {
+			return nil, err
+		}
+		return st.EffectiveFor(ctx, p.PCID)
+	}
+	def := Definitions()[0]
 	running, err := api.Start(o.Conn, api.Service{
-		Name: "config", Description: "layered agent config in KV agent_config: global < groups < PC",
-		Logger: o.Logger, Endpoints: eps,
+		Name: def.Service, Description: "layered agent config in KV agent_config: global < groups < PC",
+		Logger: o.Logger, Audit: o.Audit, Endpoints: def.Bind(handlers),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("agentconfig: %w", err)

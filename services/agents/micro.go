@@ -33,6 +33,9 @@ type Options struct {
 	// 10 s). Ping and logs have LiveTimeout, and their routes tell the
 	// gateway to wait that long.
 	Timeout time.Duration
+	// Audit records each forget, ping and metadata change before it is
+	// made (nil: no trail).
+	Audit api.Auditor
 }
 
 // Service is the running agents service.
@@ -44,6 +47,24 @@ type Service struct {
 	forget    *nats.Subscription
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
+}
+
+// Definitions are the agents service's endpoints.
+func Definitions() []api.Definition {
+	return []api.Definition{{Service: "agents", Endpoints: []api.Endpoint{
+		{Name: "list", Subject: "kanade.agents.list", HTTP: "GET /api/agents", IntParams: []string{"limit", "offset"}, Tier: api.TierViewer},
+		{Name: "versions", Subject: "kanade.agents.versions", HTTP: "GET /api/agents/versions", Tier: api.TierViewer},
+		{Name: "meta_keys", Subject: "kanade.agents.meta_keys", HTTP: "GET /api/agents/meta-keys", Tier: api.TierViewer},
+		{Name: "meta_bulk", Subject: "kanade.agents.meta_bulk", HTTP: "GET /api/agents/meta", Tier: api.TierViewer},
+		{Name: "detail", Subject: "kanade.agents.detail", HTTP: "GET /api/agents/{pc_id}", Tier: api.TierViewer},
+		{Name: "delete", Subject: "kanade.agents.delete", HTTP: "DELETE /api/agents/{pc_id}", Tier: api.TierOperator, Audit: "agent_delete", AuditTarget: "pc_id"},
+		{Name: "ping", Subject: "kanade.agents.ping", HTTP: "POST /api/agents/{pc_id}/ping", IntParams: []string{"wait_secs"}, Tier: api.TierOperator, Timeout: LiveTimeout, Audit: "agent_ping", AuditTarget: "pc_id"},
+		{Name: "logs", Subject: "kanade.agents.logs", HTTP: "GET /api/agents/{pc_id}/logs", IntParams: []string{"tail"}, Tier: api.TierViewer, Timeout: LiveTimeout},
+		{Name: "meta_get", Subject: "kanade.agents.meta_get", HTTP: "GET /api/agents/{pc_id}/meta", Tier: api.TierViewer},
+		{Name: "meta_put", Subject: "kanade.agents.meta_put", HTTP: "PUT /api/agents/{pc_id}/meta", Tier: api.TierOperator, Audit: "agent_meta_put", AuditTarget: "pc_id"},
+		{Name: "meta_set", Subject: "kanade.agents.meta_set", HTTP: "PUT /api/agents/{pc_id}/meta/key", Tier: api.TierOperator, Audit: "agent_meta_set", AuditTarget: "pc_id"},
+		{Name: "meta_rm", Subject: "kanade.agents.meta_rm", HTTP: "DELETE /api/agents/{pc_id}/meta/key", Tier: api.TierOperator, Audit: "agent_meta_rm", AuditTarget: "pc_id"},
+	}}}
 }
 
 // Start registers the agents micro service.
@@ -120,137 +141,120 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 		return p, err
 	}
 	svc := api.Service{
-		Name: "agents", Description: "the fleet roster: list, detail, versions, metadata, forget, ping, logs",
-		Workers: o.Workers, Timeout: max(o.Timeout, LiveTimeout), Logger: o.Logger,
-		Endpoints: []api.Endpoint{
-			{Name: "list", Subject: "kanade.agents.list", HTTP: "GET /api/agents", IntParams: []string{"limit", "offset"}, Tier: api.TierViewer,
-				Handler: bounded(func(ctx context.Context, r api.Request) (any, error) {
-					p, err := DecodeList(r)
-					if err != nil {
-						return nil, err
+		Name: Definitions()[0].Service, Description: "the fleet roster: list, detail, versions, metadata, forget, ping, logs",
+		Workers: o.Workers, Timeout: max(o.Timeout, LiveTimeout), Logger: o.Logger, Audit: o.Audit,
+		Endpoints: Definitions()[0].Bind(map[string]api.Handler{
+			"list": bounded(func(ctx context.Context, r api.Request) (any, error) {
+				p, err := DecodeList(r)
+				if err != nil {
+					return nil, err
+				}
+				page, err := List(ctx, o.DB, s.Meta, p, time.Now())
+				if err != nil {
+					return nil, err
+				}
+				for i := range page.Rows {
+					page.Rows[i].Groups = s.roster.GroupsOf(page.Rows[i].PCID)
+				}
+				return page.Reply(), nil
+			}),
+			"versions":  bounded(func(ctx context.Context, r api.Request) (any, error) { return Versions(ctx, o.DB, time.Now()) }),
+			"meta_keys": bounded(func(ctx context.Context, r api.Request) (any, error) { return s.Meta.Keys(), nil }),
+			"meta_bulk": bounded(func(ctx context.Context, r api.Request) (any, error) {
+				p, err := params(r)
+				if err != nil {
+					return nil, err
+				}
+				var pcs []string
+				for _, pc := range strings.Split(p.PCs, ",") {
+					if pc = strings.TrimSpace(pc); pc != "" {
+						pcs = append(pcs, pc)
 					}
-					page, err := List(ctx, o.DB, s.Meta, p, time.Now())
-					if err != nil {
-						return nil, err
-					}
-					for i := range page.Rows {
-						page.Rows[i].Groups = s.roster.GroupsOf(page.Rows[i].PCID)
-					}
-					return page.Reply(), nil
-				})},
-			{Name: "versions", Subject: "kanade.agents.versions", HTTP: "GET /api/agents/versions", Tier: api.TierViewer,
-				Handler: bounded(func(ctx context.Context, r api.Request) (any, error) { return Versions(ctx, o.DB, time.Now()) })},
-			{Name: "meta_keys", Subject: "kanade.agents.meta_keys", HTTP: "GET /api/agents/meta-keys", Tier: api.TierViewer,
-				Handler: bounded(func(ctx context.Context, r api.Request) (any, error) { return s.Meta.Keys(), nil })},
-			{Name: "meta_bulk", Subject: "kanade.agents.meta_bulk", HTTP: "GET /api/agents/meta", Tier: api.TierViewer,
-				Handler: bounded(func(ctx context.Context, r api.Request) (any, error) {
-					p, err := params(r)
-					if err != nil {
-						return nil, err
-					}
-					var pcs []string
-					for _, pc := range strings.Split(p.PCs, ",") {
-						if pc = strings.TrimSpace(pc); pc != "" {
-							pcs = append(pcs, pc)
-						}
-					}
-					return s.Meta.Bulk(pcs), nil
-				})},
-			{Name: "detail", Subject: "kanade.agents.detail", HTTP: "GET /api/agents/{pc_id}", Tier: api.TierViewer,
-				Handler: bounded(func(ctx context.Context, r api.Request) (any, error) {
-					p, err := params(r)
-					if err != nil {
-						return nil, err
-					}
-					row, err := Detail(ctx, o.DB, p.PCID, time.Now())
-					if err == nil {
-						row.Groups = s.roster.GroupsOf(row.PCID)
-					}
-					return row, err
-				})},
-			{Name: "delete", Subject: "kanade.agents.delete", HTTP: "DELETE /api/agents/{pc_id}", Tier: api.TierOperator,
-				Audit: "agent_delete", AuditTarget: "pc_id",
-				Handler: bounded(func(ctx context.Context, r api.Request) (any, error) {
-					p, err := params(r)
-					if err != nil {
-						return nil, err
-					}
-					if err := checkPC(p.PCID); err != nil {
-						return nil, err
-					}
-					removed, err := Forget(ctx, o.DB, p.PCID)
-					if err != nil {
-						return nil, err
-					}
-					if err := o.Conn.Publish(forgetSubject(p.PCID), nil); err != nil {
-						o.Logger.Warn("agents: tell the other nodes to forget", "pc_id", p.PCID, "err", err)
-					}
-					o.Logger.Info("agent forgotten", "pc_id", p.PCID, "removed", removed, "actor", r.Actor())
-					return nil, nil
-				})},
-			{Name: "ping", Subject: "kanade.agents.ping", HTTP: "POST /api/agents/{pc_id}/ping", IntParams: []string{"wait_secs"}, Tier: api.TierOperator, Timeout: LiveTimeout,
-				Audit: "agent_ping", AuditTarget: "pc_id",
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					p, err := params(r)
-					if err != nil {
-						return nil, err
-					}
-					wait := int64(DefaultPingWait)
-					if p.WaitSecs != nil {
-						wait = *p.WaitSecs
-					}
-					return Ping(ctx, o.Conn, p.PCID, wait)
-				}},
-			{Name: "logs", Subject: "kanade.agents.logs", HTTP: "GET /api/agents/{pc_id}/logs", IntParams: []string{"tail"}, Tier: api.TierViewer, Timeout: LiveTimeout,
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					p, err := params(r)
-					if err != nil {
-						return nil, err
-					}
-					return Logs(ctx, o.Conn, p.PCID, p.Tail)
-				}},
-			{Name: "meta_get", Subject: "kanade.agents.meta_get", HTTP: "GET /api/agents/{pc_id}/meta", Tier: api.TierViewer,
-				Handler: bounded(func(ctx context.Context, r api.Request) (any, error) {
-					p, err := params(r)
-					if err != nil {
-						return nil, err
-					}
-					return s.Meta.Read(ctx, p.PCID)
-				})},
-			{Name: "meta_put", Subject: "kanade.agents.meta_put", HTTP: "PUT /api/agents/{pc_id}/meta", Tier: api.TierOperator,
-				Audit: "agent_meta_put", AuditTarget: "pc_id",
-				Handler: bounded(func(ctx context.Context, r api.Request) (any, error) {
-					p, err := params(r)
-					if err != nil {
-						return nil, err
-					}
-					if err := checkPC(p.PCID); err != nil {
-						return nil, err
-					}
-					return s.Meta.Put(ctx, p.PCID, p.Entries)
-				})},
-			{Name: "meta_set", Subject: "kanade.agents.meta_set", HTTP: "PUT /api/agents/{pc_id}/meta/key", Tier: api.TierOperator,
-				Audit: "agent_meta_set", AuditTarget: "pc_id",
-				Handler: bounded(func(ctx context.Context, r api.Request) (any, error) {
-					p, err := params(r)
-					if err != nil {
-						return nil, err
-					}
-					if err := checkPC(p.PCID); err != nil {
-						return nil, err
-					}
-					return s.Meta.SetKey(ctx, p.PCID, p.Key, p.Value)
-				})},
-			{Name: "meta_rm", Subject: "kanade.agents.meta_rm", HTTP: "DELETE /api/agents/{pc_id}/meta/key", Tier: api.TierOperator,
-				Audit: "agent_meta_rm", AuditTarget: "pc_id",
-				Handler: bounded(func(ctx context.Context, r api.Request) (any, error) {
-					p, err := params(r)
-					if err != nil {
-						return nil, err
-					}
-					return s.Meta.RemoveKey(ctx, p.PCID, p.Key)
-				})},
-		},
+				}
+				return s.Meta.Bulk(pcs), nil
+			}),
+			"detail": bounded(func(ctx context.Context, r api.Request) (any, error) {
+				p, err := params(r)
+				if err != nil {
+					return nil, err
+				}
+				row, err := Detail(ctx, o.DB, p.PCID, time.Now())
+				if err == nil {
+					row.Groups = s.roster.GroupsOf(row.PCID)
+				}
+				return row, err
+			}),
+			"delete": bounded(func(ctx context.Context, r api.Request) (any, error) {
+				p, err := params(r)
+				if err != nil {
+					return nil, err
+				}
+				if err := checkPC(p.PCID); err != nil {
+					return nil, err
+				}
+				removed, err := Forget(ctx, o.DB, p.PCID)
+				if err != nil {
+					return nil, err
+				}
+				if err := o.Conn.Publish(forgetSubject(p.PCID), nil); err != nil {
+					o.Logger.Warn("agents: tell the other nodes to forget", "pc_id", p.PCID, "err", err)
+				}
+				o.Logger.Info("agent forgotten", "pc_id", p.PCID, "removed", removed, "actor", r.Actor())
+				return nil, nil
+			}),
+			"ping": func(ctx context.Context, r api.Request) (any, error) {
+				p, err := params(r)
+				if err != nil {
+					return nil, err
+				}
+				wait := int64(DefaultPingWait)
+				if p.WaitSecs != nil {
+					wait = *p.WaitSecs
+				}
+				return Ping(ctx, o.Conn, p.PCID, wait)
+			},
+			"logs": func(ctx context.Context, r api.Request) (any, error) {
+				p, err := params(r)
+				if err != nil {
+					return nil, err
+				}
+				return Logs(ctx, o.Conn, p.PCID, p.Tail)
+			},
+			"meta_get": bounded(func(ctx context.Context, r api.Request) (any, error) {
+				p, err := params(r)
+				if err != nil {
+					return nil, err
+				}
+				return s.Meta.Read(ctx, p.PCID)
+			}),
+			"meta_put": bounded(func(ctx context.Context, r api.Request) (any, error) {
+				p, err := params(r)
+				if err != nil {
+					return nil, err
+				}
+				if err := checkPC(p.PCID); err != nil {
+					return nil, err
+				}
+				return s.Meta.Put(ctx, p.PCID, p.Entries)
+			}),
+			"meta_set": bounded(func(ctx context.Context, r api.Request) (any, error) {
+				p, err := params(r)
+				if err != nil {
+					return nil, err
+				}
+				if err := checkPC(p.PCID); err != nil {
+					return nil, err
+				}
+				return s.Meta.SetKey(ctx, p.PCID, p.Key, p.Value)
+			}),
+			"meta_rm": bounded(func(ctx context.Context, r api.Request) (any, error) {
+				p, err := params(r)
+				if err != nil {
+					return nil, err
+				}
+				return s.Meta.RemoveKey(ctx, p.PCID, p.Key)
+			}),
+		}),
 	}
 	s.running, err = api.Start(o.Conn, svc)
 	if err != nil {

@@ -80,6 +80,8 @@ type Error struct {
 	// JSON says Message is a JSON document (a 503 health rollup): the
 	// reply says so in its Content-Type, and the gateway passes it on.
 	JSON bool
+	// RetryAfter, in seconds, is sent as the Retry-After header (a 429).
+	RetryAfter int
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -118,6 +120,10 @@ type Request struct {
 // Actor is who makes the request, as the caller named it in HeaderActor;
 // "" when nobody did.
 func (r Request) Actor() string { return r.Header.Get(HeaderActor) }
+
+// Addr is the caller's network address as the gateway saw it; "" when the
+// caller came over NATS.
+func (r Request) Addr() string { return r.Header.Get(HeaderAddr) }
 
 // ContentType is the request's Content-Type header ("" if none).
 func (r Request) ContentType() string { return r.Header.Get("Content-Type") }
@@ -164,6 +170,9 @@ type Service struct {
 	Timeout  time.Duration
 	Metadata map[string]string
 	Logger   *slog.Logger
+	// Audit records every call of an endpoint with an Audit action before
+	// its handler runs; nil records nothing (a service alone in a test).
+	Audit Auditor
 }
 
 // Running is a started service.
@@ -220,7 +229,7 @@ func Start(nc *nats.Conn, s Service) (*Running, error) {
 				defer func() { <-sem; r.wg.Done() }()
 				rctx, cancel := context.WithTimeout(ctx, s.Timeout)
 				defer cancel()
-				respond(rctx, nc, elog, ep.IntParams, inbound{m, at, st}, h)
+				respond(rctx, nc, elog, ep, s.Audit, inbound{m, at, st}, h)
 			}()
 		}
 		if err := svc.addEndpoint(nc, ep.Name, ep.Subject, meta, handle); err != nil {
@@ -268,7 +277,7 @@ func (r inbound) Headers() micro.Headers { return micro.Headers(r.m.Header) }
 // reply over the connection's max_payload would be dropped and leave the
 // caller waiting out its timeout, so it is answered with an error naming
 // the limit instead. The endpoint's stats count the answer when it is sent.
-func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, ints []string, req inbound, h Handler) {
+func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, ep Endpoint, aud Auditor, req inbound, h Handler) {
 	send := func(m *nats.Msg) {
 		defer func() { req.ep.record(time.Since(req.at), m.Header) }()
 		if req.Reply() == "" {
@@ -294,7 +303,15 @@ func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, ints []string
 			fail(&Error{Status: http.StatusInternalServerError, Message: "internal error"})
 		}
 	}()
-	out, err := h(ctx, Request{Subject: req.Subject(), Data: req.Data(), Header: req.Headers(), log: log, ints: ints})
+	r := Request{Subject: req.Subject(), Data: req.Data(), Header: req.Headers(), log: log, ints: ep.IntParams}
+	rec := auditStart(ctx, aud, ep, r)
+	if rec.err != nil {
+		log.Error("audit record failed; request refused", "err", rec.err)
+		fail(&Error{Status: http.StatusServiceUnavailable, Message: "audit trail unavailable, nothing was changed: " + rec.err.Error()})
+		return
+	}
+	out, err := h(ctx, r)
+	rec.end(ctx, log, err)
 	if err != nil {
 		var e *Error
 		switch {
@@ -333,6 +350,12 @@ func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, ints []string
 	send(&nats.Msg{Header: hdr, Data: body})
 }
 
+// HeaderRetryAfter on an error reply is the HTTP Retry-After (a 429).
+const HeaderRetryAfter = "Retry-After"
+
+// Created answers body with 201 Created.
+func Created(body any) Reply { return Reply{Status: http.StatusCreated, Body: body} }
+
 // errorMsg is the reply for e: micro's error headers and the message as
 // the plain-text body.
 func errorMsg(e *Error) *nats.Msg {
@@ -345,6 +368,9 @@ func errorMsg(e *Error) *nats.Msg {
 	}
 	if e.JSON {
 		m.Header.Set("Content-Type", "application/json")
+	}
+	if e.RetryAfter > 0 {
+		m.Header.Set(HeaderRetryAfter, strconv.Itoa(e.RetryAfter))
 	}
 	return m
 }

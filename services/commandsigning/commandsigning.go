@@ -34,6 +34,13 @@ func Describe(s *signing.Signer) Info {
 	return Info{Kid: &kid, Fingerprint: &fp}
 }
 
+// Definitions are the service's endpoints.
+func Definitions() []api.Definition {
+	return []api.Definition{{Service: "command-signing", Endpoints: []api.Endpoint{
+		{Name: "get", Subject: Subject, HTTP: "GET /api/command-signing", Tier: api.TierViewer},
+	}}}
+}
+
 // Options configure the service.
 type Options struct {
 	Conn     *nats.Conn
@@ -52,22 +59,18 @@ func Start(o Options) (*api.Running, error) {
 	// so that a node of a cluster with another key stands out.
 	meta := map[string]string{"node": o.NodeName, "kid": o.Signer.Kid(), "fingerprint": o.Signer.Fingerprint()}
 	return api.Start(o.Conn, api.Service{
-		Name:        "command-signing",
+		Name:        Definitions()[0].Service,
 		Description: "the key id and fingerprint this backend signs Commands with",
 		Metadata:    meta,
 		Logger:      o.Logger,
 		Workers:     2,
-		Endpoints: []api.Endpoint{{
-			Name:    "get",
-			Subject: Subject,
-			HTTP:    "GET /api/command-signing",
-			Tier:    api.TierViewer,
-			Handler: func(ctx context.Context, r api.Request) (any, error) {
+		Endpoints: Definitions()[0].Bind(map[string]api.Handler{
+			"get": func(ctx context.Context, r api.Request) (any, error) {
 				if err := api.Decode(r.Data, &struct{}{}); err != nil {
 					return nil, err
 				}
 				return info, nil
 			},
-		}},
+		}),
 	})
 }

@@ -29,6 +29,9 @@ type Options struct {
 	Materialize bool
 	// MaterializeEvery is its interval (default 60 s).
 	MaterializeEvery time.Duration
+	// Audit records each membership, contacts and definition change before
+	// it is made (nil: no trail).
+	Audit api.Auditor
 }
 
 // Service is the running groups service.
@@ -39,6 +42,24 @@ type Service struct {
 	own     bool // Roster was made here
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
+}
+
+// Definitions are the groups service's endpoints.
+func Definitions() []api.Definition {
+	return []api.Definition{{Service: "groups", Endpoints: []api.Endpoint{
+		{Name: "list", Subject: "kanade.groups.list", HTTP: "GET /api/groups", Tier: api.TierViewer},
+		{Name: "pc_get", Subject: "kanade.groups.pc_get", HTTP: "GET /api/agents/{pc_id}/groups", Tier: api.TierViewer},
+		{Name: "pc_put", Subject: "kanade.groups.pc_put", HTTP: "PUT /api/agents/{pc_id}/groups", Tier: api.TierOperator, Audit: "agent_groups_put", AuditTarget: "pc_id"},
+		{Name: "pc_add", Subject: "kanade.groups.pc_add", HTTP: "POST /api/agents/{pc_id}/groups", Tier: api.TierOperator, Audit: "agent_groups_add", AuditTarget: "pc_id"},
+		{Name: "pc_remove", Subject: "kanade.groups.pc_remove", HTTP: "DELETE /api/agents/{pc_id}/groups/{group}", Tier: api.TierOperator, Audit: "agent_groups_remove", AuditTarget: "pc_id"},
+		{Name: "email_get", Subject: "kanade.groups.email_get", HTTP: "GET /api/groups/{name}/email", Tier: api.TierViewer},
+		{Name: "email_put", Subject: "kanade.groups.email_put", HTTP: "PUT /api/groups/{name}/email", Tier: api.TierOperator, Audit: "group_contacts_put", AuditTarget: "name"},
+		{Name: "defs_list", Subject: "kanade.groups.defs_list", HTTP: "GET /api/group-defs", Tier: api.TierViewer},
+		{Name: "defs_put", Subject: "kanade.groups.defs_put", HTTP: "POST /api/group-defs", Tier: api.TierOperator, Audit: "group_def_upsert", AuditTarget: "id"},
+		{Name: "defs_yaml", Subject: "kanade.groups.defs_yaml", HTTP: "GET /api/group-defs/{id}/yaml", Tier: api.TierViewer},
+		{Name: "defs_members", Subject: "kanade.groups.defs_members", HTTP: "GET /api/group-defs/{id}/members", Tier: api.TierViewer},
+		{Name: "defs_delete", Subject: "kanade.groups.defs_delete", HTTP: "DELETE /api/group-defs/{id}", Tier: api.TierOperator, Audit: "group_def_delete", AuditTarget: "id"},
+	}}}
 }
 
 // Start registers the groups micro service.
@@ -96,121 +117,103 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 		return p.ID, err
 	}
 	svc := api.Service{
-		Name: "groups", Description: "group membership per PC (agent_groups), group definitions, the groups overview",
-		Logger: o.Logger, Workers: 8,
-		Endpoints: []api.Endpoint{
-			{Name: "list", Subject: "kanade.groups.list", HTTP: "GET /api/groups", Tier: api.TierViewer,
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					return List(ctx, s.Roster, lazyKV(wire.BucketAgentConfig), lazyKV(BucketGroupContacts)), nil
-				}},
-			{Name: "pc_get", Subject: "kanade.groups.pc_get", HTTP: "GET /api/agents/{pc_id}/groups", Tier: api.TierViewer,
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					pc, err := byPC(r)
-					if err != nil {
-						return nil, err
-					}
-					return m.Get(ctx, pc)
-				}},
-			{Name: "pc_put", Subject: "kanade.groups.pc_put", HTTP: "PUT /api/agents/{pc_id}/groups", Tier: api.TierOperator,
-				Audit: "agent_groups_put", AuditTarget: "pc_id",
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					var p struct {
-						PCID   string    `json:"pc_id"`
-						Groups *[]string `json:"groups"`
-					}
-					if err := api.Params(r, &p); err != nil {
-						return nil, err
-					}
-					if p.Groups == nil {
-						return nil, api.Errorf(http.StatusUnprocessableEntity, "missing field `groups`")
-					}
-					return m.Put(ctx, p.PCID, *p.Groups)
-				}},
-			{Name: "pc_add", Subject: "kanade.groups.pc_add", HTTP: "POST /api/agents/{pc_id}/groups", Tier: api.TierOperator,
-				Audit: "agent_groups_add", AuditTarget: "pc_id",
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					var p struct {
-						PCID  string  `json:"pc_id"`
-						Group *string `json:"group"`
-					}
-					if err := api.Params(r, &p); err != nil {
-						return nil, err
-					}
-					if p.Group == nil {
-						return nil, api.Errorf(http.StatusUnprocessableEntity, "missing field `group`")
-					}
-					return m.Add(ctx, p.PCID, *p.Group)
-				}},
-			{Name: "pc_remove", Subject: "kanade.groups.pc_remove", HTTP: "DELETE /api/agents/{pc_id}/groups/{group}", Tier: api.TierOperator,
-				Audit: "agent_groups_remove", AuditTarget: "pc_id",
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					var p struct {
-						PCID  string `json:"pc_id"`
-						Group string `json:"group"`
-					}
-					if err := api.Params(r, &p); err != nil {
-						return nil, err
-					}
-					return m.Remove(ctx, p.PCID, p.Group)
-				}},
-			{Name: "email_get", Subject: "kanade.groups.email_get", HTTP: "GET /api/groups/{name}/email", Tier: api.TierViewer,
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					var p struct {
-						Name string `json:"name"`
-					}
-					if err := api.Params(r, &p); err != nil {
-						return nil, err
-					}
-					return GetContacts(ctx, lazyKV(BucketGroupContacts), p.Name)
-				}},
-			{Name: "email_put", Subject: "kanade.groups.email_put", HTTP: "PUT /api/groups/{name}/email", Tier: api.TierOperator,
-				Audit: "group_contacts_put", AuditTarget: "name",
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					var p struct {
-						Name   string    `json:"name"`
-						Emails *[]string `json:"emails"`
-					}
-					if err := api.Params(r, &p); err != nil {
-						return nil, err
-					}
-					if p.Emails == nil {
-						return nil, api.Errorf(http.StatusUnprocessableEntity, "missing field `emails`")
-					}
-					return PutContacts(ctx, lazyKV(BucketGroupContacts), p.Name, *p.Emails)
-				}},
-			{Name: "defs_list", Subject: "kanade.groups.defs_list", HTTP: "GET /api/group-defs", Tier: api.TierViewer,
-				Handler: func(ctx context.Context, r api.Request) (any, error) { return s.Defs.List(ctx) }},
-			{Name: "defs_put", Subject: "kanade.groups.defs_put", HTTP: "POST /api/group-defs", Tier: api.TierOperator,
-				Audit: "group_def_upsert", AuditTarget: "id",
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					return s.Defs.Put(ctx, r.Data, r.ContentType())
-				}},
-			{Name: "defs_yaml", Subject: "kanade.groups.defs_yaml", HTTP: "GET /api/group-defs/{id}/yaml", Tier: api.TierViewer,
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					id, err := byID(r)
-					if err != nil {
-						return nil, err
-					}
-					return s.Defs.YAML(ctx, id)
-				}},
-			{Name: "defs_members", Subject: "kanade.groups.defs_members", HTTP: "GET /api/group-defs/{id}/members", Tier: api.TierViewer,
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					id, err := byID(r)
-					if err != nil {
-						return nil, err
-					}
-					return s.Defs.Members(ctx, id)
-				}},
-			{Name: "defs_delete", Subject: "kanade.groups.defs_delete", HTTP: "DELETE /api/group-defs/{id}", Tier: api.TierOperator,
-				Audit: "group_def_delete", AuditTarget: "id",
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					id, err := byID(r)
-					if err != nil {
-						return nil, err
-					}
-					return nil, s.Defs.Delete(ctx, id)
-				}},
-		},
+		Name: Definitions()[0].Service, Description: "group membership per PC (agent_groups), group definitions, the groups overview",
+		Logger: o.Logger, Workers: 8, Audit: o.Audit,
+		Endpoints: Definitions()[0].Bind(map[string]api.Handler{
+			"list": func(ctx context.Context, r api.Request) (any, error) {
+				return List(ctx, s.Roster, lazyKV(wire.BucketAgentConfig), lazyKV(BucketGroupContacts)), nil
+			},
+			"pc_get": func(ctx context.Context, r api.Request) (any, error) {
+				pc, err := byPC(r)
+				if err != nil {
+					return nil, err
+				}
+				return m.Get(ctx, pc)
+			},
+			"pc_put": func(ctx context.Context, r api.Request) (any, error) {
+				var p struct {
+					PCID   string    `json:"pc_id"`
+					Groups *[]string `json:"groups"`
+				}
+				if err := api.Params(r, &p); err != nil {
+					return nil, err
+				}
+				if p.Groups == nil {
+					return nil, api.Errorf(http.StatusUnprocessableEntity, "missing field `groups`")
+				}
+				return m.Put(ctx, p.PCID, *p.Groups)
+			},
+			"pc_add": func(ctx context.Context, r api.Request) (any, error) {
+				var p struct {
+					PCID  string  `json:"pc_id"`
+					Group *string `json:"group"`
+				}
+				if err := api.Params(r, &p); err != nil {
+					return nil, err
+				}
+				if p.Group == nil {
+					return nil, api.Errorf(http.StatusUnprocessableEntity, "missing field `group`")
+				}
+				return m.Add(ctx, p.PCID, *p.Group)
+			},
+			"pc_remove": func(ctx context.Context, r api.Request) (any, error) {
+				var p struct {
+					PCID  string `json:"pc_id"`
+					Group string `json:"group"`
+				}
+				if err := api.Params(r, &p); err != nil {
+					return nil, err
+				}
+				return m.Remove(ctx, p.PCID, p.Group)
+			},
+			"email_get": func(ctx context.Context, r api.Request) (any, error) {
+				var p struct {
+					Name string `json:"name"`
+				}
+				if err := api.Params(r, &p); err != nil {
+					return nil, err
+				}
+				return GetContacts(ctx, lazyKV(BucketGroupContacts), p.Name)
+			},
+			"email_put": func(ctx context.Context, r api.Request) (any, error) {
+				var p struct {
+					Name   string    `json:"name"`
+					Emails *[]string `json:"emails"`
+				}
+				if err := api.Params(r, &p); err != nil {
+					return nil, err
+				}
+				if p.Emails == nil {
+					return nil, api.Errorf(http.StatusUnprocessableEntity, "missing field `emails`")
+				}
+				return PutContacts(ctx, lazyKV(BucketGroupContacts), p.Name, *p.Emails)
+			},
+			"defs_list": func(ctx context.Context, r api.Request) (any, error) { return s.Defs.List(ctx) },
+			"defs_put": func(ctx context.Context, r api.Request) (any, error) {
+				return s.Defs.Put(ctx, r.Data, r.ContentType())
+			},
+			"defs_yaml": func(ctx context.Context, r api.Request) (any, error) {
+				id, err := byID(r)
+				if err != nil {
+					return nil, err
+				}
+				return s.Defs.YAML(ctx, id)
+			},
+			"defs_members": func(ctx context.Context, r api.Request) (any, error) {
+				id, err := byID(r)
+				if err != nil {
+					return nil, err
+				}
+				return s.Defs.Members(ctx, id)
+			},
+			"defs_delete": func(ctx context.Context, r api.Request) (any, error) {
+				id, err := byID(r)
+				if err != nil {
+					return nil, err
+				}
+				return nil, s.Defs.Delete(ctx, id)
+			},
+		}),
 	}
 	s.running, err = api.Start(o.Conn, svc)
 	if err != nil {

@@ -42,6 +42,19 @@ func (s *Service) Stop() error {
 	return errors.Join(errs...)
 }
 
+// Definitions are the endpoints of the health and jetstream services.
+func Definitions() []api.Definition {
+	return []api.Definition{
+		{Service: "health", Endpoints: []api.Endpoint{
+			{Name: "fleet", Subject: SubjectFleet, HTTP: "GET /api/health/fleet", Tier: api.TierViewer},
+			{Name: "executions", Subject: SubjectExecutions, Tier: api.TierViewer},
+		}},
+		{Service: "jetstream", Endpoints: []api.Endpoint{
+			{Name: "status", Subject: SubjectJetStream, HTTP: "GET /api/jetstream/status", Tier: api.TierViewer},
+		}},
+	}
+}
+
 // Start starts the health and jetstream micro services.
 func Start(o Options) (*Service, error) {
 	if o.Logger == nil {
@@ -52,35 +65,33 @@ func Start(o Options) (*Service, error) {
 		return nil, err
 	}
 	c := &Checker{DB: o.DB, JS: js, Log: o.Logger, DegradedBelow: o.DegradedBelow, Alive: o.Alive}
+	defs := Definitions()
 	svcs := []api.Service{{
-		Name:        "health",
+		Name:        defs[0].Service,
 		Description: "the fleet's health rollup and execution counts",
 		Logger:      o.Logger,
-		Endpoints: []api.Endpoint{
-			{Name: "fleet", Subject: SubjectFleet, HTTP: "GET /api/health/fleet", Tier: api.TierViewer,
-				Handler: func(ctx context.Context, r api.Request) (any, error) {
-					f := c.Fleet(ctx)
-					b, err := api.Marshal(f)
-					if err != nil {
-						return nil, err
-					}
-					if f.Status == StatusDegraded {
-						// Upstream answers 503 with the same body; readers parse it.
-						return nil, &api.Error{Status: http.StatusServiceUnavailable, Message: string(b), JSON: true}
-					}
-					return b, nil
-				}},
-			{Name: "executions", Subject: SubjectExecutions, Tier: api.TierViewer,
-				Handler: func(ctx context.Context, r api.Request) (any, error) { return c.Executions(ctx) }},
-		},
+		Endpoints: defs[0].Bind(map[string]api.Handler{
+			"fleet": func(ctx context.Context, r api.Request) (any, error) {
+				f := c.Fleet(ctx)
+				b, err := api.Marshal(f)
+				if err != nil {
+					return nil, err
+				}
+				if f.Status == StatusDegraded {
+					// Upstream answers 503 with the same body; readers parse it.
+					return nil, &api.Error{Status: http.StatusServiceUnavailable, Message: string(b), JSON: true}
+				}
+				return b, nil
+			},
+			"executions": func(ctx context.Context, r api.Request) (any, error) { return c.Executions(ctx) },
+		}),
 	}, {
-		Name:        "jetstream",
+		Name:        defs[1].Service,
 		Description: "usage of the JetStream streams, KV buckets and object stores",
 		Logger:      o.Logger,
-		Endpoints: []api.Endpoint{
-			{Name: "status", Subject: SubjectJetStream, HTTP: "GET /api/jetstream/status", Tier: api.TierViewer,
-				Handler: func(ctx context.Context, r api.Request) (any, error) { return JetStream(ctx, js), nil }},
-		},
+		Endpoints: defs[1].Bind(map[string]api.Handler{
+			"status": func(ctx context.Context, r api.Request) (any, error) { return JetStream(ctx, js), nil },
+		}),
 	}}
 	s := &Service{}
 	for _, sv := range svcs {

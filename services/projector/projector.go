@@ -143,7 +143,7 @@ func Start(ctx context.Context, o Options) (*Projector, error) {
 		if err := s.load(ctx); err != nil {
 			return nil, err
 		}
-		if err := s.position(ctx); err != nil {
+		if err := s.positionRetrying(ctx); err != nil {
 			return nil, err
 		}
 		p.streams = append(p.streams, s)

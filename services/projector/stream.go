@@ -134,6 +134,24 @@ func (s *stream) position(ctx context.Context) error {
 	return nil
 }
 
+// positionRetrying is position, tried again for a while: a node that
+// restarts into a cluster finds its stream replicas catching up and the
+// JetStream API slow or leaderless for some seconds, and one timed-out
+// look-up must not stop the node.
+func (s *stream) positionRetrying(ctx context.Context) error {
+	deadline := time.Now().Add(time.Minute)
+	for attempt := 1; ; attempt++ {
+		err := s.position(ctx)
+		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
+			return err
+		}
+		s.log.Warn("projector: positioning the consumer failed; retrying", "err", err, "attempt", attempt)
+		if !sleep(ctx, time.Second) {
+			return ctx.Err()
+		}
+	}
+}
+
 // createConsumer makes the durable consumer deliver from right after off.
 func (s *stream) createConsumer(ctx context.Context, off uint64) error {
 	c, err := s.p.js.CreateConsumer(ctx, s.name, s.consumerConfig(off+1))

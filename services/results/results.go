@@ -26,6 +26,8 @@ type Options struct {
 	Conn   *nats.Conn
 	DB     *store.DB
 	Logger *slog.Logger
+	// Audit records each kill before it is sent (nil: no trail).
+	Audit api.Auditor
 
 	// TailTimeout bounds the job.tail request to an agent (default 3 s):
 	// past it the tail answers "waiting" rather than an error.

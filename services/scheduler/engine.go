@@ -597,6 +597,14 @@ func (e *Engine) handle(s *slot, r tickReq) {
 		d := r.tick.Add(r.c.Deadline)
 		f.DeadlineAt = &d
 	}
+	if aud := e.o.Firer.Audit; aud != nil {
+		payload, _ := json.Marshal(map[string]any{"exec_id": execID, "schedule_id": s.id, "version": m.Version, "target": r.c.Target})
+		entry := api.Entry{Actor: "scheduler", Action: "exec", Target: m.ID, Payload: payload}
+		if err := e.retry(ctx, r, func() error { return aud.Record(ctx, entry) }); err != nil {
+			log.Error("tick not fired: audit record", "exec_id", execID, "err", err)
+			return
+		}
+	}
 	// The ids are derived from the tick, so publishing again after an
 	// error is safe: the streams drop the repeat.
 	err = e.retry(ctx, r, func() error {

@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -119,6 +120,10 @@ type Firer struct {
 	// Envelopes sends v2 envelopes to the PCs that report them (nil: bare
 	// Commands only, as upstream).
 	Envelopes *signing.Envelopes
+	// Audit records each scheduled fire (actor "scheduler") before it is
+	// published; nil records nothing. Execs through the API are recorded
+	// by the API itself.
+	Audit api.Auditor
 }
 
 // ackWait bounds the wait for one round of acks: a lost ack is a failure
@@ -323,6 +328,9 @@ type ExecRequest struct {
 	JobID  string        `json:"job_id"`
 	Target *Target       `json:"target"`
 	Jitter HumanDuration `json:"jitter"`
+	// InitiatedBy is who asked (the caller's actor, as upstream keeps
+	// it); "" records "api".
+	InitiatedBy string `json:"-"`
 }
 
 // ExecNow runs a job now: one exec_id, one request_id, one Command to every
@@ -356,7 +364,7 @@ func ExecNow(ctx context.Context, cat *Catalog, p *Firer, req ExecRequest, now t
 		Job:         m,
 		Target:      t,
 		Jitter:      jitter,
-		InitiatedBy: "api",
+		InitiatedBy: cmp.Or(req.InitiatedBy, "api"),
 		InitiatedAt: now,
 	})
 	if err != nil {

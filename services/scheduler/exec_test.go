@@ -133,7 +133,8 @@ func TestExecNow(t *testing.T) {
 		t.Fatalf("%d execution records, want 3", len(recs))
 	}
 	r := recs[0]
-	if r.InitiatedBy != "api" || r.JobID != "inv" || r.Version != "3.1.0" || r.TargetCount != 3 ||
+	// A NATS caller that names no actor (the gateway names the user).
+	if r.InitiatedBy != "nats" || r.JobID != "inv" || r.Version != "3.1.0" || r.TargetCount != 3 ||
 		string(r.Target) != `{"all":true}` || r.TimeoutSecs != 90 || r.RequestID == "" || time.Since(r.InitiatedAt) > time.Minute {
 		t.Errorf("record %+v", r)
 	}

@@ -58,6 +58,9 @@ type Options struct {
 	// sends v2 envelopes to the PCs that report them (nil: never).
 	Signer    *signing.Signer
 	Envelopes *signing.Envelopes
+	// Audit records each job and schedule change and each exec before it
+	// is made (nil: no trail).
+	Audit api.Auditor
 }
 
 // Scheduler is the running scheduler and its services.
@@ -159,7 +162,7 @@ func Start(ctx context.Context, o Options) (*Scheduler, error) {
 		s.Stop()
 		return nil, err
 	}
-	firer := &Firer{JS: js, Log: o.Logger, Pins: pins, Signer: o.Signer, Envelopes: o.Envelopes, Agents: &AgentCounter{Roster: roster, DB: o.DB, Now: o.Clock.Now, Log: o.Logger}}
+	firer := &Firer{JS: js, Log: o.Logger, Pins: pins, Signer: o.Signer, Envelopes: o.Envelopes, Audit: o.Audit, Agents: &AgentCounter{Roster: roster, DB: o.DB, Now: o.Clock.Now, Log: o.Logger}}
 	s.Engine, err = StartEngine(ctx, EngineOptions{
 		Schedules: scheds, Jobs: jobs, JobCache: jobCache, JS: js, Claims: claims, Firer: firer, Clock: o.Clock,
 		DB: o.DB, Marks: marks, Freeze: freeze, Observe: o.Observe,
@@ -170,7 +173,7 @@ func Start(ctx context.Context, o Options) (*Scheduler, error) {
 		return nil, fmt.Errorf("scheduler: %w", err)
 	}
 	s.Catalog.Agents, s.Catalog.Completions = firer.Agents, s.Engine.comp
-	for _, svc := range services(s.Catalog, s.Engine, firer, o.Clock, o.Logger) {
+	for _, svc := range services(s.Catalog, s.Engine, firer, o.Clock, o.Logger, o.Audit) {
 		r, err := api.Start(o.Conn, svc)
 		if err != nil {
 			s.Stop()

@@ -15,8 +15,25 @@ type cmdParams struct {
 	CmdID string `json:"cmd_id"`
 }
 
-// Start starts the scripts and schemas micro services.
-func Start(nc *nats.Conn, log *slog.Logger) ([]*api.Running, error) {
+// Definitions are the endpoints of the scripts and schemas services.
+func Definitions() []api.Definition {
+	return []api.Definition{
+		{Service: "scripts", Endpoints: []api.Endpoint{
+			{Name: "status", Subject: "kanade.scripts.status", HTTP: "GET /api/scripts/status", Tier: api.TierViewer},
+			{Name: "revoke", Subject: "kanade.scripts.revoke", HTTP: "POST /api/scripts/{cmd_id}/revoke",
+				Tier: api.TierOperator, Audit: "script_revoke", AuditTarget: "cmd_id"},
+			{Name: "unrevoke", Subject: "kanade.scripts.unrevoke", HTTP: "POST /api/scripts/{cmd_id}/unrevoke",
+				Tier: api.TierOperator, Audit: "script_unrevoke", AuditTarget: "cmd_id"},
+		}},
+		{Service: "schemas", Endpoints: []api.Endpoint{
+			{Name: "manifest", Subject: "kanade.schemas.manifest", HTTP: "GET /api/schemas/manifest.json", Tier: api.TierViewer},
+		}},
+	}
+}
+
+// Start starts the scripts and schemas micro services; aud records each
+// revoke and unrevoke before it is made (nil: no trail).
+func Start(nc *nats.Conn, log *slog.Logger, aud api.Auditor) ([]*api.Running, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
@@ -31,26 +48,24 @@ func Start(nc *nats.Conn, log *slog.Logger) ([]*api.Running, error) {
 			return nil, st.Set(ctx, p.CmdID, value)
 		}
 	}
+	defs := Definitions()
 	svcs := []api.Service{{
-		Name:        "scripts",
+		Name:        defs[0].Service,
 		Description: "script_status: revoke and unrevoke what agents run",
 		Logger:      log,
-		Endpoints: []api.Endpoint{
-			{Name: "status", Subject: "kanade.scripts.status", HTTP: "GET /api/scripts/status", Tier: api.TierViewer,
-				Handler: func(ctx context.Context, r api.Request) (any, error) { return st.All(ctx) }},
-			{Name: "revoke", Subject: "kanade.scripts.revoke", HTTP: "POST /api/scripts/{cmd_id}/revoke",
-				Tier: api.TierOperator, Audit: "script_revoke", AuditTarget: "cmd_id", Handler: set(wire.ScriptRevoked)},
-			{Name: "unrevoke", Subject: "kanade.scripts.unrevoke", HTTP: "POST /api/scripts/{cmd_id}/unrevoke",
-				Tier: api.TierOperator, Audit: "script_unrevoke", AuditTarget: "cmd_id", Handler: set(wire.ScriptActive)},
-		},
+		Audit:       aud,
+		Endpoints: defs[0].Bind(map[string]api.Handler{
+			"status":   func(ctx context.Context, r api.Request) (any, error) { return st.All(ctx) },
+			"revoke":   set(wire.ScriptRevoked),
+			"unrevoke": set(wire.ScriptActive),
+		}),
 	}, {
-		Name:        "schemas",
+		Name:        defs[1].Service,
 		Description: "JSON Schemas of the documents the API takes",
 		Logger:      log,
-		Endpoints: []api.Endpoint{
-			{Name: "manifest", Subject: "kanade.schemas.manifest", HTTP: "GET /api/schemas/manifest.json", Tier: api.TierViewer,
-				Handler: func(ctx context.Context, r api.Request) (any, error) { return ManifestSchema, nil }},
-		},
+		Endpoints: defs[1].Bind(map[string]api.Handler{
+			"manifest": func(ctx context.Context, r api.Request) (any, error) { return ManifestSchema, nil },
+		}),
 	}}
 	var out []*api.Running
 	for _, s := range svcs {

@@ -29,7 +29,7 @@ func call(t *testing.T, nc *nats.Conn, subject, body string) (string, string) {
 func TestRevokeWritesWhatAgentsRead(t *testing.T) {
 	n := nodetest.Start(t)
 	nc := n.Conn(t)
-	svcs, err := scripts.Start(nc, n.Logger)
+	svcs, err := scripts.Start(nc, n.Logger, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func TestRevokeWritesWhatAgentsRead(t *testing.T) {
 	if err := n2.JetStream(t).DeleteKeyValue(context.Background(), wire.BucketScriptStatus); err != nil {
 		t.Fatal(err)
 	}
-	svcs2, err := scripts.Start(nc2, n2.Logger)
+	svcs2, err := scripts.Start(nc2, n2.Logger, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { authSteps } from './auth.mjs';
 import { outputSteps } from './outputs.mjs';
 import { homeSteps } from './home.mjs';
 import { fleetSteps } from './fleet.mjs';
@@ -162,9 +163,11 @@ let pcs = [];
 
 await step('dashboard loads, asks for the API token once, shows the version', async () => {
   await page.goto(base + '/#/activity');
-  await page.locator(tid('activity-page')).waitFor();
   if (token) {
-    // The server wants a token: the dashboard asks once, then remembers it.
+    // The server wants a login: the login page offers the API token too,
+    // asked once, then remembered.
+    await page.locator(tid('login-page')).waitFor();
+    await page.locator(tid('use-token')).click();
     const dialog = page.locator(tid('token-dialog'));
     await dialog.locator(tid('token-input')).fill('not-the-token');
     await dialog.locator(tid('dialog-submit')).click();
@@ -178,6 +181,8 @@ await step('dashboard loads, asks for the API token once, shows the version', as
     await page.locator(tid('activity-page')).waitFor();
     await page.waitForTimeout(500);
     if (await page.locator('dialog[open]').count()) throw new Error('asked for the token again after a reload');
+  } else {
+    await page.locator(tid('activity-page')).waitFor();
   }
   await poll('version', async () => /^v\S+/.test(await page.locator(tid('version')).textContent()));
   const agents = await poll('agents heartbeating', async () => {
@@ -466,6 +471,7 @@ await step('a stored schedule the engine cannot use shows its error', async () =
 await homeSteps({ step, page, base, go, tid, poll, api, addJob, runJob, pcs: () => pcs, shotDir, join, suffix });
 await fleetSteps({ page, step, api, poll, tid, go, shotDir, base, token });
 await scheduleSteps({ step, page, api, go, tid, poll, job: SLOW_JOB, suffix });
+if (token) await authSteps({ page, step, poll, tid, go, ranJob: SLOW_JOB, token });
 
 // Every page in both themes, at desktop and phone width.
 await outputSteps({ step, page, go, tid, poll, shotDir });
@@ -485,6 +491,8 @@ await step('screenshots of every page, light and dark', async () => {
     ['agents', '/agents', 'agents-page', tid('agent-row')],
     ['agent', `/agents/${encodeURIComponent(pcs[0])}`, 'agent-page', tid('agent-state')],
     ['groups', '/groups', 'groups-page', tid('group-row')],
+    ['audit', '/audit', 'audit-page', tid('audit-row')],
+    ['accounts', '/accounts', 'accounts-page', tid('account-row')],
   ];
   for (const [width, tag] of [[1280, ''], [390, '-phone']]) {
     await page.setViewportSize({ width, height: width > 500 ? 800 : 844 });

@@ -1,8 +1,9 @@
 // The one way the dashboard talks to the backend: fetch under /api/, errors
 // as ApiError carrying the server's plain-text message and HTTP status, and
-// the bearer token asked for once when the server answers 401.
+// the bearer token (a login's, or the server's --api-token) sent with each.
+// A 401 drops the token and hands over to the login page.
 
-const TOKEN_KEY = 'kanade.apiToken';
+const TOKEN_KEY = 'kanade_token'; // upstream's key
 
 export class ApiError extends Error {
   constructor(status, message) {
@@ -11,14 +12,13 @@ export class ApiError extends Error {
   }
 }
 
-let promptForToken = async () => null;
-let pendingPrompt = null;
+let onUnauthorized = () => {};
 let memoryToken = null; // when the browser blocks storage: kept for this page only
 
-// setTokenPrompt installs the function that asks the operator for a token;
-// it resolves to the token, or null when they cancel.
-export function setTokenPrompt(fn) {
-  promptForToken = fn;
+// setUnauthorized installs what a 401 does (go to the login page); it is
+// called with the server's reason.
+export function setUnauthorized(fn) {
+  onUnauthorized = fn;
 }
 
 export function storedToken() {
@@ -29,7 +29,7 @@ export function storedToken() {
   }
 }
 
-function storeToken(token) {
+export function storeToken(token) {
   memoryToken = token;
   try {
     localStorage.setItem(TOKEN_KEY, token);
@@ -47,23 +47,12 @@ export function forgetToken() {
   }
 }
 
-// Concurrent 401s share one prompt.
-async function askToken(rejected) {
-  if (!pendingPrompt) {
-    pendingPrompt = promptForToken(rejected).finally(() => {
-      pendingPrompt = null;
-    });
-  }
-  const token = await pendingPrompt;
-  if (token) storeToken(token);
-  return token;
-}
-
 // api('GET', '/api/results', {query: {limit: 50}}) -> parsed JSON, or null
 // for an empty body (204); with text: true, the body as text. body: an
-// object is sent as JSON, a string as-is with contentType.
-export async function api(method, path, { query, body, contentType, signal, text: asText = false } = {}) {
-  const res = await send(method, path, { query, body, contentType, signal });
+// object is sent as JSON, a string as-is with contentType. login: a 401 is
+// the answer (wrong password), not a lost session.
+export async function api(method, path, { query, body, contentType, signal, login = false, text: asText = false } = {}) {
+  const res = await send(method, path, { query, body, contentType, signal, login });
   const text = await res.text();
   if (!res.ok) throw new ApiError(res.status, text.trim() || res.statusText || `HTTP ${res.status}`);
   if (asText) return text; // a non-JSON answer (a YAML mirror)
@@ -101,8 +90,9 @@ export async function apiBlob(path, { signal } = {}) {
   return res.blob();
 }
 
-// send makes the request with the stored token, asking for one on a 401.
-async function send(method, path, { query, body, contentType, signal } = {}) {
+// send makes the request with the stored token. A 401 (unless login) drops
+// the token and hands over to the login page.
+async function send(method, path, { query, body, contentType, signal, login = false } = {}) {
   let url = path;
   if (query) {
     const q = new URLSearchParams();
@@ -112,28 +102,27 @@ async function send(method, path, { query, body, contentType, signal } = {}) {
     const s = q.toString();
     if (s) url += '?' + s;
   }
-  for (;;) {
-    const headers = {};
-    const token = storedToken();
-    if (token) headers.Authorization = 'Bearer ' + token;
-    let payload;
-    if (typeof body === 'string') {
-      payload = body;
-      headers['Content-Type'] = contentType || 'text/plain';
-    } else if (body !== undefined) {
-      payload = JSON.stringify(body);
-      headers['Content-Type'] = 'application/json';
-    }
-    const res = await fetch(url, { method, headers, body: payload, signal, cache: 'no-store' });
-    if (res.status === 401) {
-      // Another request may have stored a fresh token meanwhile: retry with it.
-      if (storedToken() && storedToken() !== token) continue;
-      const next = await askToken(Boolean(token));
-      if (!next) throw new ApiError(401, 'an API token is required');
-      continue;
-    }
-    return res;
+  const headers = { 'X-Kanade-Source': 'spa' };
+  const token = storedToken();
+  if (token) headers.Authorization = 'Bearer ' + token;
+  let payload;
+  if (typeof body === 'string') {
+    payload = body;
+    headers['Content-Type'] = contentType || 'text/plain';
+  } else if (body !== undefined) {
+    payload = JSON.stringify(body);
+    headers['Content-Type'] = 'application/json';
   }
+  const res = await fetch(url, { method, headers, body: payload, signal, cache: 'no-store' });
+  if (res.status === 401 && !login) {
+    // Another request may have stored a fresh token meanwhile: retry with it.
+    if (storedToken() && storedToken() !== token) return send(method, path, { query, body, contentType, signal });
+    const text = (await res.text()).trim();
+    if (token) forgetToken();
+    onUnauthorized(text, Boolean(token));
+    throw new ApiError(401, text || 'login required');
+  }
+  return res;
 }
 
 // isAbort tells a cancelled fetch (page left, newer request) from a failure.

@@ -1,9 +1,9 @@
 // The dashboard's entry: routes each #/path to its page, owns the page's
 // lifecycle (timers and requests stop when you leave), and wires the header.
 
-import { start } from './router.js';
-import { api, setTokenPrompt, storedToken, forgetToken } from './api.js';
-import { tokenDialog } from './dialog.js';
+import { start, parseHash, href, navigate } from './router.js';
+import { api, setUnauthorized, forgetToken } from './api.js';
+import { loadMe, clearMe } from './auth.js';
 import { initThemeToggle } from './theme.js';
 import { Lifecycle } from './lifecycle.js';
 import { h, replace } from './dom.js';
@@ -13,6 +13,10 @@ import * as executions from './page-executions.js';
 import * as jobs from './page-jobs.js';
 import * as schedules from './page-schedules.js';
 import * as agents from './page-agents.js';
+import * as login from './page-login.js';
+import * as password from './page-password.js';
+import * as accounts from './page-accounts.js';
+import * as audit from './page-audit.js';
 import * as home from './page-home.js';
 import * as agent from './page-agent.js';
 import * as groupsPage from './page-groups.js';
@@ -31,6 +35,10 @@ const routes = [
   { re: /^\/agents$/, page: agents, nav: 'agents' },
   { re: /^\/agents\/([^/]+)$/, page: agent, nav: 'agents' },
   { re: /^\/groups$/, page: groupsPage, nav: 'groups' },
+  { re: /^\/login$/, page: login, nav: null },
+  { re: /^\/change-password$/, page: password, nav: null },
+  { re: /^\/accounts$/, page: accounts, nav: 'accounts' },
+  { re: /^\/audit$/, page: audit, nav: 'audit' },
 ];
 
 const notFound = {
@@ -42,7 +50,6 @@ const notFound = {
 };
 
 const main = document.getElementById('main');
-const forget = document.querySelector('[data-testid="forget-token"]');
 let current = null;
 
 function show({ path, params }) {
@@ -72,18 +79,24 @@ function show({ path, params }) {
     if (route && a.dataset.nav === route.nav) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
   }
-  forget.hidden = !storedToken();
 }
 
-setTokenPrompt(async (rejected) => {
-  const token = await tokenDialog(rejected);
-  forget.hidden = !token;
-  return token;
+// A 401 anywhere: the session is gone (or there never was one); log in and
+// come back here.
+setUnauthorized((reason, hadToken) => {
+  clearMe();
+  const { path } = parseHash();
+  if (path === '/login') return;
+  const from = location.hash.replace(/^#/, '') || '/';
+  // A first visit just needs a login; a session that ended says why.
+  const why = hadToken ? `Your session ended (${reason || 'the server refused the token'}). Log in again.` : 'Log in to go on.';
+  navigate(href('/login', { from, reason: why }));
 });
 
-forget.addEventListener('click', () => {
+document.querySelector('[data-testid="logout"]').addEventListener('click', () => {
   forgetToken();
-  forget.hidden = true;
+  clearMe();
+  navigate('/login');
 });
 
 document.querySelector('[data-testid="skip-link"]').addEventListener('click', () => main.focus());
@@ -113,4 +126,4 @@ async function pollProjector() {
 }
 pollProjector();
 
-start(show);
+loadMe().finally(() => start(show));

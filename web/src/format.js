@@ -94,7 +94,7 @@ export function resultStatus(r) {
 const EXIT_MEANING = {
   '-1': 'killed or timed out',
   122: 'unsupported',
-  123: 'refused (unsigned)',
+  123: 'refused (signature)',
   124: 'version pin',
   125: 'deadline passed',
   126: 'revoked',

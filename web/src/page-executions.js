@@ -167,7 +167,7 @@ export const detail = {
     const summary = h('div', { class: 'exec-summary', testid: 'execution-summary' });
     const meta = h('dl', { class: 'meta' });
     const killState = h('span', { class: 'kill-state', 'aria-live': 'polite', testid: 'kill-state' });
-    const killButton = h('button', { type: 'button', class: 'danger', testid: 'kill-button', hidden: true, onclick: kill }, 'Kill');
+    const killButton = h('button', { type: 'button', class: 'danger', testid: 'kill-button', 'data-min-role': 'operator', hidden: true, onclick: kill }, 'Kill');
     const tbody = h('tbody', { testid: 'execution-results' }, h('tr', { class: 'empty' }, h('td', { colspan: 5 }, 'Loading…')));
 
     tbody.addEventListener('click', (ev) => {

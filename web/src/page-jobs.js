@@ -101,7 +101,7 @@ export function mount(main, { life }) {
 
   replace(main, h('section', { class: 'page jobs', testid: 'jobs-page' },
     h('div', { class: 'page-head' }, h('h1', {}, 'Jobs'), h('span', { class: 'spacer' }),
-      h('button', { type: 'button', class: 'primary', testid: 'add-job', onclick: () => edit(null) }, 'Add job')),
+      h('button', { type: 'button', class: 'primary', testid: 'add-job', 'data-min-role': 'operator', onclick: () => edit(null) }, 'Add job')),
     banner,
     h('div', { class: 'table-wrap' }, h('table', { class: 'jobs', testid: 'jobs-table' },
       h('thead', {}, h('tr', {},
@@ -120,12 +120,12 @@ export function mount(main, { life }) {
       h('td', { class: 'ellipsis opt', title: j.description || null }, j.description || h('span', { class: 'muted' }, '—')),
       h('td', { class: 'opt' }, [ex.shell, ex.timeout].filter(Boolean).join(' · ') || '—'),
       h('td', {}, h('div', { class: 'actions' },
-        h('button', { type: 'button', class: 'primary small', testid: 'run-job', onclick: () => runDialog(j) }, 'Run…'),
-        h('button', { type: 'button', class: 'small', testid: 'edit-job', onclick: () => edit(j) }, 'Edit'),
+        h('button', { type: 'button', class: 'primary small', testid: 'run-job', 'data-min-role': 'operator', onclick: () => runDialog(j) }, 'Run…'),
+        h('button', { type: 'button', class: 'small', testid: 'edit-job', 'data-min-role': 'operator', onclick: () => edit(j) }, 'Edit'),
         revoked.has(j.id)
-          ? h('button', { type: 'button', class: 'small', testid: 'unrevoke-job', onclick: () => setRevoked(j, false) }, 'Unrevoke')
-          : h('button', { type: 'button', class: 'small danger-text', testid: 'revoke-job', onclick: () => setRevoked(j, true) }, 'Revoke'),
-        h('button', { type: 'button', class: 'small danger-text', testid: 'delete-job', onclick: () => remove(j) }, 'Delete'))));
+          ? h('button', { type: 'button', class: 'small', testid: 'unrevoke-job', 'data-min-role': 'operator', onclick: () => setRevoked(j, false) }, 'Unrevoke')
+          : h('button', { type: 'button', class: 'small danger-text', testid: 'revoke-job', 'data-min-role': 'operator', onclick: () => setRevoked(j, true) }, 'Revoke'),
+        h('button', { type: 'button', class: 'small danger-text', testid: 'delete-job', 'data-min-role': 'operator', onclick: () => remove(j) }, 'Delete'))));
   }
 
   // Job ids agents skip (script_status REVOKED); empty when the backend

@@ -29,7 +29,7 @@ export function mount(main, { args, life }) {
   const liveToggle = h('input', { type: 'checkbox', testid: 'live-toggle', checked: true, onchange: () => schedule(0) });
   const liveState = h('span', { class: 'live-state', testid: 'live-state', 'aria-live': 'polite' });
   const killState = h('span', { class: 'kill-state', testid: 'kill-state', 'aria-live': 'polite' });
-  const killButton = h('button', { type: 'button', class: 'danger', testid: 'kill-button', onclick: kill }, 'Kill');
+  const killButton = h('button', { type: 'button', class: 'danger', testid: 'kill-button', 'data-min-role': 'operator', onclick: kill }, 'Kill');
   const liveBar = h('div', { class: 'live-bar', testid: 'live-bar' },
     h('label', { class: 'switch' }, liveToggle, ' Live output'), liveState, h('span', { class: 'spacer' }), killState, killButton);
   const stdout = outputPane('stdout');

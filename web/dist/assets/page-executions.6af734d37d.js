@@ -3,11 +3,11 @@
 // results of one execution.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api } from './api.058d2173fe.js';
+import { api } from './api.21ab11d035.js';
 import { href, navigate, setParams } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
-import { exitBadge, timeEl, resultDuration, shortId, errorText, tickElapsed } from './format.913d19cc04.js';
-import { confirmDialog } from './dialog.ca5da1cc43.js';
+import { exitBadge, timeEl, resultDuration, shortId, errorText, tickElapsed } from './format.dc80c323ac.js';
+import { confirmDialog } from './dialog.2b0c444602.js';
 
 const ACTIVE = new Set(['pending', 'running']);
 const REFRESH_MS = 2000;
@@ -167,7 +167,7 @@ export const detail = {
     const summary = h('div', { class: 'exec-summary', testid: 'execution-summary' });
     const meta = h('dl', { class: 'meta' });
     const killState = h('span', { class: 'kill-state', 'aria-live': 'polite', testid: 'kill-state' });
-    const killButton = h('button', { type: 'button', class: 'danger', testid: 'kill-button', hidden: true, onclick: kill }, 'Kill');
+    const killButton = h('button', { type: 'button', class: 'danger', testid: 'kill-button', 'data-min-role': 'operator', hidden: true, onclick: kill }, 'Kill');
     const tbody = h('tbody', { testid: 'execution-results' }, h('tr', { class: 'empty' }, h('td', { colspan: 5 }, 'Loading…')));
 
     tbody.addEventListener('click', (ev) => {

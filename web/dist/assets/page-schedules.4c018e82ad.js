@@ -3,10 +3,11 @@
 // preview its next fires, add or edit one as YAML; freeze the fleet.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api } from './api.058d2173fe.js';
+import { api } from './api.21ab11d035.js';
+import { hasRole } from './auth.4b529e8847.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
-import { timeEl, agoEl, tickAgo, errorText } from './format.913d19cc04.js';
-import { confirmDialog, yamlDialog, modal } from './dialog.ca5da1cc43.js';
+import { timeEl, agoEl, tickAgo, errorText } from './format.dc80c323ac.js';
+import { confirmDialog, yamlDialog, modal } from './dialog.2b0c444602.js';
 import { toYAML } from './yaml.124ddd447c.js';
 
 export const title = 'Schedules';
@@ -179,7 +180,7 @@ export function mount(main, { life }) {
   const latest = new Latest(life);
   const banner = h('p', { class: 'banner', role: 'alert', testid: 'schedules-error' });
   const freezeBanner = h('p', { class: 'banner freeze', role: 'status', testid: 'freeze-banner', hidden: true });
-  const freezeButton = h('button', { type: 'button', testid: 'freeze-toggle', onclick: () => toggleFreeze() }, 'Freeze fleet');
+  const freezeButton = h('button', { type: 'button', testid: 'freeze-toggle', 'data-min-role': 'operator', onclick: () => toggleFreeze() }, 'Freeze fleet');
   let frozen = null;
   const tbody = h('tbody', { testid: 'schedules-body' }, h('tr', { class: 'empty' }, h('td', { colspan: 7 }, 'Loading…')));
   const previews = new Map(); // schedule id -> fires, kept across refreshes
@@ -189,8 +190,8 @@ export function mount(main, { life }) {
   replace(main, h('section', { class: 'page schedules', testid: 'schedules-page' },
     h('div', { class: 'page-head' }, h('h1', {}, 'Schedules'), h('span', { class: 'spacer' }),
       freezeButton,
-      h('button', { type: 'button', testid: 'add-schedule-words', onclick: () => addInWords() }, 'Add in words'),
-      h('button', { type: 'button', class: 'primary', testid: 'add-schedule', onclick: () => edit(null) }, 'Add schedule')),
+      h('button', { type: 'button', testid: 'add-schedule-words', 'data-min-role': 'operator', onclick: () => addInWords() }, 'Add in words'),
+      h('button', { type: 'button', class: 'primary', testid: 'add-schedule', 'data-min-role': 'operator', onclick: () => edit(null) }, 'Add schedule')),
     freezeBanner,
     banner,
     h('div', { class: 'table-wrap' }, h('table', { class: 'schedules', testid: 'schedules-table' },
@@ -207,6 +208,7 @@ export function mount(main, { life }) {
     const toggle = h('button', {
       type: 'button', role: 'switch', 'aria-checked': String(enabled), class: `toggle small ${enabled ? 'on' : 'off'}`,
       testid: 'toggle-schedule', title: enabled ? 'enabled: click to disable' : 'disabled: click to enable',
+      disabled: !hasRole('operator'), // a viewer sees the state, cannot change it
       onclick: () => setEnabled(sc, !enabled, toggle),
     }, enabled ? 'Enabled' : 'Disabled');
     const row = h('tr', { testid: 'schedule-row', class: sc.error ? 'broken' : null, dataset: { scheduleId: sc.id, enabled: String(enabled), error: sc.error ? 'true' : null } },
@@ -219,8 +221,8 @@ export function mount(main, { life }) {
       h('td', {}, h('div', { class: 'actions' },
         toggle,
         h('button', { type: 'button', class: 'small', testid: 'preview-schedule', 'aria-expanded': String(previews.has(sc.id)), onclick: () => togglePreview(sc) }, 'Preview'),
-        h('button', { type: 'button', class: 'small', testid: 'edit-schedule', onclick: () => edit(sc) }, 'Edit'),
-        h('button', { type: 'button', class: 'small danger-text', testid: 'delete-schedule', onclick: () => remove(sc) }, 'Delete'))));
+        h('button', { type: 'button', class: 'small', testid: 'edit-schedule', 'data-min-role': 'operator', onclick: () => edit(sc) }, 'Edit'),
+        h('button', { type: 'button', class: 'small danger-text', testid: 'delete-schedule', 'data-min-role': 'operator', onclick: () => remove(sc) }, 'Delete'))));
     if (!previews.has(sc.id)) return [row];
     const fires = previews.get(sc.id);
     return [row, h('tr', { class: 'preview-row' }, h('td', { colspan: 7 },

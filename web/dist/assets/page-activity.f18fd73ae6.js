@@ -3,10 +3,10 @@
 // any shown run is still in flight.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api } from './api.058d2173fe.js';
+import { api } from './api.21ab11d035.js';
 import { href, setParams, navigate } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
-import { exitBadge, timeEl, resultDuration, firstLine, tickElapsed, shortId, resultStatus, errorText } from './format.913d19cc04.js';
+import { exitBadge, timeEl, resultDuration, firstLine, tickElapsed, shortId, resultStatus, errorText } from './format.dc80c323ac.js';
 
 export const title = 'Activity';
 

@@ -3,10 +3,10 @@
 // each row with its groups). Every filter is kept in the URL.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { apiFull } from './api.058d2173fe.js';
+import { apiFull } from './api.21ab11d035.js';
 import { href, setParams } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
-import { timeEl, agoEl, tickAgo, errorText } from './format.913d19cc04.js';
+import { timeEl, agoEl, tickAgo, errorText } from './format.dc80c323ac.js';
 
 export const title = 'Agents';
 

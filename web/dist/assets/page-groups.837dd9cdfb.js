@@ -3,12 +3,12 @@
 // group. ?name=g highlights one group.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api, apiFull } from './api.058d2173fe.js';
+import { api, apiFull } from './api.21ab11d035.js';
 import { href } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
-import { errorText } from './format.913d19cc04.js';
-import { configDialog } from './config-editor.66dc4608da.js';
-import { yamlDialog, confirmDialog } from './dialog.ca5da1cc43.js';
+import { errorText } from './format.dc80c323ac.js';
+import { configDialog } from './config-editor.2362a3b632.js';
+import { yamlDialog, confirmDialog } from './dialog.2b0c444602.js';
 
 const DEF_TEMPLATE = `id: my-group\ndescription: every Windows PC\n# either a static list:\n# members: [PC1, PC2]\n# or a read-only query over the agents projection returning pc_id:\nquery: SELECT pc_id FROM agents WHERE os_family = 'windows'\nrefresh: 10m\n`;
 
@@ -31,11 +31,11 @@ export function mount(main, { params, life }) {
   replace(main, h('section', { class: 'page groups', testid: 'groups-page' },
     h('div', { class: 'page-head' }, h('a', { class: 'back', href: '#/agents' }, '← Agents'), h('h1', {}, 'Groups'), summary,
       h('button', {
-        type: 'button', class: 'small', testid: 'global-config',
+        type: 'button', class: 'small', testid: 'global-config', 'data-min-role': 'operator',
         onclick: () => configDialog('Global config (every agent)', '/api/config').then(() => {}, (err) => { banner.textContent = errorText(err); }),
       }, 'Global config')),
     h('form', {
-      class: 'inline-form', testid: 'groups-add-form',
+      class: 'inline-form', testid: 'groups-add-form', 'data-min-role': 'operator',
       onsubmit: async (e) => {
         e.preventDefault();
         formError.textContent = '';
@@ -57,7 +57,7 @@ export function mount(main, { params, life }) {
         h('th', { scope: 'col', class: 'c-config opt' }, 'Config'), h('th', { scope: 'col' }, 'PCs'))),
       tbody)),
     h('div', { class: 'page-head' }, h('h2', {}, 'Group definitions'), h('span', { class: 'spacer' }),
-      h('button', { type: 'button', class: 'small primary', testid: 'add-group-def', onclick: () => editDef(null) }, 'Add definition')),
+      h('button', { type: 'button', class: 'small primary', testid: 'add-group-def', 'data-min-role': 'operator', onclick: () => editDef(null) }, 'Add definition')),
     h('p', { class: 'muted' }, 'Static lists and SQL queries over the agents projection (POST /api/group-defs); their members are written to agent_groups_derived, which agents follow beside their own groups.'),
     h('div', { class: 'table-wrap' }, h('table', { class: 'group-defs', testid: 'group-defs-table' },
       h('thead', {}, h('tr', {}, h('th', { scope: 'col', class: 'c-id' }, 'Definition'), h('th', { scope: 'col', class: 'c-state' }, 'Kind'),
@@ -73,7 +73,7 @@ export function mount(main, { params, life }) {
     h('td', { class: 'mono ellipsis', title: g.name }, g.name),
     h('td', { class: 'num', testid: 'group-count' }, String(g.members.length)),
     h('td', { class: 'opt' }, h('button', {
-      type: 'button', class: `small${g.has_config ? '' : ' muted'}`, testid: 'group-config',
+      type: 'button', class: `small${g.has_config ? '' : ' muted'}`, testid: 'group-config', 'data-min-role': 'operator',
       title: g.has_config ? 'edit this group\'s config' : 'give this group a config',
       onclick: () => configDialog(`Config of group ${g.name}`, `/api/groups/${encodeURIComponent(g.name)}/config`).then((ok) => ok && load(), (err) => { banner.textContent = errorText(err); }),
     }, g.has_config ? 'Edit config' : 'Add config')),
@@ -86,8 +86,8 @@ export function mount(main, { params, life }) {
       h('td', {}, d.query ? 'dynamic' : 'static'),
       h('td', { class: 'mono ellipsis', title: d.query || (d.members || []).join(', ') }, d.query || (d.members || []).join(', ')),
       h('td', {}, h('div', { class: 'actions' },
-        h('button', { type: 'button', class: 'small', testid: 'edit-group-def', onclick: () => editDef(d) }, 'Edit'),
-        h('button', { type: 'button', class: 'small danger-text', testid: 'delete-group-def', onclick: () => removeDef(d) }, 'Delete')))))
+        h('button', { type: 'button', class: 'small', testid: 'edit-group-def', 'data-min-role': 'operator', onclick: () => editDef(d) }, 'Edit'),
+        h('button', { type: 'button', class: 'small danger-text', testid: 'delete-group-def', 'data-min-role': 'operator', onclick: () => removeDef(d) }, 'Delete')))))
       : h('tr', { class: 'empty' }, h('td', { colspan: 4 }, 'No definitions.')));
     if (focus) tbody.querySelector('tr.focus')?.scrollIntoView({ block: 'nearest' });
   }

@@ -2,7 +2,7 @@
 // cancels, and nothing behind them reacts to the keyboard.
 
 import { h } from './dom.3dd86e8f14.js';
-import { errorText } from './format.913d19cc04.js';
+import { errorText } from './format.dc80c323ac.js';
 
 // modal shows a dialog whose form submits to onSubmit(form); returning
 // normally closes it with that value, throwing shows the error inside it.

@@ -4,12 +4,12 @@
 // as soon as it lands.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api } from './api.058d2173fe.js';
+import { api } from './api.21ab11d035.js';
 import { href } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
-import { exitBadge, timeEl, resultDuration, resultStatus, exitMeaning, tickElapsed, errorText } from './format.913d19cc04.js';
-import { confirmDialog } from './dialog.ca5da1cc43.js';
-import { outputPane } from './output.9c85c82858.js';
+import { exitBadge, timeEl, resultDuration, resultStatus, exitMeaning, tickElapsed, errorText } from './format.dc80c323ac.js';
+import { confirmDialog } from './dialog.2b0c444602.js';
+import { outputPane } from './output.7505417550.js';
 
 export const title = 'Result';
 
@@ -29,7 +29,7 @@ export function mount(main, { args, life }) {
   const liveToggle = h('input', { type: 'checkbox', testid: 'live-toggle', checked: true, onchange: () => schedule(0) });
   const liveState = h('span', { class: 'live-state', testid: 'live-state', 'aria-live': 'polite' });
   const killState = h('span', { class: 'kill-state', testid: 'kill-state', 'aria-live': 'polite' });
-  const killButton = h('button', { type: 'button', class: 'danger', testid: 'kill-button', onclick: kill }, 'Kill');
+  const killButton = h('button', { type: 'button', class: 'danger', testid: 'kill-button', 'data-min-role': 'operator', onclick: kill }, 'Kill');
   const liveBar = h('div', { class: 'live-bar', testid: 'live-bar' },
     h('label', { class: 'switch' }, liveToggle, ' Live output'), liveState, h('span', { class: 'spacer' }), killState, killButton);
   const stdout = outputPane('stdout');

@@ -1,21 +1,25 @@
 // The dashboard's entry: routes each #/path to its page, owns the page's
 // lifecycle (timers and requests stop when you leave), and wires the header.
 
-import { start } from './router.475a737da2.js';
-import { api, setTokenPrompt, storedToken, forgetToken } from './api.058d2173fe.js';
-import { tokenDialog } from './dialog.ca5da1cc43.js';
+import { start, parseHash, href, navigate } from './router.475a737da2.js';
+import { api, setUnauthorized, forgetToken } from './api.21ab11d035.js';
+import { loadMe, clearMe } from './auth.4b529e8847.js';
 import { initThemeToggle } from './theme.9bc285ecbb.js';
 import { Lifecycle } from './lifecycle.cf1e604c6c.js';
 import { h, replace } from './dom.3dd86e8f14.js';
-import * as activity from './page-activity.fc52fb0a18.js';
-import * as result from './page-result.2e8a978be4.js';
-import * as executions from './page-executions.d08207f20d.js';
-import * as jobs from './page-jobs.2523f92904.js';
-import * as schedules from './page-schedules.2dfdb8c82f.js';
-import * as agents from './page-agents.5bdf6d3522.js';
-import * as home from './page-home.c626c26792.js';
-import * as agent from './page-agent.d9adfa97d2.js';
-import * as groupsPage from './page-groups.c3116c07d0.js';
+import * as activity from './page-activity.f18fd73ae6.js';
+import * as result from './page-result.73f858b686.js';
+import * as executions from './page-executions.6af734d37d.js';
+import * as jobs from './page-jobs.8032129946.js';
+import * as schedules from './page-schedules.4c018e82ad.js';
+import * as agents from './page-agents.2741d2e3b1.js';
+import * as login from './page-login.9f6c244684.js';
+import * as password from './page-password.c1f74d140e.js';
+import * as accounts from './page-accounts.998c4e7604.js';
+import * as audit from './page-audit.79841239e5.js';
+import * as home from './page-home.3ef7091d34.js';
+import * as agent from './page-agent.cf1ae93915.js';
+import * as groupsPage from './page-groups.837dd9cdfb.js';
 
 const routes = [
   // Home is the landing page; '/' with a query is an Activity link made
@@ -31,6 +35,10 @@ const routes = [
   { re: /^\/agents$/, page: agents, nav: 'agents' },
   { re: /^\/agents\/([^/]+)$/, page: agent, nav: 'agents' },
   { re: /^\/groups$/, page: groupsPage, nav: 'groups' },
+  { re: /^\/login$/, page: login, nav: null },
+  { re: /^\/change-password$/, page: password, nav: null },
+  { re: /^\/accounts$/, page: accounts, nav: 'accounts' },
+  { re: /^\/audit$/, page: audit, nav: 'audit' },
 ];
 
 const notFound = {
@@ -42,7 +50,6 @@ const notFound = {
 };
 
 const main = document.getElementById('main');
-const forget = document.querySelector('[data-testid="forget-token"]');
 let current = null;
 
 function show({ path, params }) {
@@ -72,18 +79,24 @@ function show({ path, params }) {
     if (route && a.dataset.nav === route.nav) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
   }
-  forget.hidden = !storedToken();
 }
 
-setTokenPrompt(async (rejected) => {
-  const token = await tokenDialog(rejected);
-  forget.hidden = !token;
-  return token;
+// A 401 anywhere: the session is gone (or there never was one); log in and
+// come back here.
+setUnauthorized((reason, hadToken) => {
+  clearMe();
+  const { path } = parseHash();
+  if (path === '/login') return;
+  const from = location.hash.replace(/^#/, '') || '/';
+  // A first visit just needs a login; a session that ended says why.
+  const why = hadToken ? `Your session ended (${reason || 'the server refused the token'}). Log in again.` : 'Log in to go on.';
+  navigate(href('/login', { from, reason: why }));
 });
 
-forget.addEventListener('click', () => {
+document.querySelector('[data-testid="logout"]').addEventListener('click', () => {
   forgetToken();
-  forget.hidden = true;
+  clearMe();
+  navigate('/login');
 });
 
 document.querySelector('[data-testid="skip-link"]').addEventListener('click', () => main.focus());
@@ -113,4 +126,4 @@ async function pollProjector() {
 }
 pollProjector();
 
-start(show);
+loadMe().finally(() => start(show));

@@ -4,8 +4,8 @@
 // shows its head and its tail, and a link downloads all of it.
 
 import { h } from './dom.3dd86e8f14.js';
-import { apiBlob } from './api.058d2173fe.js';
-import { bytes } from './format.913d19cc04.js';
+import { apiBlob } from './api.21ab11d035.js';
+import { bytes } from './format.dc80c323ac.js';
 
 export function outputPane(name) {
   const pre = h('pre', { class: 'output mono', tabindex: '0', testid: name, 'aria-label': name });

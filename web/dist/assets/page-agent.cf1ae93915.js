@@ -3,11 +3,11 @@
 // questions: ping it, fetch its log, run a script on it now.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api, apiFull } from './api.058d2173fe.js';
+import { api, apiFull } from './api.21ab11d035.js';
 import { href } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
-import { timeEl, agoEl, tickAgo, errorText, exitBadge, shortId } from './format.913d19cc04.js';
-import { configDialog } from './config-editor.66dc4608da.js';
+import { timeEl, agoEl, tickAgo, errorText, exitBadge, shortId } from './format.dc80c323ac.js';
+import { configDialog } from './config-editor.2362a3b632.js';
 
 export const title = 'Agent';
 
@@ -31,7 +31,7 @@ export function mount(main, { args, life }) {
   const groupInput = h('input', { type: 'text', testid: 'agent-group-input', placeholder: 'group name', 'aria-label': 'add a group', autocomplete: 'off' });
   const groupError = h('p', { class: 'form-error', role: 'alert', testid: 'agent-group-error' });
   const groupForm = h('form', {
-    class: 'inline-form', testid: 'agent-group-form',
+    class: 'inline-form', testid: 'agent-group-form', 'data-min-role': 'operator',
     onsubmit: async (e) => {
       e.preventDefault();
       const g = groupInput.value;
@@ -52,7 +52,7 @@ export function mount(main, { args, life }) {
   const metaValue = h('input', { type: 'text', testid: 'agent-meta-value', placeholder: 'value', 'aria-label': 'metadata value', autocomplete: 'off' });
   const metaError = h('p', { class: 'form-error', role: 'alert', testid: 'agent-meta-error' });
   const metaForm = h('form', {
-    class: 'inline-form', testid: 'agent-meta-form',
+    class: 'inline-form', testid: 'agent-meta-form', 'data-min-role': 'operator',
     onsubmit: async (e) => {
       e.preventDefault();
       metaError.textContent = '';
@@ -71,7 +71,7 @@ export function mount(main, { args, life }) {
   const results = h('tbody', { testid: 'agent-results' }, h('tr', { class: 'empty' }, h('td', { colspan: 4 }, 'Loading…')));
 
   const pingOut = h('span', { class: 'muted', testid: 'agent-ping-result', 'aria-live': 'polite' });
-  const pingBtn = h('button', { type: 'button', testid: 'agent-ping', onclick: ping }, 'Ping');
+  const pingBtn = h('button', { type: 'button', testid: 'agent-ping', 'data-min-role': 'operator', onclick: ping }, 'Ping');
 
   const logsOut = h('pre', { class: 'output', testid: 'agent-logs', hidden: true });
   const logsBtn = h('button', { type: 'button', testid: 'agent-logs-fetch', onclick: logs }, 'Fetch log');
@@ -95,13 +95,13 @@ export function mount(main, { args, life }) {
     h('h2', {}, 'Effective config'),
     config,
     h('div', { class: 'actions left' }, h('button', {
-      type: 'button', class: 'small', testid: 'agent-config-edit',
+      type: 'button', class: 'small', testid: 'agent-config-edit', 'data-min-role': 'operator',
       onclick: () => configDialog(`Config of ${pc} (its own layer)`, `/api/pcs/${encodeURIComponent(pc)}/config`)
         .then((ok) => ok && loadConfig(), (err) => { banner.textContent = errorText(err); }),
     }, 'Edit this PC\'s config')),
-    h('h2', {}, 'Run a script'),
+    h('h2', { 'data-min-role': 'operator' }, 'Run a script'),
     h('form', {
-      class: 'run-form', testid: 'run-form',
+      class: 'run-form', testid: 'run-form', 'data-min-role': 'operator',
       onsubmit: (e) => { e.preventDefault(); run(); },
     },
     h('div', { class: 'filters' },
@@ -124,7 +124,7 @@ export function mount(main, { args, life }) {
     replace(chips, gs.length ? gs.map((g) => h('span', { class: 'chip', testid: 'agent-group', dataset: { group: g } },
       h('a', { href: href('/groups', { name: g }) }, g),
       h('button', {
-        type: 'button', class: 'chip-remove', testid: 'agent-group-remove', 'aria-label': `remove from ${g}`, title: `remove from ${g}`,
+        type: 'button', class: 'chip-remove', 'data-min-role': 'operator', testid: 'agent-group-remove', 'aria-label': `remove from ${g}`, title: `remove from ${g}`,
         onclick: async () => {
           groupError.textContent = '';
           try {
@@ -142,7 +142,7 @@ export function mount(main, { args, life }) {
     replace(metaList, es.length ? es.map((e) => h('span', { class: 'chip', testid: 'agent-meta-entry', dataset: { key: e.key } },
       h('span', { class: 'mono' }, `${e.key} = ${e.value}`),
       h('button', {
-        type: 'button', class: 'chip-remove', 'aria-label': `remove ${e.key}`, title: `remove ${e.key}`,
+        type: 'button', class: 'chip-remove', 'data-min-role': 'operator', 'aria-label': `remove ${e.key}`, title: `remove ${e.key}`,
         onclick: async () => {
           metaError.textContent = '';
           try {

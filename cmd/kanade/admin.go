@@ -1,0 +1,79 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kanade-go/kanade/services/accounts"
+)
+
+// admin is `kanade admin reset-password`: set an account's password from
+// the host, through the node's NATS, for an admin locked out of the API.
+// The account must change it at its next login and is enabled again.
+func admin(args []string) error {
+	if len(args) == 0 || args[0] != "reset-password" {
+		return errors.New("usage: kanade admin reset-password --user NAME [--create] (password on stdin or in KANADE_NEW_PASSWORD)")
+	}
+	f := newFlags("admin reset-password")
+	user := f.String("user", "", "the account whose password to set")
+	create := f.Bool("create", false, "create the account, as an admin, if it does not exist")
+	natsURL := f.String("nats-url", "nats://127.0.0.1:4222", "the node's NATS")
+	creds := f.String("nats-creds", "", "credentials file for --nats-url")
+	natsUser := f.String("nats-user", "", "user for --nats-url (the backend user of --nats-config)")
+	natsPassword := f.String("nats-password", "", "password for --nats-url")
+	if err := f.parse(args[1:]); err != nil {
+		return err
+	}
+	if *user == "" {
+		return errors.New("--user is required")
+	}
+	password := os.Getenv("KANADE_NEW_PASSWORD")
+	if password == "" {
+		fmt.Fprintf(os.Stderr, "new password for %s: ", *user)
+		line, err := bufio.NewReader(os.Stdin).ReadString('\n')
+		if err != nil && line == "" {
+			return fmt.Errorf("read password: %w", err)
+		}
+		password = strings.TrimRight(line, "\r\n")
+	}
+	opts := []nats.Option{nats.Name("kanade-admin"), nats.Timeout(5 * time.Second)}
+	switch {
+	case *creds != "":
+		opts = append(opts, nats.UserCredentials(*creds))
+	case *natsUser != "":
+		opts = append(opts, nats.UserInfo(*natsUser, *natsPassword))
+	}
+	nc, err := nats.Connect(*natsURL, opts...)
+	if err != nil {
+		return fmt.Errorf("connect %s: %w", *natsURL, err)
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	st, err := accounts.OpenStore(ctx, js, 1)
+	if err != nil {
+		return err
+	}
+	created, err := st.ResetPassword(ctx, *user, password, *create, time.Now())
+	if err != nil {
+		return fmt.Errorf("reset password of %s: %w", *user, err)
+	}
+	if created {
+		fmt.Fprintf(os.Stderr, "admin %s created; it must change its password at first login\n", *user)
+	} else {
+		fmt.Fprintf(os.Stderr, "password of %s set; it must change it at next login\n", *user)
+	}
+	return nil
+}

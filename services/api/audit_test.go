@@ -1,0 +1,102 @@
+package api_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/kanade-go/kanade/nodetest"
+	"github.com/kanade-go/kanade/services/api"
+)
+
+// trail keeps records in memory; fail makes Record fail.
+type trail struct {
+	mu      sync.Mutex
+	entries []api.Entry
+	fail    bool
+}
+
+func (t *trail) Record(_ context.Context, e api.Entry) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.fail {
+		return errors.New("stream down")
+	}
+	t.entries = append(t.entries, e)
+	return nil
+}
+
+// A mutating endpoint is recorded before its handler runs, secrets
+// redacted; a failed call gets a second record; a trail that cannot
+// record refuses the call before the handler runs.
+func TestAuditBeforeTheChange(t *testing.T) {
+	n := nodetest.Start(t)
+	nc := n.Conn(t)
+	tr := &trail{}
+	var changed atomic.Int32
+	svc, err := api.Start(nc, api.Service{Name: "audited", Audit: tr, Endpoints: []api.Endpoint{
+		{Name: "put", Subject: "kanade.audited.put", Tier: api.TierOperator, Audit: "thing_put", AuditTarget: "id",
+			Handler: func(ctx context.Context, r api.Request) (any, error) {
+				tr.mu.Lock()
+				recorded := len(tr.entries)
+				tr.mu.Unlock()
+				if recorded == 0 {
+					t.Error("handler ran before its record")
+				}
+				changed.Add(1)
+				if strings.Contains(string(r.Data), "bad") {
+					return nil, api.NotFound("no such thing")
+				}
+				return nil, nil
+			}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Stop()
+	req := func(body string) *nats.Msg {
+		m, err := nc.RequestMsg(&nats.Msg{Subject: "kanade.audited.put", Data: []byte(body),
+			Header: nats.Header{api.HeaderActor: {"alice"}, api.HeaderAddr: {"10.1.2.3"}}}, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	req(`{"id":"x1","password":"hunter22","nested":{"token":"abc"}}`)
+	if len(tr.entries) != 1 {
+		t.Fatalf("entries %+v", tr.entries)
+	}
+	e := tr.entries[0]
+	if e.Actor != "alice" || e.Action != "thing_put" || e.Target != "x1" || e.Addr != "10.1.2.3" ||
+		strings.Contains(string(e.Payload), "hunter22") || strings.Contains(string(e.Payload), "abc") {
+		t.Fatalf("entry %+v payload %s", e, e.Payload)
+	}
+	req(`{"id":"bad"}`)
+	if len(tr.entries) != 3 || !strings.HasPrefix(tr.entries[2].Error, "404 no such thing") {
+		t.Fatalf("failed call: %+v", tr.entries)
+	}
+	tr.mu.Lock()
+	tr.fail = true
+	tr.mu.Unlock()
+	m := req(`{"id":"x2"}`)
+	if m.Header.Get(micro.ErrorCodeHeader) != "503" || changed.Load() != 2 {
+		t.Fatalf("trail down: %s %q, handler ran %d times", m.Header.Get(micro.ErrorCodeHeader), m.Data, changed.Load())
+	}
+	// A NATS caller that names nobody is "nats".
+	tr.mu.Lock()
+	tr.fail = false
+	tr.mu.Unlock()
+	nc.Request("kanade.audited.put", []byte(`{"id":"x3"}`), 5*time.Second)
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if got := tr.entries[len(tr.entries)-1].Actor; got != "nats" {
+		t.Fatalf("NATS caller actor %q", got)
+	}
+}

@@ -1,0 +1,72 @@
+// Log in: username and password (then a TOTP code if the account has MFA),
+// or the server's API token. A first login that must change its password
+// goes to Change password.
+
+import { h, replace } from './dom.js';
+import { api, storeToken } from './api.js';
+import { navigate } from './router.js';
+import { errorText } from './format.js';
+import { tokenDialog } from './dialog.js';
+import { loadMe } from './auth.js';
+
+export const title = 'Log in';
+
+export function mount(main, { params }) {
+  const from = params.get('from') || '/';
+  const user = h('input', { type: 'text', name: 'username', required: true, autocomplete: 'username', testid: 'login-username', 'aria-label': 'username' });
+  const pass = h('input', { type: 'password', name: 'password', required: true, autocomplete: 'current-password', testid: 'login-password', 'aria-label': 'password' });
+  const code = h('input', { type: 'text', name: 'totp', inputmode: 'numeric', autocomplete: 'one-time-code', testid: 'login-totp', 'aria-label': 'authentication code' });
+  const codeRow = h('label', { class: 'field', hidden: true }, h('span', { class: 'label' }, 'Authentication code'), code);
+  const error = h('p', { class: 'form-error', role: 'alert', testid: 'login-error' });
+  const submit = h('button', { type: 'submit', class: 'primary', testid: 'login-submit' }, 'Log in');
+  const reason = params.get('reason');
+
+  async function done(mustChange) {
+    await loadMe();
+    navigate(mustChange ? '/change-password' : from);
+  }
+
+  const form = h('form', { class: 'login-form', testid: 'login-form' },
+    h('label', { class: 'field' }, h('span', { class: 'label' }, 'Username'), user),
+    h('label', { class: 'field' }, h('span', { class: 'label' }, 'Password'), pass),
+    codeRow, error, submit);
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    submit.disabled = true;
+    error.textContent = '';
+    try {
+      const body = { username: user.value.trim(), password: pass.value };
+      if (!codeRow.hidden) body.totp_code = code.value.trim();
+      const res = await api('POST', '/api/auth/login', { body, login: true });
+      if (res && res.mfa_required) {
+        codeRow.hidden = false;
+        code.focus();
+        return;
+      }
+      storeToken(res.token);
+      await done(res.must_change_pw);
+    } catch (err) {
+      error.textContent = errorText(err);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  const useToken = h('button', { type: 'button', class: 'small', testid: 'use-token', onclick: async () => {
+    for (let rejected = false; ; rejected = true) {
+      const token = await tokenDialog(rejected);
+      if (!token) return;
+      storeToken(token);
+      if (await loadMe()) {
+        navigate(from);
+        return;
+      }
+    }
+  } }, 'Use an API token…');
+
+  replace(main, h('section', { class: 'page login', testid: 'login-page' },
+    h('h1', {}, 'Log in to kanade'),
+    reason ? h('p', { class: 'muted', testid: 'login-reason' }, reason) : null,
+    form,
+    h('p', { class: 'muted' }, 'Or, with the token the server was started with (--api-token): ', useToken)));
+  user.focus();
+}
