@@ -97,6 +97,29 @@ func TestLaneOnAThreeNodeCluster(t *testing.T) {
 	if m, err := exec.GetLastMsgForSubject(ctx, wire.CommandsPC("PC1")); err != nil || string(m.Data) != `{"id":"x"}` {
 		t.Fatalf("replay from another node: %v", err)
 	}
+	// Upstream's replay through its durable consumer, and a watch of its
+	// groups, created through the relay on another node.
+	if got := replayOnce(t, agent, "PC1"); len(got) != 1 || got[0] != `commands.pc.PC1 {"id":"x"}` {
+		t.Fatalf("replay consumer from another node: %q", got)
+	}
+	bkv, err := bjs.KeyValue(ctx, wire.BucketAgentGroups)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bkv.Put(ctx, "PC1", []byte(`{"groups":["g"]}`)); err != nil {
+		t.Fatal(err)
+	}
+	akv, err := ajs.KeyValue(ctx, wire.BucketAgentGroups)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := akv.Watch(ctx, "PC1")
+	if err != nil {
+		t.Fatalf("watch from another node: %v", err)
+	}
+	if e := <-w.Updates(); e == nil || string(e.Value()) != `{"groups":["g"]}` {
+		t.Fatalf("watch from another node: %v", e)
+	}
 	agent.Subscribe(wire.Ping("PC1"), func(m *nats.Msg) { m.Respond([]byte("pong")) })
 	agent.Flush()
 	var rep *nats.Msg

@@ -63,6 +63,8 @@ func TestRenderRejects(t *testing.T) {
 		"an agent named as user": {Backend: []natsauth.User{{Name: "PC1", Password: "x"}}, Agents: []natsauth.Agent{{PC: "PC1", Password: "y"}}},
 		"no password":            {Backend: []natsauth.User{{Name: "a"}}},
 		"an agent, no password":  {Agents: []natsauth.Agent{{PC: "PC1"}}},
+		// upstream names both replay consumers agent_replay_PC_1
+		"one replay consumer for two": {Agents: []natsauth.Agent{{PC: "PC_1", Password: "x"}, {PC: "PC@1", Password: "y"}}},
 	} {
 		if _, err := natsauth.Render(l); err == nil {
 			t.Errorf("%s was accepted", name)

@@ -102,6 +102,9 @@ func (v *violations) handler(_ *nats.Conn, _ *nats.Subscription, err error) {
 func (v *violations) waitFor(t *testing.T, op, subject string) {
 	t.Helper()
 	want := `permissions violation for ` + op + ` to "` + subject + `"`
+	if strings.HasSuffix(op, " of") { // "publish with reply of"
+		want = `permissions violation for ` + op + ` "` + subject + `"`
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		v.mu.Lock()

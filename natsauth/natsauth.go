@@ -19,6 +19,13 @@
 //   - Its results and stream lookups reach JetStream through relays every
 //     node runs (Relay): the results relay knows the sender from the subject
 //     the agent's import maps to, and refuses a result in another pc_id.
+//   - Its command replay (upstream's durable pull consumer
+//     ReplayConsumer(pc) on EXEC) is created through a relay too, which
+//     keeps the consumer a pull consumer filtered within the agent's lane;
+//     the agent imports that consumer's info, pulls and acks by name.
+//   - Watches of its KV keys (ordered push consumers) are created through
+//     a relay as well (KVWatchRelay), delivering to KVDeliverPrefix.{pc},
+//     which its account alone imports, as its _INBOX.>.
 //
 // Why one account per agent: a request's reply subject is not checked
 // against the requester's permissions, and the JetStream API (or any
@@ -121,6 +128,9 @@ type Export struct {
 	Service  bool
 	Subject  string
 	Accounts []string
+	// Streamed: a request may get many answers (a pull request's messages
+	// and status), not one.
+	Streamed bool
 }
 
 // The lane, in the terms of the JetStream objects agents touch.
@@ -131,22 +141,26 @@ const (
 
 // KVRead is a KV bucket agents read, and the keys each may read: "{pc}"
 // in a key stands for the agent's pc_id, "*" for any one token. Reads are
-// direct gets naming the key in the API subject; watches (consumers) are
-// not offered, as a consumer's deliver subject is in the backend account.
+// direct gets naming the key in the API subject; watches of the same keys
+// go through the backend's relay (KVWatchRelay), which delivers them to
+// the agent's own prefix.
 type KVRead struct {
 	Bucket string
 	Keys   []string
+	// Watch: upstream agents also watch these keys (kv.watch, watch_all),
+	// so the account imports the watch relay for this bucket.
+	Watch bool
 }
 
 // AgentKV lists the KV buckets agents read. This backend creates only
 // agent_groups so far; the others are upstream's buckets agents read
 // (revocation, version pin, layered config), ready for when they exist.
 var AgentKV = []KVRead{
-	{Bucket: wire.BucketAgentGroups, Keys: []string{"{pc}"}},
-	{Bucket: "agent_groups_derived", Keys: []string{"{pc}"}},
+	{Bucket: wire.BucketAgentGroups, Keys: []string{"{pc}"}, Watch: true},
+	{Bucket: "agent_groups_derived", Keys: []string{"{pc}"}, Watch: true},
 	{Bucket: "script_status", Keys: []string{"*"}},
 	{Bucket: "script_current", Keys: []string{"*"}},
-	{Bucket: "agent_config", Keys: []string{"global", "groups.*", "pcs.{pc}", "target_version"}},
+	{Bucket: "agent_config", Keys: []string{"global", "groups.*", "pcs.{pc}", "target_version"}, Watch: true},
 }
 
 func kvKeys(r KVRead, pc string) []string {
@@ -175,12 +189,27 @@ func BackendExports() []Export {
 		{Service: true, Subject: "$JS.API.DIRECT.GET." + wire.StreamExec + "." + wire.SubjectCommandsAny},
 		{Service: true, Subject: "$JS.API.DIRECT.GET." + objStream + "." + objSubject + ".M.*"},
 		{Service: true, Subject: noJSInfo},
+		// Command replay: each agent's own durable pull consumer on EXEC,
+		// created through the relay (see ReplayConsumerRelay), looked up,
+		// pulled from and acked by name.
+		{Service: true, Subject: ReplayConsumerRelay + ".>"},
+		{Service: true, Subject: "$JS.API.CONSUMER.INFO." + wire.StreamExec + ".*"},
+		{Service: true, Subject: "$JS.API.CONSUMER.MSG.NEXT." + wire.StreamExec + ".*", Streamed: true},
+		{Service: true, Subject: "$JS.ACK." + wire.StreamExec + ".*.>"},
 	}
 	for _, r := range AgentKV {
 		out = append(out,
 			Export{Service: true, Subject: "$JS.API.DIRECT.GET.KV_" + r.Bucket + ".$KV." + r.Bucket + ".>"})
+		if r.Watch { // watches' flow control answers
+			out = append(out, Export{Service: true, Subject: "$JS.FC.KV_" + r.Bucket + ".>"})
+		}
 	}
 	return append(out, []Export{
+		// KV watches: created through the relay (see KVWatchRelay),
+		// delivered to each agent's own prefix.
+		{Service: true, Subject: KVWatchRelay + ".>"},
+		{Service: true, Subject: KVUnwatchRelay + ".>"},
+		{Subject: KVDeliverPrefix + ".*.>"},
 		// Backend -> agents, live.
 		{Subject: wire.SubjectCommandsAny},
 		{Subject: wire.Kill("*")},
@@ -215,19 +244,43 @@ func AgentImports(pc string) []Import {
 		svc("$JS.API.DIRECT.GET." + wire.StreamExec + "." + wire.CommandsGroup("*")),
 		svc("$JS.API.DIRECT.GET." + wire.StreamExec + "." + wire.CommandsPC(pc)),
 		{Service: true, Account: BackendAccount, Subject: noJSInfo, To: "$JS.API.INFO"},
+		// Command replay as upstream agents do it: their own durable pull
+		// consumer, created through the relay, which keeps its filter in
+		// this lane; its lookup, pulls and acks by its name only.
+		{Service: true, Account: BackendAccount, Subject: ReplayConsumerRelay + "." + pc,
+			To: "$JS.API.CONSUMER.CREATE." + wire.StreamExec + "." + ReplayConsumer(pc)},
+		{Service: true, Account: BackendAccount, Subject: ReplayConsumerRelay + "." + pc + ".>",
+			To: "$JS.API.CONSUMER.CREATE." + wire.StreamExec + "." + ReplayConsumer(pc) + ".>"},
+		svc("$JS.API.CONSUMER.INFO." + wire.StreamExec + "." + ReplayConsumer(pc)),
+		svc("$JS.API.CONSUMER.MSG.NEXT." + wire.StreamExec + "." + ReplayConsumer(pc)),
+		svc("$JS.ACK." + wire.StreamExec + "." + ReplayConsumer(pc) + ".>"),
 		// Commands and kills, live.
 		str(wire.SubjectCommandsAll),
 		str(wire.CommandsGroup("*")),
 		str(wire.CommandsPC(pc)),
 		str(wire.Kill("*")),
 	}
-	// The KV keys it reads (its own group membership, …).
+	// The KV keys it reads (its own group membership, …), and watches of
+	// them: created through the relay, which keeps them on those keys and
+	// delivers them to this agent's prefix, heard here as its _INBOX.>.
 	for _, r := range AgentKV {
 		out = append(out, info("KV_"+r.Bucket))
 		for _, k := range kvKeys(r, pc) {
 			out = append(out, svc("$JS.API.DIRECT.GET.KV_"+r.Bucket+".$KV."+r.Bucket+"."+k))
 		}
+		if !r.Watch {
+			continue
+		}
+		create := "$JS.API.CONSUMER.CREATE.KV_" + r.Bucket
+		relay := KVWatchRelay + "." + pc + ".KV_" + r.Bucket
+		out = append(out,
+			Import{Service: true, Account: BackendAccount, Subject: relay, To: create},
+			Import{Service: true, Account: BackendAccount, Subject: relay + ".>", To: create + ".>"},
+			Import{Service: true, Account: BackendAccount, Subject: KVUnwatchRelay + "." + pc + ".KV_" + r.Bucket + ".*",
+				To: "$JS.API.CONSUMER.DELETE.KV_" + r.Bucket + ".*"},
+			svc("$JS.FC.KV_"+r.Bucket+".>"))
 	}
+	out = append(out, Import{Account: BackendAccount, Subject: KVDeliverPrefix + "." + pc + ".>", To: agentInbox + ">"})
 	return out
 }
 
@@ -279,6 +332,9 @@ func AgentPermissions(pc string) Permissions {
 			continue // answers nothing
 		}
 		if im.To != "" {
+			if !im.Service {
+				continue // heard under the agent's inbox, allowed below
+			}
 			p.PublishAllow = append(p.PublishAllow, im.To)
 			continue
 		}
@@ -345,10 +401,17 @@ func (l Layout) Validate() error {
 			return fmt.Errorf("user %q: a password is required", u.Name)
 		}
 	}
+	replay := map[string]string{}
 	for _, a := range l.Agents {
 		if !wire.ValidToken(a.PC) {
 			return fmt.Errorf("pc_id %q cannot stand in a subject", a.PC)
 		}
+		// Upstream's consumer name folds some characters into '_': two
+		// agents must not share one replay consumer.
+		if prev, ok := replay[ReplayConsumer(a.PC)]; ok {
+			return fmt.Errorf("pc_ids %q and %q share the replay consumer %s", prev, a.PC, ReplayConsumer(a.PC))
+		}
+		replay[ReplayConsumer(a.PC)] = a.PC
 		if err := claim(a.PC, "an agent"); err != nil {
 			return err
 		}
@@ -462,6 +525,9 @@ func writeExports(b *strings.Builder, ex []Export) {
 				q[i] = quote(a)
 			}
 			fmt.Fprintf(b, ", accounts: [%s]", strings.Join(q, ", "))
+		}
+		if e.Streamed {
+			b.WriteString(`, response_type: "stream"`)
 		}
 		b.WriteString("}\n")
 	}

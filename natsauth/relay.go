@@ -63,7 +63,7 @@ func Relay(nc *nats.Conn, log *slog.Logger) (func(), error) {
 	}
 	info, err := nc.QueueSubscribe(StreamInfoRelay+".*", relayQueue, func(m *nats.Msg) {
 		name := strings.TrimPrefix(m.Subject, StreamInfoRelay+".")
-		if !allowed[name] || m.Reply == "" {
+		if !allowed[name] || m.Reply == "" || jsAckReply(m.Reply) {
 			return
 		}
 		async(func() {
@@ -88,8 +88,49 @@ func Relay(nc *nats.Conn, log *slog.Logger) (func(), error) {
 		return nil, fmt.Errorf("results relay: %w", err)
 	}
 	res.SetPendingLimits(-1, -1) // a broadcast's results arrive at once
-	return func() { info.Unsubscribe(); res.Unsubscribe() }, nil
+	var replayLim watchLimiter
+	replay, err := nc.QueueSubscribe(ReplayConsumerRelay+".>", relayQueue, func(m *nats.Msg) {
+		async(func() { relayReplayConsumer(nc, &replayLim, m, log) })
+	})
+	if err != nil {
+		info.Unsubscribe()
+		res.Unsubscribe()
+		return nil, fmt.Errorf("replay consumer relay: %w", err)
+	}
+	var lim watchLimiter
+	watch, err := nc.QueueSubscribe(KVWatchRelay+".>", relayQueue, func(m *nats.Msg) {
+		async(func() { relayKVWatch(nc, &lim, m, log) })
+	})
+	if err != nil {
+		info.Unsubscribe()
+		res.Unsubscribe()
+		replay.Unsubscribe()
+		return nil, fmt.Errorf("kv watch relay: %w", err)
+	}
+	unwatch, err := nc.QueueSubscribe(KVUnwatchRelay+".>", relayQueue, func(m *nats.Msg) {
+		async(func() { relayKVUnwatch(nc, m, log) })
+	})
+	if err != nil {
+		info.Unsubscribe()
+		res.Unsubscribe()
+		replay.Unsubscribe()
+		watch.Unsubscribe()
+		return nil, fmt.Errorf("kv unwatch relay: %w", err)
+	}
+	return func() {
+		info.Unsubscribe()
+		res.Unsubscribe()
+		replay.Unsubscribe()
+		watch.Unsubscribe()
+		unwatch.Unsubscribe()
+	}, nil
 }
+
+// jsAckReply tells whether a reply is in $JS.ACK.: nats-server passes such
+// a reply across a service import unchanged (pull consumers in another
+// account need it), so an answer there would land in the backend account,
+// as an ack of some consumer's message. The relays never answer there.
+func jsAckReply(reply string) bool { return strings.HasPrefix(reply, "$JS.ACK.") }
 
 // relayResult checks one result's pc_id against its sender and publishes
 // it to RESULTS.
@@ -104,7 +145,7 @@ func relayResult(nc *nats.Conn, m *nats.Msg, log *slog.Logger) {
 			why = "kanade: a result must be a JSON ExecResult: " + err.Error()
 		}
 		log.Debug("results relay: refused", "pc_id", pc, "claims", v.PCID, "err", err)
-		if m.Reply != "" {
+		if m.Reply != "" && !jsAckReply(m.Reply) {
 			b, _ := json.Marshal(map[string]any{"error": map[string]any{"code": 400, "err_code": 10400, "description": why}})
 			m.Respond(b)
 		}
@@ -116,7 +157,7 @@ func relayResult(nc *nats.Conn, m *nats.Msg, log *slog.Logger) {
 			out.Header[k] = vs
 		}
 	}
-	if m.Reply == "" {
+	if m.Reply == "" || jsAckReply(m.Reply) {
 		if err := nc.PublishMsg(out); err != nil {
 			log.Debug("results relay: publish", "err", err)
 		}

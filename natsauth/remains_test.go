@@ -2,6 +2,7 @@ package natsauth_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -39,6 +40,19 @@ func TestWhatRemains(t *testing.T) {
 	l.bjs.Publish(ctx, wire.CommandsGroup("not-mine"), []byte(`{"id":"g"}`))
 	if _, err := grp.NextMsg(5 * time.Second); err != nil {
 		t.Fatalf("group command not heard: %v", err)
+	}
+	// ... and replays them through its replay consumer.
+	if got := replayOnce(t, pc1, "PC1", "not-mine"); !slices.Equal(got, []string{`commands.group.not-mine {"id":"g"}`}) {
+		t.Fatalf("replay of another group: %q", got)
+	}
+
+	// ... and flow control answers of watches name no PC: PC1's reach
+	// JetStream for any consumer on a bucket it reads.
+	fcs, _ := l.backend.SubscribeSync("$JS.FC.KV_agent_groups.>")
+	l.backend.Flush()
+	pc1.Publish("$JS.FC.KV_agent_groups.someone-elses.1", nil)
+	if _, err := fcs.NextMsg(5 * time.Second); err != nil {
+		t.Fatalf("flow control answer: %v", err)
 	}
 
 	// 3. Output objects are not bound to a PC: PC1 replaces PC2's.

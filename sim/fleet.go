@@ -316,11 +316,22 @@ func (f *Fleet) applyConfig(a *agent) {
 // until the fleet stops. It returns once the current values are applied.
 func (f *Fleet) watchFleetKV(ctx context.Context) error {
 	if f.js == nil {
-		// Agents on their own credentials only: a watch is a consumer,
-		// which an agent's NATS account does not offer (see natsauth).
-		f.log.Info("sim: no backend connection; the agents keep their start-up groups and config")
+		// Agents on their own credentials only: each follows its own keys
+		// on its own connection, as upstream agents do (the backend's
+		// watch relay narrows a whole-bucket watch to the agent's keys).
+		for _, a := range f.agents {
+			if err := f.followKV(ctx, a.js, a); err != nil {
+				return err
+			}
+		}
 		return nil
 	}
+	return f.followKV(ctx, f.js, nil)
+}
+
+// followKV watches the fleet buckets with js; only, when set, is the one
+// agent whose keys js sees.
+func (f *Fleet) followKV(ctx context.Context, js jetstream.JetStream, only *agent) error {
 	type watched struct {
 		bucket string
 		apply  func(e jetstream.KeyValueEntry)
@@ -368,6 +379,10 @@ func (f *Fleet) watchFleetKV(ctx context.Context) error {
 				}
 				return
 			}
+			if only != nil {
+				f.applyConfig(only)
+				return
+			}
 			for _, a := range f.agents {
 				f.applyConfig(a)
 			}
@@ -377,7 +392,7 @@ func (f *Fleet) watchFleetKV(ctx context.Context) error {
 		// A bucket that is missing (an older backend) or that this
 		// connection may not read is not followed: the fleet runs on its
 		// start-up groups, as an agent without the rights would.
-		kv, err := f.js.KeyValue(ctx, b.bucket)
+		kv, err := js.KeyValue(ctx, b.bucket)
 		if err != nil {
 			if !errors.Is(err, jetstream.ErrBucketNotFound) {
 				f.log.Warn("sim: not following a fleet bucket", "bucket", b.bucket, "err", err)

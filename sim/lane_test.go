@@ -250,7 +250,7 @@ func TestPoisonAndImpersonationOnTheLane(t *testing.T) {
 	}
 	defer backend.Close()
 	// A Command published while the agent was away: it replays it on its
-	// own credential (a direct get of its subject in EXEC).
+	// own credential (through its durable replay consumer on EXEC).
 	bjs, _ := jetstream.New(backend)
 	if _, err := bjs.Publish(ctx, wire.CommandsPC("sim-pc-0002"), []byte(`{"id":"missed","version":"1","request_id":"6d1f6d9e-0000-4000-8000-000000000001",`+
 		`"exec_id":null,"shell":"sh","script":"# sim: outcome=success duration=10ms\nid","timeout_secs":5,"jitter_secs":null,"run_as":"system","staleness":{"mode":"cached"}}`)); err != nil {
@@ -460,5 +460,131 @@ func TestSignedCommandsAreTheSecondWall(t *testing.T) {
 	})
 	if ex.Execution.SuccessCount != 1 || f.Stats().Commands != 1 || f.Stats().Refused != 1 {
 		t.Fatalf("execution %+v, agent %v", ex.Execution, f.Stats())
+	}
+}
+
+// TestReplayOnPerPCCredentials: simulated agents on their own credentials
+// replay what they missed as upstream agents do, through their durable
+// replay consumers (agent_replay_{pc}): their own Commands, the broadcast
+// and their group's, not another group's; a restarted fleet replays only
+// what it has not acked before.
+func TestReplayOnPerPCCredentials(t *testing.T) {
+	r, pw := runLaneNode(t, []string{"sim-pc-0001", "sim-pc-0002"})
+	ctx := context.Background()
+	backend, err := nats.Connect(r.NATS, nats.UserInfo("backend", pw["backend"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer backend.Close()
+	bjs, _ := jetstream.New(backend)
+	n := 0
+	publish := func(subject string) {
+		t.Helper()
+		n++
+		cmd := fmt.Sprintf(`{"id":"missed","version":"1","request_id":"6d1f6d9e-0000-4000-8000-%012d","exec_id":null,"shell":"sh",`+
+			`"script":"# sim: outcome=success duration=10ms\nid","timeout_secs":5,"jitter_secs":null,"run_as":"system","staleness":{"mode":"cached"}}`, n)
+		if _, err := bjs.Publish(ctx, subject, []byte(cmd)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := func() *sim.Fleet {
+		t.Helper()
+		f, err := sim.Start(ctx, sim.Options{Conn: backend, Agents: 2, Groups: []string{"g1", "g2"}, Logger: nodetest.Logger(t), Replay: true,
+			AgentConn: func(pc string) (*nats.Conn, error) { return nats.Connect(r.NATS, nats.UserInfo(pc, pw[pc])) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	// Missed while no agent ran: sim-pc-0001 (group g1) should run its
+	// own, the broadcast and g1's; sim-pc-0002 (group g2) the broadcast
+	// and g2's: 5 in all.
+	publish(wire.CommandsPC("sim-pc-0001"))
+	publish(wire.SubjectCommandsAll)
+	publish(wire.CommandsGroup("g1"))
+	publish(wire.CommandsGroup("g2"))
+	f := start()
+	waitFor(t, "the missed Commands replayed", func() bool { return f.Stats().ResultsPublished == 5 })
+	if st := f.Stats(); st.Commands != 5 {
+		t.Fatalf("%d Commands accepted, want 5", st.Commands)
+	}
+	f.Stop()
+	// Restarted: nothing again; then one more missed, for sim-pc-0002.
+	publish(wire.CommandsPC("sim-pc-0002"))
+	f = start()
+	defer f.Stop()
+	waitFor(t, "the new missed Command replayed", func() bool { return f.Stats().ResultsPublished == 1 })
+	if st := f.Stats(); st.Commands != 1 {
+		t.Fatalf("after a restart %d Commands accepted, want 1 (the new one)", st.Commands)
+	}
+	// The consumers in the backend account are the agents' pull consumers.
+	exec, _ := bjs.Stream(ctx, wire.StreamExec)
+	for _, pc := range []string{"sim-pc-0001", "sim-pc-0002"} {
+		c, err := exec.Consumer(ctx, natsauth.ReplayConsumer(pc))
+		if err != nil {
+			t.Fatalf("%s: %v", pc, err)
+		}
+		if cfg := c.CachedInfo().Config; cfg.DeliverSubject != "" || len(cfg.FilterSubjects) != 3 {
+			t.Fatalf("%s's consumer %+v", pc, cfg)
+		}
+	}
+}
+
+// TestGroupsFollowKVOnPerPCCredentials: agents with no backend connection
+// follow their own agent_groups key and agent_config through watches on
+// their own credentials (the backend's relay keeps each to its own keys):
+// a group set in KV after start brings that group's Commands.
+func TestGroupsFollowKVOnPerPCCredentials(t *testing.T) {
+	r, pw := runLaneNode(t, []string{"sim-pc-0001", "sim-pc-0002"})
+	ctx := context.Background()
+	backend, err := nats.Connect(r.NATS, nats.UserInfo("backend", pw["backend"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer backend.Close()
+	bjs, _ := jetstream.New(backend)
+	f, err := sim.Start(ctx, sim.Options{Agents: 2, Groups: []string{"g1"}, Logger: nodetest.Logger(t),
+		AgentConn: func(pc string) (*nats.Conn, error) { return nats.Connect(r.NATS, nats.UserInfo(pc, pw[pc])) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Stop()
+	kv, err := bjs.KeyValue(ctx, wire.BucketAgentGroups)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "sim-pc-0002", []byte(`{"groups":["g9"]}`)); err != nil {
+		t.Fatal(err)
+	}
+	cmd := `{"id":"grp","version":"1","request_id":"6d1f6d9e-0000-4000-8000-0000000000a%d","exec_id":null,"shell":"sh",` +
+		`"script":"# sim: outcome=success duration=10ms\nid","timeout_secs":5,"jitter_secs":null,"run_as":"system","staleness":{"mode":"cached"}}`
+	// The membership change reaches the agent asynchronously: publish
+	// until it runs one (each Command its own request_id).
+	i := 0
+	waitFor(t, "sim-pc-0002 to run g9's Command", func() bool {
+		i++
+		backend.Publish(wire.CommandsGroup("g9"), []byte(fmt.Sprintf(cmd, i)))
+		backend.Flush()
+		time.Sleep(100 * time.Millisecond)
+		return f.Stats().ResultsPublished >= 1
+	})
+	// Only sim-pc-0002 is in g9 (sim-pc-0001 kept g1): one more Command
+	// is run by it alone.
+	time.Sleep(500 * time.Millisecond) // the loop's last runs finish
+	results, _ := backend.SubscribeSync("results.>")
+	backend.Flush()
+	before := f.Stats().ResultsPublished
+	backend.Publish(wire.CommandsGroup("g9"), []byte(fmt.Sprintf(cmd, 0)))
+	m, err := results.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res wire.ExecResult
+	if err := json.Unmarshal(m.Data, &res); err != nil || res.PCID != "sim-pc-0002" {
+		t.Fatalf("g9's Command ran on %q: %v", res.PCID, err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := f.Stats().ResultsPublished - before; n != 1 {
+		t.Fatalf("%d results for one Command to one agent", n)
 	}
 }

@@ -72,7 +72,10 @@ type Options struct {
 	// start.
 	Heartbeat time.Duration
 	// Replay delivers, at start, the last Command of each of an agent's
-	// subjects kept in the EXEC stream (deadline_at still applies).
+	// subjects kept in the EXEC stream (deadline_at still applies). With
+	// AgentConn each agent replays as upstream agents do, through its own
+	// durable pull consumer (natsauth.ReplayConsumer), so a restarted
+	// agent gets only what it has not acked before.
 	Replay bool
 	// Subscriptions is Shared (default) or PerAgent.
 	Subscriptions Subscriptions
@@ -593,9 +596,10 @@ func (f *Fleet) writeGroups(ctx context.Context) error {
 // listens on.
 func (f *Fleet) replay(ctx context.Context) error {
 	if len(f.owned) > 0 {
-		// Each agent reads its own subjects on its own connection.
+		// Each agent replays on its own connection, as upstream agents do:
+		// through its durable replay consumer.
 		for _, a := range f.agents {
-			if err := f.replayFor(ctx, a.js, []*agent{a}); err != nil {
+			if err := f.replayConsumer(ctx, a); err != nil {
 				return err
 			}
 		}
