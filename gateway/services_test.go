@@ -75,6 +75,19 @@ func TestRealServicesParams(t *testing.T) {
 			t.Fatalf("kill with a body: %d %s", r.status, r.body)
 		}
 	})
+	t.Run("a YAML reply keeps its content type; the freeze round-trips", func(t *testing.T) {
+		r := ok(t, do(t, "GET", u+"/jobs/j-yaml/yaml", nil))
+		if r.header.Get("Content-Type") != "application/yaml" || !strings.HasPrefix(r.body, "id: j-yaml\n") {
+			t.Errorf("job yaml: %q %q", r.header.Get("Content-Type"), r.body)
+		}
+		put := ok(t, do(t, "PUT", u+"/freeze", strings.NewReader(`{"until":"2027-01-05","reason":"year-end","tz":"local"}`), "Content-Type", "application/json"))
+		if put.body != `{"until":"2027-01-05","reason":"year-end","tz":"local"}` || ok(t, do(t, "GET", u+"/freeze", nil)).body != put.body {
+			t.Errorf("freeze: %s", put.body)
+		}
+		if r := do(t, "DELETE", u+"/freeze", nil); r.status != 204 || ok(t, do(t, "GET", u+"/freeze", nil)).body != "null" {
+			t.Errorf("thaw: %d", r.status)
+		}
+	})
 	t.Run("unknown query params are ignored", func(t *testing.T) {
 		ok(t, do(t, "POST", u+"/schedules/s1/disable?cascade=true", nil))
 		if m := stored(t, "/schedules/s1"); m["enabled"] != false {

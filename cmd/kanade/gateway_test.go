@@ -221,7 +221,7 @@ func TestGatewayContract(t *testing.T) {
 		{"/jobs/nope", "kanade.jobs.get", `{"job_id":"nope"}`, 404, "nope"},
 		{"/schedules", "kanade.schedules.list", `{}`, 200, "yearly"},
 		{"/schedules/yearly", "kanade.schedules.get", `{"id":"yearly"}`, 200, "0 0 3 1 1 *"},
-		{"/schedules/yearly/preview?count=3", "kanade.schedules.preview", `{"id":"yearly","count":3}`, 200, "-01-01T03:00:00Z"},
+		{"/schedules/yearly/preview?count=3", "kanade.schedules.preview", `{"id":"yearly","count":3}`, 200, "-01-01T03:00:00+00:00"},
 		{"/schedules/upcoming?limit=2", "kanade.schedules.upcoming", `{"limit":2}`, 200, "next_run"},
 	} {
 		t.Run("GET "+c.path, func(t *testing.T) {

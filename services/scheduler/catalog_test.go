@@ -125,9 +125,13 @@ func TestSchedulesAPI(t *testing.T) {
 	// Defaults filled in; YAML accepted.
 	out := mustCall(t, nc, "kanade.schedules.put", "application/yaml",
 		"id: hourly-inventory\ncron: \"0 0 * * * *\"\njob_id: echo\njitter: 5m\nnote: kept\n")
+	if out != `{"id":"hourly-inventory","when":"cron 0 0 * * * *","enabled":true,"job_id":"echo"}` {
+		t.Errorf("put answered %s, want upstream's summary", out)
+	}
+	out = mustCall(t, nc, "kanade.schedules.get", "", `{"id":"hourly-inventory"}`)
 	var s map[string]any
 	json.Unmarshal([]byte(out), &s)
-	if s["tz"] != "UTC" || s["enabled"] != true || s["note"] != "kept" || s["target"].(map[string]any)["all"] != true {
+	if s["tz"] != "utc" || s["enabled"] != true || s["note"] != "kept" || s["target"].(map[string]any)["all"] != true {
 		t.Errorf("stored schedule %s", out)
 	}
 	mustCall(t, nc, "kanade.schedules.put", "", `{"id":"berlin","job_id":"echo","cron":"0 9 * * *","tz":"Europe/Berlin","target":{"groups":["desk","desk"]}}`)
@@ -142,9 +146,9 @@ func TestSchedulesAPI(t *testing.T) {
 		t.Errorf("target groups not de-duplicated: %v", g)
 	}
 
-	var pv Preview
+	var pv PreviewReply
 	json.Unmarshal([]byte(mustCall(t, nc, "kanade.schedules.preview", "", `{"id":"berlin","count":3}`)), &pv)
-	if strings.Join(pv.Fires, " ") != "2026-05-17T07:00:00Z 2026-05-18T07:00:00Z 2026-05-19T07:00:00Z" {
+	if strings.Join(pv.Fires, " ") != "2026-05-17T07:00:00+00:00 2026-05-18T07:00:00+00:00 2026-05-19T07:00:00+00:00" {
 		t.Errorf("preview: %+v", pv)
 	}
 	if code, _ := call(t, nc, "kanade.schedules.preview", "", `{"id":"nope"}`); code != 404 {

@@ -194,9 +194,9 @@ func TestSchedulesUpstreamCron(t *testing.T) {
 	}
 
 	mustCall(t, nc, "kanade.schedules.put", "", `{"id":"first-sunday","job_id":"echo","cron":"0 0 3 1-7 * 7"}`)
-	var pv Preview
+	var pv PreviewReply
 	json.Unmarshal([]byte(mustCall(t, nc, "kanade.schedules.preview", "", `{"id":"first-sunday","count":3}`)), &pv)
-	if strings.Join(pv.Fires, " ") != "2026-06-07T03:00:00Z 2026-07-05T03:00:00Z 2026-08-02T03:00:00Z" {
+	if strings.Join(pv.Fires, " ") != "2026-06-07T03:00:00+00:00 2026-07-05T03:00:00+00:00 2026-08-02T03:00:00+00:00" {
 		t.Errorf("preview: %v", pv.Fires)
 	}
 	var up []Upcoming

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanade-go/kanade/services/api"
+	"github.com/kanade-go/kanade/store"
 )
 
 // lateGrace is how late the running engine may fire a tick it was waiting
@@ -30,10 +31,16 @@ type EngineOptions struct {
 	JS        jetstream.JetStream // optional: reads a job missing from JobCache at the leader
 	Claims    jetstream.KeyValue
 	Firer     *Firer
+	DB        *store.DB    // completions and in-flight runs of reconcile schedules
+	Marks     *Marks       // scheduler_dispatch; nil: no in-flight suppression
+	Freeze    *FreezeWatch // fleet_config/freeze; nil: never frozen
 	Clock     Clock
 	Instance  string // unique per engine: who holds a claim
 	Workers   int    // fires in flight at once
 	Logger    *slog.Logger
+	// Observe, when set, is called after each tick this engine handled
+	// (fired, gated, polled or lost to another node).
+	Observe func(schedule string, tick time.Time)
 }
 
 // Engine fires schedules on time. One goroutine owns the schedule table
@@ -51,6 +58,9 @@ type Engine struct {
 
 	reqs    chan func() // run by the loop, which owns the table
 	applied uint64      // the schedules bucket's last revision taken in
+
+	comp     *Completions // reconcile schedules' view of the projection
+	expCache expectedCache
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -116,7 +126,7 @@ func StartEngine(ctx context.Context, o EngineOptions) (*Engine, error) {
 	e := &Engine{
 		o: o, log: o.Logger, sem: make(chan struct{}, o.Workers),
 		slots: map[string]*slot{}, invalid: map[string]uint64{}, claimed: map[string]claimEntry{}, synced: make(chan struct{}),
-		reqs: make(chan func()),
+		reqs: make(chan func()), comp: newCompletions(o.DB),
 	}
 	// Not at the leader: the claims bucket may have been created a moment
 	// ago and have no leader yet, and a claim read from a lagging replica
@@ -243,16 +253,39 @@ func (e *Engine) Upcoming(ctx context.Context, limit int) ([]Upcoming, error) {
 			if applied < want && !late {
 				return
 			}
-			slots := slices.Clone(e.queue)
-			slices.SortFunc(slots, func(a, b *slot) int {
+			// Discrete fires only (calendar and cron), as upstream lists
+			// them: a reconcile poll every minute is not an upcoming run.
+			// Each at its next fire that passes its gates (active, window,
+			// skip dates), as upstream's preview finds it.
+			type up struct {
+				s    *slot
+				next time.Time
+			}
+			var slots []up
+			now := e.o.Clock.Now()
+			for _, s := range e.queue {
+				if s.c.Mode != ModeTick {
+					continue
+				}
+				next := s.next
+				if s.c.Gates.blocked(next) != "" {
+					f := s.c.fires(now, 1)
+					if len(f) == 0 {
+						continue
+					}
+					next, _ = time.Parse(time.RFC3339, f[0])
+				}
+				slots = append(slots, up{s, next})
+			}
+			slices.SortFunc(slots, func(a, b up) int {
 				if c := a.next.Compare(b.next); c != 0 {
 					return c
 				}
-				return strings.Compare(a.id, b.id)
+				return strings.Compare(a.s.id, b.s.id)
 			})
 			out = make([]Upcoming, 0, min(limit, len(slots)))
-			for _, s := range slots[:min(limit, len(slots))] {
-				out = append(out, Upcoming{ID: s.id, JobID: s.c.JobID, Cron: s.c.Cron, NextRun: s.next.UTC().Format(time.RFC3339)})
+			for _, u := range slots[:min(limit, len(slots))] {
+				out = append(out, Upcoming{ID: u.s.id, JobID: u.s.c.JobID, When: u.s.c.Display(), NextRun: u.next.UTC().Format(time.RFC3339)})
 			}
 		}
 		select {
@@ -336,6 +369,13 @@ func (e *Engine) apply(en jetstream.KeyValueEntry, now time.Time, initial bool) 
 		e.log.Debug("schedule disabled", "schedule", id)
 		return
 	}
+	if c.Mode == ModeAgent {
+		// The agents tick it themselves; firing it here too would run
+		// it twice.
+		e.unqueue(s)
+		e.log.Debug("schedule runs on the agents; not ticked here", "schedule", id)
+		return
+	}
 	s.next = c.Spec.Next(now)
 	switch {
 	case s.next.IsZero():
@@ -346,6 +386,16 @@ func (e *Engine) apply(en jetstream.KeyValueEntry, now time.Time, initial bool) 
 		heap.Push(&e.queue, s)
 	}
 	e.log.Debug("schedule loaded", "schedule", id, "next", s.next)
+	if cs, ok := c.Spec.(*calendarSpec); ok {
+		// Upstream's registration warnings; the schedule stays loaded.
+		switch {
+		case cs.oneShot && s.next.IsZero() && now.Sub(cs.Prev(now)) > c.Deadline:
+			e.log.Warn("schedule will not fire: a one-shot in the past", "schedule", id, "at", c.When.Calendar.At)
+		case c.Gates.window != nil && !c.Gates.window.contains(cs.hour*60+cs.min):
+			e.log.Warn("schedule will never fire: its calendar time is outside constraints.window", "schedule", id,
+				"at", c.When.Calendar.At, "window", c.Constraints.Window)
+		}
+	}
 	e.checkMissed(s, now, initial)
 }
 
@@ -369,6 +419,9 @@ func (e *Engine) remove(s *slot) {
 // while no engine ran. Within starting_deadline it fires once; beyond, it
 // is logged.
 func (e *Engine) checkMissed(s *slot, now time.Time, initial bool) {
+	if s.c.Mode != ModeTick {
+		return // a poll missed is covered by the next one
+	}
 	_, last := s.claimPos()
 	lower := s.created
 	if last.After(lower) {
@@ -405,7 +458,11 @@ func (e *Engine) fireDue(now time.Time) {
 			// The engine itself was stalled (a suspended machine): the
 			// ticks up to the last one before now were missed.
 			last := s.c.Spec.Prev(now)
-			e.log.Warn("missed ticks not fired: the engine was stalled", "schedule", s.id,
+			level := slog.LevelWarn
+			if s.c.Mode != ModeTick {
+				level = slog.LevelDebug // a poll: the next one covers it
+			}
+			e.log.Log(e.ctx, level, "missed ticks not fired: the engine was stalled", "schedule", s.id,
 				"first", tick, "last", last)
 			s.next = s.c.Spec.Next(now)
 		} else {
@@ -457,6 +514,9 @@ func (e *Engine) drain(s *slot) {
 			case e.sem <- struct{}{}:
 				e.handle(s, r)
 				<-e.sem
+				if e.o.Observe != nil {
+					e.o.Observe(s.id, r.tick)
+				}
 			case <-e.ctx.Done():
 			}
 		}
@@ -493,6 +553,14 @@ func (e *Engine) handle(s *slot, r tickReq) {
 		log.Debug("tick fired by another node")
 		return
 	}
+	if frozen, why := e.o.Freeze.Frozen(e.o.Clock.Now()); frozen {
+		log.Info("tick not fired: the fleet is frozen", "reason", why)
+		return
+	}
+	if why := r.c.Gates.blocked(r.tick); why != "" {
+		log.Debug("tick not fired: " + why)
+		return
+	}
 	m, ok := e.o.JobCache.Get(r.c.JobID)
 	if !ok {
 		// Not mirrored (yet): ask the bucket.
@@ -513,9 +581,17 @@ func (e *Engine) handle(s *slot, r tickReq) {
 			return
 		}
 	}
+	if r.c.Mode == ModePerPC || r.c.Mode == ModePerTarget {
+		e.poll(ctx, s, r, m, log)
+		return
+	}
+	if len(r.c.Waves) > 0 {
+		e.fireWaves(ctx, s, r, m, log)
+		return
+	}
 	f := Fire{
 		ExecID: execID, RequestID: requestID, Job: m, Target: r.c.Target, Jitter: r.c.Jitter,
-		InitiatedBy: "schedule:" + s.id, InitiatedAt: r.tick,
+		InitiatedBy: "schedule:" + s.id, InitiatedAt: r.tick, Retry: r.c.Retry,
 	}
 	if r.c.Deadline > 0 {
 		d := r.tick.Add(r.c.Deadline)

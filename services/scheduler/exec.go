@@ -34,6 +34,7 @@ type Fire struct {
 	InitiatedBy string // "api" or "schedule:<id>"
 	InitiatedAt time.Time
 	DeadlineAt  *time.Time
+	Retry       *wire.Retry // a schedule's on_failure.retry; nil: the manifest's
 }
 
 // EndsBy is when the fire's last run must have ended, the execution
@@ -81,6 +82,9 @@ func (f Fire) Command() wire.Command {
 	}
 	if c.RunAs == "" {
 		c.RunAs = "system"
+	}
+	if f.Retry != nil {
+		c.Retry = f.Retry
 	}
 	if f.Jitter > 0 {
 		j := ceilSeconds(f.Jitter)
@@ -450,7 +454,7 @@ func (a *AgentCounter) aliveAgents(ctx context.Context) []string {
 	now := a.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if !a.at.IsZero() && now.Sub(a.at) < time.Second && now.After(a.at) {
+	if !a.at.IsZero() && now.Sub(a.at) < time.Second && !now.Before(a.at) {
 		return a.alive
 	}
 	rows, err := a.DB.R.QueryContext(ctx, `SELECT pc_id FROM agents WHERE last_heartbeat >= ?`,
@@ -473,6 +477,7 @@ func (a *AgentCounter) aliveAgents(ctx context.Context) []string {
 		a.Log.Warn("count alive agents", "err", err)
 		return a.alive
 	}
+	slices.Sort(out) // the roster's order; sorted once per refresh
 	a.alive, a.at = out, now
 	return out
 }

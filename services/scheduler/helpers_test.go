@@ -91,16 +91,23 @@ func (f *fakeClock) Set(now time.Time) {
 
 // waitArmed waits until some timer is set for at: the engine has taken in
 // a schedule whose next tick is at.
-func (f *fakeClock) waitArmed(t *testing.T, at time.Time) {
+func (f *fakeClock) waitArmed(t testing.TB, at time.Time) { f.waitArmedN(t, at, 1) }
+
+// waitArmedN waits until n timers are set for at (n engines on the clock).
+func (f *fakeClock) waitArmedN(t testing.TB, at time.Time, n int) {
 	t.Helper()
 	deadline := time.After(10 * time.Second)
 	for {
 		f.mu.Lock()
+		k := 0
 		for _, x := range f.timers {
 			if x.at.Equal(at) {
-				f.mu.Unlock()
-				return
+				k++
 			}
+		}
+		if k >= n {
+			f.mu.Unlock()
+			return
 		}
 		f.mu.Unlock()
 		select {

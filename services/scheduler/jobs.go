@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanade-go/kanade/services/api"
@@ -138,7 +139,29 @@ type Catalog struct {
 	// MaxReply bounds the jobs list reply (default 1 MiB less a margin):
 	// past it, long scripts are shown as previews.
 	MaxReply int
+
+	// The buckets beside the catalog (nil in tests that do not need them):
+	// the freeze, the YAML mirrors, script_status for a disable's cascade.
+	FleetConfig   jetstream.KeyValue
+	SchedulesYAML jetstream.KeyValue
+	JobsYAML      jetstream.KeyValue
+	ScriptStatus  jetstream.KeyValue
+	// Conn publishes kill.<exec_id> for a disable's cascade_kill.
+	Conn *nats.Conn
+	// Agents resolves targets for coverage.
+	Agents *AgentCounter
+	// Completions, when set, is the engine's cached view of the job
+	// results, which the coverage summary reads instead of each job's
+	// rows.
+	Completions *Completions
 }
+
+// The buckets this package creates when missing.
+const (
+	BucketSchedulesYAML = "schedules_yaml"
+	BucketJobsYAML      = "jobs_yaml"
+	BucketScriptStatus  = wire.BucketScriptStatus
+)
 
 // Live is how many executions of a job are under way, from the executions
 // table (upstream's dashboard reads j.live.running).
@@ -301,6 +324,7 @@ func (c *Catalog) PutJob(ctx context.Context, data []byte, contentType string) (
 	if _, err := c.Jobs.Put(ctx, m.ID, raw); err != nil {
 		return nil, fmt.Errorf("put job %s: %w", m.ID, err)
 	}
+	c.putMirror(ctx, c.JobsYAML, m.ID, data, contentType, raw)
 	return raw, nil
 }
 

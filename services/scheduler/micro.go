@@ -2,7 +2,10 @@ package scheduler
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"log/slog"
+	"strconv"
 
 	"github.com/kanade-go/kanade/services/api"
 )
@@ -41,12 +44,50 @@ type previewParams struct {
 	Count int    `json:"count"`
 }
 
+type coverageParams struct {
+	ID     string `json:"id"`
+	Offset int    `json:"offset"`
+	Limit  int    `json:"limit"`
+}
+
+// flag is a boolean query parameter: the gateway sends "true", a NATS
+// caller may send true.
+type flag bool
+
+func (f *flag) UnmarshalJSON(b []byte) error {
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	switch x := v.(type) {
+	case bool:
+		*f = flag(x)
+	case string:
+		p, err := strconv.ParseBool(x)
+		if err != nil && x != "" {
+			return fmt.Errorf("want true or false, not %q", x)
+		}
+		*f = flag(p)
+	case nil:
+	default:
+		return fmt.Errorf("want true or false")
+	}
+	return nil
+}
+
+type disableParams struct {
+	ID          string `json:"id"`
+	Cascade     flag   `json:"cascade"`
+	CascadeKill flag   `json:"cascade_kill"`
+}
+
 // Definitions are the endpoints of the jobs and schedules services.
 func Definitions() []api.Definition {
 	return []api.Definition{
 		{Service: "jobs", Endpoints: []api.Endpoint{
 			{Name: "list", Subject: "kanade.jobs.list", HTTP: "GET /api/jobs", Tier: api.TierViewer},
 			{Name: "get", Subject: "kanade.jobs.get", HTTP: "GET /api/jobs/{job_id}", Tier: api.TierViewer},
+			{Name: "yaml", Subject: "kanade.jobs.yaml", HTTP: "GET /api/jobs/{job_id}/yaml", Tier: api.TierViewer},
 			{Name: "put", Subject: "kanade.jobs.put", HTTP: "POST /api/jobs", Tier: api.TierOperator,
 				Audit: "job_upsert", AuditTarget: "id"},
 			{Name: "delete", Subject: "kanade.jobs.delete", HTTP: "DELETE /api/jobs/{job_id}", Tier: api.TierOperator,
@@ -57,6 +98,7 @@ func Definitions() []api.Definition {
 		{Service: "schedules", Endpoints: []api.Endpoint{
 			{Name: "list", Subject: "kanade.schedules.list", HTTP: "GET /api/schedules", Tier: api.TierViewer},
 			{Name: "upcoming", Subject: "kanade.schedules.upcoming", HTTP: "GET /api/schedules/upcoming", IntParams: []string{"limit"}, Tier: api.TierViewer},
+			{Name: "coverage_summary", Subject: "kanade.schedules.coverage_summary", HTTP: "GET /api/schedules/coverage", Tier: api.TierViewer},
 			{Name: "get", Subject: "kanade.schedules.get", HTTP: "GET /api/schedules/{id}", Tier: api.TierViewer},
 			{Name: "put", Subject: "kanade.schedules.put", HTTP: "POST /api/schedules", Tier: api.TierOperator,
 				Audit: "schedule_upsert", AuditTarget: "id"},
@@ -67,11 +109,21 @@ func Definitions() []api.Definition {
 			{Name: "disable", Subject: "kanade.schedules.disable", HTTP: "POST /api/schedules/{id}/disable", Tier: api.TierOperator,
 				Audit: "schedule_disable", AuditTarget: "id"},
 			{Name: "preview", Subject: "kanade.schedules.preview", HTTP: "GET /api/schedules/{id}/preview", IntParams: []string{"count"}, Tier: api.TierViewer},
+			{Name: "yaml", Subject: "kanade.schedules.yaml", HTTP: "GET /api/schedules/{id}/yaml", Tier: api.TierViewer},
+			{Name: "status", Subject: "kanade.schedules.status", HTTP: "GET /api/schedules/{id}/status", Tier: api.TierViewer},
+			{Name: "coverage", Subject: "kanade.schedules.coverage", HTTP: "GET /api/schedules/{id}/coverage", IntParams: []string{"offset", "limit"}, Tier: api.TierViewer},
+			{Name: "schema", Subject: "kanade.schedules.schema", HTTP: "GET /api/schemas/schedule.json", Tier: api.TierViewer},
+			{Name: "freeze_get", Subject: "kanade.freeze.get", HTTP: "GET /api/freeze", Tier: api.TierViewer},
+			{Name: "freeze_put", Subject: "kanade.freeze.put", HTTP: "PUT /api/freeze", Tier: api.TierOperator,
+				Audit: "freeze_set"},
+			{Name: "freeze_delete", Subject: "kanade.freeze.delete", HTTP: "DELETE /api/freeze", Tier: api.TierOperator,
+				Audit: "freeze_clear"},
 		}},
 	}
 }
 
-// services binds the jobs and schedules capabilities to micro services.
+// services binds the jobs, schedules and freeze capabilities to micro
+// services.
 func services(cat *Catalog, eng *Engine, firer *Firer, clock Clock, log *slog.Logger, aud api.Auditor) []api.Service {
 	defs := Definitions()
 	jobs := api.Service{
@@ -86,6 +138,9 @@ func services(cat *Catalog, eng *Engine, firer *Firer, clock Clock, log *slog.Lo
 			"get": with(func(ctx context.Context, p jobParams) (any, error) {
 				_, raw, err := cat.GetJob(ctx, p.JobID)
 				return raw, err
+			}),
+			"yaml": with(func(ctx context.Context, p jobParams) (any, error) {
+				return cat.JobYAML(ctx, p.JobID)
 			}),
 			"put": func(ctx context.Context, r api.Request) (any, error) {
 				return cat.PutJob(ctx, r.Data, r.ContentType())
@@ -105,7 +160,7 @@ func services(cat *Catalog, eng *Engine, firer *Firer, clock Clock, log *slog.Lo
 	}
 	scheds := api.Service{
 		Name:        defs[1].Service,
-		Description: "cron schedules of jobs (KV schedules)",
+		Description: "schedules of jobs (KV schedules) in upstream's when model, and the fleet freeze",
 		Logger:      log,
 		Audit:       aud,
 		Endpoints: defs[1].Bind(map[string]api.Handler{
@@ -115,6 +170,9 @@ func services(cat *Catalog, eng *Engine, firer *Firer, clock Clock, log *slog.Lo
 			"upcoming": with(func(ctx context.Context, p upcomingParams) (any, error) {
 				return eng.Upcoming(ctx, p.Limit)
 			}),
+			"coverage_summary": func(ctx context.Context, r api.Request) (any, error) {
+				return cat.CoverageSummary(ctx, clock.Now())
+			},
 			"get": with(func(ctx context.Context, p scheduleParams) (any, error) {
 				s, err := cat.GetSchedule(ctx, p.ID)
 				return s.Raw, err
@@ -128,12 +186,34 @@ func services(cat *Catalog, eng *Engine, firer *Firer, clock Clock, log *slog.Lo
 			"enable": with(func(ctx context.Context, p scheduleParams) (any, error) {
 				return nil, cat.SetEnabled(ctx, p.ID, true)
 			}),
-			"disable": with(func(ctx context.Context, p scheduleParams) (any, error) {
-				return nil, cat.SetEnabled(ctx, p.ID, false)
+			"disable": with(func(ctx context.Context, p disableParams) (any, error) {
+				_, err := cat.Disable(ctx, p.ID, bool(p.Cascade), bool(p.CascadeKill))
+				return nil, err
 			}),
 			"preview": with(func(ctx context.Context, p previewParams) (any, error) {
 				return cat.Preview(ctx, p.ID, p.Count, clock.Now())
 			}),
+			"yaml": with(func(ctx context.Context, p scheduleParams) (any, error) {
+				return cat.ScheduleYAML(ctx, p.ID)
+			}),
+			"status": with(func(ctx context.Context, p scheduleParams) (any, error) {
+				return cat.Status(ctx, p.ID, clock.Now())
+			}),
+			"coverage": with(func(ctx context.Context, p coverageParams) (any, error) {
+				return cat.Coverage(ctx, p.ID, p.Offset, p.Limit)
+			}),
+			"schema": func(ctx context.Context, r api.Request) (any, error) {
+				return json.RawMessage(scheduleSchema), nil
+			},
+			"freeze_get": func(ctx context.Context, r api.Request) (any, error) {
+				return GetFreeze(ctx, cat.FleetConfig)
+			},
+			"freeze_put": func(ctx context.Context, r api.Request) (any, error) {
+				return PutFreeze(ctx, cat.FleetConfig, r.Data)
+			},
+			"freeze_delete": func(ctx context.Context, r api.Request) (any, error) {
+				return nil, DeleteFreeze(ctx, cat.FleetConfig)
+			},
 		}),
 	}
 	return []api.Service{jobs, scheds}

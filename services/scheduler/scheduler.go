@@ -9,6 +9,12 @@
 // compare-and-set that one node wins, and its exec_id and request_id are
 // derived from the schedule and the tick, so even a repeated publish is one
 // execution downstream.
+//
+// Schedules are upstream's model (when.go, model.go): calendar ticks
+// (calendar.go), reconcile polls per PC or per target that fire where the
+// projection shows the fleet behind (reconcile.go, completions.go,
+// roster.go), behind the freeze and the schedule's gates (gates.go). This
+// backend's older cron form is read and written as an extension (cron.go).
 package scheduler
 
 import (
@@ -43,6 +49,8 @@ type Options struct {
 	Workers int
 	// Clock is the engine's time source (default the system clock).
 	Clock Clock
+	// Observe is called after each tick the engine handled (tests).
+	Observe func(schedule string, tick time.Time)
 	// Roster resolves targets (shared with the groups service); nil: Start
 	// opens one of its own.
 	Roster *groups.Roster
@@ -109,8 +117,24 @@ func Start(ctx context.Context, o Options) (*Scheduler, error) {
 	if err != nil {
 		return nil, err
 	}
+	extra := map[string]jetstream.KeyValueConfig{
+		BucketFleetConfig:   {History: 5},
+		BucketDispatch:      {History: 1, TTL: time.Hour},
+		BucketSchedulesYAML: {History: 5},
+		BucketJobsYAML:      {History: 5},
+		BucketScriptStatus:  {History: 5},
+	}
+	kvs := map[string]jetstream.KeyValue{}
+	for name, cfg := range extra {
+		cfg.Bucket, cfg.Replicas, cfg.Storage = name, o.Replicas, jetstream.FileStorage
+		if kvs[name], err = ensureKV(ctx, js, cfg); err != nil {
+			return nil, err
+		}
+	}
 
-	s := &Scheduler{Catalog: &Catalog{Jobs: jobs, Schedules: scheds, JS: js, DB: o.DB, MaxReply: int(o.Conn.MaxPayload()) - 1<<10}}
+	s := &Scheduler{Catalog: &Catalog{Jobs: jobs, Schedules: scheds, JS: js, DB: o.DB, MaxReply: int(o.Conn.MaxPayload()) - 1<<10,
+		FleetConfig: kvs[BucketFleetConfig], SchedulesYAML: kvs[BucketSchedulesYAML], JobsYAML: kvs[BucketJobsYAML],
+		ScriptStatus: kvs[BucketScriptStatus], Conn: o.Conn}}
 	bg, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	roster := o.Roster
@@ -128,15 +152,27 @@ func Start(ctx context.Context, o Options) (*Scheduler, error) {
 		s.Stop()
 		return nil, err
 	}
+	freeze, err := WatchFreeze(bg, kvs[BucketFleetConfig], &s.wg, o.Logger)
+	if err != nil {
+		s.Stop()
+		return nil, err
+	}
+	marks, err := WatchMarks(bg, kvs[BucketDispatch], &s.wg, o.Logger, o.Clock.Now)
+	if err != nil {
+		s.Stop()
+		return nil, err
+	}
 	firer := &Firer{JS: js, Log: o.Logger, Pins: pins, Signer: o.Signer, Envelopes: o.Envelopes, Audit: o.Audit, Agents: &AgentCounter{Roster: roster, DB: o.DB, Now: o.Clock.Now, Log: o.Logger}}
 	s.Engine, err = StartEngine(ctx, EngineOptions{
 		Schedules: scheds, Jobs: jobs, JobCache: jobCache, JS: js, Claims: claims, Firer: firer, Clock: o.Clock,
+		DB: o.DB, Marks: marks, Freeze: freeze, Observe: o.Observe,
 		Instance: o.NodeName + "-" + uuid.NewString()[:8], Workers: o.Workers, Logger: o.Logger,
 	})
 	if err != nil {
 		s.Stop()
 		return nil, fmt.Errorf("scheduler: %w", err)
 	}
+	s.Catalog.Agents, s.Catalog.Completions = firer.Agents, s.Engine.comp
 	for _, svc := range services(s.Catalog, s.Engine, firer, o.Clock, o.Logger, o.Audit) {
 		r, err := api.Start(o.Conn, svc)
 		if err != nil {
@@ -161,4 +197,24 @@ func (s *Scheduler) Stop() error {
 	s.wg.Wait()
 	s.ownRoster.Stop()
 	return errors.Join(errs...)
+}
+
+// ensureKV opens a bucket, creating it with cfg when it does not exist
+// (another service may have made it first: its config stands).
+func ensureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	if err == nil {
+		return kv, nil
+	}
+	if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("scheduler: kv %s: %w", cfg.Bucket, err)
+	}
+	kv, err = js.CreateKeyValue(ctx, cfg)
+	if errors.Is(err, jetstream.ErrBucketExists) {
+		kv, err = js.KeyValue(ctx, cfg.Bucket)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("scheduler: create kv %s: %w", cfg.Bucket, err)
+	}
+	return kv, nil
 }

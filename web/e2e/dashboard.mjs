@@ -20,6 +20,7 @@ import { authSteps } from './auth.mjs';
 import { outputSteps } from './outputs.mjs';
 import { homeSteps } from './home.mjs';
 import { fleetSteps } from './fleet.mjs';
+import { scheduleSteps } from './schedules.mjs';
 
 const base = process.argv[2];
 if (!base) {
@@ -469,6 +470,7 @@ await step('a stored schedule the engine cannot use shows its error', async () =
 
 await homeSteps({ step, page, base, go, tid, poll, api, addJob, runJob, pcs: () => pcs, shotDir, join, suffix });
 await fleetSteps({ page, step, api, poll, tid, go, shotDir, base, token });
+await scheduleSteps({ step, page, api, go, tid, poll, job: SLOW_JOB, suffix });
 if (token) await authSteps({ page, step, poll, tid, go, ranJob: SLOW_JOB, token });
 
 // Every page in both themes, at desktop and phone width.

@@ -2,7 +2,7 @@
 // a PC's scope in KV agent_config) as JSON; an empty object clears it.
 
 import { h } from './dom.3dd86e8f14.js';
-import { api } from './api.430a70e23a.js';
+import { api } from './api.21ab11d035.js';
 import { modal } from './dialog.2b0c444602.js';
 
 const FIELDS = 'max_local_concurrent, target_version, target_version_jitter, heartbeat_interval, host_perf_interval, process_perf_enabled, process_perf_expires_at, process_perf_top_n, client_display_name';

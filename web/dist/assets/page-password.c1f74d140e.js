@@ -3,10 +3,10 @@
 // or turned off with a current code.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api } from './api.430a70e23a.js';
+import { api } from './api.21ab11d035.js';
 import { navigate } from './router.475a737da2.js';
 import { errorText } from './format.dc80c323ac.js';
-import { currentUser, loadMe } from './auth.77d10ae901.js';
+import { currentUser, loadMe } from './auth.4b529e8847.js';
 
 export const title = 'Change password';
 

@@ -3,7 +3,7 @@
 // and the who-am-I menu in the header. The server enforces the tiers; this
 // only keeps a viewer from being offered a Run or Kill it would be refused.
 
-import { api } from './api.430a70e23a.js';
+import { api } from './api.21ab11d035.js';
 
 const RANK = { viewer: 1, operator: 2, admin: 3 };
 let me = null;

@@ -3,7 +3,7 @@
 // delete. The server keeps the last enabled admin (409).
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api } from './api.430a70e23a.js';
+import { api } from './api.21ab11d035.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
 import { errorText, timeEl } from './format.dc80c323ac.js';
 import { modal, confirmDialog } from './dialog.2b0c444602.js';

@@ -4,7 +4,7 @@
 // that fails (or a backend that lacks it) leaves the others standing.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api, ApiError } from './api.430a70e23a.js';
+import { api, ApiError } from './api.21ab11d035.js';
 import { href } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
 import { timeEl, agoEl, tickAgo, errorText } from './format.dc80c323ac.js';

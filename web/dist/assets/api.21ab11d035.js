@@ -48,13 +48,14 @@ export function forgetToken() {
 }
 
 // api('GET', '/api/results', {query: {limit: 50}}) -> parsed JSON, or null
-// for an empty body (204). body: an object is sent as JSON, a string as-is
-// with contentType. login: a 401 is the answer (wrong password), not a
-// lost session.
-export async function api(method, path, { query, body, contentType, signal, login = false } = {}) {
+// for an empty body (204); with text: true, the body as text. body: an
+// object is sent as JSON, a string as-is with contentType. login: a 401 is
+// the answer (wrong password), not a lost session.
+export async function api(method, path, { query, body, contentType, signal, login = false, text: asText = false } = {}) {
   const res = await send(method, path, { query, body, contentType, signal, login });
   const text = await res.text();
   if (!res.ok) throw new ApiError(res.status, text.trim() || res.statusText || `HTTP ${res.status}`);
+  if (asText) return text; // a non-JSON answer (a YAML mirror)
   if (text === '') return null;
   try {
     return JSON.parse(text);

@@ -3,7 +3,7 @@
 // preset), pages through older records, and checks the hash chain.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api } from './api.430a70e23a.js';
+import { api } from './api.21ab11d035.js';
 import { setParams } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
 import { errorText, timeEl } from './format.dc80c323ac.js';

@@ -2,7 +2,7 @@
 // listed PCs; add or edit one as YAML (the form operators already write).
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api } from './api.430a70e23a.js';
+import { api } from './api.21ab11d035.js';
 import { href, navigate } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
 import { errorText } from './format.dc80c323ac.js';

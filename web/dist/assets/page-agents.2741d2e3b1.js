@@ -3,7 +3,7 @@
 // each row with its groups). Every filter is kept in the URL.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { apiFull } from './api.430a70e23a.js';
+import { apiFull } from './api.21ab11d035.js';
 import { href, setParams } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
 import { timeEl, agoEl, tickAgo, errorText } from './format.dc80c323ac.js';

@@ -3,11 +3,11 @@
 // group. ?name=g highlights one group.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api, apiFull } from './api.430a70e23a.js';
+import { api, apiFull } from './api.21ab11d035.js';
 import { href } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
 import { errorText } from './format.dc80c323ac.js';
-import { configDialog } from './config-editor.a7cbd833bc.js';
+import { configDialog } from './config-editor.2362a3b632.js';
 import { yamlDialog, confirmDialog } from './dialog.2b0c444602.js';
 
 const DEF_TEMPLATE = `id: my-group\ndescription: every Windows PC\n# either a static list:\n# members: [PC1, PC2]\n# or a read-only query over the agents projection returning pc_id:\nquery: SELECT pc_id FROM agents WHERE os_family = 'windows'\nrefresh: 10m\n`;

@@ -4,12 +4,12 @@
 // as soon as it lands.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api } from './api.430a70e23a.js';
+import { api } from './api.21ab11d035.js';
 import { href } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
 import { exitBadge, timeEl, resultDuration, resultStatus, exitMeaning, tickElapsed, errorText } from './format.dc80c323ac.js';
 import { confirmDialog } from './dialog.2b0c444602.js';
-import { outputPane } from './output.fc974589ec.js';
+import { outputPane } from './output.7505417550.js';
 
 export const title = 'Result';
 

@@ -3,11 +3,11 @@
 // goes to Change password.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api, storeToken } from './api.430a70e23a.js';
+import { api, storeToken } from './api.21ab11d035.js';
 import { navigate } from './router.475a737da2.js';
 import { errorText } from './format.dc80c323ac.js';
 import { tokenDialog } from './dialog.2b0c444602.js';
-import { loadMe } from './auth.77d10ae901.js';
+import { loadMe } from './auth.4b529e8847.js';
 
 export const title = 'Log in';
 

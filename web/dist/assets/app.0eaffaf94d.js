@@ -2,24 +2,24 @@
 // lifecycle (timers and requests stop when you leave), and wires the header.
 
 import { start, parseHash, href, navigate } from './router.475a737da2.js';
-import { api, setUnauthorized, forgetToken } from './api.430a70e23a.js';
-import { loadMe, clearMe } from './auth.77d10ae901.js';
+import { api, setUnauthorized, forgetToken } from './api.21ab11d035.js';
+import { loadMe, clearMe } from './auth.4b529e8847.js';
 import { initThemeToggle } from './theme.9bc285ecbb.js';
 import { Lifecycle } from './lifecycle.cf1e604c6c.js';
 import { h, replace } from './dom.3dd86e8f14.js';
-import * as activity from './page-activity.9e98647cee.js';
-import * as result from './page-result.5c100b7e60.js';
-import * as executions from './page-executions.d35c4bb31c.js';
-import * as jobs from './page-jobs.ce1a971038.js';
-import * as schedules from './page-schedules.d467c49fa8.js';
-import * as agents from './page-agents.ded74cc44c.js';
-import * as login from './page-login.883a3732e6.js';
-import * as password from './page-password.25446dd578.js';
-import * as accounts from './page-accounts.4c9633d3c2.js';
-import * as audit from './page-audit.396abf46f5.js';
-import * as home from './page-home.9501de41a0.js';
-import * as agent from './page-agent.1bc958a6f5.js';
-import * as groupsPage from './page-groups.c9fb9de0b2.js';
+import * as activity from './page-activity.f18fd73ae6.js';
+import * as result from './page-result.73f858b686.js';
+import * as executions from './page-executions.6af734d37d.js';
+import * as jobs from './page-jobs.8032129946.js';
+import * as schedules from './page-schedules.4c018e82ad.js';
+import * as agents from './page-agents.2741d2e3b1.js';
+import * as login from './page-login.9f6c244684.js';
+import * as password from './page-password.c1f74d140e.js';
+import * as accounts from './page-accounts.998c4e7604.js';
+import * as audit from './page-audit.79841239e5.js';
+import * as home from './page-home.3ef7091d34.js';
+import * as agent from './page-agent.cf1ae93915.js';
+import * as groupsPage from './page-groups.837dd9cdfb.js';
 
 const routes = [
   // Home is the landing page; '/' with a query is an Activity link made

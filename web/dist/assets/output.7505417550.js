@@ -4,7 +4,7 @@
 // shows its head and its tail, and a link downloads all of it.
 
 import { h } from './dom.3dd86e8f14.js';
-import { apiBlob } from './api.430a70e23a.js';
+import { apiBlob } from './api.21ab11d035.js';
 import { bytes } from './format.dc80c323ac.js';
 
 export function outputPane(name) {

@@ -3,11 +3,11 @@
 // questions: ping it, fetch its log, run a script on it now.
 
 import { h, replace } from './dom.3dd86e8f14.js';
-import { api, apiFull } from './api.430a70e23a.js';
+import { api, apiFull } from './api.21ab11d035.js';
 import { href } from './router.475a737da2.js';
 import { Latest } from './lifecycle.cf1e604c6c.js';
 import { timeEl, agoEl, tickAgo, errorText, exitBadge, shortId } from './format.dc80c323ac.js';
-import { configDialog } from './config-editor.a7cbd833bc.js';
+import { configDialog } from './config-editor.2362a3b632.js';
 
 export const title = 'Agent';
 
