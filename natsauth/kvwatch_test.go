@@ -174,8 +174,8 @@ func TestKVWatchAttacks(t *testing.T) {
 		t.Error("45 watches in a row were all created")
 	}
 	// Other buckets' consumers are not in its account at all.
-	pc1.Publish("$JS.API.CONSUMER.CREATE.KV_jobs", []byte(`{}`))
-	v.waitFor(t, "publish", "$JS.API.CONSUMER.CREATE.KV_jobs")
+	pc1.Publish("$JS.API.CONSUMER.CREATE.KV_accounts", []byte(`{}`))
+	v.waitFor(t, "publish", "$JS.API.CONSUMER.CREATE.KV_accounts")
 	s.quiet(t, pc1, l)
 	// Nor the delete of another's watch: PC2's stays.
 	pc2js, _ := jetstream.New(l.agent(t, "PC2"))
@@ -291,5 +291,73 @@ func TestKVWatchNarrowed(t *testing.T) {
 	cfg.Put(ctx, "groups.lab", []byte(`{"k":"changed"}`))
 	if e := <-w.Updates(); e == nil || e.Key() != "groups.lab" || string(e.Value()) != `{"k":"changed"}` {
 		t.Fatalf("change: %v", e)
+	}
+}
+
+// Upstream agents watch the whole catalog and the freeze (they tick
+// runs_on: agent schedules and honour the freeze themselves): an agent on
+// its own credential reads and watches them, but no other fleet_config key.
+func TestAgentFollowsCatalogAndFreeze(t *testing.T) {
+	l := startLane(t, "PC1")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	fleet, err := l.bjs.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "fleet_config"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fleet.Put(ctx, "freeze", []byte(`{"enabled":true}`))
+	fleet.Put(ctx, "other", []byte(`x`))
+	sched, err := l.bjs.KeyValue(ctx, wire.BucketSchedules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sched.Put(ctx, "nightly", []byte(`{"id":"nightly"}`))
+
+	js, _ := jetstream.New(l.agent(t, "PC1"))
+	akv, err := js.KeyValue(ctx, wire.BucketSchedules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := akv.WatchAll(ctx)
+	if err != nil {
+		t.Fatalf("watch schedules: %v", err)
+	}
+	defer w.Stop()
+	got := func() string {
+		t.Helper()
+		select {
+		case e := <-w.Updates():
+			if e == nil {
+				return "<initial done>"
+			}
+			return e.Key() + " " + string(e.Value())
+		case <-ctx.Done():
+			t.Fatal("no watch update")
+		}
+		return ""
+	}
+	if g := got(); g != `nightly {"id":"nightly"}` {
+		t.Fatalf("first update %q", g)
+	}
+	if g := got(); g != "<initial done>" {
+		t.Fatalf("second update %q", g)
+	}
+	sched.Put(ctx, "weekly", []byte(`{"id":"weekly"}`))
+	if g := got(); g != `weekly {"id":"weekly"}` {
+		t.Fatalf("live update %q", g)
+	}
+
+	afleet, err := js.KeyValue(ctx, "fleet_config")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, err := afleet.Get(ctx, "freeze"); err != nil || string(e.Value()) != `{"enabled":true}` {
+		t.Fatalf("freeze: %v", err)
+	}
+	// Refused by the permissions: no answer, so a short wait.
+	short, cancelShort := context.WithTimeout(ctx, time.Second)
+	defer cancelShort()
+	if e, err := afleet.Get(short, "other"); err == nil {
+		t.Fatalf("read fleet_config/other: %q", e.Value())
 	}
 }

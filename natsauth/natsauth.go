@@ -161,6 +161,11 @@ var AgentKV = []KVRead{
 	{Bucket: "script_status", Keys: []string{"*"}},
 	{Bucket: "script_current", Keys: []string{"*"}},
 	{Bucket: "agent_config", Keys: []string{"global", "groups.*", "pcs.{pc}", "target_version"}, Watch: true},
+	// Every upstream agent watches the catalog and the freeze: it ticks
+	// runs_on: agent schedules itself and honours the freeze locally.
+	{Bucket: wire.BucketJobs, Keys: []string{"*"}, Watch: true},
+	{Bucket: wire.BucketSchedules, Keys: []string{"*"}, Watch: true},
+	{Bucket: "fleet_config", Keys: []string{"freeze"}, Watch: true},
 }
 
 func kvKeys(r KVRead, pc string) []string {
