@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"github.com/kanade-go/kanade/store"
 	"slices"
 	"strings"
 	"testing"
@@ -181,7 +182,7 @@ func TestBroadcastLargeOutputsKeepTheirOwn(t *testing.T) {
 	}
 
 	waitFor(t, "every result projected", func() bool { return projected(t, n, *cmd.ExecID).Ended == agents })
-	rows, err := n.DB.R.Query(`SELECT pc_id, stdout FROM execution_results WHERE exec_id = ?`, *cmd.ExecID)
+	rows, err := n.DB.R.Query(`SELECT pc_id, `+store.OutputTextSQL("stdout")+` FROM execution_results WHERE exec_id = ?`, *cmd.ExecID)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"github.com/kanade-go/kanade/store"
 	"slices"
 	"strings"
 	"testing"
@@ -28,7 +29,7 @@ type projectedRow struct {
 func projectedResult(t *testing.T, n *nodetest.Node, resultID string) (projectedRow, bool) {
 	t.Helper()
 	var r projectedRow
-	err := n.DB.R.QueryRow(`SELECT exit_code, stdout, stderr, job_id FROM execution_results WHERE result_id = ?`, resultID).
+	err := n.DB.R.QueryRow(`SELECT exit_code, `+store.OutputTextSQL("stdout")+`, `+store.OutputTextSQL("stderr")+`, job_id FROM execution_results WHERE result_id = ?`, resultID).
 		Scan(&r.exit, &r.stdout, &r.stderr, &r.jobID)
 	if err == sql.ErrNoRows {
 		return r, false
