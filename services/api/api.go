@@ -273,6 +273,17 @@ func (r inbound) Reply() string          { return r.m.Reply }
 func (r inbound) Data() []byte           { return r.m.Data }
 func (r inbound) Headers() micro.Headers { return micro.Headers(r.m.Header) }
 
+// ReplySubjectAllowed tells whether a service may answer on reply. NATS
+// checks a request's subject against the caller's permissions, never its
+// reply, and the service publishes its answer with its own rights: a
+// caller naming "$KV.agent_groups.PC2" or "commands.pc.PC2" as the reply
+// would have the service write there. Only inboxes are answered:
+// "_INBOX…" (nats.go's, the CLI's, custom inbox prefixes) and "_R_."
+// (replies across an account import).
+func ReplySubjectAllowed(reply string) bool {
+	return strings.HasPrefix(reply, "_INBOX") || strings.HasPrefix(reply, "_R_.")
+}
+
 // respond runs h and answers on the request's reply subject, once. A
 // reply over the connection's max_payload would be dropped and leave the
 // caller waiting out its timeout, so it is answered with an error naming
@@ -282,6 +293,10 @@ func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, ep Endpoint, 
 		defer func() { req.ep.record(time.Since(req.at), m.Header) }()
 		if req.Reply() == "" {
 			return // a plain publish wants no answer
+		}
+		if !ReplySubjectAllowed(req.Reply()) {
+			log.Warn("reply refused: not an inbox", "reply", req.Reply())
+			return
 		}
 		m.Subject = req.Reply()
 		err := nc.PublishMsg(m)

@@ -336,3 +336,44 @@ func waitRequests(t *testing.T, stats func() micro.Stats, n int) *micro.Endpoint
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A caller names the reply subject and NATS never checks it against the
+// caller's permissions: a service that answered "$KV.agent_groups.PC2"
+// would write that key with its own rights. Only inboxes get an answer.
+func TestAnswersOnlyInboxes(t *testing.T) {
+	n := nodetest.Start(t)
+	nc := n.Conn(t)
+	svc, err := api.Start(nc, api.Service{
+		Name: "replytest",
+		Endpoints: []api.Endpoint{{Name: "get", Subject: "kanade.replytest.get", Tier: api.TierViewer,
+			Handler: func(context.Context, api.Request) (any, error) { return map[string]string{"ok": "yes"}, nil }}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Stop()
+	client := n.Conn(t)
+	if _, err := client.Request("kanade.replytest.get", nil, 5*time.Second); err != nil {
+		t.Fatalf("an inbox reply is answered: %v", err)
+	}
+	watch, err := client.SubscribeSync("$KV.agent_groups.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, subj := range []string{"kanade.replytest.get", "$SRV.INFO"} {
+		if err := client.PublishRequest(subj, "$KV.agent_groups.PC2", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A round trip after the two requests: had they been answered, the
+	// answers would be on their way before this one.
+	if _, err := client.Request("kanade.replytest.get", nil, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := watch.NextMsg(200 * time.Millisecond); err == nil {
+		t.Fatalf("answered on %s: %q", m.Subject, m.Data)
+	}
+	if api.ReplySubjectAllowed("commands.pc.PC2") || !api.ReplySubjectAllowed("_INBOX.abc.1") || !api.ReplySubjectAllowed("_R_.x.y") {
+		t.Fatal("ReplySubjectAllowed")
+	}
+}

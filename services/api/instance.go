@@ -73,6 +73,9 @@ func newInstance(nc *nats.Conn, s Service) (*instance, error) {
 			if err == nil {
 				var sub *nats.Subscription
 				sub, err = nc.Subscribe(s, func(m *nats.Msg) {
+					if !ReplySubjectAllowed(m.Reply) {
+						return // see ReplySubjectAllowed
+					}
 					b, _ := json.Marshal(answer())
 					m.Respond(b)
 				})
