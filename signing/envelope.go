@@ -235,7 +235,9 @@ func (e *Envelopes) Supports(pcID string) bool {
 func (e *Envelopes) Watch(nc *nats.Conn, log *slog.Logger) (stop func(), err error) {
 	sub, err := nc.Subscribe(wire.SubjectHeartbeatsAll, func(m *nats.Msg) {
 		h, err := wire.DecodeHeartbeat(m.Data)
-		if err != nil {
+		// A heartbeat speaks for its subject's PC only: another agent's
+		// must not switch this PC's Commands to or from envelopes.
+		if err != nil || m.Subject != wire.HeartbeatSubject(h.PCID) {
 			return
 		}
 		e.Observe(h)
