@@ -377,21 +377,20 @@ func (e *Engine) reconcile(ctx context.Context, s *slot, r tickReq, m Manifest, 
 		if err != nil {
 			return nil, nil, err
 		}
-		var latest, latestDone time.Time
+		var latest time.Time
 		for _, pc := range roster {
-			r := runs.Get(pc)
-			if t := r.lastOK; t.After(latest) {
+			if t := runs.Get(pc).lastOK; t.After(latest) {
 				latest = t
-			}
-			if t := r.lastDone; t.After(latestDone) {
-				latestDone = t
 			}
 		}
 		if !armed(latest, c.Cooldown, now) {
 			return nil, nil, nil
 		}
 		key := targetMarkKey(s.id)
-		won, err := e.o.Marks.take(ctx, key, now, window, func(at time.Time) bool { return !latestDone.Before(at) })
+		// The target's mark holds for its whole window, as upstream's: one
+		// member's early failure must not re-fire the target while the
+		// others still wait out their jitter.
+		won, err := e.o.Marks.take(ctx, key, now, window, func(time.Time) bool { return false })
 		if err != nil || !won {
 			return nil, nil, err
 		}
