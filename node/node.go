@@ -388,7 +388,7 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		if err != nil {
 			return err
 		}
-		sn, err := startSnapshots(ctx, o, snc, db, p, log)
+		sn, err := startSnapshots(ctx, o, snc, db, p, recorder, log)
 		if err != nil {
 			return err
 		}
@@ -462,6 +462,13 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		so.Replicas = o.Replicas
 		so.Roster = roster
 		so.Signer, so.Envelopes = o.Signer, o.Envelopes
+		// Reconcile polls read completions from this node's projection:
+		// none here (a scheduler-only node), or one catching up or with an
+		// unaccepted gap, leaves them to a peer.
+		so.ProjectionReady = func() bool { return false }
+		if proj != nil {
+			so.ProjectionReady = func() bool { return proj.JoinBlocked() == "" && proj.CaughtUp(10*time.Second) }
+		}
 		stop, err := startCommandSigning(nc, o, log)
 		if err != nil {
 			return err

@@ -41,6 +41,12 @@ type EngineOptions struct {
 	// Observe, when set, is called after each tick this engine handled
 	// (fired, gated, polled or lost to another node).
 	Observe func(schedule string, tick time.Time)
+	// ProjectionReady, when set, tells whether DB is current enough to
+	// decide a reconcile poll from. Until it is, this engine does not
+	// claim per_pc and per_target polls, so a node still replaying its
+	// projection (or holding a history gap) leaves the minute to a peer
+	// instead of re-dispatching PCs whose successes it has not read yet.
+	ProjectionReady func() bool
 }
 
 // Engine fires schedules on time. One goroutine owns the schedule table
@@ -537,6 +543,10 @@ func (e *Engine) handle(s *slot, r tickReq) {
 			return
 		}
 		log.Warn("missed tick not fired: beyond starting_deadline", "starting_deadline", r.c.Deadline)
+		return
+	}
+	if (r.c.Mode == ModePerPC || r.c.Mode == ModePerTarget) && e.o.ProjectionReady != nil && !e.o.ProjectionReady() {
+		log.Info("poll left to another node: this node's projection is not current")
 		return
 	}
 	execID, requestID := TickIDs(s.id, r.tick)

@@ -61,6 +61,8 @@ type Options struct {
 	// Audit records each job and schedule change and each exec before it
 	// is made (nil: no trail).
 	Audit api.Auditor
+	// ProjectionReady gates reconcile polls (see EngineOptions).
+	ProjectionReady func() bool
 }
 
 // Scheduler is the running scheduler and its services.
@@ -165,7 +167,7 @@ func Start(ctx context.Context, o Options) (*Scheduler, error) {
 	firer := &Firer{JS: js, Log: o.Logger, Pins: pins, Signer: o.Signer, Envelopes: o.Envelopes, Audit: o.Audit, Agents: &AgentCounter{Roster: roster, DB: o.DB, Now: o.Clock.Now, Log: o.Logger}}
 	s.Engine, err = StartEngine(ctx, EngineOptions{
 		Schedules: scheds, Jobs: jobs, JobCache: jobCache, JS: js, Claims: claims, Firer: firer, Clock: o.Clock,
-		DB: o.DB, Marks: marks, Freeze: freeze, Observe: o.Observe,
+		DB: o.DB, Marks: marks, Freeze: freeze, Observe: o.Observe, ProjectionReady: o.ProjectionReady,
 		Instance: o.NodeName + "-" + uuid.NewString()[:8], Workers: o.Workers, Logger: o.Logger,
 	})
 	if err != nil {
