@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"github.com/kanade-go/kanade/services/api"
 	"log/slog"
 	"time"
 
@@ -30,10 +31,10 @@ func restoreSnapshot(ctx context.Context, js jetstream.JetStream, path string, v
 // startSnapshots runs this node's snapshotter: it takes part in the
 // periodic snapshots and answers kanade.snapshot.*, except while its
 // projection has a history gap not accepted (see snapshot.Projection).
-func startSnapshots(ctx context.Context, o Options, nc *nats.Conn, db *store.DB, p *projector.Projector, log *slog.Logger) (*snapshot.Snapshotter, error) {
+func startSnapshots(ctx context.Context, o Options, nc *nats.Conn, db *store.DB, p *projector.Projector, aud api.Auditor, log *slog.Logger) (*snapshot.Snapshotter, error) {
 	so := o.Snapshot
 	so.Conn, so.DB, so.NodeName, so.Projection, so.Signer = nc, db, o.NodeName, p, o.Signer
-	so.Logger, so.Replicas = log.With("component", "snapshot"), o.Replicas
+	so.Logger, so.Replicas, so.Audit = log.With("component", "snapshot"), o.Replicas, aud
 	if p.JoinBlocked() != "" {
 		so.NoService = true
 		log.Warn("snapshot: this node's projection has a history gap not accepted; it takes no snapshots")

@@ -37,6 +37,7 @@ func (s *Snapshotter) startService() (*api.Running, error) {
 		Logger:      s.log,
 		Workers:     2,
 		Timeout:     serviceTimeout,
+		Audit:       s.o.Audit,
 		Endpoints: def.Bind(map[string]api.Handler{
 			"create": func(ctx context.Context, r api.Request) (any, error) {
 				if err := api.Decode(r.Data, &struct{}{}); err != nil {

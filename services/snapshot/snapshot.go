@@ -104,6 +104,9 @@ type Options struct {
 	Signer *signing.Signer
 	// NoService skips the micro service (tests).
 	NoService bool
+	// Audit records each snapshot asked for before it is taken (nil: no
+	// trail).
+	Audit api.Auditor
 }
 
 // Info describes one snapshot.
