@@ -167,6 +167,12 @@ func TestExampleConfig(t *testing.T) {
 	ov.waitFor(t, "publish", "commands.all")
 	op.SubscribeSync("_INBOX_kanade.>")
 	ov.waitFor(t, "subscription", "_INBOX_kanade.>")
+	// Admin services and the accounts bucket (token secret, password
+	// hashes) are not the operator's.
+	op.Publish("kanade.accounts.create", []byte(`{"username":"x","password":"12345678","role":"admin"}`))
+	ov.waitFor(t, "publish", "kanade.accounts.create")
+	op.Publish("$JS.API.DIRECT.GET.KV_accounts.$KV.accounts.users", nil)
+	ov.waitFor(t, "publish", "$JS.API.DIRECT.GET.KV_accounts.$KV.accounts.users")
 
 	nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo("backend", "backend-secret"))
 	if err != nil {

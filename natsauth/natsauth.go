@@ -380,7 +380,15 @@ func Operator() Permissions {
 			"$JS.ACK.>",
 			"$JS.FC.>",
 		},
-		PublishDeny:    []string{wire.SubjectCommandsAny, "kill.>", "$KV.>", "$O.>"},
+		// Admin services and the accounts bucket are not the operator's:
+		// with kanade.> alone it created admins, and a direct get of
+		// KV_accounts read the token secret and every password hash.
+		PublishDeny: []string{wire.SubjectCommandsAny, "kill.>", "$KV.>", "$O.>",
+			"kanade.accounts.>", "kanade.auth.>", "kanade.permission_groups.>", "kanade.snapshot.>",
+			"$JS.API.DIRECT.GET.KV_accounts", "$JS.API.DIRECT.GET.KV_accounts.>",
+			"$JS.API.STREAM.MSG.GET.KV_accounts",
+			"$JS.API.CONSUMER.CREATE.KV_accounts", "$JS.API.CONSUMER.CREATE.KV_accounts.>",
+			"$JS.API.DIRECT.GET.KV_login_throttle.>", "$JS.API.CONSUMER.CREATE.KV_login_throttle.>"},
 		SubscribeAllow: []string{OperatorInboxPrefix + ".>"},
 	}
 }
