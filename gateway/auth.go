@@ -229,15 +229,20 @@ func allowed(route Route, id *Identity) (int, string) {
 // clientAddr is the caller's address: the rightmost X-Forwarded-For entry
 // (the one the nearest proxy added), else the connection's peer.
 func clientAddr(r *http.Request) string {
-	if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
-		parts := strings.Split(xff, ",")
-		if last := strings.TrimSpace(parts[len(parts)-1]); last != "" {
-			return last
-		}
-	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		host = r.RemoteAddr
+	}
+	// X-Forwarded-For is believed only from a proxy on this host: from
+	// anyone else it would let a client pick the address the login
+	// throttle counts (a new one per attempt) and the audit trail records.
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
+			parts := strings.Split(xff, ",")
+			if last := strings.TrimSpace(parts[len(parts)-1]); last != "" {
+				return last
+			}
+		}
 	}
 	return host
 }
