@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -54,10 +55,12 @@ func Relay(nc *nats.Conn, log *slog.Logger) (func(), error) {
 	// A bounded number in flight: a fleet reconnecting, or a broadcast's
 	// results, must not make one goroutine per message.
 	slots := make(chan struct{}, 64)
+	var inflight sync.WaitGroup // the returned stop waits for them
 	async := func(f func()) {
 		slots <- struct{}{}
+		inflight.Add(1)
 		go func() {
-			defer func() { <-slots }()
+			defer func() { <-slots; inflight.Done() }()
 			f()
 		}()
 	}
@@ -87,7 +90,11 @@ func Relay(nc *nats.Conn, log *slog.Logger) (func(), error) {
 		info.Unsubscribe()
 		return nil, fmt.Errorf("results relay: %w", err)
 	}
-	res.SetPendingLimits(-1, -1) // a broadcast's results arrive at once
+	// A broadcast's results arrive at once, so the queue is deep; but not
+	// unbounded: one agent flooding results must not exhaust the node. A
+	// result dropped past the limit gets no ack, and its agent sends it
+	// again from its outbox.
+	res.SetPendingLimits(1<<20, 256<<20)
 	var replayLim watchLimiter
 	replay, err := nc.QueueSubscribe(ReplayConsumerRelay+".>", relayQueue, func(m *nats.Msg) {
 		async(func() { relayReplayConsumer(nc, &replayLim, m, log) })
@@ -123,6 +130,7 @@ func Relay(nc *nats.Conn, log *slog.Logger) (func(), error) {
 		replay.Unsubscribe()
 		watch.Unsubscribe()
 		unwatch.Unsubscribe()
+		inflight.Wait()
 	}, nil
 }
 
