@@ -238,7 +238,7 @@ func WatchFreeze(ctx context.Context, kv jetstream.KeyValue, wg *sync.WaitGroup,
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		defer w.Stop()
+		defer func() { w.Stop() }()
 		once := sync.OnceFunc(func() { close(ready) })
 		defer once()
 		for {
@@ -247,8 +247,24 @@ func WatchFreeze(ctx context.Context, kv jetstream.KeyValue, wg *sync.WaitGroup,
 				return
 			case e, ok := <-w.Updates():
 				if !ok {
-					log.Warn("freeze watcher closed")
-					return
+					// Reopened, as upstream's every 5 s: a watcher that
+					// stayed closed would keep a frozen fleet frozen, or
+					// never see a freeze set later.
+					log.Warn("freeze watcher closed; reopening")
+					for {
+						select {
+						case <-ctx.Done():
+							return
+						case <-time.After(5 * time.Second):
+						}
+						nw, err := kv.Watch(ctx, FreezeKey)
+						if err == nil {
+							w = nw
+							break
+						}
+						log.Warn("freeze: reopen watch", "err", err)
+					}
+					continue
 				}
 				if e == nil {
 					once()
