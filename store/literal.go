@@ -6,13 +6,13 @@ import (
 	"unicode/utf8"
 )
 
-// requiredLiteral returns text every match of pattern contains: the
+// RequiredLiteral returns text every match of pattern contains: the
 // longest literal of its top-level concatenation; fold when it is
 // case-insensitive, only returned then when every letter folds within
 // ASCII. REGEXP tests it on a decompressed output before running the
 // regex. (services/results has the same rule for SQLite's instr/LIKE
 // pre-test of plain outputs.)
-func requiredLiteral(pattern string) (lit string, fold bool) {
+func RequiredLiteral(pattern string) (lit string, fold bool) {
 	re, err := syntax.Parse(pattern, syntax.Perl)
 	if err != nil {
 		return "", false

@@ -238,7 +238,7 @@ var regexCache = struct {
 }{m: map[string]*compiledRegexp{}}
 
 // compiledRegexp is a pattern with the literal every match contains (see
-// requiredLiteral), tested first on a decompressed output.
+// RequiredLiteral), tested first on a decompressed output.
 type compiledRegexp struct {
 	re   *regexp.Regexp
 	lit  []byte
@@ -267,7 +267,7 @@ func compileCached(pattern string) (*compiledRegexp, error) {
 	if err != nil {
 		return nil, err
 	}
-	lit, fold := requiredLiteral(pattern)
+	lit, fold := RequiredLiteral(pattern)
 	c = &compiledRegexp{re: re, lit: []byte(lit), fold: fold}
 	if fold {
 		c.lit = bytes.ToLower(c.lit)

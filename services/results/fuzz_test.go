@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/kanade-go/kanade/services/api"
+	"github.com/kanade-go/kanade/store"
 )
 
 // Decoding and validating a list request never panics, and every refusal
@@ -66,7 +67,7 @@ func FuzzLiteralShape(f *testing.F) {
 		if m && len(value) < len(prefix) || m && value[:len(prefix)] != prefix {
 			t.Fatalf("%q prefix %q: matches %q", pattern, prefix, value)
 		}
-		if lit, fold := requiredLiteral(pattern); m && fold && !strings.Contains(asciiLower(value), asciiLower(lit)) {
+		if lit, fold := store.RequiredLiteral(pattern); m && fold && !strings.Contains(asciiLower(value), asciiLower(lit)) {
 			t.Fatalf("%q matches %q without %q in any ASCII case (the LIKE prefilter would drop it)", pattern, value, lit)
 		} else if m && !fold && !strings.Contains(value, lit) {
 			t.Fatalf("%q matches %q without %q (the instr prefilter would drop it)", pattern, value, lit)

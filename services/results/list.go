@@ -463,7 +463,7 @@ func (q *query) fetch(ctx context.Context, r *sql.DB, index, extra string, extra
 		}
 		// A compressed output (a BLOB) skips the literal test: only
 		// REGEXP decompresses it (and tests the literal itself).
-		switch lit, fold := requiredLiteral(o[1]); {
+		switch lit, fold := store.RequiredLiteral(o[1]); {
 		case lit == "":
 		case fold:
 			conds = append(conds, "(typeof("+o[0]+") = 'blob' OR "+o[0]+` LIKE ? ESCAPE '\')`)

@@ -3,8 +3,6 @@ package results
 import (
 	"regexp/syntax"
 	"strings"
-	"unicode"
-	"unicode/utf8"
 )
 
 // literalShape tells what part of a regex is a plain literal anchored at
@@ -49,52 +47,6 @@ func prefixEnd(prefix string) string {
 		b = b[:len(b)-1]
 	}
 	return ""
-}
-
-// requiredLiteral returns text that every match of pattern contains, so
-// that SQLite can drop rows without it before calling the Go regex: the
-// longest literal of the pattern's top-level concatenation. fold means it
-// is case-insensitive; it is only returned then when every letter folds
-// within ASCII, where SQLite's LIKE is case-insensitive too.
-func requiredLiteral(pattern string) (lit string, fold bool) {
-	re, err := syntax.Parse(pattern, syntax.Perl)
-	if err != nil {
-		return "", false
-	}
-	re = re.Simplify()
-	subs := []*syntax.Regexp{re}
-	if re.Op == syntax.OpConcat {
-		subs = re.Sub
-	}
-	for _, s := range subs {
-		if s.Op != syntax.OpLiteral {
-			continue
-		}
-		l, f := string(s.Rune), s.Flags&syntax.FoldCase != 0
-		if f && !foldsInASCII(l) {
-			continue
-		}
-		if len(l) > len(lit) || len(l) == len(lit) && fold && !f {
-			lit, fold = l, f
-		}
-	}
-	return lit, fold
-}
-
-// foldsInASCII reports whether every rune of s is ASCII and case-folds only
-// to ASCII ('k' also folds to the Kelvin sign, 's' to the long s).
-func foldsInASCII(s string) bool {
-	for _, r := range s {
-		if r >= utf8.RuneSelf {
-			return false
-		}
-		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
-			if f >= utf8.RuneSelf {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // likeContains is a LIKE pattern matching any text that contains lit.
