@@ -39,7 +39,16 @@ type Completions struct {
 	polled    time.Time // the poll instant the incremental read was for
 	jobs      map[string]*JobRuns
 	inflight  map[int64]runKey // rows still without finished_at
+	// killed are rows that finished with exit -1 (the reaper's mark, a
+	// kill, a timeout) in the last killedWatch, read again at each
+	// catch-up: a reaped run's real result lands later in the same row
+	// (same rowid), which the incremental read by rowid would not see.
+	killed map[int64]time.Time
 }
+
+// killedWatch is how long a row that ended with exit -1 is read again for
+// a late real result.
+const killedWatch = 2 * time.Hour
 
 type runKey struct {
 	job string
@@ -190,7 +199,7 @@ func (r *JobRuns) clone() *JobRuns {
 const fullEvery = time.Hour
 
 func newCompletions(db *store.DB) *Completions {
-	return &Completions{db: db, jobs: map[string]*JobRuns{}, inflight: map[int64]runKey{}}
+	return &Completions{db: db, jobs: map[string]*JobRuns{}, inflight: map[int64]runKey{}, killed: map[int64]time.Time{}}
 }
 
 // Runs returns per PC the runs of job as of now (a poll instant). version,
@@ -291,7 +300,25 @@ func (c *Completions) load(ctx context.Context, job string, now time.Time) (*Job
 			jr.inflight[i]++
 		}
 	}
-	return jr, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("completions: %w", err)
+	}
+	// Recently killed or reaped rows, whose real result may still land in
+	// place (see Completions.killed).
+	krows, err := c.db.R.QueryContext(ctx, `SELECT rowid FROM execution_results WHERE job_id = ? AND exit_code = -1 AND finished_at >= ?`,
+		job, store.FormatTime(time.Now().Add(-killedWatch)))
+	if err != nil {
+		return nil, fmt.Errorf("completions: %w", err)
+	}
+	defer krows.Close()
+	for krows.Next() {
+		var id int64
+		if err := krows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("completions: %w", err)
+		}
+		c.killed[id] = time.Now()
+	}
+	return jr, krows.Err()
 }
 
 // catchUp applies the rows inserted since the last read and the rows that
@@ -303,7 +330,7 @@ func (c *Completions) catchUp(ctx context.Context) error {
 	}
 	if maxRowid.Int64 < c.lastRowid {
 		// The table was rebuilt (rowids start over): read every job again.
-		c.jobs, c.inflight, c.started = map[string]*JobRuns{}, map[int64]runKey{}, false
+		c.jobs, c.inflight, c.killed, c.started = map[string]*JobRuns{}, map[int64]runKey{}, map[int64]time.Time{}, false
 	}
 	if !c.started {
 		// Nothing cached yet: jobs load whole when asked.
@@ -353,6 +380,26 @@ func (c *Completions) catchUp(ctx context.Context) error {
 			return fmt.Errorf("completions: %w", err)
 		}
 	}
+	if len(c.killed) > 0 {
+		now := time.Now()
+		ids := make([]int64, 0, len(c.killed))
+		for id, since := range c.killed {
+			if now.Sub(since) > killedWatch {
+				delete(c.killed, id)
+				continue
+			}
+			ids = append(ids, id)
+		}
+		arg, _ := json.Marshal(ids)
+		rows, err := c.db.R.QueryContext(ctx, `SELECT rowid, job_id, pc_id, exit_code, finished_at FROM execution_results
+			WHERE rowid IN (SELECT value FROM json_each(?)) AND exit_code IS NOT -1`, string(arg))
+		if err != nil {
+			return fmt.Errorf("completions: %w", err)
+		}
+		if err := scan(rows); err != nil {
+			return fmt.Errorf("completions: %w", err)
+		}
+	}
 	c.lastRowid = maxRowid.Int64
 	// Apply per job on a copy of its table.
 	changed := map[string]*JobRuns{}
@@ -383,6 +430,11 @@ func (c *Completions) catchUp(ctx context.Context) error {
 			if jr.inflight[i] > 0 {
 				jr.inflight[i]--
 			}
+		}
+		if r.code.Valid && r.code.Int64 == -1 {
+			c.killed[r.id] = time.Now()
+		} else {
+			delete(c.killed, r.id)
 		}
 		if t, err := store.ParseTime(r.finished.String); err == nil {
 			v := packTime(t)

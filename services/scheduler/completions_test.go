@@ -90,3 +90,51 @@ func TestCompletionsCache(t *testing.T) {
 		t.Errorf("PC-C survived the rebuild %+v", r)
 	}
 }
+
+// A reaped run's real result lands later in the same row (same rowid): the
+// cache must see it at the next poll, not at the job's hourly full read,
+// or a per_pc once schedule dispatches again to a PC that succeeded.
+func TestCompletionsSeeAResultAfterItsReap(t *testing.T) {
+	n := nodetest.Start(t)
+	db := n.DB
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Second)
+	insert := func(id, pc string, code int, finished time.Time) {
+		t.Helper()
+		if _, err := db.W.Exec(`INSERT INTO execution_results (result_id, request_id, exec_id, pc_id, exit_code,
+				started_at, finished_at, recorded_at, job_id, version) VALUES (?, 'r', 'e', ?, ?, ?, ?, ?, 'job', '1')`,
+			id, pc, code, store.FormatTime(finished), store.FormatTime(finished), store.FormatTime(finished)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	answer := func(id string, at time.Time) {
+		t.Helper()
+		if _, err := db.W.Exec(`UPDATE execution_results SET exit_code = 0, finished_at = ? WHERE result_id = ?`, store.FormatTime(at), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	get := func(c *Completions, at time.Time, pc string) pcRuns {
+		t.Helper()
+		r, err := c.Runs(ctx, "job", "", at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Get(pc)
+	}
+	insert("k1", "PC-K", -1, now.Add(-time.Minute)) // reaped before the job's first read
+	c := newCompletions(db)
+	if r := get(c, now, "PC-K"); !r.lastOK.IsZero() {
+		t.Fatalf("reaped row counted as a success: %+v", r)
+	}
+	insert("k2", "PC-L", -1, now) // reaped after it, seen by the catch-up
+	if r := get(c, now.Add(time.Minute), "PC-L"); !r.lastOK.IsZero() {
+		t.Fatalf("reaped row counted as a success: %+v", r)
+	}
+	answer("k1", now.Add(time.Minute))
+	answer("k2", now.Add(time.Minute))
+	for _, pc := range []string{"PC-K", "PC-L"} {
+		if r := get(c, now.Add(2*time.Minute), pc); !r.lastOK.Equal(now.Add(time.Minute)) {
+			t.Errorf("%s's late success not seen: %+v", pc, r)
+		}
+	}
+}
