@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/kanade-go/kanade/kvwatch"
 	"maps"
 	"slices"
 	"strings"
@@ -399,44 +400,18 @@ func (f *Fleet) followKV(ctx context.Context, js jetstream.JetStream, only *agen
 			}
 			continue
 		}
-		w, err := kv.WatchAll(f.ctx)
-		if err != nil {
-			f.log.Warn("sim: not following a fleet bucket", "bucket", b.bucket, "err", err)
-			continue
-		}
-		ready := make(chan struct{})
-		apply := b.apply
-		if !f.spawn(func() {
-			defer w.Stop()
-			initial := true
-			for {
-				select {
-				case <-f.ctx.Done():
-					return
-				case e, ok := <-w.Updates():
-					if !ok {
-						return
-					}
-					if e == nil {
-						if initial {
-							initial = false
-							close(ready)
-						}
-						continue
-					}
-					apply(e)
-				}
-			}
-		}) {
-			w.Stop()
-			return errors.New("sim: stopping")
-		}
-		select {
-		case <-ready:
-		case <-ctx.Done():
+		// followKV runs while the fleet starts, before Stop can close it.
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err = kvwatch.Follow(wctx, f.ctx, kv, &f.wg, f.log, b.apply)
+		cancel()
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
 			return fmt.Errorf("sim: watch %s: %w", b.bucket, ctx.Err())
-		case <-time.After(10 * time.Second):
+		case errors.Is(err, context.DeadlineExceeded):
 			f.log.Warn("sim: a fleet bucket's current values did not arrive; following it from now on", "bucket", b.bucket)
+		default:
+			f.log.Warn("sim: not following a fleet bucket", "bucket", b.bucket, "err", err)
 		}
 	}
 	return nil

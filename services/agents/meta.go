@@ -5,7 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
+	"github.com/kanade-go/kanade/kvwatch"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -75,41 +75,10 @@ func WatchMeta(ctx, bg context.Context, kv jetstream.KeyValue, wg *sync.WaitGrou
 	if kv == nil {
 		return mt, nil
 	}
-	w, err := kv.WatchAll(bg)
-	if err != nil {
-		return nil, fmt.Errorf("watch %s: %w", kv.Bucket(), err)
+	if err := kvwatch.Follow(ctx, bg, kv, wg, log, func(e jetstream.KeyValueEntry) { mt.apply(e, log) }); err != nil {
+		return nil, err
 	}
-	ready := make(chan struct{})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		defer w.Stop()
-		initial := true
-		for {
-			select {
-			case <-bg.Done():
-				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e == nil {
-					if initial {
-						initial = false
-						close(ready)
-					}
-					continue
-				}
-				mt.apply(e, log)
-			}
-		}
-	}()
-	select {
-	case <-ready:
-		return mt, nil
-	case <-ctx.Done():
-		return nil, fmt.Errorf("watch %s: %w", kv.Bucket(), ctx.Err())
-	}
+	return mt, nil
 }
 
 func (mt *Meta) apply(e jetstream.KeyValueEntry, log *slog.Logger) {

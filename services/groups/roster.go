@@ -3,6 +3,7 @@ package groups
 import (
 	"context"
 	"fmt"
+	"github.com/kanade-go/kanade/kvwatch"
 	"log/slog"
 	"maps"
 	"slices"
@@ -69,41 +70,7 @@ func StartRoster(ctx context.Context, manual, derived jetstream.KeyValue, db *st
 
 // watch feeds m from kv; it returns after the initial values.
 func (r *Roster) watch(ctx, bg context.Context, kv jetstream.KeyValue, m map[string][]string) error {
-	w, err := kv.WatchAll(bg)
-	if err != nil {
-		return fmt.Errorf("watch %s: %w", kv.Bucket(), err)
-	}
-	ready := make(chan struct{})
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		defer w.Stop()
-		initial := true
-		for {
-			select {
-			case <-bg.Done():
-				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e == nil {
-					if initial {
-						initial = false
-						close(ready)
-					}
-					continue
-				}
-				r.apply(kv.Bucket(), m, e)
-			}
-		}
-	}()
-	select {
-	case <-ready:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("watch %s: %w", kv.Bucket(), ctx.Err())
-	}
+	return kvwatch.Follow(ctx, bg, kv, &r.wg, r.Log, func(e jetstream.KeyValueEntry) { r.apply(kv.Bucket(), m, e) })
 }
 
 func (r *Roster) apply(bucket string, m map[string][]string, e jetstream.KeyValueEntry) {
