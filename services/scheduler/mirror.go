@@ -3,11 +3,13 @@ package scheduler
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kanade-go/kanade/kvwatch"
 )
 
 // Mirror keeps a decoded copy of a KV bucket, fed by a watcher, so that a
@@ -22,30 +24,12 @@ type Mirror[T any] struct {
 // WatchMirror starts mirroring kv until ctx ends; wg tracks the goroutine.
 // A value that does not decode as T is left out, and logged.
 func WatchMirror[T any](ctx context.Context, kv jetstream.KeyValue, wg *sync.WaitGroup, log *slog.Logger) (*Mirror[T], error) {
-	name := kv.Bucket()
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("watch %s: %w", name, err)
+	mi := &Mirror[T]{name: kv.Bucket(), m: map[string]T{}}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := kvwatch.Follow(wctx, ctx, kv, wg, log, func(e jetstream.KeyValueEntry) { mi.apply(e, log) }); err != nil {
+		return nil, err
 	}
-	mi := &Mirror[T]{name: name, m: map[string]T{}}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		defer w.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e != nil { // nil marks the end of the initial values
-					mi.apply(e, log)
-				}
-			}
-		}
-	}()
 	return mi, nil
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kanade-go/kanade/kvwatch"
 	"github.com/kanade-go/kanade/store"
 )
 
@@ -149,15 +150,22 @@ func (mk *Marks) forget(key string) {
 // marks older than the bucket's max age (by now), which KV drops without
 // a notice to watchers.
 func WatchMarks(ctx context.Context, kv jetstream.KeyValue, wg *sync.WaitGroup, log *slog.Logger, now func() time.Time) (*Marks, error) {
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("watch %s: %w", BucketDispatch, err)
-	}
 	mk := &Marks{kv: kv, by: map[string]map[string]mark{}}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	err := kvwatch.Follow(wctx, ctx, kv, wg, log, func(e jetstream.KeyValueEntry) {
+		if e.Operation() == jetstream.KeyValuePut {
+			mk.set(e.Key(), mark{at: parseMark(e.Value()), rev: e.Revision()})
+		} else {
+			mk.forget(e.Key())
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		defer w.Stop()
 		prune := time.NewTicker(10 * time.Minute)
 		defer prune.Stop()
 		for {
@@ -166,19 +174,6 @@ func WatchMarks(ctx context.Context, kv jetstream.KeyValue, wg *sync.WaitGroup, 
 				return
 			case <-prune.C:
 				mk.prune(now())
-			case e, ok := <-w.Updates():
-				if !ok {
-					log.Warn("dispatch marks watcher closed")
-					return
-				}
-				if e == nil {
-					continue
-				}
-				if e.Operation() == jetstream.KeyValuePut {
-					mk.set(e.Key(), mark{at: parseMark(e.Value()), rev: e.Revision()})
-				} else {
-					mk.forget(e.Key())
-				}
 			}
 		}
 	}()
