@@ -3,13 +3,13 @@ package node
 import (
 	"context"
 	"fmt"
-	"github.com/kanade-go/kanade/services/api"
 	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kanade-go/kanade/services/api"
 	"github.com/kanade-go/kanade/services/projector"
 	"github.com/kanade-go/kanade/services/snapshot"
 	"github.com/kanade-go/kanade/signing"

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/kanade-go/kanade/kvwatch"
 	"maps"
 	"slices"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kanade-go/kanade/kvwatch"
 	"github.com/kanade-go/kanade/services/agentconfig"
 	"github.com/kanade-go/kanade/wire"
 )

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"github.com/kanade-go/kanade/store"
 	"slices"
 	"strings"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"github.com/kanade-go/kanade/nodetest"
 	"github.com/kanade-go/kanade/services/projector"
 	"github.com/kanade-go/kanade/sim"
+	"github.com/kanade-go/kanade/store"
 	"github.com/kanade-go/kanade/streams"
 	"github.com/kanade-go/kanade/wire"
 )

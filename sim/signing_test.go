@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"github.com/kanade-go/kanade/store"
 	"slices"
 	"strings"
 	"testing"
@@ -15,6 +14,7 @@ import (
 	"github.com/kanade-go/kanade/nodetest"
 	"github.com/kanade-go/kanade/signing"
 	"github.com/kanade-go/kanade/sim"
+	"github.com/kanade-go/kanade/store"
 	"github.com/kanade-go/kanade/streams"
 	"github.com/kanade-go/kanade/wire"
 )

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"github.com/kanade-go/kanade/kvwatch"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kanade-go/kanade/kvwatch"
 	"github.com/kanade-go/kanade/services/api"
 )
 

@@ -3,7 +3,6 @@ package groups
 import (
 	"context"
 	"fmt"
-	"github.com/kanade-go/kanade/kvwatch"
 	"log/slog"
 	"maps"
 	"slices"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kanade-go/kanade/kvwatch"
 	"github.com/kanade-go/kanade/store"
 	"github.com/kanade-go/kanade/wire"
 )
