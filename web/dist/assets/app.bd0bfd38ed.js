@@ -14,7 +14,7 @@ import * as jobs from './page-jobs.8032129946.js';
 import * as schedules from './page-schedules.4c018e82ad.js';
 import * as agents from './page-agents.2741d2e3b1.js';
 import * as login from './page-login.9f6c244684.js';
-import * as password from './page-password.c1f74d140e.js';
+import * as password from './page-password.bf69382a72.js';
 import * as accounts from './page-accounts.998c4e7604.js';
 import * as audit from './page-audit.79841239e5.js';
 import * as home from './page-home.3ef7091d34.js';
