@@ -564,9 +564,10 @@ func (s *Service) Update(ctx context.Context, req UpdateRequest) error {
 	})
 }
 
-// Delete removes an account, never the last enabled admin.
+// Delete removes an account, never the last enabled admin, and its setup
+// link.
 func (s *Service) Delete(ctx context.Context, user string) error {
-	return s.store.Update(ctx, func(accts map[string]*Account, _ map[string]*Group) error {
+	err := s.store.Update(ctx, func(accts map[string]*Account, _ map[string]*Group) error {
 		a := accts[user]
 		if a == nil {
 			return api.NotFound("no such account")
@@ -577,6 +578,10 @@ func (s *Service) Delete(ctx context.Context, user string) error {
 		delete(accts, user)
 		return nil
 	})
+	if err == nil {
+		s.dropSetup(ctx, user)
+	}
+	return err
 }
 
 // bootstrap seeds the first admin (must change its password) when no

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"mime"
 	"net"
+	"net/mail"
 	"net/smtp"
 	"strings"
 	"time"
@@ -22,6 +23,17 @@ type Mail struct {
 	// TLS configures STARTTLS, used whenever the relay offers it; nil
 	// verifies the relay's certificate against its host name.
 	TLS *tls.Config
+}
+
+// check tells whether the relay settings can work at all.
+func (m *Mail) check() error {
+	if _, _, err := net.SplitHostPort(m.Addr); err != nil {
+		return fmt.Errorf("mail relay %q: want host:port: %w", m.Addr, err)
+	}
+	if _, err := mail.ParseAddress(m.From); err != nil {
+		return fmt.Errorf("mail from %q: %w", m.From, err)
+	}
+	return nil
 }
 
 // Configured tells whether mail can be sent.
@@ -74,7 +86,11 @@ func (m *Mail) send(ctx context.Context, to, subject, body string) error {
 			return fmt.Errorf("mail auth: %w", err)
 		}
 	}
-	if err := c.Mail(m.From); err != nil {
+	from, err := mail.ParseAddress(m.From)
+	if err != nil {
+		return fmt.Errorf("mail from: %w", err)
+	}
+	if err := c.Mail(from.Address); err != nil {
 		return fmt.Errorf("mail from: %w", err)
 	}
 	if err := c.Rcpt(to); err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -106,6 +107,16 @@ func Start(ctx context.Context, o Options) (*Running, error) {
 		o.SessionTTL = DefaultSessionTTL
 	}
 	o.SessionTTL = min(max(o.SessionTTL, time.Hour), 8760*time.Hour)
+	if o.Mail != nil {
+		if err := o.Mail.check(); err != nil {
+			return nil, fmt.Errorf("accounts: %w", err)
+		}
+	}
+	if o.PublicURL != "" {
+		if u, err := url.Parse(o.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("accounts: public URL %q: want http(s)://host[/path]", o.PublicURL)
+		}
+	}
 	js, err := jetstream.New(o.Conn)
 	if err != nil {
 		return nil, fmt.Errorf("accounts: %w", err)

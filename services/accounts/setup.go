@@ -85,10 +85,7 @@ func (s *Service) issueSetup(ctx context.Context, user, purpose string) (string,
 	exp := s.now().Add(SetupTTL)
 	b, _ := json.Marshal(setupToken{Username: user, Purpose: purpose, ExpiresAt: exp})
 	kv := s.store.kv
-	ukey := keySetupUser + hex.EncodeToString([]byte(user))
-	if len(ukey) > 255 {
-		ukey = keySetupUser + hashToken(user)
-	}
+	ukey := setupUserKey(user)
 	if e, err := kv.Get(ctx, ukey); err == nil {
 		// One per user: the earlier link stops working.
 		if err := kv.Delete(ctx, keySetupPrefix+string(e.Value())); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -105,6 +102,34 @@ func (s *Service) issueSetup(ctx context.Context, user, purpose string) (string,
 		return "", time.Time{}, fmt.Errorf("store setup link: %w", err)
 	}
 	return token, exp, nil
+}
+
+// setupUserKey is the key of user's current token hash (usernames may hold
+// what a KV key may not).
+func setupUserKey(user string) string {
+	if k := keySetupUser + hex.EncodeToString([]byte(user)); len(k) <= 255 {
+		return k
+	}
+	return keySetupUser + hashToken(user)
+}
+
+// dropSetup removes user's link (the account is gone); failures are logged,
+// the link then finds no account.
+func (s *Service) dropSetup(ctx context.Context, user string) {
+	kv := s.store.kv
+	e, err := kv.Get(ctx, setupUserKey(user))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return
+	}
+	if err == nil {
+		err = kv.Delete(ctx, keySetupPrefix+string(e.Value()))
+	}
+	if err == nil {
+		err = kv.Delete(ctx, setupUserKey(user))
+	}
+	if err != nil {
+		s.log.Warn("setup link of a deleted account not removed", "username", user, "err", err)
+	}
 }
 
 // lookupSetup reads a link: 404 invalid, 410 expired or used.
