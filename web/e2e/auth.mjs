@@ -8,6 +8,8 @@
 // Needs E2E_ADMIN_PASSWORD (the server's KANADE_BOOTSTRAP_ADMIN_PASSWORD).
 
 import { createHmac } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 
 // totp is the RFC 6238 code (HMAC-SHA1, 30 s step, 6 digits) of a base32
 // (RFC 4648, unpadded) secret at time ms.
@@ -120,6 +122,56 @@ export async function authSteps({ page, step, poll, tid, go, ranJob, token }) {
     await dialog.locator(tid('dialog-submit')).click();
     await dialog.waitFor({ state: 'detached' });
     await page.locator(`${tid('account-row')}[data-username="${viewer.name}"][data-role="viewer"]`).waitFor();
+  });
+
+  // The server mails through the test's SMTP relay, which leaves each
+  // message in E2E_MAIL_DIR; links start with E2E_PUBLIC_URL.
+  async function mailedLink(to) {
+    const dir = process.env.E2E_MAIL_DIR;
+    if (!dir) throw new Error('E2E_MAIL_DIR not set (web/e2e_test.go sets it)');
+    let link;
+    await poll(`a mail to ${to}`, async () => {
+      for (const f of readdirSync(dir).filter((f) => f.endsWith('.eml'))) {
+        const text = readFileSync(join(dir, f), 'utf8');
+        const m = text.match(/\/password-setup\/([0-9a-f-]{36})/);
+        if (text.includes(`To: ${to}`) && m && text.includes(process.env.E2E_PUBLIC_URL + m[0])) link = m[0];
+      }
+      return link;
+    });
+    return new URL(page.url()).origin + link;
+  }
+
+  await step('an account made with an email only sets its password from the mailed link, once', async () => {
+    const mailed = { name: 'e2e-mailed', email: 'mailed@e2e.invalid', password: 'mailed-pass-1' };
+    await page.locator(tid('add-account')).click();
+    const dialog = page.locator(tid('account-dialog'));
+    await dialog.locator(tid('account-username')).fill(mailed.name);
+    await dialog.locator(tid('account-email')).fill(mailed.email);
+    await dialog.locator(tid('account-role')).selectOption('viewer');
+    await dialog.locator(tid('dialog-submit')).click();
+    await dialog.waitFor({ state: 'detached' });
+    await poll('the setup link said sent', async () => /setup link was mailed/.test(await page.locator(tid('accounts-note')).textContent()));
+    const link = await mailedLink(mailed.email);
+
+    await logout();
+    await page.goto(link);
+    await page.locator(tid('setup-page')).waitFor();
+    await poll('the link names the account', async () => (await page.locator(tid('setup-username')).textContent().catch(() => '')) === mailed.name);
+    await page.locator(tid('setup-password')).fill('short');
+    await page.locator(tid('setup-password-again')).fill('short');
+    await page.locator(tid('setup-submit')).click();
+    await poll('a short password refused', async () => /too short/.test(await page.locator(tid('setup-error')).textContent()));
+    await page.locator(tid('setup-password')).fill(mailed.password);
+    await page.locator(tid('setup-password-again')).fill(mailed.password);
+    await page.locator(tid('setup-submit')).click();
+    await page.locator(tid('login-page')).waitFor();
+    await login(mailed.name, mailed.password);
+    await page.locator(tid('home-page')).waitFor();
+    await poll('logged in as the mailed account', async () => (await page.locator(tid('whoami-name')).textContent()) === mailed.name);
+
+    await page.goto(link);
+    await page.locator(tid('setup-page')).waitFor();
+    await poll('a spent link refused', async () => /already used/.test(await page.locator(tid('setup-error')).textContent()));
   });
 
   await step('a viewer is offered no mutating control', async () => {
