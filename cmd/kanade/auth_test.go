@@ -88,6 +88,12 @@ func TestAccountsAndRoles(t *testing.T) {
 	want(t, "results without a token", st, body, 401, "missing bearer token")
 	st, _, body = call(t, "GET", api+"/version", "", "")
 	want(t, "version is public", st, body, 200)
+	st, _, body = call(t, "POST", api+"/auth/forgot-password", "", `{"username":"root"}`)
+	want(t, "forgot-password is public, and answers 200 even without mail", st, body, 200)
+	st, _, body = call(t, "GET", api+"/auth/password-setup/00000000-0000-4000-8000-000000000000", "", "")
+	want(t, "an unknown setup link", st, body, 404, "invalid link")
+	st, _, body = call(t, "POST", api+"/auth/password-setup/not-a-token", "", `{"password":"long-enough-1"}`)
+	want(t, "a malformed setup link", st, body, 404, "invalid link")
 
 	admin := login(t, api, "root", "first-pass-1")
 	if admin.Role != "admin" || !admin.MustChangePW || admin.Exp < time.Now().Add(23*time.Hour).Unix() {
@@ -110,6 +116,10 @@ func TestAccountsAndRoles(t *testing.T) {
 	}
 	st, _, body = call(t, "POST", api+"/accounts", admin.Token, `{"username":"vera","password":"viewer-pass","role":"viewer"}`)
 	want(t, "duplicate", st, body, 409, "username already exists")
+	st, _, body = call(t, "POST", api+"/accounts", admin.Token, `{"username":"mia","email":"mia@example.test","role":"viewer"}`)
+	want(t, "email-only create without mail", st, body, 400, "[mail] not configured — set a password instead of emailing a setup link")
+	st, _, body = call(t, "POST", api+"/accounts/vera/reset-link", admin.Token, "")
+	want(t, "reset link without mail", st, body, 400, "[mail] not configured")
 	st, _, body = call(t, "GET", api+"/accounts", admin.Token, "")
 	want(t, "list", st, body, 200, `"username":"otto"`, `"username":"vera"`, `"disabled":0`)
 	if strings.Contains(body, "argon2") {
@@ -118,6 +128,8 @@ func TestAccountsAndRoles(t *testing.T) {
 
 	viewer := login(t, api, "vera", "viewer-pass")
 	operator := login(t, api, "otto", "operator-pass")
+	st, _, body = call(t, "POST", api+"/accounts/vera/reset-link", operator.Token, "")
+	want(t, "reset link is for admins", st, body, 403, "admin role required (caller is operator)")
 	st, _, body = call(t, "GET", api+"/results", viewer.Token, "")
 	want(t, "viewer reads results", st, body, 200)
 	for _, c := range [][2]string{
