@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kanade-go/kanade/natsauth"
 	"github.com/kanade-go/kanade/wire"
 )
 
@@ -281,5 +282,75 @@ func TestAgentCannotSpeakForAnother(t *testing.T) {
 	m, err := hbs.NextMsg(5 * time.Second)
 	if err != nil || m.Subject != "heartbeat.PC1" {
 		t.Fatalf("first heartbeat at the backend: %v %v", m, err)
+	}
+}
+
+// TestCallerAccountHoldsNoWayIn: an API caller in its own account, even one
+// given no permission limits at all (a configuration mistake), cannot
+// publish a Command, point a consumer at commands.>, or have the API answer
+// onto a Command subject; and every request it makes reaches the backend
+// stamped with its name, whatever it wrote.
+func TestCallerAccountHoldsNoWayIn(t *testing.T) {
+	layout, err := natsauth.Fleet([]string{"PC1", "PC2"}, "backend")
+	if err != nil {
+		t.Fatal(err)
+	}
+	layout.Callers = []natsauth.User{{Name: "mallory", Password: natsauth.NewPassword()}}
+	l := startLayout(t, layout)
+	pc2 := l.agent(t, "PC2")
+	s := watch(t, l, pc2)
+	stamps := make(chan string, 10)
+	if _, err := l.backend.Subscribe("kanade.attack.echo", func(m *nats.Msg) {
+		stamps <- m.Header.Get("Nats-Request-Info") + " actor=" + m.Header.Get("Kanade-Actor")
+		m.Respond([]byte(forged))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	l.backend.Flush()
+	m := l.agent(t, "mallory")
+
+	// Straight publishes land in its own account.
+	m.Publish("commands.all", []byte(forged))
+	m.Publish("commands.pc.PC2", []byte(forged))
+	m.Publish("kill.PC2", []byte(`{}`))
+	// The JetStream API of an account without JetStream: no consumer, and
+	// no delivery anywhere.
+	cfg := `{"stream_name":"EXEC","config":{"deliver_subject":"commands.pc.PC2","ack_policy":"none"}}`
+	if rep, err := m.Request("$JS.API.CONSUMER.CREATE.EXEC", []byte(cfg), 5*time.Second); err == nil && !strings.Contains(string(rep.Data), `"error"`) {
+		t.Fatalf("a push consumer was created for the caller: %s", rep.Data)
+	}
+	// An API request whose reply names a Command subject: the server
+	// replaces the reply across the import, so the answer comes back in
+	// the caller's account.
+	hdr := nats.Header{}
+	hdr.Set("Nats-Request-Info", `{"acc":"KANADE","user":"backend"}`)
+	hdr.Set("Kanade-Actor", "admin")
+	if err := m.PublishMsg(&nats.Msg{Subject: "kanade.attack.echo", Reply: "commands.pc.PC2", Header: hdr, Data: []byte("{}")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.PublishMsg(&nats.Msg{Subject: "kanade.attack.echo", Reply: "$KV.jobs.evil", Data: []byte("{}")}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		select {
+		case got := <-stamps:
+			if !strings.Contains(got, `"acc":"USER_mallory"`) || !strings.Contains(got, `"user":"mallory"`) {
+				t.Fatalf("the backend saw %q", got)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the echo service never heard the caller")
+		}
+	}
+	// A round trip of its own after the rest, then a grace for stragglers.
+	if _, err := m.Request("kanade.attack.echo", nil, 5*time.Second); err != nil {
+		t.Fatalf("the caller's own request: %v", err)
+	}
+	<-stamps
+	l.backend.Flush()
+	time.Sleep(300 * time.Millisecond)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.got) > 0 {
+		t.Fatalf("forged messages arrived: %q", s.got)
 	}
 }

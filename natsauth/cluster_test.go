@@ -25,7 +25,7 @@ import (
 // replays through another node's JetStream, and its answers reach the
 // backend from any node.
 func TestLaneOnAThreeNodeCluster(t *testing.T) {
-	l, _ := natsauth.Fleet([]string{"PC1"}, "backend", "")
+	l, _ := natsauth.Fleet([]string{"PC1"}, "backend")
 	conf, _ := natsauth.Render(l)
 	path := filepath.Join(t.TempDir(), "auth.conf")
 	os.WriteFile(path, []byte(conf), 0o600)

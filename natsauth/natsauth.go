@@ -26,6 +26,14 @@
 //   - Watches of its KV keys (ordered push consumers) are created through
 //     a relay as well (KVWatchRelay), delivering to KVDeliverPrefix.{pc},
 //     which its account alone imports, as its _INBOX.>.
+//   - Each NATS-native caller of the API (a viewer, operator or admin user,
+//     see Role) has an account of its own too, CallerAccount(name), which
+//     imports kanade.> and $SRV.> from the backend account with share on:
+//     the server then stamps every request with the caller's account and
+//     user (Nats-Request-Info, replacing any the caller wrote), so the
+//     services audit it as "nats:<user>" and the caller cannot name
+//     another actor; and, holding no JetStream, it cannot create consumers
+//     that deliver into commands.> or read a bucket.
 //
 // Why one account per agent: a request's reply subject is not checked
 // against the requester's permissions, and the JetStream API (or any
@@ -67,9 +75,22 @@ const AgentAccountPrefix = "AGENT_"
 // AgentAccount is the account of the agent on pc.
 func AgentAccount(pc string) string { return AgentAccountPrefix + pc }
 
-// OperatorInboxPrefix is the reply-subject prefix operators' clients use
-// (`nats --inbox-prefix _INBOX_operator`): the operator may subscribe only
-// there, so it cannot read the answers the backend's own connections get.
+// CallerAccountPrefix starts the account name of every NATS-native caller
+// of the API (viewer, operator and admin users).
+const CallerAccountPrefix = "USER_"
+
+// CallerAccount is the account of the API caller name.
+func CallerAccount(name string) string { return CallerAccountPrefix + name }
+
+// CallerResponseThreshold is how long the server keeps the way back for a
+// caller's request across its import: longer than any endpoint may take to
+// answer (kanade.run waits up to an hour and a bit for its results; a
+// snapshot up to 30 minutes).
+const CallerResponseThreshold = "2h"
+
+// OperatorInboxPrefix is a reply-subject prefix callers' clients may use
+// (`nats --inbox-prefix _INBOX_operator`), as they had to when they shared
+// the backend's account; in an account of their own plain _INBOX works.
 const OperatorInboxPrefix = "_INBOX_operator"
 
 // Permissions are one user's rights, in nats-server's terms.
@@ -100,9 +121,13 @@ type Agent struct {
 
 // Layout is everything Render writes.
 type Layout struct {
-	// Backend are the users of BackendAccount, in order. Roles added later
-	// (viewer, operator, admin) are more entries here.
+	// Backend are the users of BackendAccount, in order: the backend's
+	// own (other nodes, admin tools), trusted to name the actor they act
+	// for.
 	Backend []User
+	// Callers are the NATS-native callers of the API, each alone in
+	// CallerAccount(Name), its rights those of a tier (see Role).
+	Callers []User
 	Agents  []Agent
 }
 
@@ -115,6 +140,11 @@ type Import struct {
 	Subject string
 	// To is the subject in the importing account, when not Subject.
 	To string
+	// Share: the server adds the requester's user and host to the
+	// Nats-Request-Info header it sets on each request (it sets the header,
+	// with the account alone, either way, and replaces one the requester
+	// wrote).
+	Share bool
 }
 
 // noJSInfo is a backend export nothing answers. Agent accounts import it
@@ -131,6 +161,8 @@ type Export struct {
 	// Streamed: a request may get many answers (a pull request's messages
 	// and status), not one.
 	Streamed bool
+	// Threshold is how long an answer may take ("" = the server's 2 m).
+	Threshold string
 }
 
 // The lane, in the terms of the JetStream objects agents touch.
@@ -219,6 +251,28 @@ func BackendExports() []Export {
 		{Subject: wire.SubjectCommandsAny},
 		{Subject: wire.Kill("*")},
 	}...)
+}
+
+// CallerExports are the backend account's exports to the API callers'
+// accounts: the API and service discovery (many instances answer a
+// $SRV.PING). Each caller user's permissions narrow kanade.> to its tier.
+func CallerExports(accounts []string) []Export {
+	if len(accounts) == 0 {
+		return nil
+	}
+	return []Export{
+		{Service: true, Subject: "kanade.>", Accounts: accounts, Threshold: CallerResponseThreshold},
+		{Service: true, Subject: "$SRV.>", Accounts: accounts, Streamed: true},
+	}
+}
+
+// CallerImports are a caller account's imports: what CallerExports offers,
+// with share on, so every request carries who sent it.
+func CallerImports() []Import {
+	return []Import{
+		{Service: true, Account: BackendAccount, Subject: "kanade.>", Share: true},
+		{Service: true, Account: BackendAccount, Subject: "$SRV.>", Share: true},
+	}
 }
 
 // AgentImports are the imports of pc's account from the backend account:
@@ -359,40 +413,6 @@ func AgentPermissions(pc string) Permissions {
 	return p
 }
 
-// Operator is the rights of an operator in the backend account: the API,
-// service discovery and reading (not changing) the streams.
-func Operator() Permissions {
-	return Permissions{
-		PublishAllow: []string{
-			"kanade.>",
-			"$SRV.>",
-			"$JS.API.INFO",
-			"$JS.API.STREAM.NAMES",
-			"$JS.API.STREAM.LIST",
-			"$JS.API.STREAM.INFO.*",
-			"$JS.API.STREAM.MSG.GET.*",
-			"$JS.API.DIRECT.GET.>",
-			"$JS.API.CONSUMER.CREATE.>",
-			"$JS.API.CONSUMER.INFO.>",
-			"$JS.API.CONSUMER.NAMES.*",
-			"$JS.API.CONSUMER.LIST.*",
-			"$JS.API.CONSUMER.MSG.NEXT.>",
-			"$JS.ACK.>",
-			"$JS.FC.>",
-		},
-		// Admin services and the accounts bucket are not the operator's:
-		// with kanade.> alone it created admins, and a direct get of
-		// KV_accounts read the token secret and every password hash.
-		PublishDeny: []string{wire.SubjectCommandsAny, "kill.>", "$KV.>", "$O.>",
-			"kanade.accounts.>", "kanade.auth.>", "kanade.permission_groups.>", "kanade.snapshot.>",
-			"$JS.API.DIRECT.GET.KV_accounts", "$JS.API.DIRECT.GET.KV_accounts.>",
-			"$JS.API.STREAM.MSG.GET.KV_accounts",
-			"$JS.API.CONSUMER.CREATE.KV_accounts", "$JS.API.CONSUMER.CREATE.KV_accounts.>",
-			"$JS.API.DIRECT.GET.KV_login_throttle.>", "$JS.API.CONSUMER.CREATE.KV_login_throttle.>"},
-		SubscribeAllow: []string{OperatorInboxPrefix + ".>"},
-	}
-}
-
 // Validate checks names and passwords.
 func (l Layout) Validate() error {
 	seen := map[string]string{}
@@ -408,6 +428,19 @@ func (l Layout) Validate() error {
 	}
 	for _, u := range l.Backend {
 		if err := claim(u.Name, "a backend user"); err != nil {
+			return err
+		}
+		if u.Password == "" {
+			return fmt.Errorf("user %q: a password is required", u.Name)
+		}
+	}
+	for _, u := range l.Callers {
+		// The name is part of its account's name and of the actor
+		// ("nats:<user>") audit records carry.
+		if !wire.ValidToken(u.Name) {
+			return fmt.Errorf("caller %q: a name without dots, spaces or wildcards is required", u.Name)
+		}
+		if err := claim(u.Name, "an API caller"); err != nil {
 			return err
 		}
 		if u.Password == "" {
@@ -452,9 +485,22 @@ func Render(l Layout) (string, error) {
 		writeUser(&b, "      ", u.Name, u.Password, u.Permissions)
 	}
 	b.WriteString("    ]\n")
-	writeExports(&b, BackendExports())
+	var callers []string
+	for _, u := range l.Callers {
+		callers = append(callers, CallerAccount(u.Name))
+	}
+	writeExports(&b, append(BackendExports(), CallerExports(callers)...))
 	writeImports(&b, BackendImports())
 	b.WriteString("  }\n")
+	for _, u := range l.Callers {
+		b.WriteString("  # an API caller, alone in its account: the server names it on every request\n")
+		fmt.Fprintf(&b, "  %s: {\n    users: [\n", quote(CallerAccount(u.Name)))
+		writeComment(&b, "      ", u.Comment)
+		writeUser(&b, "      ", u.Name, u.Password, u.Permissions)
+		b.WriteString("    ]\n")
+		writeImports(&b, CallerImports())
+		b.WriteString("  }\n")
+	}
 	b.WriteString("  # the backend's requests to agents (tail, ping, logs), relayed to each agent's account\n")
 	fmt.Fprintf(&b, "  %s: {\n", quote(RequestsAccount))
 	writeExports(&b, RequestsExports())
@@ -542,6 +588,9 @@ func writeExports(b *strings.Builder, ex []Export) {
 		if e.Streamed {
 			b.WriteString(`, response_type: "stream"`)
 		}
+		if e.Threshold != "" {
+			fmt.Fprintf(b, ", response_threshold: %s", quote(e.Threshold))
+		}
 		b.WriteString("}\n")
 	}
 	b.WriteString("    ]\n")
@@ -561,6 +610,9 @@ func writeImports(b *strings.Builder, im []Import) {
 		if i.To != "" {
 			fmt.Fprintf(b, ", to: %s", quote(i.To))
 		}
+		if i.Share {
+			b.WriteString(", share: true")
+		}
 		b.WriteString("}\n")
 	}
 	b.WriteString("    ]\n")
@@ -573,18 +625,13 @@ func quote(s string) string {
 }
 
 // Fleet is the layout `kanade nats-users` writes: a backend user with
-// every right (unless backend is ""), an operator (unless operator is ""),
-// and one agent per pc, each with a new random password.
-func Fleet(pcs []string, backend, operator string) (Layout, error) {
+// every right (unless backend is "") and one agent per pc, each with a new
+// random password. API callers (RoleUsers) are added to its Callers.
+func Fleet(pcs []string, backend string) (Layout, error) {
 	var l Layout
 	if backend != "" {
 		l.Backend = append(l.Backend, User{Name: backend, Password: NewPassword(),
 			Comment: "backend: every right in the backend's account (other backend nodes, admin tools)"})
-	}
-	if operator != "" {
-		op := Operator()
-		l.Backend = append(l.Backend, User{Name: operator, Password: NewPassword(), Permissions: &op,
-			Comment: "operator: nats --inbox-prefix " + OperatorInboxPrefix + " ..."})
 	}
 	for _, pc := range pcs {
 		if slices.ContainsFunc(l.Agents, func(a Agent) bool { return a.PC == pc }) {

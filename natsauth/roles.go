@@ -9,9 +9,9 @@ import (
 	"github.com/kanade-go/kanade/wire"
 )
 
-// RoleInboxPrefix is the reply-subject prefix viewer, operator and admin
-// users' clients use (the operator's, for the same reason: agents can read
-// plain _INBOX subjects).
+// RoleInboxPrefix is a reply-subject prefix callers' clients may use
+// besides plain _INBOX (scripts written when callers shared the backend's
+// account had to).
 const RoleInboxPrefix = OperatorInboxPrefix
 
 // Role is the rights of a NATS-native caller of the kanade.> API at a
@@ -20,10 +20,10 @@ const RoleInboxPrefix = OperatorInboxPrefix
 // register (so a route's tier is written once), plus $SRV discovery. An
 // admin may call all of kanade.>. No role may publish Commands.
 //
-// Services cannot tell which NATS user called (the actor of such a call's
-// audit record is "nats" unless the server names the user), so a NATS
-// user's requests are trusted to name no one else: give these users to
-// people, and the gateway's own user to nothing else.
+// The user lives in an account of its own (Layout.Callers), which reaches
+// the backend only through its imports of kanade.> and $SRV.>: the server
+// names the user on each request, and that name is the audit record's
+// actor, whatever the request says.
 func Role(tier string, defs []api.Definition) (Permissions, error) {
 	rank := api.TierRank(tier)
 	if rank < 1 {
@@ -50,7 +50,7 @@ func Role(tier string, defs []api.Definition) (Permissions, error) {
 	return Permissions{
 		PublishAllow:   allow,
 		PublishDeny:    []string{wire.SubjectCommandsAny},
-		SubscribeAllow: []string{RoleInboxPrefix + ".>"},
+		SubscribeAllow: []string{"_INBOX.>", RoleInboxPrefix + ".>"},
 	}, nil
 }
 
@@ -61,8 +61,8 @@ func selfService(ep api.Endpoint) bool {
 	return strings.HasPrefix(ep.Subject, "kanade.auth.") && ep.Tier != api.TierPublic
 }
 
-// RoleUsers lists one user per name at a tier, each with a new random
-// password.
+// RoleUsers lists one API caller (for Layout.Callers) per name at a tier,
+// each with a new random password.
 func RoleUsers(tier string, names []string, defs []api.Definition) ([]User, error) {
 	p, err := Role(tier, defs)
 	if err != nil {
@@ -72,7 +72,7 @@ func RoleUsers(tier string, names []string, defs []api.Definition) ([]User, erro
 	for _, n := range names {
 		perm := p
 		out = append(out, User{Name: n, Password: NewPassword(), Permissions: &perm,
-			Comment: tier + ": nats --inbox-prefix " + RoleInboxPrefix + " ..."})
+			Comment: tier + ": nats --user " + n + " --password ... req kanade.results.list '{}'"})
 	}
 	return out, nil
 }

@@ -48,7 +48,7 @@ func TestRolesFollowTheDefinitions(t *testing.T) {
 		t.Error("a public NATS role")
 	}
 	p, _ := Role("viewer", defs)
-	if !slices.Contains(p.PublishDeny, "commands.>") || !slices.Equal(p.SubscribeAllow, []string{RoleInboxPrefix + ".>"}) {
+	if !slices.Contains(p.PublishDeny, "commands.>") || !slices.Equal(p.SubscribeAllow, []string{"_INBOX.>", RoleInboxPrefix + ".>"}) {
 		t.Errorf("viewer: %+v", p)
 	}
 }

@@ -117,13 +117,54 @@ type Request struct {
 	ints []string     // the endpoint's IntParams, for Params
 }
 
-// Actor is who makes the request, as the caller named it in HeaderActor;
+// Actor is who makes the request: "nats:<user>" when nats-server named
+// the caller (a request from another account, through a service import:
+// the API callers' accounts), whatever the request says; else as the
+// caller named it in HeaderActor (the gateway, the backend's own tools);
 // "" when nobody did.
-func (r Request) Actor() string { return r.Header.Get(HeaderActor) }
+func (r Request) Actor() string {
+	if ci, ok := r.natsCaller(); ok {
+		if ci.User != "" {
+			return "nats:" + ci.User
+		}
+		return "nats:@" + ci.Account // an import without share names no user
+	}
+	return r.Header.Get(HeaderActor)
+}
 
-// Addr is the caller's network address as the gateway saw it; "" when the
-// caller came over NATS.
-func (r Request) Addr() string { return r.Header.Get(HeaderAddr) }
+// Addr is the caller's network address: as the gateway saw it, or as
+// nats-server saw a caller from another account; "" when unknown.
+func (r Request) Addr() string {
+	if ci, ok := r.natsCaller(); ok {
+		return ci.Host
+	}
+	return r.Header.Get(HeaderAddr)
+}
+
+// natsClientInfo is the part of nats-server's Nats-Request-Info this
+// package reads.
+type natsClientInfo struct {
+	Account string `json:"acc"`
+	User    string `json:"user"`
+	Host    string `json:"host"`
+}
+
+// natsCaller reads HeaderRequestInfo. nats-server sets it on every request
+// that crosses into this account through a service import, replacing one
+// the requester wrote, so it names the caller; within the backend's own
+// account nobody but the backend's users can set it.
+func (r Request) natsCaller() (natsClientInfo, bool) {
+	info := r.Header.Get(HeaderRequestInfo)
+	if info == "" {
+		return natsClientInfo{}, false
+	}
+	var ci natsClientInfo
+	if json.Unmarshal([]byte(info), &ci) != nil || (ci.User == "" && ci.Account == "") {
+		// Unreadable: nobody to name, and not the header's claim either.
+		return natsClientInfo{Account: "unknown"}, true
+	}
+	return ci, true
+}
 
 // ContentType is the request's Content-Type header ("" if none).
 func (r Request) ContentType() string { return r.Header.Get("Content-Type") }
