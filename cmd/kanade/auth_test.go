@@ -370,6 +370,29 @@ func TestNATSRoles(t *testing.T) {
 			t.Fatalf("%s: no permissions violation", subject)
 		}
 	}
+	// Discovery crosses the import too, every service answering one
+	// request (`nats micro ls` as a caller).
+	inbox := viewer.NewRespInbox()
+	infos, err := viewer.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := viewer.PublishRequest("$SRV.INFO", inbox, nil); err != nil {
+		t.Fatal(err)
+	}
+	var answers int
+	var sawResults bool
+	for {
+		m, err := infos.NextMsg(2 * time.Second)
+		if err != nil {
+			break
+		}
+		answers++
+		sawResults = sawResults || strings.Contains(string(m.Data), `"kanade.results.list"`)
+	}
+	if answers < 2 || !sawResults {
+		t.Fatalf("viewer's $SRV.INFO: %d answers, results among them %v", answers, sawResults)
+	}
 	refused(viewer, "kanade.jobs.exec", `{"job_id":"inventory","target":{"all":true}}`)
 	refused(viewer, "kanade.jobs.kill", `{"job_id":"inventory"}`)
 	refused(viewer, "kanade.jobs.put", `{"id":"x"}`)
