@@ -179,6 +179,12 @@ func TestAccountsAndRoles(t *testing.T) {
 	if r := login(t, api, "otto", "reset-pass-3"); !r.MustChangePW {
 		t.Fatalf("after admin reset: %+v", r)
 	}
+	// … and left its record, by the host's user, the password not in it.
+	st, _, body = call(t, "GET", api+"/audit?action=account.update&target=otto", admin.Token, "")
+	want(t, "the host's reset on the trail", st, body, 200, `"actor":"cli:`, `"via":"kanade admin reset-password"`)
+	if strings.Contains(body, "reset-pass-3") {
+		t.Fatalf("the password reached the trail: %s", body)
+	}
 
 	// TOTP: init offers a secret, verify stores it, login then asks for a code.
 	st, _, body = call(t, "POST", api+"/auth/mfa/init", admin.Token, "")
