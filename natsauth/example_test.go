@@ -27,18 +27,16 @@ var update = flag.Bool("update", false, "rewrite example.conf from exampleLayout
 // (an API caller with the operator tier, in its own account) and two
 // agents. Real deployments generate random passwords (or bcrypt hashes).
 func exampleLayout(t *testing.T) natsauth.Layout {
-	op, err := natsauth.Role(api.TierOperator, node.Definitions())
-	if err != nil {
-		t.Fatal(err)
-	}
+	t.Helper()
 	return natsauth.Layout{
 		Backend: []natsauth.User{
 			{Name: "backend", Password: "backend-secret", Comment: "backend: every right in the backend's account (other backend nodes, admin tools)"},
 		},
-		Callers: []natsauth.User{
-			{Name: "operator", Password: "operator-secret", Permissions: &op,
+		Callers: []natsauth.Caller{
+			{Name: "operator", Password: "operator-secret", Tier: api.TierOperator,
 				Comment: "operator: the operator tier of the kanade.> API, and $SRV discovery.\nUse: nats --user operator --password ... req kanade.results.list '{}'"},
 		},
+		API:    node.Definitions(),
 		Agents: []natsauth.Agent{{PC: "PC1", Password: "pc1-secret"}, {PC: "PC2", Password: "pc2-secret"}},
 	}
 }
@@ -79,8 +77,17 @@ func TestRenderRejects(t *testing.T) {
 			t.Errorf("%s was accepted", name)
 		}
 	}
-	if _, err := natsauth.Render(natsauth.Layout{Callers: []natsauth.User{{Name: "a.b", Password: "x"}}}); err == nil {
-		t.Error("a caller name with a dot was accepted")
+	for name, c := range map[string]natsauth.Caller{
+		"a caller name with a dot": {Name: "a.b", Password: "x", Tier: api.TierViewer},
+		"a caller with no tier":    {Name: "a", Password: "x"},
+		"a public caller":          {Name: "a", Password: "x", Tier: api.TierPublic},
+	} {
+		if _, err := natsauth.Render(natsauth.Layout{Callers: []natsauth.Caller{c}, API: node.Definitions()}); err == nil {
+			t.Errorf("%s was accepted", name)
+		}
+	}
+	if _, err := natsauth.Render(natsauth.Layout{Callers: []natsauth.Caller{{Name: "a", Password: "x", Tier: api.TierViewer}}}); err == nil {
+		t.Error("callers without the API's definitions were accepted")
 	}
 	if _, err := natsauth.Fleet([]string{"PC1", "PC1"}, "backend"); err == nil {
 		t.Error("a pc_id listed twice was accepted")

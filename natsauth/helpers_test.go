@@ -72,8 +72,11 @@ func startLayout(t *testing.T, l natsauth.Layout) *lane {
 		t.Fatal(err)
 	}
 	pw := map[string]string{}
-	for _, u := range append(l.Backend, l.Callers...) {
+	for _, u := range l.Backend {
 		pw[u.Name] = u.Password
+	}
+	for _, c := range l.Callers {
+		pw[c.Name] = c.Password
 	}
 	for _, a := range l.Agents {
 		pw[a.PC] = a.Password

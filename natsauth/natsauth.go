@@ -6,8 +6,8 @@
 //
 //   - BackendAccount holds JetStream (every stream, KV bucket and object
 //     store), the backend's services and the users of the backend side: a
-//     `backend` user with every right, role users such as the operator, and
-//     the node's own in-process connections (embedded.InternalUser).
+//     `backend` user with every right (other nodes, admin tools), and the
+//     node's own in-process connections (embedded.InternalUser).
 //   - Each agent has an account of its own, AgentAccount(pc), with one user
 //     (name = pc_id). It holds nothing: it sees only what it imports from
 //     the backend account (its Commands and the kills, live, as stream
@@ -28,12 +28,13 @@
 //     which its account alone imports, as its _INBOX.>.
 //   - Each NATS-native caller of the API (a viewer, operator or admin user,
 //     see Role) has an account of its own too, CallerAccount(name), which
-//     imports kanade.> and $SRV.> from the backend account with share on:
-//     the server then stamps every request with the caller's account and
-//     user (Nats-Request-Info, replacing any the caller wrote), so the
-//     services audit it as "nats:<user>" and the caller cannot name
-//     another actor; and, holding no JetStream, it cannot create consumers
-//     that deliver into commands.> or read a bucket.
+//     imports from the backend account the endpoint subjects of its tier
+//     and $SRV.>, with share on: the server then stamps every request with
+//     the caller's account and user (Nats-Request-Info, replacing any the
+//     caller wrote), so the services audit it as "nats:<user>" and the
+//     caller cannot name another actor; and, holding no JetStream, it
+//     cannot create consumers that deliver into commands.> or read a
+//     bucket.
 //
 // Why one account per agent: a request's reply subject is not checked
 // against the requester's permissions, and the JetStream API (or any
@@ -53,6 +54,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/kanade-go/kanade/services/api"
 	"github.com/kanade-go/kanade/wire"
 )
 
@@ -77,16 +79,10 @@ func AgentAccount(pc string) string { return AgentAccountPrefix + pc }
 
 // CallerAccountPrefix starts the account name of every NATS-native caller
 // of the API (viewer, operator and admin users).
-const CallerAccountPrefix = "USER_"
+const CallerAccountPrefix = api.CallerAccountPrefix
 
 // CallerAccount is the account of the API caller name.
 func CallerAccount(name string) string { return CallerAccountPrefix + name }
-
-// CallerResponseThreshold is how long the server keeps the way back for a
-// caller's request across its import: longer than any endpoint may take to
-// answer (kanade.run waits up to an hour and a bit for its results; a
-// snapshot up to 30 minutes).
-const CallerResponseThreshold = "2h"
 
 // OperatorInboxPrefix is a reply-subject prefix callers' clients may use
 // (`nats --inbox-prefix _INBOX_operator`), as they had to when they shared
@@ -126,9 +122,12 @@ type Layout struct {
 	// for.
 	Backend []User
 	// Callers are the NATS-native callers of the API, each alone in
-	// CallerAccount(Name), its rights those of a tier (see Role).
-	Callers []User
-	Agents  []Agent
+	// CallerAccount(Name), its reach that of its tier (see Role).
+	Callers []Caller
+	// API are the endpoints callers may reach (node.Definitions()):
+	// required with Callers.
+	API    []api.Definition
+	Agents []Agent
 }
 
 // Import is one import of an account: a service (requests and publishes
@@ -253,26 +252,44 @@ func BackendExports() []Export {
 	}...)
 }
 
-// CallerExports are the backend account's exports to the API callers'
-// accounts: the API and service discovery (many instances answer a
-// $SRV.PING). Each caller user's permissions narrow kanade.> to its tier.
-func CallerExports(accounts []string) []Export {
-	if len(accounts) == 0 {
-		return nil
+// callerLanes are the backend account's exports to the API callers'
+// accounts, and each caller's imports: one service per endpoint subject,
+// exported to the callers whose tier reaches it (its response threshold
+// the endpoint's wait, so kanade.run's answer may take an hour, a list's
+// entry goes in seconds), and $SRV.> (many instances answer a $SRV.PING).
+// Imports have share on, so every request carries who sent it.
+func callerLanes(l Layout) ([]Export, map[string][]Import, error) {
+	if len(l.Callers) == 0 {
+		return nil, nil, nil
 	}
-	return []Export{
-		{Service: true, Subject: "kanade.>", Accounts: accounts, Threshold: CallerResponseThreshold},
-		{Service: true, Subject: "$SRV.>", Accounts: accounts, Streamed: true},
+	if len(l.API) == 0 {
+		return nil, nil, fmt.Errorf("API callers need the API's definitions (Layout.API)")
 	}
-}
-
-// CallerImports are a caller account's imports: what CallerExports offers,
-// with share on, so every request carries who sent it.
-func CallerImports() []Import {
-	return []Import{
-		{Service: true, Account: BackendAccount, Subject: "kanade.>", Share: true},
-		{Service: true, Account: BackendAccount, Subject: "$SRV.>", Share: true},
+	var exports []Export
+	at := map[string]int{} // subject -> index in exports
+	imports := map[string][]Import{}
+	var all []string
+	for _, c := range l.Callers {
+		acc := CallerAccount(c.Name)
+		all = append(all, acc)
+		subjects, err := tierSubjects(c.Tier, l.API)
+		if err != nil {
+			return nil, nil, fmt.Errorf("caller %q: %w", c.Name, err)
+		}
+		for _, s := range subjects {
+			i, ok := at[s.Subject]
+			if !ok {
+				i = len(exports)
+				at[s.Subject] = i
+				exports = append(exports, Export{Service: true, Subject: s.Subject, Threshold: s.Wait.String()})
+			}
+			exports[i].Accounts = append(exports[i].Accounts, acc)
+			imports[acc] = append(imports[acc], Import{Service: true, Account: BackendAccount, Subject: s.Subject, Share: true})
+		}
+		imports[acc] = append(imports[acc], Import{Service: true, Account: BackendAccount, Subject: "$SRV.>", Share: true})
 	}
+	exports = append(exports, Export{Service: true, Subject: "$SRV.>", Accounts: all, Streamed: true, Threshold: srvWait})
+	return exports, imports, nil
 }
 
 // AgentImports are the imports of pc's account from the backend account:
@@ -434,17 +451,20 @@ func (l Layout) Validate() error {
 			return fmt.Errorf("user %q: a password is required", u.Name)
 		}
 	}
-	for _, u := range l.Callers {
+	for _, c := range l.Callers {
 		// The name is part of its account's name and of the actor
 		// ("nats:<user>") audit records carry.
-		if !wire.ValidToken(u.Name) {
-			return fmt.Errorf("caller %q: a name without dots, spaces or wildcards is required", u.Name)
+		if !wire.ValidToken(c.Name) {
+			return fmt.Errorf("caller %q: a name without dots, spaces or wildcards is required", c.Name)
 		}
-		if err := claim(u.Name, "an API caller"); err != nil {
+		if err := claim(c.Name, "an API caller"); err != nil {
 			return err
 		}
-		if u.Password == "" {
-			return fmt.Errorf("user %q: a password is required", u.Name)
+		if c.Password == "" {
+			return fmt.Errorf("user %q: a password is required", c.Name)
+		}
+		if api.TierRank(c.Tier) < 1 {
+			return fmt.Errorf("caller %q: tier %q: want viewer, operator or admin", c.Name, c.Tier)
 		}
 	}
 	replay := map[string]string{}
@@ -474,9 +494,14 @@ func Render(l Layout) (string, error) {
 	if err := l.Validate(); err != nil {
 		return "", err
 	}
+	callerExports, callerImports, err := callerLanes(l)
+	if err != nil {
+		return "", err
+	}
 	var b strings.Builder
-	b.WriteString("# NATS accounts for kanade (kanade nats-users): the backend's account, and one\n")
-	b.WriteString("# account per agent holding only that agent's lane. Load with:\n")
+	b.WriteString("# NATS accounts for kanade (kanade nats-users): the backend's account, one account\n")
+	b.WriteString("# per API caller holding only its tier's endpoints, and one per agent holding only\n")
+	b.WriteString("# that agent's lane. Load with:\n")
 	b.WriteString("#   kanade serve --nats-config FILE\n")
 	b.WriteString("accounts {\n")
 	fmt.Fprintf(&b, "  %s: {\n    jetstream: enabled\n    users: [\n", quote(BackendAccount))
@@ -485,20 +510,24 @@ func Render(l Layout) (string, error) {
 		writeUser(&b, "      ", u.Name, u.Password, u.Permissions)
 	}
 	b.WriteString("    ]\n")
-	var callers []string
-	for _, u := range l.Callers {
-		callers = append(callers, CallerAccount(u.Name))
-	}
-	writeExports(&b, append(BackendExports(), CallerExports(callers)...))
+	writeExports(&b, append(BackendExports(), callerExports...))
 	writeImports(&b, BackendImports())
 	b.WriteString("  }\n")
-	for _, u := range l.Callers {
-		b.WriteString("  # an API caller, alone in its account: the server names it on every request\n")
-		fmt.Fprintf(&b, "  %s: {\n    users: [\n", quote(CallerAccount(u.Name)))
-		writeComment(&b, "      ", u.Comment)
-		writeUser(&b, "      ", u.Name, u.Password, u.Permissions)
+	for _, c := range l.Callers {
+		fmt.Fprintf(&b, "  # API caller %s (%s), alone in its account: the server names it on every request\n", c.Name, c.Tier)
+		fmt.Fprintf(&b, "  %s: {\n    users: [\n", quote(CallerAccount(c.Name)))
+		writeComment(&b, "      ", c.Comment)
+		p := c.Permissions
+		if p == nil {
+			role, err := Role(c.Tier, l.API)
+			if err != nil {
+				return "", err
+			}
+			p = &role
+		}
+		writeUser(&b, "      ", c.Name, c.Password, p)
 		b.WriteString("    ]\n")
-		writeImports(&b, CallerImports())
+		writeImports(&b, callerImports[CallerAccount(c.Name)])
 		b.WriteString("  }\n")
 	}
 	b.WriteString("  # the backend's requests to agents (tail, ping, logs), relayed to each agent's account\n")

@@ -77,12 +77,25 @@ func admin(args []string) error {
 	if err != nil {
 		return fmt.Errorf("audit trail unavailable, nothing was changed: %w", err)
 	}
+	// The person at the host: under sudo, the one who ran sudo.
 	actor := "cli"
-	if u, err := osuser.Current(); err == nil {
+	if u := os.Getenv("SUDO_USER"); u != "" {
+		actor = "cli:" + u
+	} else if u, err := osuser.Current(); err == nil {
 		actor = "cli:" + u.Username
 	}
-	payload, _ := json.Marshal(map[string]any{"password_reset": true, "create": *create, "via": "kanade admin reset-password"})
-	entry := api.Entry{Actor: actor, Action: "account.update", Target: *user, Payload: payload}
+	action := "account.update"
+	if *create {
+		existing, err := st.Get(ctx, *user)
+		if err != nil {
+			return fmt.Errorf("read account %s: %w", *user, err)
+		}
+		if existing == nil {
+			action = "account.create"
+		}
+	}
+	payload, _ := json.Marshal(map[string]any{"password_reset": true, "sub": actor, "via": "kanade admin reset-password"})
+	entry := api.Entry{Actor: actor, Action: action, Target: *user, Payload: payload}
 	if err := rec.Record(ctx, entry); err != nil {
 		return fmt.Errorf("audit trail unavailable, nothing was changed: %w", err)
 	}

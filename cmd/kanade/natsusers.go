@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/kanade-go/kanade/natsauth"
+	"github.com/kanade-go/kanade/node"
 )
 
 // natsUsers prints a nats-server configuration for `kanade serve
@@ -54,6 +55,7 @@ func natsUsers(args []string) error {
 	if layout.Callers, err = roles(); err != nil {
 		return err
 	}
+	layout.API = node.Definitions()
 	conf, err := natsauth.Render(layout)
 	if err != nil {
 		return err

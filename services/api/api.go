@@ -121,7 +121,8 @@ type Request struct {
 // the caller (a request from another account, through a service import:
 // the API callers' accounts), whatever the request says; else as the
 // caller named it in HeaderActor (the gateway, the backend's own tools);
-// "" when nobody did.
+// "" when nobody did. (Services refuse a stamped request that is not an
+// API caller's own before any handler sees it.)
 func (r Request) Actor() string {
 	if ci, ok := r.natsCaller(); ok {
 		if ci.User != "" {
@@ -141,12 +142,24 @@ func (r Request) Addr() string {
 	return r.Header.Get(HeaderAddr)
 }
 
+// CallerAccountPrefix starts the NATS account of each API caller, the
+// user alone in it (natsauth.CallerAccount: "USER_" + user).
+const CallerAccountPrefix = "USER_"
+
 // natsClientInfo is the part of nats-server's Nats-Request-Info this
 // package reads.
 type natsClientInfo struct {
 	Account string `json:"acc"`
 	User    string `json:"user"`
 	Host    string `json:"host"`
+}
+
+// caller tells a request an API caller sent itself: the account is its
+// own. A service's answer that a caller routed back in as a request (its
+// reply naming a subject its account imports) is stamped with the
+// service's own account and user instead.
+func (ci natsClientInfo) caller() bool {
+	return ci.User != "" && ci.Account == CallerAccountPrefix+ci.User
 }
 
 // natsCaller reads HeaderRequestInfo. nats-server sets it on every request
@@ -360,6 +373,15 @@ func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, ep Endpoint, 
 		}
 	}()
 	r := Request{Subject: req.Subject(), Data: req.Data(), Header: req.Headers(), log: log, ints: ep.IntParams}
+	if ci, ok := r.natsCaller(); ok && !ci.caller() {
+		// Stamped, but not by an API caller's own request: the answer of
+		// some service, sent by a caller to a reply subject its account
+		// imports, coming back as a request under the service's name.
+		log.Warn("request refused: it came through an import from an account that is not an API caller's",
+			"account", ci.Account, "user", ci.User)
+		fail(&Error{Status: http.StatusForbidden, Message: "request refused: not sent by an API caller of its own account"})
+		return
+	}
 	rec := auditStart(ctx, aud, ep, r)
 	if rec.err != nil {
 		log.Error("audit record failed; request refused", "err", rec.err)

@@ -127,15 +127,16 @@ func AuditPayload(r Request, targetKey string) (json.RawMessage, string) {
 	}
 	redact(obj)
 	// Upstream's caller merge: who (sub) and through what (source: the
-	// client's X-Kanade-Source, "spa" for the dashboard), unless the
-	// request named them itself.
-	if _, ok := obj["sub"]; !ok {
-		obj["sub"] = CallerActor(r)
-	}
-	if src := strings.TrimSpace(r.Header.Get(HeaderSource)); src != "" {
-		if _, ok := obj["source"]; !ok {
-			obj["source"] = src
-		}
+	// client's X-Kanade-Source, "spa" for the dashboard), over any "sub"
+	// or "source" of the request's own, which would otherwise name
+	// someone else beside the record's actor. A NATS API caller's source
+	// is "nats": its headers are its own to write.
+	obj["sub"] = CallerActor(r)
+	delete(obj, "source")
+	if _, stamped := r.natsCaller(); stamped {
+		obj["source"] = "nats"
+	} else if src := strings.TrimSpace(r.Header.Get(HeaderSource)); src != "" {
+		obj["source"] = src
 	}
 	target := ""
 	if targetKey != "" {

@@ -141,4 +141,12 @@ func TestCallerActorFromTheServer(t *testing.T) {
 			t.Errorf("%s: CallerActor %q, want %q", c.name, got, c.callActor)
 		}
 	}
+	// The record's payload names the same caller, whatever the body says.
+	r := req(map[string]string{api.HeaderSource: "spa", "Content-Type": "application/json",
+		api.HeaderRequestInfo: `{"acc":"USER_vic","user":"vic"}`})
+	r.Data = []byte(`{"job_id":"x","sub":"admin","source":"spa"}`)
+	payload, _ := api.AuditPayload(r, "job_id")
+	if got := string(payload); !strings.Contains(got, `"sub":"nats:vic"`) || !strings.Contains(got, `"source":"nats"`) || strings.Contains(got, "admin") {
+		t.Errorf("payload of a stamped request: %s", got)
+	}
 }
