@@ -50,6 +50,8 @@ type Service struct {
 	bg     sync.WaitGroup
 	bgCtx  context.Context
 	bgStop context.CancelFunc
+	// sending bounds the background mails in flight.
+	sending chan struct{}
 }
 
 func unauthorized(text string) error { return api.Errorf(http.StatusUnauthorized, "%s", text) }

@@ -142,6 +142,7 @@ func Start(ctx context.Context, o Options) (*Running, error) {
 	s := &Service{store: st, secret: secret, ttl: o.SessionTTL, throttle: th, aud: o.Audit,
 		log: o.Logger, now: o.Now, dummy: dummy, mail: o.Mail, publicURL: o.PublicURL}
 	s.bgCtx, s.bgStop = context.WithCancel(context.Background())
+	s.sending = make(chan struct{}, 8)
 	if err := s.bootstrap(ctx, o.BootstrapUser, o.BootstrapPassword); err != nil {
 		return nil, err
 	}

@@ -235,9 +235,18 @@ func (s *Service) ForgotPassword(username string) {
 	if !s.mail.Configured() || s.linkBase() == "" || user == "" || len(user) > 128 {
 		return
 	}
+	// Not throttled (as upstream), but bounded: a flood of requests does
+	// not become a flood of goroutines and relay connections.
+	select {
+	case s.sending <- struct{}{}:
+	default:
+		s.log.Warn("forgot password: too many mails in flight; request dropped", "username", short(user))
+		return
+	}
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
+		defer func() { <-s.sending }()
 		ctx, cancel := context.WithTimeout(s.bgCtx, 2*time.Minute)
 		defer cancel()
 		a, err := s.store.Get(ctx, user)
