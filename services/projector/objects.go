@@ -61,6 +61,10 @@ func (e *objectAgain) Error() string {
 	return fmt.Sprintf("output object %s: %s", shortKey(e.key), e.reason)
 }
 
+// objectFresh is how young a result must be for a missing object to be
+// waited for (see readOutput).
+const objectFresh = 2 * time.Second
+
 // objectTry is one attempt at the outputs of a result.
 type objectTry struct {
 	published time.Time // the result's publish time
@@ -106,7 +110,11 @@ func (p *Projector) readOutput(ctx context.Context, key, inline string, try obje
 			if gone := p.objectGone(dctx, key, try.published); gone != "" {
 				return note("not found (" + gone + ")"), nil
 			}
-			if !try.final {
+			// The agent writes the object before the result, so only a
+			// replica that is behind misses it, and only for a moment:
+			// waiting longer would let one agent stall the whole stream
+			// by naming objects that never come, a few seconds a result.
+			if !try.final && !try.published.IsZero() && time.Since(try.published) < objectFresh {
 				return "", &objectAgain{key: key, reason: "not found (not uploaded yet?)"}
 			}
 			return note("not found" + after), nil

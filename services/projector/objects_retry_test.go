@@ -3,6 +3,7 @@ package projector
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -128,6 +129,30 @@ func TestObjectGoneNotedAtOnce(t *testing.T) {
 	for id, want := range map[string]string{"r-old": "not found (expired", "r-gone": "not found (deleted)"} {
 		if r := resultRow(t, e.n.DB, id); !strings.Contains(r["stdout"], want) {
 			t.Errorf("%s: stdout %q, want a note saying %q", id, r["stdout"], want)
+		}
+	}
+}
+
+// TestMissingObjectsWaitOnlyWhenFresh: an agent naming objects that never
+// come cannot stall the stream a few seconds per result. The first of a
+// burst is waited for while it is fresh; by the time the others are read
+// they are older than objectFresh and noted at the first attempt.
+func TestMissingObjectsWaitOnlyWhenFresh(t *testing.T) {
+	e := newEnv(t, Options{NoService: true, ObjectDeadline: time.Second, ObjectAttempts: 3, ObjectBackoff: objectFresh})
+	for i := range 5 {
+		e.result(wire.ExecResult{ResultID: fmt.Sprintf("r%d", i), RequestID: fmt.Sprintf("q%d", i), PCID: "PC1", Stdout: "inline",
+			StdoutObject: ptr(fmt.Sprintf("never%d/stdout", i)), FinishedAt: t0})
+	}
+	waitFor(t, "the burst", func() bool {
+		return count(t, e.n.DB, `SELECT count(*) FROM execution_results`) == 5
+	})
+	for i := range 5 {
+		want := fmt.Sprintf("inline\n[kanade: output object result_output/never%d/stdout not found]\n", i)
+		if i == 0 {
+			want = "inline\n[kanade: output object result_output/never0/stdout not found after 2 attempts]\n"
+		}
+		if r := resultRow(t, e.n.DB, fmt.Sprintf("r%d", i)); r["stdout"] != want {
+			t.Errorf("r%d: stdout %q, want %q", i, r["stdout"], want)
 		}
 	}
 }
