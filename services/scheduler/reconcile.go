@@ -510,12 +510,8 @@ func (e *Engine) poll(ctx context.Context, s *slot, r tickReq, m Manifest, log *
 		}
 	}
 	for _, fire := range fires {
-		err = e.retry(ctx, r, func() error {
-			_, err := e.o.Firer.Publish(ctx, fire)
-			return err
-		})
-		if err != nil {
-			log.Error("poll not dispatched: publish", "exec_id", fire.ExecID, "err", err)
+		if err := e.fire(ctx, s, r, fire); err != nil {
+			log.Error("poll not dispatched", "exec_id", fire.ExecID, "err", err)
 			undone := keys // per_target: its one mark
 			if r.c.Mode == ModePerPC {
 				undone = undone[:0:0]
@@ -548,8 +544,8 @@ func (e *Engine) fireWaves(ctx context.Context, s *slot, r tickReq, m Manifest, 
 			f.DeadlineAt = &d
 		}
 		publish := func(ctx context.Context) {
-			if _, err := e.o.Firer.Publish(ctx, f); err != nil {
-				log.Error("wave not fired: publish", "wave", i, "group", w.Group, "err", err)
+			if err := e.fire(ctx, s, r, f); err != nil {
+				log.Error("wave not fired", "wave", i, "group", w.Group, "err", err)
 				return
 			}
 			log.Debug("wave fired", "wave", i, "group", w.Group, "exec_id", f.ExecID)

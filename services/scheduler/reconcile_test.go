@@ -201,11 +201,21 @@ type reconcileRig struct {
 // startRig starts nodes schedulers on one NATS with a fake clock at t0, a
 // sim fleet of pcs and the echo job.
 func startRig(t *testing.T, t0 time.Time, nodes int, pcs ...string) *reconcileRig {
+	return startRigWith(t, t0, nodes, nil, pcs...)
+}
+
+// startRigWith is startRig with each node's options passed through opt
+// (nil: as they are) before it starts.
+func startRigWith(t *testing.T, t0 time.Time, nodes int, opt func(*Options), pcs ...string) *reconcileRig {
 	n := nodetest.Start(t)
 	r := &reconcileRig{n: n, clock: newFakeClock(t0), ticks: newTicks()}
 	for i := range nodes {
-		s, err := Start(context.Background(), Options{Conn: n.Conn(t), DB: n.DB, NodeName: fmt.Sprintf("n%d", i),
-			Logger: n.Logger, Clock: r.clock, Observe: r.ticks.observe})
+		o := Options{Conn: n.Conn(t), DB: n.DB, NodeName: fmt.Sprintf("n%d", i),
+			Logger: n.Logger, Clock: r.clock, Observe: r.ticks.observe}
+		if opt != nil {
+			opt(&o)
+		}
+		s, err := Start(context.Background(), o)
 		if err != nil {
 			t.Fatal(err)
 		}
