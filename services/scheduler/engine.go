@@ -132,7 +132,7 @@ func StartEngine(ctx context.Context, o EngineOptions) (*Engine, error) {
 	e := &Engine{
 		o: o, log: o.Logger, sem: make(chan struct{}, o.Workers),
 		slots: map[string]*slot{}, invalid: map[string]uint64{}, claimed: map[string]claimEntry{}, synced: make(chan struct{}),
-		reqs: make(chan func()), comp: newCompletions(o.DB),
+		reqs: make(chan func()), comp: newCompletions(o.DB, 0),
 	}
 	// Not at the leader: the claims bucket may have been created a moment
 	// ago and have no leader yet, and a claim read from a lagging replica
