@@ -236,12 +236,12 @@ func (c *Completions) runs(ctx context.Context, job, version string, now time.Ti
 		return &JobRuns{m: map[string]pcRuns{}}, nil
 	}
 	if version != "" {
-		return jobRuns(ctx, c.db, job, version)
+		return jobRuns(ctx, c.db, job, version, now)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if mode == catchUpNow || mode == catchUpPerPoll && !c.polled.Equal(now) {
-		if err := c.catchUp(ctx); err != nil {
+		if err := c.catchUp(ctx, now); err != nil {
 			return nil, err
 		}
 		if mode == catchUpPerPoll {
@@ -267,7 +267,7 @@ func (c *Completions) load(ctx context.Context, job string, now time.Time) (*Job
 		r  pcRuns
 	}
 	var all []got
-	err := eachJobRun(ctx, c.db, job, "", func(pc string, r pcRuns) { all = append(all, got{pc, r}) })
+	err := eachJobRun(ctx, c.db, job, "", now, func(pc string, r pcRuns) { all = append(all, got{pc, r}) })
 	if err != nil {
 		return nil, err
 	}
@@ -326,10 +326,11 @@ func (c *Completions) load(ctx context.Context, job string, now time.Time) (*Job
 }
 
 // catchUp applies the rows inserted since the last read and the rows that
-// were in flight or recently killed. It pages through them, batch rows a
+// were in flight or recently killed, finishes clamped as of now (see
+// finishedAsOf). It pages through them, batch rows a
 // query, and applies each row as it is read: a burst of results (or a
 // long pause between polls) costs a batch of memory, not the burst.
-func (c *Completions) catchUp(ctx context.Context) error {
+func (c *Completions) catchUp(ctx context.Context, now time.Time) error {
 	var maxRowid sql.NullInt64
 	if err := c.db.R.QueryRowContext(ctx, `SELECT MAX(rowid) FROM execution_results`).Scan(&maxRowid); err != nil {
 		return fmt.Errorf("completions: %w", err)
@@ -349,16 +350,16 @@ func (c *Completions) catchUp(ctx context.Context) error {
 	for id := range c.inflight {
 		inflight = append(inflight, id)
 	}
-	now := time.Now()
+	wall := time.Now()
 	killed := make([]int64, 0, len(c.killed))
 	for id, since := range c.killed {
-		if now.Sub(since) > killedWatch {
+		if wall.Sub(since) > killedWatch {
 			delete(c.killed, id)
 			continue
 		}
 		killed = append(killed, id)
 	}
-	a := catchUpApply{c: c, changed: map[string]*JobRuns{}}
+	a := catchUpApply{c: c, now: now, changed: map[string]*JobRuns{}}
 	err := a.pages(ctx, c.batchSize(), c.lastRowid, maxRowid.Int64)
 	if err == nil {
 		err = a.ids(ctx, c.batchSize(), inflight, `finished_at IS NOT NULL`)
@@ -398,10 +399,11 @@ func (c *Completions) batchSize() int {
 // copy of its table (swapped in when the catch-up succeeds).
 type catchUpApply struct {
 	c       *Completions
+	now     time.Time
 	changed map[string]*JobRuns
 }
 
-const catchUpCols = `SELECT rowid, job_id, pc_id, exit_code, finished_at FROM execution_results`
+const catchUpCols = `SELECT rowid, job_id, pc_id, exit_code, finished_at, recorded_at FROM execution_results`
 
 // pages applies the rows with rowid in (from, to], batch at a time.
 func (a *catchUpApply) pages(ctx context.Context, batch int, from, to int64) error {
@@ -448,17 +450,17 @@ func (a *catchUpApply) scan(rows *sql.Rows) (n int, last int64, err error) {
 		var job sql.NullString
 		var pc string
 		var code sql.NullInt64
-		var finished sql.NullString
-		if err := rows.Scan(&id, &job, &pc, &code, &finished); err != nil {
+		var finished, recorded sql.NullString
+		if err := rows.Scan(&id, &job, &pc, &code, &finished, &recorded); err != nil {
 			return n, last, err
 		}
 		n, last = n+1, id
-		a.apply(id, job.String, pc, code, finished)
+		a.apply(id, job.String, pc, code, finished, recorded)
 	}
 	return n, last, rows.Err()
 }
 
-func (a *catchUpApply) apply(id int64, job, pc string, code sql.NullInt64, finished sql.NullString) {
+func (a *catchUpApply) apply(id int64, job, pc string, code sql.NullInt64, finished, recorded sql.NullString) {
 	c := a.c
 	jr, ok := a.changed[job]
 	if !ok {
@@ -492,7 +494,7 @@ func (a *catchUpApply) apply(id int64, job, pc string, code sql.NullInt64, finis
 	} else {
 		delete(c.killed, id)
 	}
-	if t, err := store.ParseTime(finished.String); err == nil {
+	if t, ok := clampFinished(finished, recorded, a.now); ok {
 		v := packTime(t)
 		jr.done[i] = max(jr.done[i], v)
 		if code.Valid && code.Int64 == 0 {

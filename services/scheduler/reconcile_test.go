@@ -748,3 +748,31 @@ func TestCalendarCatchUpWithinDeadline(t *testing.T) {
 	}
 	cmds.none(t, nc)
 }
+
+// A finished_at in the future (an agent's clock, or a hostile agent a year
+// ahead) counts as when the backend recorded the run: the cooldown runs
+// from there, and the PC is dispatched again when it ends, through the
+// incremental read and the job's full read alike.
+func TestReconcileFutureFinishClamped(t *testing.T) {
+	r := startRig(t, t0, 1, "PC-A", "PC-B")
+	mustCall(t, r.nc, "kanade.schedules.put", "", `{"id":"inv","when":{"per_pc":{"every":"6h"}},"job_id":"echo","target":{"all":true},"tz":"utc"}`)
+	r.poll(t, minute(1), "inv")
+	r.fleet.wantRuns(map[string]int{"PC-A": 1, "PC-B": 1})
+	ahead := store.FormatTime(minute(1).AddDate(1, 0, 0))
+	if _, err := r.n.DB.W.Exec(`UPDATE execution_results SET finished_at = ? WHERE pc_id = 'PC-A'`, ahead); err != nil {
+		t.Fatal(err)
+	}
+	r.poll(t, minute(2), "inv") // the incremental read sees the row
+	r.fleet.wantRuns(map[string]int{"PC-A": 1, "PC-B": 1})
+	r.jump(t, minute(6*60))
+	r.poll(t, minute(6*60+1), "inv")
+	r.fleet.wantRuns(map[string]int{"PC-A": 2, "PC-B": 2})
+	// The cache read at minute 2; a fresh read of the job agrees.
+	runs, err := jobRuns(context.Background(), r.n.DB, "echo", "", minute(6*60+1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := runs.Get("PC-A"); got.lastOK.After(minute(6*60+1)) {
+		t.Errorf("PC-A's last success %v, in the future", got.lastOK)
+	}
+}
