@@ -772,7 +772,7 @@ func TestReconcileFutureFinishClamped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := runs.Get("PC-A"); got.lastOK.After(minute(6*60+1)) {
+	if got := runs.Get("PC-A"); got.lastOK.After(minute(6*60 + 1)) {
 		t.Errorf("PC-A's last success %v, in the future", got.lastOK)
 	}
 }
