@@ -273,7 +273,9 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	if err := ensureStreams(ctx, js, o.Replicas, log); err != nil {
+	if err := streams.Retry(ctx, "bootstrap streams", log, func(ctx context.Context) error {
+		return streams.Ensure(ctx, js, o.Replicas, log)
+	}); err != nil {
 		return err
 	}
 	if embed && o.Cluster.Listen != "" {
@@ -336,7 +338,7 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 	// Like the streams, the buckets and AUDIT are made while a new
 	// cluster may still be electing leaders: retried.
 	var recorder *audit.Recorder
-	if err := retryJetStream(ctx, "audit stream", log, func(ctx context.Context) (err error) {
+	if err := streams.Retry(ctx, "audit stream", log, func(ctx context.Context) (err error) {
 		recorder, err = audit.NewRecorder(ctx, auditConn, o.Replicas)
 		return err
 	}); err != nil {
@@ -360,7 +362,7 @@ func Run(ctx context.Context, o Options, ready func(Ready)) (err error) {
 		ao := o.Accounts
 		ao.Conn, ao.Replicas, ao.Logger, ao.Audit = nc, o.Replicas, log.With("component", "accounts"), recorder
 		var a *accounts.Running
-		if err := retryJetStream(ctx, "start accounts", log, func(ctx context.Context) (err error) {
+		if err := streams.Retry(ctx, "start accounts", log, func(ctx context.Context) (err error) {
 			a, err = accounts.Start(ctx, ao)
 			return err
 		}); err != nil {
@@ -589,51 +591,6 @@ func startCommandSigning(nc *nats.Conn, o Options, log *slog.Logger) (func(), er
 func logStop(log *slog.Logger, what string, err error) {
 	if err != nil {
 		log.Warn("stop "+what, "err", err)
-	}
-}
-
-// ensureStreams retries while an external cluster has no JetStream leader
-// yet, which is normal for a few seconds after a cluster starts.
-func ensureStreams(ctx context.Context, js jetstream.JetStream, replicas int, log *slog.Logger) error {
-	for attempt := 1; ; attempt++ {
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := streams.Ensure(cctx, js, replicas, log)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil || attempt >= 30 {
-			return fmt.Errorf("bootstrap streams: %w", err)
-		}
-		log.Warn("bootstrap streams: retrying", "err", err, "attempt", attempt)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(2 * time.Second):
-		}
-	}
-}
-
-// retryJetStream runs fn until it succeeds, for up to a minute: on a
-// cluster that just formed, JetStream calls time out until its leaders
-// are elected.
-func retryJetStream(ctx context.Context, what string, log *slog.Logger, fn func(context.Context) error) error {
-	for attempt := 1; ; attempt++ {
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := fn(cctx)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil || attempt >= 30 {
-			return fmt.Errorf("%s: %w", what, err)
-		}
-		log.Warn(what+": retrying", "err", err, "attempt", attempt)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(2 * time.Second):
-		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"testing"
 	"time"
@@ -28,6 +29,21 @@ type testCluster struct {
 
 func startCluster(t *testing.T) *testCluster {
 	t.Helper()
+	c := newCluster(t)
+	for i := range 3 {
+		c.start(i, false)
+	}
+	c.ensureStreams(0, 3)
+	for i := range 3 {
+		c.openBuckets(i)
+	}
+	return c
+}
+
+// newCluster is three clustered servers' options, none started; the
+// started ones stop at the end of the test.
+func newCluster(t *testing.T) *testCluster {
+	t.Helper()
 	routes := nodetest.FreeAddrs(t, 3)
 	var urls []string
 	for _, r := range routes {
@@ -43,7 +59,6 @@ func startCluster(t *testing.T) *testCluster {
 			Logger:     nodetest.Logger(t),
 			Cluster:    embedded.Cluster{Listen: routes[i], Routes: urls, Name: "test"},
 		})
-		c.start(i, false)
 	}
 	t.Cleanup(func() {
 		for _, s := range c.srvs {
@@ -52,24 +67,27 @@ func startCluster(t *testing.T) *testCluster {
 			}
 		}
 	})
-	// The meta leader is elected a moment after the servers start.
+	return c
+}
+
+// ensureStreams creates the streams and buckets at replicas through server
+// i, once the meta leader is elected (a moment after the servers start).
+func (c *testCluster) ensureStreams(i, replicas int) {
+	t := c.t
+	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := streams.Ensure(ctx, c.cats[0].JS, 3, nodetest.Logger(t))
+		err := streams.Ensure(ctx, c.cats[i].JS, replicas, nodetest.Logger(t))
 		cancel()
 		if err == nil {
-			break
+			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("ensure streams: %v", err)
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	for i := range 3 {
-		c.openBuckets(i)
-	}
-	return c
 }
 
 // start (re)starts server i and connects its catalog.
@@ -227,5 +245,71 @@ func TestCatalogReadsItsWritesAcrossNodes(t *testing.T) {
 	}
 	if len(jobs) != 65 {
 		t.Fatalf("restarted node lists %d jobs, want 65", len(jobs))
+	}
+}
+
+// While a cluster starts, the scheduler's buckets (claims, dispatch marks
+// and the rest, at three replicas) cannot be placed until a third peer is
+// up ("no suitable peers"; here the third peer is stopped, then started
+// again): Start retries, as the streams' and the other services' buckets do,
+// and succeeds once the peer joins.
+func TestSchedulerBucketsWaitForPeers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-server cluster")
+	}
+	c := newCluster(t)
+	// The first two servers know of each other only: they form a
+	// cluster of two, which cannot place three replicas.
+	for i := range 2 {
+		c.opts[i].Cluster.Routes = c.opts[i].Cluster.Routes[:2]
+		c.start(i, false)
+	}
+	c.ensureStreams(0, 1)
+	logs := newLogCapture()
+	type started struct {
+		s   *Scheduler
+		err error
+	}
+	done := make(chan started, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		s, err := Start(ctx, Options{Conn: c.cats[0].JS.Conn(), DB: nodetest.OpenStore(t, filepath.Join(t.TempDir(), "kanade.db")),
+			NodeName: "n0", Replicas: 3, Logger: slog.New(logs)})
+		done <- started{s, err}
+	}()
+	for len(logs.matching(slog.LevelWarn, "scheduler: buckets: retrying", nil)) == 0 {
+		select {
+		case got := <-done:
+			if got.s != nil {
+				got.s.Stop()
+			}
+			t.Fatalf("Start returned before a third peer was up: %v", got.err)
+		case <-logs.added:
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	t.Logf("retried: %s", logs.matching(slog.LevelWarn, "scheduler: buckets: retrying", nil)[0].attrs["err"])
+	c.start(2, false)
+	var got started
+	select {
+	case got = <-done:
+	case <-time.After(90 * time.Second):
+		t.Fatal("Start did not return after the third peer joined")
+	}
+	if got.err != nil {
+		t.Fatalf("Start: %v", got.err)
+	}
+	t.Cleanup(func() { got.s.Stop() })
+	kv, err := c.cats[0].JS.KeyValue(context.Background(), BucketClaims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := kv.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Replicas; r != 3 {
+		t.Errorf("claims bucket replicas %d, want 3", r)
 	}
 }

@@ -44,6 +44,8 @@ type Completions struct {
 	// catch-up: a reaped run's real result lands later in the same row
 	// (same rowid), which the incremental read by rowid would not see.
 	killed map[int64]time.Time
+	// batch is how many rows one catch-up query reads (0: catchUpBatch).
+	batch int
 }
 
 // killedWatch is how long a row that ended with exit -1 is read again for
@@ -198,8 +200,10 @@ func (r *JobRuns) clone() *JobRuns {
 // respect to deletes (retention) and missed updates.
 const fullEvery = time.Hour
 
-func newCompletions(db *store.DB) *Completions {
-	return &Completions{db: db, jobs: map[string]*JobRuns{}, inflight: map[int64]runKey{}, killed: map[int64]time.Time{}}
+// newCompletions caches completions read from db, batch rows a catch-up
+// query (0: catchUpBatch).
+func newCompletions(db *store.DB, batch int) *Completions {
+	return &Completions{db: db, batch: batch, jobs: map[string]*JobRuns{}, inflight: map[int64]runKey{}, killed: map[int64]time.Time{}}
 }
 
 // Runs returns per PC the runs of job as of now (a poll instant). version,
@@ -232,12 +236,12 @@ func (c *Completions) runs(ctx context.Context, job, version string, now time.Ti
 		return &JobRuns{m: map[string]pcRuns{}}, nil
 	}
 	if version != "" {
-		return jobRuns(ctx, c.db, job, version)
+		return jobRuns(ctx, c.db, job, version, now)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if mode == catchUpNow || mode == catchUpPerPoll && !c.polled.Equal(now) {
-		if err := c.catchUp(ctx); err != nil {
+		if err := c.catchUp(ctx, now); err != nil {
 			return nil, err
 		}
 		if mode == catchUpPerPoll {
@@ -263,7 +267,7 @@ func (c *Completions) load(ctx context.Context, job string, now time.Time) (*Job
 		r  pcRuns
 	}
 	var all []got
-	err := eachJobRun(ctx, c.db, job, "", func(pc string, r pcRuns) { all = append(all, got{pc, r}) })
+	err := eachJobRun(ctx, c.db, job, "", now, func(pc string, r pcRuns) { all = append(all, got{pc, r}) })
 	if err != nil {
 		return nil, err
 	}
@@ -322,132 +326,181 @@ func (c *Completions) load(ctx context.Context, job string, now time.Time) (*Job
 }
 
 // catchUp applies the rows inserted since the last read and the rows that
-// were in flight.
-func (c *Completions) catchUp(ctx context.Context) error {
+// were in flight or recently killed, finishes clamped as of now (see
+// finishedAsOf). It pages through them, batch rows a
+// query, and applies each row as it is read: a burst of results (or a
+// long pause between polls) costs a batch of memory, not the burst.
+func (c *Completions) catchUp(ctx context.Context, now time.Time) error {
 	var maxRowid sql.NullInt64
 	if err := c.db.R.QueryRowContext(ctx, `SELECT MAX(rowid) FROM execution_results`).Scan(&maxRowid); err != nil {
 		return fmt.Errorf("completions: %w", err)
 	}
 	if maxRowid.Int64 < c.lastRowid {
 		// The table was rebuilt (rowids start over): read every job again.
-		c.jobs, c.inflight, c.killed, c.started = map[string]*JobRuns{}, map[int64]runKey{}, map[int64]time.Time{}, false
+		c.reset()
 	}
 	if !c.started {
 		// Nothing cached yet: jobs load whole when asked.
 		c.lastRowid, c.started = maxRowid.Int64, true
 		return nil
 	}
-	type row struct {
-		id       int64
-		job, pc  string
-		code     sql.NullInt64
-		finished sql.NullString
+	// The ids to read again are taken before any row is applied: a new
+	// row applied below may join them, and is read once.
+	inflight := make([]int64, 0, len(c.inflight))
+	for id := range c.inflight {
+		inflight = append(inflight, id)
 	}
-	var got []row
-	scan := func(rows *sql.Rows) error {
-		defer rows.Close()
-		for rows.Next() {
-			var r row
-			var job sql.NullString
-			if err := rows.Scan(&r.id, &job, &r.pc, &r.code, &r.finished); err != nil {
-				return err
-			}
-			r.job = job.String
-			got = append(got, r)
-		}
-		return rows.Err()
-	}
-	rows, err := c.db.R.QueryContext(ctx, `SELECT rowid, job_id, pc_id, exit_code, finished_at FROM execution_results
-		WHERE rowid > ? AND rowid <= ? ORDER BY rowid`, c.lastRowid, maxRowid.Int64)
-	if err != nil {
-		return fmt.Errorf("completions: %w", err)
-	}
-	if err := scan(rows); err != nil {
-		return fmt.Errorf("completions: %w", err)
-	}
-	if len(c.inflight) > 0 {
-		ids := make([]int64, 0, len(c.inflight))
-		for id := range c.inflight {
-			ids = append(ids, id)
-		}
-		arg, _ := json.Marshal(ids)
-		rows, err := c.db.R.QueryContext(ctx, `SELECT rowid, job_id, pc_id, exit_code, finished_at FROM execution_results
-			WHERE rowid IN (SELECT value FROM json_each(?)) AND finished_at IS NOT NULL`, string(arg))
-		if err != nil {
-			return fmt.Errorf("completions: %w", err)
-		}
-		if err := scan(rows); err != nil {
-			return fmt.Errorf("completions: %w", err)
-		}
-	}
-	if len(c.killed) > 0 {
-		now := time.Now()
-		ids := make([]int64, 0, len(c.killed))
-		for id, since := range c.killed {
-			if now.Sub(since) > killedWatch {
-				delete(c.killed, id)
-				continue
-			}
-			ids = append(ids, id)
-		}
-		arg, _ := json.Marshal(ids)
-		rows, err := c.db.R.QueryContext(ctx, `SELECT rowid, job_id, pc_id, exit_code, finished_at FROM execution_results
-			WHERE rowid IN (SELECT value FROM json_each(?)) AND exit_code IS NOT -1`, string(arg))
-		if err != nil {
-			return fmt.Errorf("completions: %w", err)
-		}
-		if err := scan(rows); err != nil {
-			return fmt.Errorf("completions: %w", err)
-		}
-	}
-	c.lastRowid = maxRowid.Int64
-	// Apply per job on a copy of its table.
-	changed := map[string]*JobRuns{}
-	for _, r := range got {
-		jr, ok := changed[r.job]
-		if !ok {
-			old := c.jobs[r.job]
-			if old == nil {
-				continue // a job no poll asked for yet
-			}
-			jr = old.clone()
-			changed[r.job] = jr
-		}
-		i := c.names.id(r.pc)
-		jr.grow(i)
-		_, wasInflight := c.inflight[r.id]
-		if !r.finished.Valid {
-			if !wasInflight {
-				c.inflight[r.id] = runKey{r.job, i}
-				if jr.inflight[i] < 255 {
-					jr.inflight[i]++
-				}
-			}
+	wall := time.Now()
+	killed := make([]int64, 0, len(c.killed))
+	for id, since := range c.killed {
+		if wall.Sub(since) > killedWatch {
+			delete(c.killed, id)
 			continue
 		}
-		if wasInflight {
-			delete(c.inflight, r.id)
-			if jr.inflight[i] > 0 {
-				jr.inflight[i]--
-			}
-		}
-		if r.code.Valid && r.code.Int64 == -1 {
-			c.killed[r.id] = time.Now()
-		} else {
-			delete(c.killed, r.id)
-		}
-		if t, err := store.ParseTime(r.finished.String); err == nil {
-			v := packTime(t)
-			jr.done[i] = max(jr.done[i], v)
-			if r.code.Valid && r.code.Int64 == 0 {
-				jr.ok[i] = max(jr.ok[i], v)
-			}
-		}
+		killed = append(killed, id)
 	}
-	for job, jr := range changed {
+	a := catchUpApply{c: c, now: now, changed: map[string]*JobRuns{}}
+	err := a.pages(ctx, c.batchSize(), c.lastRowid, maxRowid.Int64)
+	if err == nil {
+		err = a.ids(ctx, c.batchSize(), inflight, `finished_at IS NOT NULL`)
+	}
+	if err == nil {
+		err = a.ids(ctx, c.batchSize(), killed, `exit_code IS NOT -1`)
+	}
+	if err != nil {
+		// Part of the rows were applied to the in-flight and killed sets:
+		// start over rather than count a row twice.
+		c.reset()
+		return fmt.Errorf("completions: %w", err)
+	}
+	c.lastRowid = maxRowid.Int64
+	for job, jr := range a.changed {
 		c.jobs[job] = jr
 	}
 	return nil
+}
+
+// reset forgets everything cached: each job is read whole when next asked.
+func (c *Completions) reset() {
+	c.jobs, c.inflight, c.killed, c.started = map[string]*JobRuns{}, map[int64]runKey{}, map[int64]time.Time{}, false
+}
+
+// catchUpBatch is how many rows one catch-up query reads.
+const catchUpBatch = 1000
+
+func (c *Completions) batchSize() int {
+	if c.batch > 0 {
+		return c.batch
+	}
+	return catchUpBatch
+}
+
+// catchUpApply is one catch-up: the rows read so far, applied per job on a
+// copy of its table (swapped in when the catch-up succeeds).
+type catchUpApply struct {
+	c       *Completions
+	now     time.Time
+	changed map[string]*JobRuns
+}
+
+const catchUpCols = `SELECT rowid, job_id, pc_id, exit_code, finished_at, recorded_at FROM execution_results`
+
+// pages applies the rows with rowid in (from, to], batch at a time.
+func (a *catchUpApply) pages(ctx context.Context, batch int, from, to int64) error {
+	for from < to {
+		rows, err := a.c.db.R.QueryContext(ctx, catchUpCols+` WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?`, from, to, batch)
+		if err != nil {
+			return err
+		}
+		n, last, err := a.scan(rows)
+		if err != nil {
+			return err
+		}
+		if n < batch {
+			return nil
+		}
+		from = last
+	}
+	return nil
+}
+
+// ids applies the rows of ids that match cond, batch ids a query.
+func (a *catchUpApply) ids(ctx context.Context, batch int, ids []int64, cond string) error {
+	for len(ids) > 0 {
+		part := ids[:min(batch, len(ids))]
+		ids = ids[len(part):]
+		arg, _ := json.Marshal(part)
+		rows, err := a.c.db.R.QueryContext(ctx, catchUpCols+` WHERE rowid IN (SELECT value FROM json_each(?)) AND `+cond, string(arg))
+		if err != nil {
+			return err
+		}
+		if _, _, err := a.scan(rows); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// scan applies each row of rows; it returns how many there were and the
+// last rowid.
+func (a *catchUpApply) scan(rows *sql.Rows) (n int, last int64, err error) {
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		var job sql.NullString
+		var pc string
+		var code sql.NullInt64
+		var finished, recorded sql.NullString
+		if err := rows.Scan(&id, &job, &pc, &code, &finished, &recorded); err != nil {
+			return n, last, err
+		}
+		n, last = n+1, id
+		a.apply(id, job.String, pc, code, finished, recorded)
+	}
+	return n, last, rows.Err()
+}
+
+func (a *catchUpApply) apply(id int64, job, pc string, code sql.NullInt64, finished, recorded sql.NullString) {
+	c := a.c
+	jr, ok := a.changed[job]
+	if !ok {
+		old := c.jobs[job]
+		if old == nil {
+			return // a job no poll asked for yet
+		}
+		jr = old.clone()
+		a.changed[job] = jr
+	}
+	i := c.names.id(pc)
+	jr.grow(i)
+	_, wasInflight := c.inflight[id]
+	if !finished.Valid {
+		if !wasInflight {
+			c.inflight[id] = runKey{job, i}
+			if jr.inflight[i] < 255 {
+				jr.inflight[i]++
+			}
+		}
+		return
+	}
+	if wasInflight {
+		delete(c.inflight, id)
+		if jr.inflight[i] > 0 {
+			jr.inflight[i]--
+		}
+	}
+	if code.Valid && code.Int64 == -1 {
+		c.killed[id] = time.Now()
+	} else {
+		delete(c.killed, id)
+	}
+	if t, ok := clampFinished(finished, recorded, a.now); ok {
+		v := packTime(t)
+		jr.done[i] = max(jr.done[i], v)
+		if code.Valid && code.Int64 == 0 {
+			jr.ok[i] = max(jr.ok[i], v)
+		}
+	}
 }
 
 // staggerOf spreads the jobs' full reads over half an hour, so they do not

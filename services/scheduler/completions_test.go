@@ -39,7 +39,7 @@ func TestCompletionsCache(t *testing.T) {
 	}
 	insert("a1", "PC-A", 0, base.Add(time.Minute))
 	insert("b1", "PC-B", nil, time.Time{}) // in flight
-	c := newCompletions(db)
+	c := newCompletions(db, 0)
 	if r := get(c, base.Add(2*time.Minute), "PC-A"); !r.lastOK.Equal(base.Add(time.Minute)) || r.running {
 		t.Errorf("PC-A %+v", r)
 	}
@@ -122,7 +122,7 @@ func TestCompletionsSeeAResultAfterItsReap(t *testing.T) {
 		return r.Get(pc)
 	}
 	insert("k1", "PC-K", -1, now.Add(-time.Minute)) // reaped before the job's first read
-	c := newCompletions(db)
+	c := newCompletions(db, 0)
 	if r := get(c, now, "PC-K"); !r.lastOK.IsZero() {
 		t.Fatalf("reaped row counted as a success: %+v", r)
 	}
@@ -135,6 +135,83 @@ func TestCompletionsSeeAResultAfterItsReap(t *testing.T) {
 	for _, pc := range []string{"PC-K", "PC-L"} {
 		if r := get(c, now.Add(2*time.Minute), pc); !r.lastOK.Equal(now.Add(time.Minute)) {
 			t.Errorf("%s's late success not seen: %+v", pc, r)
+		}
+	}
+}
+
+// The catch-up reads its rows a batch at a time: with two rows a query it
+// still sees every new row, every run finished in place and every late
+// result of a reaped run, across several batches of each.
+func TestCompletionsCatchUpInBatches(t *testing.T) {
+	n := nodetest.Start(t)
+	db := n.DB
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Second)
+	insert := func(id, pc string, code any, finished time.Time) {
+		t.Helper()
+		var fin any
+		if !finished.IsZero() {
+			fin = store.FormatTime(finished)
+		}
+		if _, err := db.W.Exec(`INSERT INTO execution_results (result_id, request_id, exec_id, pc_id, exit_code,
+				started_at, finished_at, recorded_at, job_id, version) VALUES (?, 'r', 'e', ?, ?, ?, ?, ?, ?, '1')`,
+			id, pc, code, store.FormatTime(now), fin, store.FormatTime(now), "job"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	finish := func(id string, code int, at time.Time) {
+		t.Helper()
+		if _, err := db.W.Exec(`UPDATE execution_results SET exit_code = ?, finished_at = ? WHERE result_id = ?`, code, store.FormatTime(at), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := newCompletions(db, 2)
+	runs := func(at time.Time) *JobRuns {
+		t.Helper()
+		r, err := c.Runs(ctx, "job", "", at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	// Before the first read: three in flight, three reaped.
+	for _, pc := range []string{"A", "B", "C"} {
+		insert("run-"+pc, "PC-"+pc, nil, time.Time{})
+		insert("reap-"+pc, "PC-R"+pc, -1, now.Add(-time.Minute))
+	}
+	runs(now)
+	// Then: five new rows (one in flight, one reaped), the three runs
+	// finished, the three reaped ones answered.
+	at := now.Add(time.Minute)
+	for _, pc := range []string{"D", "E", "F"} {
+		insert("new-"+pc, "PC-"+pc, 0, at)
+	}
+	insert("new-G", "PC-G", nil, time.Time{})
+	insert("new-H", "PC-H", -1, at)
+	for _, pc := range []string{"A", "B", "C"} {
+		finish("run-"+pc, 0, at)
+		finish("reap-"+pc, 0, at)
+	}
+	r := runs(now.Add(time.Minute))
+	for _, pc := range []string{"A", "B", "C", "RA", "RB", "RC", "D", "E", "F"} {
+		if got := r.Get("PC-" + pc); !got.lastOK.Equal(at) || got.running {
+			t.Errorf("PC-%s %+v, want done at %v", pc, got, at)
+		}
+	}
+	if got := r.Get("PC-G"); !got.running {
+		t.Errorf("PC-G %+v, want in flight", got)
+	}
+	if got := r.Get("PC-H"); !got.lastOK.IsZero() || !got.lastDone.Equal(at) {
+		t.Errorf("PC-H %+v, want reaped", got)
+	}
+	// The new rows joined the sets read again.
+	later := now.Add(2 * time.Minute)
+	finish("new-G", 0, later)
+	finish("new-H", 0, later)
+	r = runs(now.Add(2 * time.Minute))
+	for _, pc := range []string{"G", "H"} {
+		if got := r.Get("PC-" + pc); !got.lastOK.Equal(later) || got.running {
+			t.Errorf("PC-%s %+v, want done at %v", pc, got, later)
 		}
 	}
 }

@@ -132,7 +132,7 @@ func StartEngine(ctx context.Context, o EngineOptions) (*Engine, error) {
 	e := &Engine{
 		o: o, log: o.Logger, sem: make(chan struct{}, o.Workers),
 		slots: map[string]*slot{}, invalid: map[string]uint64{}, claimed: map[string]claimEntry{}, synced: make(chan struct{}),
-		reqs: make(chan func()), comp: newCompletions(o.DB),
+		reqs: make(chan func()), comp: newCompletions(o.DB, 0),
 	}
 	// Not at the leader: the claims bucket may have been created a moment
 	// ago and have no leader yet, and a claim read from a lagging replica
@@ -607,22 +607,8 @@ func (e *Engine) handle(s *slot, r tickReq) {
 		d := r.tick.Add(r.c.Deadline)
 		f.DeadlineAt = &d
 	}
-	if aud := e.o.Firer.Audit; aud != nil {
-		payload, _ := json.Marshal(map[string]any{"exec_id": execID, "schedule_id": s.id, "version": m.Version, "target": r.c.Target})
-		entry := api.Entry{Actor: "scheduler", Action: "exec", Target: m.ID, Payload: payload}
-		if err := e.retry(ctx, r, func() error { return aud.Record(ctx, entry) }); err != nil {
-			log.Error("tick not fired: audit record", "exec_id", execID, "err", err)
-			return
-		}
-	}
-	// The ids are derived from the tick, so publishing again after an
-	// error is safe: the streams drop the repeat.
-	err = e.retry(ctx, r, func() error {
-		_, err := e.o.Firer.Publish(ctx, f)
-		return err
-	})
-	if err != nil {
-		log.Error("tick not fired: publish", "exec_id", execID, "err", err)
+	if err := e.fire(ctx, s, r, f); err != nil {
+		log.Error("tick not fired", "exec_id", execID, "err", err)
 		return
 	}
 	if r.catchUp {
@@ -633,6 +619,40 @@ func (e *Engine) handle(s *slot, r tickReq) {
 }
 
 var errJobGone = errors.New("job not found")
+
+// auditWait bounds one attempt at a fire's audit record.
+const auditWait = 5 * time.Second
+
+// fire records a scheduled fire on the audit trail (actor "scheduler",
+// action "exec", target the job, as upstream's), then publishes it, each
+// retried while the tick may still fire. A record that cannot be written
+// stops the fire: no Command goes out without its record.
+func (e *Engine) fire(ctx context.Context, s *slot, r tickReq, f Fire) error {
+	if aud := e.o.Firer.Audit; aud != nil {
+		payload, _ := json.Marshal(map[string]any{"exec_id": f.ExecID, "schedule_id": s.id, "version": f.Job.Version, "target": f.Target})
+		entry := api.Entry{Actor: "scheduler", Action: "exec", Target: f.Job.ID, Payload: payload}
+		err := e.retry(ctx, r, func() error {
+			// Bounded per attempt: a trail that does not answer is retried,
+			// not waited on for the whole tick.
+			actx, cancel := context.WithTimeout(ctx, auditWait)
+			defer cancel()
+			return aud.Record(actx, entry)
+		})
+		if err != nil {
+			return fmt.Errorf("audit record: %w", err)
+		}
+	}
+	// The ids are derived from the tick, so publishing again after an
+	// error is safe: the streams drop the repeat.
+	err := e.retry(ctx, r, func() error {
+		_, err := e.o.Firer.Publish(ctx, f)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("publish: %w", err)
+	}
+	return nil
+}
 
 // retry runs fn until it succeeds, the job is gone, or the tick is too
 // late to fire.

@@ -290,23 +290,50 @@ type pcRuns struct {
 
 // jobRuns reads, per PC, the runs of job from execution_results: one
 // grouped scan of the job's rows. version, when set, restricts successes
-// to that manifest version (once_per_version).
-func jobRuns(ctx context.Context, db *store.DB, job, version string) (*JobRuns, error) {
+// to that manifest version (once_per_version). now is the poll instant
+// (see eachJobRun).
+func jobRuns(ctx context.Context, db *store.DB, job, version string, now time.Time) (*JobRuns, error) {
 	out := &JobRuns{m: map[string]pcRuns{}}
-	err := eachJobRun(ctx, db, job, version, func(pc string, r pcRuns) { out.m[pc] = r })
+	err := eachJobRun(ctx, db, job, version, now, func(pc string, r pcRuns) { out.m[pc] = r })
 	return out, err
 }
 
+// finishedAsOf is a row's finished_at as the scheduler counts it at the
+// poll instant (the argument): the agent reports finished_at, and a clock
+// ahead (or a hostile agent) can put it in the future, where a cooldown
+// measured from it would never elapse. A finish after the poll instant
+// counts as when the backend recorded the run (recorded_at, the stream's
+// publish time), never later than reported.
+const finishedAsOf = `CASE WHEN finished_at > ? THEN MIN(finished_at, recorded_at) ELSE finished_at END`
+
+// clampFinished is finishedAsOf on values read.
+func clampFinished(finished, recorded sql.NullString, now time.Time) (time.Time, bool) {
+	if !finished.Valid {
+		return time.Time{}, false
+	}
+	t, err := store.ParseTime(finished.String)
+	if err != nil {
+		return time.Time{}, false
+	}
+	if t.After(now) && recorded.Valid {
+		if r, err := store.ParseTime(recorded.String); err == nil && r.Before(t) {
+			t = r
+		}
+	}
+	return t, true
+}
+
 // eachJobRun is jobRuns' scan, one call per PC.
-func eachJobRun(ctx context.Context, db *store.DB, job, version string, fn func(string, pcRuns)) error {
+func eachJobRun(ctx context.Context, db *store.DB, job, version string, now time.Time, fn func(string, pcRuns)) error {
 	if db == nil {
 		return nil
 	}
+	at := store.FormatTime(now)
 	rows, err := db.R.QueryContext(ctx, `SELECT pc_id,
-			MAX(CASE WHEN exit_code = 0 AND (? = '' OR version = ?) THEN finished_at END),
-			MAX(finished_at),
+			MAX(CASE WHEN exit_code = 0 AND (? = '' OR version = ?) THEN `+finishedAsOf+` END),
+			MAX(`+finishedAsOf+`),
 			MAX(finished_at IS NULL)
-		FROM execution_results WHERE job_id = ? GROUP BY pc_id`, version, version, job)
+		FROM execution_results WHERE job_id = ? GROUP BY pc_id`, version, version, at, at, job)
 	if err != nil {
 		return fmt.Errorf("completions: %w", err)
 	}
@@ -510,12 +537,8 @@ func (e *Engine) poll(ctx context.Context, s *slot, r tickReq, m Manifest, log *
 		}
 	}
 	for _, fire := range fires {
-		err = e.retry(ctx, r, func() error {
-			_, err := e.o.Firer.Publish(ctx, fire)
-			return err
-		})
-		if err != nil {
-			log.Error("poll not dispatched: publish", "exec_id", fire.ExecID, "err", err)
+		if err := e.fire(ctx, s, r, fire); err != nil {
+			log.Error("poll not dispatched", "exec_id", fire.ExecID, "err", err)
 			undone := keys // per_target: its one mark
 			if r.c.Mode == ModePerPC {
 				undone = undone[:0:0]
@@ -548,8 +571,8 @@ func (e *Engine) fireWaves(ctx context.Context, s *slot, r tickReq, m Manifest, 
 			f.DeadlineAt = &d
 		}
 		publish := func(ctx context.Context) {
-			if _, err := e.o.Firer.Publish(ctx, f); err != nil {
-				log.Error("wave not fired: publish", "wave", i, "group", w.Group, "err", err)
+			if err := e.fire(ctx, s, r, f); err != nil {
+				log.Error("wave not fired", "wave", i, "group", w.Group, "err", err)
 				return
 			}
 			log.Debug("wave fired", "wave", i, "group", w.Group, "exec_id", f.ExecID)

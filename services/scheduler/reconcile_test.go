@@ -201,11 +201,21 @@ type reconcileRig struct {
 // startRig starts nodes schedulers on one NATS with a fake clock at t0, a
 // sim fleet of pcs and the echo job.
 func startRig(t *testing.T, t0 time.Time, nodes int, pcs ...string) *reconcileRig {
+	return startRigWith(t, t0, nodes, nil, pcs...)
+}
+
+// startRigWith is startRig with each node's options passed through opt
+// (nil: as they are) before it starts.
+func startRigWith(t *testing.T, t0 time.Time, nodes int, opt func(*Options), pcs ...string) *reconcileRig {
 	n := nodetest.Start(t)
 	r := &reconcileRig{n: n, clock: newFakeClock(t0), ticks: newTicks()}
 	for i := range nodes {
-		s, err := Start(context.Background(), Options{Conn: n.Conn(t), DB: n.DB, NodeName: fmt.Sprintf("n%d", i),
-			Logger: n.Logger, Clock: r.clock, Observe: r.ticks.observe})
+		o := Options{Conn: n.Conn(t), DB: n.DB, NodeName: fmt.Sprintf("n%d", i),
+			Logger: n.Logger, Clock: r.clock, Observe: r.ticks.observe}
+		if opt != nil {
+			opt(&o)
+		}
+		s, err := Start(context.Background(), o)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -737,4 +747,32 @@ func TestCalendarCatchUpWithinDeadline(t *testing.T) {
 		t.Errorf("deadline_at %v, want %v", c.DeadlineAt, tick.Add(30*time.Minute))
 	}
 	cmds.none(t, nc)
+}
+
+// A finished_at in the future (an agent's clock, or a hostile agent a year
+// ahead) counts as when the backend recorded the run: the cooldown runs
+// from there, and the PC is dispatched again when it ends, through the
+// incremental read and the job's full read alike.
+func TestReconcileFutureFinishClamped(t *testing.T) {
+	r := startRig(t, t0, 1, "PC-A", "PC-B")
+	mustCall(t, r.nc, "kanade.schedules.put", "", `{"id":"inv","when":{"per_pc":{"every":"6h"}},"job_id":"echo","target":{"all":true},"tz":"utc"}`)
+	r.poll(t, minute(1), "inv")
+	r.fleet.wantRuns(map[string]int{"PC-A": 1, "PC-B": 1})
+	ahead := store.FormatTime(minute(1).AddDate(1, 0, 0))
+	if _, err := r.n.DB.W.Exec(`UPDATE execution_results SET finished_at = ? WHERE pc_id = 'PC-A'`, ahead); err != nil {
+		t.Fatal(err)
+	}
+	r.poll(t, minute(2), "inv") // the incremental read sees the row
+	r.fleet.wantRuns(map[string]int{"PC-A": 1, "PC-B": 1})
+	r.jump(t, minute(6*60))
+	r.poll(t, minute(6*60+1), "inv")
+	r.fleet.wantRuns(map[string]int{"PC-A": 2, "PC-B": 2})
+	// The cache read at minute 2; a fresh read of the job agrees.
+	runs, err := jobRuns(context.Background(), r.n.DB, "echo", "", minute(6*60+1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := runs.Get("PC-A"); got.lastOK.After(minute(6*60 + 1)) {
+		t.Errorf("PC-A's last success %v, in the future", got.lastOK)
+	}
 }

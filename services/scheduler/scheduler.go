@@ -33,6 +33,7 @@ import (
 	"github.com/kanade-go/kanade/services/groups"
 	"github.com/kanade-go/kanade/signing"
 	"github.com/kanade-go/kanade/store"
+	"github.com/kanade-go/kanade/streams"
 	"github.com/kanade-go/kanade/wire"
 )
 
@@ -115,10 +116,6 @@ func Start(ctx context.Context, o Options) (*Scheduler, error) {
 	if err != nil {
 		return nil, err
 	}
-	claims, err := ensureClaims(ctx, js, o.Replicas)
-	if err != nil {
-		return nil, err
-	}
 	extra := map[string]jetstream.KeyValueConfig{
 		BucketFleetConfig:   {History: 5},
 		BucketDispatch:      {History: 1, TTL: time.Hour},
@@ -126,14 +123,33 @@ func Start(ctx context.Context, o Options) (*Scheduler, error) {
 		BucketJobsYAML:      {History: 5},
 		BucketScriptStatus:  {History: 5},
 	}
+	var claims jetstream.KeyValue
 	kvs := map[string]jetstream.KeyValue{}
-	for name, cfg := range extra {
-		cfg.Bucket, cfg.Replicas, cfg.Storage = name, o.Replicas, jetstream.FileStorage
-		if kvs[name], err = ensureKV(ctx, js, cfg); err != nil {
-			return nil, err
+	// This node's buckets, at o.Replicas: while a cluster starts they
+	// cannot be placed until enough peers are up ("no suitable peers"),
+	// so they are retried as the streams and the other services' are.
+	err = streams.Retry(ctx, "scheduler: buckets", o.Logger, func(ctx context.Context) (err error) {
+		if claims == nil {
+			if claims, err = ensureClaims(ctx, js, o.Replicas); err != nil {
+				return err
+			}
 		}
+		for name, cfg := range extra {
+			if kvs[name] != nil {
+				continue
+			}
+			cfg.Bucket, cfg.Replicas, cfg.Storage = name, o.Replicas, jetstream.FileStorage
+			kv, err := ensureKV(ctx, js, cfg)
+			if err != nil {
+				return err
+			}
+			kvs[name] = kv
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-
 	s := &Scheduler{Catalog: &Catalog{Jobs: jobs, Schedules: scheds, JS: js, DB: o.DB, MaxReply: int(o.Conn.MaxPayload()) - 1<<10,
 		FleetConfig: kvs[BucketFleetConfig], SchedulesYAML: kvs[BucketSchedulesYAML], JobsYAML: kvs[BucketJobsYAML],
 		ScriptStatus: kvs[BucketScriptStatus], Conn: o.Conn}}

@@ -37,6 +37,7 @@ import (
 	"github.com/kanade-go/kanade/services/api"
 	"github.com/kanade-go/kanade/signing"
 	"github.com/kanade-go/kanade/store"
+	"github.com/kanade-go/kanade/streams"
 )
 
 // Names in JetStream.
@@ -171,28 +172,25 @@ func Start(ctx context.Context, o Options) (*Snapshotter, error) {
 		s.log.Info("snapshot: removed copies left by an interrupted snapshot", "files", len(stale))
 	}
 	// Right after a cluster starts, a bucket of several replicas cannot be
-	// placed until enough peers are up ("no suitable peers"): try again
-	// for a while, as the streams are.
-	for attempt := 1; ; attempt++ {
-		err = nil
+	// placed until enough peers are up ("no suitable peers"): retried, as
+	// the streams are.
+	err = streams.Retry(ctx, "snapshot: buckets", s.log, func(ctx context.Context) error {
 		if s.obj == nil {
-			s.obj, err = EnsureBucket(ctx, js, o.Replicas)
+			obj, err := EnsureBucket(ctx, js, o.Replicas)
+			if err != nil {
+				return err
+			}
+			s.obj = obj
 		}
-		if err == nil && s.claims == nil {
-			s.claims, err = ensureClaims(ctx, js, o.Replicas)
+		claims, err := ensureClaims(ctx, js, o.Replicas)
+		if err != nil {
+			return err
 		}
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil || attempt >= 30 {
-			return nil, err
-		}
-		s.log.Warn("snapshot: buckets: retrying", "err", err, "attempt", attempt)
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(2 * time.Second):
-		}
+		s.claims = claims
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
