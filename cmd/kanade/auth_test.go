@@ -116,6 +116,11 @@ func TestAccountsAndRoles(t *testing.T) {
 	}
 	st, _, body = call(t, "POST", api+"/accounts", admin.Token, `{"username":"vera","password":"viewer-pass","role":"viewer"}`)
 	want(t, "duplicate", st, body, 409, "username already exists")
+	// Names the audit trail gives to other actors are not accounts'.
+	st, _, body = call(t, "POST", api+"/accounts", admin.Token, `{"username":"nats:ophelia","password":"viewer-pass","role":"viewer"}`)
+	want(t, "a NATS caller's name", st, body, 400, `username must not start with "nats:"`)
+	st, _, body = call(t, "POST", api+"/accounts", admin.Token, `{"username":"Scheduler","password":"viewer-pass","role":"viewer"}`)
+	want(t, "the scheduler's name", st, body, 400, "is reserved")
 	st, _, body = call(t, "POST", api+"/accounts", admin.Token, `{"username":"mia","email":"mia@example.test","role":"viewer"}`)
 	want(t, "email-only create without mail", st, body, 400, "[mail] not configured — set a password instead of emailing a setup link")
 	st, _, body = call(t, "POST", api+"/accounts/vera/reset-link", admin.Token, "")

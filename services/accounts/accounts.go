@@ -411,8 +411,27 @@ func validUsername(u string) error {
 	if len(u) > 128 || strings.ContainsFunc(u, unicode.IsControl) {
 		return api.BadRequest("username must be at most 128 characters, without control characters")
 	}
+	// The audit trail names other actors so: an account of such a name
+	// would write records that read as theirs. (Checked at create only:
+	// an account of an older store keeps its name.)
+	for _, p := range reservedActorPrefixes {
+		if strings.HasPrefix(strings.ToLower(u), p) {
+			return api.BadRequest("username must not start with %q: the audit trail names NATS callers, host commands and schedules so", p)
+		}
+	}
+	if slices.Contains(reservedActors, strings.ToLower(u)) {
+		return api.BadRequest("username %q is reserved: the audit trail names another actor so", u)
+	}
 	return nil
 }
+
+// reservedActorPrefixes and reservedActors are the audit actors that are
+// not accounts (see api.CallerActor, the gateway's identities, the
+// scheduler's fires).
+var (
+	reservedActorPrefixes = []string{"nats:", "cli:", "schedule:"}
+	reservedActors        = []string{"nats", "cli", "scheduler", "auth", "service-token", "loopback", "unknown"}
+)
 
 // Create adds an account.
 func (s *Service) Create(ctx context.Context, req CreateRequest) (any, error) {
