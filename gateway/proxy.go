@@ -81,6 +81,10 @@ func (g *Gateway) serveEndpoint(w http.ResponseWriter, r *http.Request, ep *endp
 		msg.Header.Set(api.HeaderSource, src)
 	}
 
+	if ep.Paged && r.Method == http.MethodGet && !r.URL.Query().Has("limit") && !r.URL.Query().Has(api.ParamAfter) {
+		g.servePaged(w, r, ep, msg, params) // the whole array, streamed from pages
+		return
+	}
 	timeout := g.o.APITimeout
 	if ep.Timeout > timeout {
 		// A route that answers late (a run waits for its result): the
