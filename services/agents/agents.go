@@ -130,7 +130,10 @@ type ListParams struct {
 	Offset      int64  `json:"offset"`
 	// After is the cursor of a page (api.HeaderNext of the one before),
 	// when Limit is absent: see Page.Paged.
-	After     string `json:"after"`
+	After string `json:"after"`
+	// PageBytes is the reply budget of a page (api.Request.PageBudget):
+	// a page reads no more rows than could fit it. 0: PageRows.
+	PageBytes int    `json:"-"`
 	MetaAny   string `json:"meta_any"`
 	MetaKey   string `json:"meta_key"`
 	MetaValue string `json:"meta_value"`
@@ -278,6 +281,10 @@ type Page struct {
 // PageRows bounds the rows a page reads; the bytes that fit max_payload
 // bound it further (see Page.Fit).
 const PageRows = 5000
+
+// minRowBytes is about the smallest a row encodes to (its keys alone
+// take most of it): a page of b bytes cannot hold more than b/minRowBytes.
+const minRowBytes = 300
 
 // Reply is the page with its X-Total-Count, X-Online-Count and
 // X-Offline-Count headers.
@@ -450,8 +457,12 @@ func List(ctx context.Context, db *store.DB, meta *Meta, p ListParams, now time.
 		after, p.Offset = &k, 0
 	}
 	limit := p.Limit
+	rowsPerPage := PageRows
+	if p.PageBytes > 0 {
+		rowsPerPage = max(1, min(PageRows, p.PageBytes/minRowBytes))
+	}
 	if paged {
-		n := int64(PageRows + 1) // one more tells whether rows follow
+		n := int64(rowsPerPage + 1) // one more tells whether rows follow
 		limit = &n
 	}
 
@@ -513,8 +524,8 @@ func List(ctx context.Context, db *store.DB, meta *Meta, p ListParams, now time.
 	var more bool
 	var pageKeys map[string]string
 	if paged {
-		if more = len(out) > PageRows; more {
-			out, keys = out[:PageRows], keys[:PageRows]
+		if more = len(out) > rowsPerPage; more {
+			out, keys = out[:rowsPerPage], keys[:rowsPerPage]
 		}
 		pageKeys = make(map[string]string, len(out))
 		for i, k := range keys {

@@ -149,6 +149,7 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 				if err != nil {
 					return nil, err
 				}
+				p.PageBytes = r.PageBudget()
 				page, err := List(ctx, o.DB, s.Meta, p, time.Now())
 				if err != nil {
 					return nil, err
