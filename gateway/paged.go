@@ -56,6 +56,7 @@ func (g *Gateway) servePaged(w http.ResponseWriter, r *http.Request, ep *endpoin
 				return
 			}
 			status := replyHeaders(w.Header(), reply.Header)
+			w.Header().Del(api.HeaderNext) // the pages' business, not the array's
 			if status == 0 {
 				status = http.StatusOK
 			}

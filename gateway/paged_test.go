@@ -110,6 +110,13 @@ func TestPagedRouteStreamsWholeArray(t *testing.T) {
 		t.Errorf("headers: total %q, next %q", resp.Header.Get("X-Total-Count"), resp.Header.Get(api.HeaderNext))
 	}
 
+	// A client's own after is one page, and its cursor comes along.
+	var one []pagedItem
+	resp = getJSON(t, g.URL()+"/api/test?after=item-000100", &one)
+	if len(one) == 0 || one[0].ID != "item-000101" || resp.Header.Get(api.HeaderNext) != one[len(one)-1].ID {
+		t.Errorf("?after: %d items, next %q", len(one), resp.Header.Get(api.HeaderNext))
+	}
+
 	var paged []pagedItem
 	after, pages := "", 0
 	for {
