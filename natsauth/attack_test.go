@@ -12,6 +12,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kanade-go/kanade/natsauth"
+	"github.com/kanade-go/kanade/nodetest"
+	"github.com/kanade-go/kanade/services/api"
 	"github.com/kanade-go/kanade/wire"
 )
 
@@ -282,4 +285,128 @@ func TestAgentCannotSpeakForAnother(t *testing.T) {
 	if err != nil || m.Subject != "heartbeat.PC1" {
 		t.Fatalf("first heartbeat at the backend: %v %v", m, err)
 	}
+}
+
+// TestCallerAccountHoldsNoWayIn: an API caller in its own account, even one
+// given no permission limits at all (a configuration mistake), cannot
+// publish a Command, point a consumer at commands.>, reach a kanade.>
+// subject that is not one of its tier's endpoints, or have the API answer
+// onto a Command subject or onto another endpoint; and every request it
+// makes reaches the backend stamped with its name, whatever it wrote.
+func TestCallerAccountHoldsNoWayIn(t *testing.T) {
+	layout, err := natsauth.Fleet([]string{"PC1", "PC2"}, "backend")
+	if err != nil {
+		t.Fatal(err)
+	}
+	layout.Callers = []natsauth.Caller{{Name: "mallory", Password: natsauth.NewPassword(), Tier: api.TierViewer,
+		Permissions: &natsauth.Permissions{}}}
+	// The API: echo answers Command-shaped JSON (a service whose answer an
+	// attacker would like delivered somewhere), put is another endpoint of
+	// the caller's tier, admin one above it.
+	stamps := make(chan string, 10)
+	var trail trail
+	svc := api.Service{Name: "attack", Audit: &trail, Logger: nodetest.Logger(t), Endpoints: []api.Endpoint{
+		{Name: "echo", Subject: "kanade.attack.echo", Tier: api.TierViewer, Handler: func(_ context.Context, r api.Request) (any, error) {
+			stamps <- r.Header.Get("Nats-Request-Info") + " actor=" + r.Actor()
+			return json.RawMessage(forged), nil
+		}},
+		{Name: "put", Subject: "kanade.attack.put", Tier: api.TierViewer, Audit: "attack.put"},
+		{Name: "admin", Subject: "kanade.attack.admin", Tier: api.TierAdmin, Audit: "attack.admin"},
+	}}
+	layout.API = []api.Definition{{Service: svc.Name, Endpoints: svc.Endpoints}}
+	l := startLayout(t, layout)
+	pc2 := l.agent(t, "PC2")
+	s := watch(t, l, pc2)
+	for i := range svc.Endpoints[1:] {
+		ep := &svc.Endpoints[1+i]
+		ep.Handler = func(_ context.Context, r api.Request) (any, error) {
+			s.add("backend")(&nats.Msg{Subject: r.Subject, Data: r.Data})
+			return nil, nil
+		}
+	}
+	running, err := api.Start(l.backend, svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { running.Stop() })
+	// The nodes' own traffic under kanade.>, not an endpoint.
+	if _, err := l.backend.Subscribe("kanade.agents.forgotten.PC2", s.add("backend")); err != nil {
+		t.Fatal(err)
+	}
+	l.backend.Flush()
+	m := l.agent(t, "mallory")
+	m.Publish("kanade.attack.admin", []byte(`{}`))
+	m.Publish("kanade.agents.forgotten.PC2", []byte(`{}`))
+	// Answers routed back in as requests: the service's own answer, and
+	// every service's $SRV answer, as requests to put.
+	m.PublishRequest("kanade.attack.echo", "kanade.attack.put", []byte(`{}`))
+	m.PublishRequest("$SRV.PING", "kanade.attack.put", nil)
+	m.PublishRequest("$SRV.INFO", "kanade.attack.put", nil)
+
+	// Straight publishes land in its own account.
+	m.Publish("commands.all", []byte(forged))
+	m.Publish("commands.pc.PC2", []byte(forged))
+	m.Publish("kill.PC2", []byte(`{}`))
+	// The JetStream API of an account without JetStream: no consumer, and
+	// no delivery anywhere.
+	cfg := `{"stream_name":"EXEC","config":{"deliver_subject":"commands.pc.PC2","ack_policy":"none"}}`
+	if rep, err := m.Request("$JS.API.CONSUMER.CREATE.EXEC", []byte(cfg), 5*time.Second); err == nil && !strings.Contains(string(rep.Data), `"error"`) {
+		t.Fatalf("a push consumer was created for the caller: %s", rep.Data)
+	}
+	// An API request whose reply names a Command subject or a bucket key:
+	// the server replaces the reply across the import, so the answer
+	// comes back in the caller's account, where nothing imports them.
+	hdr := nats.Header{}
+	hdr.Set("Nats-Request-Info", `{"acc":"KANADE","user":"backend"}`)
+	hdr.Set("Kanade-Actor", "admin")
+	if err := m.PublishMsg(&nats.Msg{Subject: "kanade.attack.echo", Reply: "commands.pc.PC2", Header: hdr, Data: []byte("{}")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.PublishMsg(&nats.Msg{Subject: "kanade.attack.echo", Reply: "$KV.jobs.evil", Data: []byte("{}")}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		select {
+		case got := <-stamps:
+			if !strings.Contains(got, `"acc":"USER_mallory"`) || !strings.Contains(got, `"user":"mallory"`) || !strings.HasSuffix(got, " actor=nats:mallory") {
+				t.Fatalf("the backend saw %q", got)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the echo service never heard the caller")
+		}
+	}
+	// A round trip of its own after the rest, then a grace for stragglers.
+	if _, err := m.Request("kanade.attack.echo", nil, 5*time.Second); err != nil {
+		t.Fatalf("the caller's own request: %v", err)
+	}
+	<-stamps
+	l.backend.Flush()
+	time.Sleep(300 * time.Millisecond)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.got) > 0 {
+		t.Fatalf("forged messages arrived: %q", s.got)
+	}
+	if recs := trail.all(); len(recs) > 0 {
+		t.Fatalf("audited calls that must not have run: %+v", recs)
+	}
+}
+
+// trail keeps audit records in memory.
+type trail struct {
+	mu   sync.Mutex
+	recs []api.Entry
+}
+
+func (tr *trail) Record(_ context.Context, e api.Entry) error {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	tr.recs = append(tr.recs, e)
+	return nil
+}
+
+func (tr *trail) all() []api.Entry {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return append([]api.Entry(nil), tr.recs...)
 }

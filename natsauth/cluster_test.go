@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/kanade-go/kanade/embedded"
 	"github.com/kanade-go/kanade/natsauth"
 	"github.com/kanade-go/kanade/nodetest"
+	"github.com/kanade-go/kanade/services/api"
 	"github.com/kanade-go/kanade/streams"
 	"github.com/kanade-go/kanade/wire"
 )
@@ -25,8 +27,13 @@ import (
 // replays through another node's JetStream, and its answers reach the
 // backend from any node.
 func TestLaneOnAThreeNodeCluster(t *testing.T) {
-	l, _ := natsauth.Fleet([]string{"PC1"}, "backend", "")
-	conf, _ := natsauth.Render(l)
+	l, _ := natsauth.Fleet([]string{"PC1"}, "backend")
+	l.API = []api.Definition{{Service: "x", Endpoints: []api.Endpoint{{Name: "list", Subject: "kanade.results.list", Tier: api.TierViewer}}}}
+	l.Callers = []natsauth.Caller{{Name: "vic", Password: "vic-secret", Tier: api.TierViewer}}
+	conf, err := natsauth.Render(l)
+	if err != nil {
+		t.Fatal(err)
+	}
 	path := filepath.Join(t.TempDir(), "auth.conf")
 	os.WriteFile(path, []byte(conf), 0o600)
 	routes := nodetest.FreeAddrs(t, 3)
@@ -134,5 +141,33 @@ func TestLaneOnAThreeNodeCluster(t *testing.T) {
 		if rep == nil {
 			time.Sleep(50 * time.Millisecond) // the interest is still crossing the routes
 		}
+	}
+	// An API caller on another node than the service's: stamped with its
+	// name across the routes.
+	stamps := make(chan string, 1)
+	backend.Subscribe("kanade.results.list", func(m *nats.Msg) {
+		select {
+		case stamps <- m.Header.Get("Nats-Request-Info"):
+		default:
+		}
+		m.Respond([]byte("[]"))
+	})
+	backend.Flush()
+	vic, err := nats.Connect(srvs[1].ClientURL(), nats.UserInfo("vic", "vic-secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vic.Close()
+	for rep = nil; rep == nil; {
+		rep, err = vic.Request("kanade.results.list", nil, 2*time.Second)
+		if err != nil && !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, nats.ErrTimeout) {
+			t.Fatal(err)
+		}
+		if wctx.Err() != nil {
+			t.Fatalf("caller across nodes: %v", err)
+		}
+	}
+	if got := <-stamps; !strings.Contains(got, `"acc":"USER_vic"`) || !strings.Contains(got, `"user":"vic"`) {
+		t.Fatalf("the service saw %q", got)
 	}
 }

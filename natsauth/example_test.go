@@ -14,7 +14,9 @@ import (
 
 	"github.com/kanade-go/kanade/embedded"
 	"github.com/kanade-go/kanade/natsauth"
+	"github.com/kanade-go/kanade/node"
 	"github.com/kanade-go/kanade/nodetest"
+	"github.com/kanade-go/kanade/services/api"
 	"github.com/kanade-go/kanade/streams"
 	"github.com/kanade-go/kanade/wire"
 )
@@ -22,22 +24,25 @@ import (
 var update = flag.Bool("update", false, "rewrite example.conf from exampleLayout")
 
 // exampleLayout is the documented example: the backend user, an operator
-// and two agents. Real deployments generate random passwords (or bcrypt
-// hashes).
-func exampleLayout() natsauth.Layout {
-	op := natsauth.Operator()
+// (an API caller with the operator tier, in its own account) and two
+// agents. Real deployments generate random passwords (or bcrypt hashes).
+func exampleLayout(t *testing.T) natsauth.Layout {
+	t.Helper()
 	return natsauth.Layout{
 		Backend: []natsauth.User{
 			{Name: "backend", Password: "backend-secret", Comment: "backend: every right in the backend's account (other backend nodes, admin tools)"},
-			{Name: "operator", Password: "operator-secret", Permissions: &op,
-				Comment: "operator: the kanade.> API, $SRV discovery, reading streams.\nUse: nats --user operator --password ... --inbox-prefix " + natsauth.OperatorInboxPrefix},
 		},
+		Callers: []natsauth.Caller{
+			{Name: "operator", Password: "operator-secret", Tier: api.TierOperator,
+				Comment: "operator: the operator tier of the kanade.> API, and $SRV discovery.\nUse: nats --user operator --password ... req kanade.results.list '{}'"},
+		},
+		API:    node.Definitions(),
 		Agents: []natsauth.Agent{{PC: "PC1", Password: "pc1-secret"}, {PC: "PC2", Password: "pc2-secret"}},
 	}
 }
 
 func TestExampleConfigIsGenerated(t *testing.T) {
-	got, err := natsauth.Render(exampleLayout())
+	got, err := natsauth.Render(exampleLayout(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,6 +56,8 @@ func TestExampleConfigIsGenerated(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got != string(want) {
+		// The operator's subjects come from the endpoint definitions: a
+		// new endpoint changes the example.
 		t.Fatalf("example.conf is not what Render writes; run go test ./natsauth -run Example -update\n%s", got)
 	}
 }
@@ -70,7 +77,19 @@ func TestRenderRejects(t *testing.T) {
 			t.Errorf("%s was accepted", name)
 		}
 	}
-	if _, err := natsauth.Fleet([]string{"PC1", "PC1"}, "backend", ""); err == nil {
+	for name, c := range map[string]natsauth.Caller{
+		"a caller name with a dot": {Name: "a.b", Password: "x", Tier: api.TierViewer},
+		"a caller with no tier":    {Name: "a", Password: "x"},
+		"a public caller":          {Name: "a", Password: "x", Tier: api.TierPublic},
+	} {
+		if _, err := natsauth.Render(natsauth.Layout{Callers: []natsauth.Caller{c}, API: node.Definitions()}); err == nil {
+			t.Errorf("%s was accepted", name)
+		}
+	}
+	if _, err := natsauth.Render(natsauth.Layout{Callers: []natsauth.Caller{{Name: "a", Password: "x", Tier: api.TierViewer}}}); err == nil {
+		t.Error("callers without the API's definitions were accepted")
+	}
+	if _, err := natsauth.Fleet([]string{"PC1", "PC1"}, "backend"); err == nil {
 		t.Error("a pc_id listed twice was accepted")
 	}
 }
@@ -106,11 +125,18 @@ func TestExampleConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stopRelay()
-	api, err := backend.Subscribe("kanade.results.list", func(m *nats.Msg) { m.Respond([]byte("[]")) })
+	seen := make(chan *nats.Msg, 10)
+	sub, err := backend.Subscribe("kanade.results.list", func(m *nats.Msg) {
+		select {
+		case seen <- m:
+		default:
+		}
+		m.Respond([]byte("[]"))
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer api.Unsubscribe()
+	defer sub.Unsubscribe()
 	backend.Flush()
 
 	if nc, err := nats.Connect(srv.ClientURL()); err == nil {
@@ -141,27 +167,27 @@ func TestExampleConfig(t *testing.T) {
 		t.Fatal("agent called kanade.results.list")
 	}
 
+	// The operator, alone in its account: its API calls reach the backend
+	// stamped with its name, whatever it wrote itself; it has no
+	// JetStream, so no stream to read and no consumer to point anywhere.
 	var ov violations
-	op, err := nats.Connect(srv.ClientURL(), nats.UserInfo("operator", "operator-secret"),
-		nats.CustomInboxPrefix(natsauth.OperatorInboxPrefix), nats.ErrorHandler(ov.handler))
+	op, err := nats.Connect(srv.ClientURL(), nats.UserInfo("operator", "operator-secret"), nats.ErrorHandler(ov.handler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer op.Close()
-	if rep, err := op.Request("kanade.results.list", []byte(`{}`), 5*time.Second); err != nil || string(rep.Data) != "[]" {
+	req := nats.NewMsg("kanade.results.list")
+	req.Header.Set("Nats-Request-Info", `{"acc":"KANADE","user":"backend"}`)
+	req.Header.Set("Kanade-Actor", "admin")
+	if rep, err := op.RequestMsg(req, 5*time.Second); err != nil || string(rep.Data) != "[]" {
 		t.Fatalf("operator API call: %v", err)
 	}
+	if got := (<-seen).Header.Get("Nats-Request-Info"); !strings.Contains(got, `"user":"operator"`) || !strings.Contains(got, `"acc":"USER_operator"`) {
+		t.Fatalf("the backend saw Nats-Request-Info %q", got)
+	}
 	ojs, _ := jetstream.New(op)
-	s, err := ojs.Stream(ctx, wire.StreamResults)
-	if err != nil {
-		t.Fatalf("operator stream info: %v", err)
-	}
-	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatalf("operator ordered consumer: %v", err)
-	}
-	if m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second)); err != nil || m.Subject() != "results.req-1" {
-		t.Fatalf("operator reads RESULTS: %v", err)
+	if _, err := ojs.Stream(ctx, wire.StreamResults); err == nil {
+		t.Fatal("the operator looked up RESULTS")
 	}
 	op.Publish("commands.all", []byte(`{}`))
 	ov.waitFor(t, "publish", "commands.all")
@@ -181,6 +207,9 @@ func TestExampleConfig(t *testing.T) {
 	defer nc.Close()
 	if _, err := nc.Request("kanade.results.list", nil, 5*time.Second); err != nil {
 		t.Fatalf("backend user on the API: %v", err)
+	}
+	if m := <-seen; m.Header.Get("Nats-Request-Info") != "" {
+		t.Fatalf("a request within the backend account carried Nats-Request-Info %q", m.Header.Get("Nats-Request-Info"))
 	}
 	js, _ := jetstream.New(nc)
 	if _, err := js.Publish(ctx, "commands.all", []byte(`{"id":"x"}`)); err != nil {

@@ -30,10 +30,16 @@ type lane struct {
 
 func startLane(t *testing.T, pcs ...string) *lane {
 	t.Helper()
-	l, err := natsauth.Fleet(pcs, "backend", "operator")
+	l, err := natsauth.Fleet(pcs, "backend")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startLayout(t, l)
+}
+
+// startLayout is startLane for a layout of the test's own.
+func startLayout(t *testing.T, l natsauth.Layout) *lane {
+	t.Helper()
 	conf, err := natsauth.Render(l)
 	if err != nil {
 		t.Fatal(err)
@@ -68,6 +74,9 @@ func startLane(t *testing.T, pcs ...string) *lane {
 	pw := map[string]string{}
 	for _, u := range l.Backend {
 		pw[u.Name] = u.Password
+	}
+	for _, c := range l.Callers {
+		pw[c.Name] = c.Password
 	}
 	for _, a := range l.Agents {
 		pw[a.PC] = a.Password

@@ -6,8 +6,8 @@
 //
 //   - BackendAccount holds JetStream (every stream, KV bucket and object
 //     store), the backend's services and the users of the backend side: a
-//     `backend` user with every right, role users such as the operator, and
-//     the node's own in-process connections (embedded.InternalUser).
+//     `backend` user with every right (other nodes, admin tools), and the
+//     node's own in-process connections (embedded.InternalUser).
 //   - Each agent has an account of its own, AgentAccount(pc), with one user
 //     (name = pc_id). It holds nothing: it sees only what it imports from
 //     the backend account (its Commands and the kills, live, as stream
@@ -26,6 +26,15 @@
 //   - Watches of its KV keys (ordered push consumers) are created through
 //     a relay as well (KVWatchRelay), delivering to KVDeliverPrefix.{pc},
 //     which its account alone imports, as its _INBOX.>.
+//   - Each NATS-native caller of the API (a viewer, operator or admin user,
+//     see Role) has an account of its own too, CallerAccount(name), which
+//     imports from the backend account the endpoint subjects of its tier
+//     and $SRV.>, with share on: the server then stamps every request with
+//     the caller's account and user (Nats-Request-Info, replacing any the
+//     caller wrote), so the services audit it as "nats:<user>" and the
+//     caller cannot name another actor; and, holding no JetStream, it
+//     cannot create consumers that deliver into commands.> or read a
+//     bucket.
 //
 // Why one account per agent: a request's reply subject is not checked
 // against the requester's permissions, and the JetStream API (or any
@@ -45,6 +54,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/kanade-go/kanade/services/api"
 	"github.com/kanade-go/kanade/wire"
 )
 
@@ -67,9 +77,16 @@ const AgentAccountPrefix = "AGENT_"
 // AgentAccount is the account of the agent on pc.
 func AgentAccount(pc string) string { return AgentAccountPrefix + pc }
 
-// OperatorInboxPrefix is the reply-subject prefix operators' clients use
-// (`nats --inbox-prefix _INBOX_operator`): the operator may subscribe only
-// there, so it cannot read the answers the backend's own connections get.
+// CallerAccountPrefix starts the account name of every NATS-native caller
+// of the API (viewer, operator and admin users).
+const CallerAccountPrefix = api.CallerAccountPrefix
+
+// CallerAccount is the account of the API caller name.
+func CallerAccount(name string) string { return CallerAccountPrefix + name }
+
+// OperatorInboxPrefix is a reply-subject prefix callers' clients may use
+// (`nats --inbox-prefix _INBOX_operator`), as they had to when they shared
+// the backend's account; in an account of their own plain _INBOX works.
 const OperatorInboxPrefix = "_INBOX_operator"
 
 // Permissions are one user's rights, in nats-server's terms.
@@ -100,10 +117,17 @@ type Agent struct {
 
 // Layout is everything Render writes.
 type Layout struct {
-	// Backend are the users of BackendAccount, in order. Roles added later
-	// (viewer, operator, admin) are more entries here.
+	// Backend are the users of BackendAccount, in order: the backend's
+	// own (other nodes, admin tools), trusted to name the actor they act
+	// for.
 	Backend []User
-	Agents  []Agent
+	// Callers are the NATS-native callers of the API, each alone in
+	// CallerAccount(Name), its reach that of its tier (see Role).
+	Callers []Caller
+	// API are the endpoints callers may reach (node.Definitions()):
+	// required with Callers.
+	API    []api.Definition
+	Agents []Agent
 }
 
 // Import is one import of an account: a service (requests and publishes
@@ -115,6 +139,11 @@ type Import struct {
 	Subject string
 	// To is the subject in the importing account, when not Subject.
 	To string
+	// Share: the server adds the requester's user and host to the
+	// Nats-Request-Info header it sets on each request (it sets the header,
+	// with the account alone, either way, and replaces one the requester
+	// wrote).
+	Share bool
 }
 
 // noJSInfo is a backend export nothing answers. Agent accounts import it
@@ -131,6 +160,8 @@ type Export struct {
 	// Streamed: a request may get many answers (a pull request's messages
 	// and status), not one.
 	Streamed bool
+	// Threshold is how long an answer may take ("" = the server's 2 m).
+	Threshold string
 }
 
 // The lane, in the terms of the JetStream objects agents touch.
@@ -219,6 +250,46 @@ func BackendExports() []Export {
 		{Subject: wire.SubjectCommandsAny},
 		{Subject: wire.Kill("*")},
 	}...)
+}
+
+// callerLanes are the backend account's exports to the API callers'
+// accounts, and each caller's imports: one service per endpoint subject,
+// exported to the callers whose tier reaches it (its response threshold
+// the endpoint's wait, so kanade.run's answer may take an hour, a list's
+// entry goes in seconds), and $SRV.> (many instances answer a $SRV.PING).
+// Imports have share on, so every request carries who sent it.
+func callerLanes(l Layout) ([]Export, map[string][]Import, error) {
+	if len(l.Callers) == 0 {
+		return nil, nil, nil
+	}
+	if len(l.API) == 0 {
+		return nil, nil, fmt.Errorf("API callers need the API's definitions (Layout.API)")
+	}
+	var exports []Export
+	at := map[string]int{} // subject -> index in exports
+	imports := map[string][]Import{}
+	var all []string
+	for _, c := range l.Callers {
+		acc := CallerAccount(c.Name)
+		all = append(all, acc)
+		subjects, err := tierSubjects(c.Tier, l.API)
+		if err != nil {
+			return nil, nil, fmt.Errorf("caller %q: %w", c.Name, err)
+		}
+		for _, s := range subjects {
+			i, ok := at[s.Subject]
+			if !ok {
+				i = len(exports)
+				at[s.Subject] = i
+				exports = append(exports, Export{Service: true, Subject: s.Subject, Threshold: s.Wait.String()})
+			}
+			exports[i].Accounts = append(exports[i].Accounts, acc)
+			imports[acc] = append(imports[acc], Import{Service: true, Account: BackendAccount, Subject: s.Subject, Share: true})
+		}
+		imports[acc] = append(imports[acc], Import{Service: true, Account: BackendAccount, Subject: "$SRV.>", Share: true})
+	}
+	exports = append(exports, Export{Service: true, Subject: "$SRV.>", Accounts: all, Streamed: true, Threshold: srvWait})
+	return exports, imports, nil
 }
 
 // AgentImports are the imports of pc's account from the backend account:
@@ -359,40 +430,6 @@ func AgentPermissions(pc string) Permissions {
 	return p
 }
 
-// Operator is the rights of an operator in the backend account: the API,
-// service discovery and reading (not changing) the streams.
-func Operator() Permissions {
-	return Permissions{
-		PublishAllow: []string{
-			"kanade.>",
-			"$SRV.>",
-			"$JS.API.INFO",
-			"$JS.API.STREAM.NAMES",
-			"$JS.API.STREAM.LIST",
-			"$JS.API.STREAM.INFO.*",
-			"$JS.API.STREAM.MSG.GET.*",
-			"$JS.API.DIRECT.GET.>",
-			"$JS.API.CONSUMER.CREATE.>",
-			"$JS.API.CONSUMER.INFO.>",
-			"$JS.API.CONSUMER.NAMES.*",
-			"$JS.API.CONSUMER.LIST.*",
-			"$JS.API.CONSUMER.MSG.NEXT.>",
-			"$JS.ACK.>",
-			"$JS.FC.>",
-		},
-		// Admin services and the accounts bucket are not the operator's:
-		// with kanade.> alone it created admins, and a direct get of
-		// KV_accounts read the token secret and every password hash.
-		PublishDeny: []string{wire.SubjectCommandsAny, "kill.>", "$KV.>", "$O.>",
-			"kanade.accounts.>", "kanade.auth.>", "kanade.permission_groups.>", "kanade.snapshot.>",
-			"$JS.API.DIRECT.GET.KV_accounts", "$JS.API.DIRECT.GET.KV_accounts.>",
-			"$JS.API.STREAM.MSG.GET.KV_accounts",
-			"$JS.API.CONSUMER.CREATE.KV_accounts", "$JS.API.CONSUMER.CREATE.KV_accounts.>",
-			"$JS.API.DIRECT.GET.KV_login_throttle.>", "$JS.API.CONSUMER.CREATE.KV_login_throttle.>"},
-		SubscribeAllow: []string{OperatorInboxPrefix + ".>"},
-	}
-}
-
 // Validate checks names and passwords.
 func (l Layout) Validate() error {
 	seen := map[string]string{}
@@ -412,6 +449,22 @@ func (l Layout) Validate() error {
 		}
 		if u.Password == "" {
 			return fmt.Errorf("user %q: a password is required", u.Name)
+		}
+	}
+	for _, c := range l.Callers {
+		// The name is part of its account's name and of the actor
+		// ("nats:<user>") audit records carry.
+		if !wire.ValidToken(c.Name) {
+			return fmt.Errorf("caller %q: a name without dots, spaces or wildcards is required", c.Name)
+		}
+		if err := claim(c.Name, "an API caller"); err != nil {
+			return err
+		}
+		if c.Password == "" {
+			return fmt.Errorf("user %q: a password is required", c.Name)
+		}
+		if api.TierRank(c.Tier) < 1 {
+			return fmt.Errorf("caller %q: tier %q: want viewer, operator or admin", c.Name, c.Tier)
 		}
 	}
 	replay := map[string]string{}
@@ -441,9 +494,14 @@ func Render(l Layout) (string, error) {
 	if err := l.Validate(); err != nil {
 		return "", err
 	}
+	callerExports, callerImports, err := callerLanes(l)
+	if err != nil {
+		return "", err
+	}
 	var b strings.Builder
-	b.WriteString("# NATS accounts for kanade (kanade nats-users): the backend's account, and one\n")
-	b.WriteString("# account per agent holding only that agent's lane. Load with:\n")
+	b.WriteString("# NATS accounts for kanade (kanade nats-users): the backend's account, one account\n")
+	b.WriteString("# per API caller holding only its tier's endpoints, and one per agent holding only\n")
+	b.WriteString("# that agent's lane. Load with:\n")
 	b.WriteString("#   kanade serve --nats-config FILE\n")
 	b.WriteString("accounts {\n")
 	fmt.Fprintf(&b, "  %s: {\n    jetstream: enabled\n    users: [\n", quote(BackendAccount))
@@ -452,9 +510,26 @@ func Render(l Layout) (string, error) {
 		writeUser(&b, "      ", u.Name, u.Password, u.Permissions)
 	}
 	b.WriteString("    ]\n")
-	writeExports(&b, BackendExports())
+	writeExports(&b, append(BackendExports(), callerExports...))
 	writeImports(&b, BackendImports())
 	b.WriteString("  }\n")
+	for _, c := range l.Callers {
+		fmt.Fprintf(&b, "  # API caller %s (%s), alone in its account: the server names it on every request\n", c.Name, c.Tier)
+		fmt.Fprintf(&b, "  %s: {\n    users: [\n", quote(CallerAccount(c.Name)))
+		writeComment(&b, "      ", c.Comment)
+		p := c.Permissions
+		if p == nil {
+			role, err := Role(c.Tier, l.API)
+			if err != nil {
+				return "", err
+			}
+			p = &role
+		}
+		writeUser(&b, "      ", c.Name, c.Password, p)
+		b.WriteString("    ]\n")
+		writeImports(&b, callerImports[CallerAccount(c.Name)])
+		b.WriteString("  }\n")
+	}
 	b.WriteString("  # the backend's requests to agents (tail, ping, logs), relayed to each agent's account\n")
 	fmt.Fprintf(&b, "  %s: {\n", quote(RequestsAccount))
 	writeExports(&b, RequestsExports())
@@ -542,6 +617,9 @@ func writeExports(b *strings.Builder, ex []Export) {
 		if e.Streamed {
 			b.WriteString(`, response_type: "stream"`)
 		}
+		if e.Threshold != "" {
+			fmt.Fprintf(b, ", response_threshold: %s", quote(e.Threshold))
+		}
 		b.WriteString("}\n")
 	}
 	b.WriteString("    ]\n")
@@ -561,6 +639,9 @@ func writeImports(b *strings.Builder, im []Import) {
 		if i.To != "" {
 			fmt.Fprintf(b, ", to: %s", quote(i.To))
 		}
+		if i.Share {
+			b.WriteString(", share: true")
+		}
 		b.WriteString("}\n")
 	}
 	b.WriteString("    ]\n")
@@ -573,18 +654,13 @@ func quote(s string) string {
 }
 
 // Fleet is the layout `kanade nats-users` writes: a backend user with
-// every right (unless backend is ""), an operator (unless operator is ""),
-// and one agent per pc, each with a new random password.
-func Fleet(pcs []string, backend, operator string) (Layout, error) {
+// every right (unless backend is "") and one agent per pc, each with a new
+// random password. API callers (RoleUsers) are added to its Callers.
+func Fleet(pcs []string, backend string) (Layout, error) {
 	var l Layout
 	if backend != "" {
 		l.Backend = append(l.Backend, User{Name: backend, Password: NewPassword(),
 			Comment: "backend: every right in the backend's account (other backend nodes, admin tools)"})
-	}
-	if operator != "" {
-		op := Operator()
-		l.Backend = append(l.Backend, User{Name: operator, Password: NewPassword(), Permissions: &op,
-			Comment: "operator: nats --inbox-prefix " + OperatorInboxPrefix + " ..."})
 	}
 	for _, pc := range pcs {
 		if slices.ContainsFunc(l.Agents, func(a Agent) bool { return a.PC == pc }) {

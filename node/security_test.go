@@ -30,7 +30,7 @@ func TestSecurityWarnings(t *testing.T) {
 		t.Cleanup(srv.Shutdown)
 		return srv
 	}
-	l, _ := natsauth.Fleet([]string{"PC1"}, "backend", "")
+	l, _ := natsauth.Fleet([]string{"PC1"}, "backend")
 	conf, _ := natsauth.Render(l)
 	path := filepath.Join(t.TempDir(), "auth.conf")
 	os.WriteFile(path, []byte(conf), 0o600)

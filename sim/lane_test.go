@@ -27,7 +27,7 @@ import (
 // generates for pcs; it returns where it listens and every password.
 func runLaneNode(t *testing.T, pcs []string, opts ...func(*node.Options)) (node.Ready, map[string]string) {
 	t.Helper()
-	l, err := natsauth.Fleet(pcs, "backend", "operator")
+	l, err := natsauth.Fleet(pcs, "backend")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -140,8 +140,12 @@ func (m Mix) draw() plan {
 //	# sim: outcome=failure exit=3 duration=20s-60s output=4KiB
 const directivePrefix = "# sim:"
 
-// applyDirectives overrides p with the script's "# sim:" lines.
+// applyDirectives overrides p with the script's "# sim:" lines. An exit
+// code pins the outcome to success or failure, unless an outcome directive
+// names one: the drawn outcome (a timeout, 5 % of the default mix) must
+// not turn "exit=125" into a hang.
 func applyDirectives(p plan, script string) (plan, error) {
+	named := false // an outcome directive was seen
 	for _, line := range strings.Split(script, "\n") {
 		line = strings.TrimSpace(line)
 		rest, ok := strings.CutPrefix(line, directivePrefix)
@@ -154,7 +158,7 @@ func applyDirectives(p plan, script string) (plan, error) {
 			case "outcome":
 				switch o := Outcome(v); o {
 				case Success, Failure, Timeout:
-					p.outcome = o
+					p.outcome, named = o, true
 				default:
 					return p, fmt.Errorf("directive %q: unknown outcome", f)
 				}
@@ -164,9 +168,10 @@ func applyDirectives(p plan, script string) (plan, error) {
 					return p, fmt.Errorf("directive %q: %w", f, err)
 				}
 				p.exitCode = n
-				if n == 0 {
+				switch {
+				case n == 0:
 					p.outcome = Success
-				} else if p.outcome == Success {
+				case p.outcome == Success || !named:
 					p.outcome = Failure
 				}
 			case "duration":

@@ -85,6 +85,20 @@ func TestDirectives(t *testing.T) {
 	if err != nil || p.outcome != Failure || p.exitCode != 3 || p.duration != 2*time.Second || p.output != 1024 {
 		t.Fatalf("%+v %v", p, err)
 	}
+	// Whatever the mix drew, an exit code is a run that exits with it; an
+	// outcome directive still wins.
+	for _, drawn := range []Outcome{Success, Failure, Timeout} {
+		for script, want := range map[string]Outcome{
+			"# sim: exit=125 duration=0s":           Failure,
+			"# sim: exit=0":                         Success,
+			"# sim: outcome=timeout exit=3":         Timeout,
+			"# sim: exit=3\n# sim: outcome=timeout": Timeout,
+		} {
+			if p, err := applyDirectives(plan{outcome: drawn, exitCode: 1}, script); err != nil || p.outcome != want {
+				t.Errorf("drawn %s, %q: outcome %s (%v), want %s", drawn, script, p.outcome, err, want)
+			}
+		}
+	}
 	if _, err := applyDirectives(plan{}, "# sim: outcome=maybe"); err == nil {
 		t.Fatal("unknown outcome accepted")
 	}

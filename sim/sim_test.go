@@ -73,11 +73,17 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func waitIdle(t *testing.T, f *sim.Fleet, want int64) sim.Stats {
 	t.Helper()
 	var s sim.Stats
-	waitFor(t, "the fleet to finish its runs", func() bool {
-		s = f.Stats()
-		return s.Commands >= want && s.Running == 0
-	})
-	return s
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if s = f.Stats(); s.Commands >= want && s.Running == 0 {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for the fleet to finish its runs: %d of %d Commands accepted, %d running (stats %+v)",
+				s.Commands, want, s.Running, s)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 type stored struct {

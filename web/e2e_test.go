@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/rand"
 	"io"
+	"net"
+	"net/textproto"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -69,7 +71,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	// With an API token, so the run also covers the dashboard's token prompt.
 	token := rand.Text()
-	url, natsURL := startDemo(t, bin, token)
+	mailDir := t.TempDir()
+	url, natsURL := startDemo(t, bin, token, smtpToDir(t, mailDir))
 	skipJob, brokenSchedule := seedUnvalidated(t, natsURL)
 	bigResult, bigPC := seedLargeOutput(t, natsURL)
 
@@ -82,7 +85,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	cmd := exec.CommandContext(ctx, node, filepath.Join("e2e", "dashboard.mjs"), url)
 	cmd.Env = append(os.Environ(), "SCREENSHOT_DIR="+shots, "CHROMIUM="+chromium, "E2E_TOKEN="+token,
 		"E2E_SKIP_JOB="+skipJob, "E2E_BROKEN_SCHEDULE="+brokenSchedule, "E2E_BIG_RESULT="+bigResult, "E2E_BIG_PC="+bigPC,
-		"E2E_BIG_BYTES="+strconv.Itoa(len(largeOutput())), "E2E_ADMIN_PASSWORD="+e2eAdminPassword)
+		"E2E_BIG_BYTES="+strconv.Itoa(len(largeOutput())), "E2E_ADMIN_PASSWORD="+e2eAdminPassword,
+		"E2E_MAIL_DIR="+mailDir, "E2E_PUBLIC_URL="+e2ePublicURL)
 	if os.Getenv("E2E_GROUP") == "" {
 		cmd.Env = append(cmd.Env, "E2E_GROUP="+sim.DemoGroups[len(sim.DemoGroups)-1])
 	}
@@ -137,10 +141,80 @@ func seedUnvalidated(t *testing.T, natsURL string) (job, schedule string) {
 // e2eAdminPassword is the bootstrap admin's first password (web/e2e/auth.mjs).
 const e2eAdminPassword = "first-admin-pass"
 
-func startDemo(t *testing.T, bin, token string) (httpURL, natsURL string) {
+// e2ePublicURL starts the mailed links; the browser script puts the
+// server's real address in its place (the port is known only later).
+const e2ePublicURL = "http://kanade.e2e.invalid"
+
+// smtpToDir is an SMTP relay on 127.0.0.1:0 that writes each message it
+// takes to dir (1.eml, 2.eml, …), for the browser script to read.
+func smtpToDir(t *testing.T, dir string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg sync.WaitGroup
+		mu sync.Mutex
+		n  int
+	)
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	serve := func(c net.Conn) {
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(time.Minute))
+		tp := textproto.NewConn(c)
+		tp.PrintfLine("220 e2e relay")
+		for {
+			line, err := tp.ReadLine()
+			if err != nil {
+				return
+			}
+			switch strings.ToUpper(strings.SplitN(line, " ", 2)[0]) {
+			case "EHLO", "HELO":
+				tp.PrintfLine("250-e2e relay\r\n250 8BITMIME")
+			case "DATA":
+				tp.PrintfLine("354 go on")
+				b, err := tp.ReadDotBytes()
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				n++
+				name := filepath.Join(dir, strconv.Itoa(n)+".eml")
+				mu.Unlock()
+				// Written whole, then renamed: the reader never sees half.
+				if os.WriteFile(name+".tmp", b, 0o600) == nil {
+					os.Rename(name+".tmp", name)
+				}
+				tp.PrintfLine("250 queued")
+			case "QUIT":
+				tp.PrintfLine("221 bye")
+				return
+			default:
+				tp.PrintfLine("250 ok")
+			}
+		}
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); serve(c) }()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func startDemo(t *testing.T, bin, token, mailRelay string) (httpURL, natsURL string) {
 	t.Helper()
 	cmd := exec.Command(bin, "serve", "--demo",
-		"--data-dir", t.TempDir(), "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--node-name", "e2e")
+		"--data-dir", t.TempDir(), "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--node-name", "e2e",
+		"--mail-relay", mailRelay, "--mail-from", "kanade <kanade@e2e.invalid>", "--public-url", e2ePublicURL)
 	cmd.Env = append(os.Environ(), "KANADE_API_TOKEN="+token, "KANADE_BOOTSTRAP_ADMIN_PASSWORD="+e2eAdminPassword)
 	// The ready line is on stdout, the logs on stderr: read both, in order.
 	stderr, w, err := os.Pipe()

@@ -3,9 +3,11 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	osuser "os/user"
 	"strings"
 	"time"
 
@@ -13,11 +15,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanade-go/kanade/services/accounts"
+	"github.com/kanade-go/kanade/services/api"
+	"github.com/kanade-go/kanade/services/audit"
 )
 
 // admin is `kanade admin reset-password`: set an account's password from
 // the host, through the node's NATS, for an admin locked out of the API.
-// The account must change it at its next login and is enabled again.
+// The account must change it at its next login and is enabled again. The
+// change is recorded on the audit trail first (actor "cli:<host user>").
 func admin(args []string) error {
 	if len(args) == 0 || args[0] != "reset-password" {
 		return errors.New("usage: kanade admin reset-password --user NAME [--create] (password on stdin or in KANADE_NEW_PASSWORD)")
@@ -66,8 +71,40 @@ func admin(args []string) error {
 	if err != nil {
 		return err
 	}
+	// No change without its record, from the host as through the API: the
+	// actor is the host's user.
+	rec, err := audit.NewRecorder(ctx, nc, 1)
+	if err != nil {
+		return fmt.Errorf("audit trail unavailable, nothing was changed: %w", err)
+	}
+	// The person at the host: under sudo, the one who ran sudo.
+	actor := "cli"
+	if u := os.Getenv("SUDO_USER"); u != "" {
+		actor = "cli:" + u
+	} else if u, err := osuser.Current(); err == nil {
+		actor = "cli:" + u.Username
+	}
+	action := "account.update"
+	if *create {
+		existing, err := st.Get(ctx, *user)
+		if err != nil {
+			return fmt.Errorf("read account %s: %w", *user, err)
+		}
+		if existing == nil {
+			action = "account.create"
+		}
+	}
+	payload, _ := json.Marshal(map[string]any{"password_reset": true, "sub": actor, "via": "kanade admin reset-password"})
+	entry := api.Entry{Actor: actor, Action: action, Target: *user, Payload: payload}
+	if err := rec.Record(ctx, entry); err != nil {
+		return fmt.Errorf("audit trail unavailable, nothing was changed: %w", err)
+	}
 	created, err := st.ResetPassword(ctx, *user, password, *create, time.Now())
 	if err != nil {
+		entry.Error = err.Error()
+		if rerr := rec.Record(context.WithoutCancel(ctx), entry); rerr != nil {
+			fmt.Fprintf(os.Stderr, "kanade admin: the failure's audit record was not written: %v\n", rerr)
+		}
 		return fmt.Errorf("reset password of %s: %w", *user, err)
 	}
 	if created {

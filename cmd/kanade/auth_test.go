@@ -88,6 +88,12 @@ func TestAccountsAndRoles(t *testing.T) {
 	want(t, "results without a token", st, body, 401, "missing bearer token")
 	st, _, body = call(t, "GET", api+"/version", "", "")
 	want(t, "version is public", st, body, 200)
+	st, _, body = call(t, "POST", api+"/auth/forgot-password", "", `{"username":"root"}`)
+	want(t, "forgot-password is public, and answers 200 even without mail", st, body, 200)
+	st, _, body = call(t, "GET", api+"/auth/password-setup/00000000-0000-4000-8000-000000000000", "", "")
+	want(t, "an unknown setup link", st, body, 404, "invalid link")
+	st, _, body = call(t, "POST", api+"/auth/password-setup/not-a-token", "", `{"password":"long-enough-1"}`)
+	want(t, "a malformed setup link", st, body, 404, "invalid link")
 
 	admin := login(t, api, "root", "first-pass-1")
 	if admin.Role != "admin" || !admin.MustChangePW || admin.Exp < time.Now().Add(23*time.Hour).Unix() {
@@ -110,6 +116,10 @@ func TestAccountsAndRoles(t *testing.T) {
 	}
 	st, _, body = call(t, "POST", api+"/accounts", admin.Token, `{"username":"vera","password":"viewer-pass","role":"viewer"}`)
 	want(t, "duplicate", st, body, 409, "username already exists")
+	st, _, body = call(t, "POST", api+"/accounts", admin.Token, `{"username":"mia","email":"mia@example.test","role":"viewer"}`)
+	want(t, "email-only create without mail", st, body, 400, "[mail] not configured — set a password instead of emailing a setup link")
+	st, _, body = call(t, "POST", api+"/accounts/vera/reset-link", admin.Token, "")
+	want(t, "reset link without mail", st, body, 400, "[mail] not configured")
 	st, _, body = call(t, "GET", api+"/accounts", admin.Token, "")
 	want(t, "list", st, body, 200, `"username":"otto"`, `"username":"vera"`, `"disabled":0`)
 	if strings.Contains(body, "argon2") {
@@ -118,6 +128,8 @@ func TestAccountsAndRoles(t *testing.T) {
 
 	viewer := login(t, api, "vera", "viewer-pass")
 	operator := login(t, api, "otto", "operator-pass")
+	st, _, body = call(t, "POST", api+"/accounts/vera/reset-link", operator.Token, "")
+	want(t, "reset link is for admins", st, body, 403, "admin role required (caller is operator)")
 	st, _, body = call(t, "GET", api+"/results", viewer.Token, "")
 	want(t, "viewer reads results", st, body, 200)
 	for _, c := range [][2]string{
@@ -178,6 +190,12 @@ func TestAccountsAndRoles(t *testing.T) {
 	}
 	if r := login(t, api, "otto", "reset-pass-3"); !r.MustChangePW {
 		t.Fatalf("after admin reset: %+v", r)
+	}
+	// … and left its record, by the host's user, the password not in it.
+	st, _, body = call(t, "GET", api+"/audit?action=account.update&target=otto", admin.Token, "")
+	want(t, "the host's reset on the trail", st, body, 200, `"actor":"cli:`, `"via":"kanade admin reset-password"`)
+	if strings.Contains(body, "reset-pass-3") {
+		t.Fatalf("the password reached the trail: %s", body)
 	}
 
 	// TOTP: init offers a secret, verify stores it, login then asks for a code.
@@ -312,9 +330,10 @@ func TestAuditTrail(t *testing.T) {
 
 // TestNATSRoles runs the real binary under the configuration `kanade
 // nats-users --viewers vic --operators ophelia` writes, whose rights come
-// from the same endpoint definitions as the gateway's tiers: the viewer reads results and is
-// refused exec, kill and job put; the operator puts a job, which the
-// audit trail records as a NATS caller's, and is refused the accounts.
+// from the same endpoint definitions as the gateway's tiers: the viewer
+// reads results and is refused exec, kill and job put; the operator puts a
+// job and runs it, which the audit trail records as "nats:ophelia" though
+// the requests named admin, and is refused the accounts and JetStream.
 func TestNATSRoles(t *testing.T) {
 	conf, err := exec.Command(binary(t), "nats-users", "--viewers", "vic", "--operators", "ophelia").Output()
 	if err != nil {
@@ -336,20 +355,22 @@ func TestNATSRoles(t *testing.T) {
 	// The server refuses a publish asynchronously: the request times
 	// out and the connection's error handler hears why.
 	violations := make(chan string, 10)
-	connect := func(u natsauth.User) *nats.Conn {
-		nc, err := nats.Connect(p.NATS, nats.UserInfo(u.Name, u.Password), nats.CustomInboxPrefix(natsauth.RoleInboxPrefix),
+	connect := func(u natsauth.User, opts ...nats.Option) *nats.Conn {
+		nc, err := nats.Connect(p.NATS, append(opts, nats.UserInfo(u.Name, u.Password),
 			nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 				if errors.Is(err, nats.ErrPermissionViolation) {
 					violations <- u.Name + " " + err.Error()
 				}
-			}))
+			}))...)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(nc.Close)
 		return nc
 	}
-	viewer, operator := connect(viewers[0]), connect(operators[0])
+	// Alone in its account, a caller may use plain _INBOX replies; the old
+	// prefix still works.
+	viewer, operator := connect(viewers[0]), connect(operators[0], nats.CustomInboxPrefix(natsauth.RoleInboxPrefix))
 	if r := natsCall(t, viewer, "kanade.results.list", `{"limit":1}`, nil); r.status != 200 {
 		t.Fatalf("viewer results over NATS: %+v", r)
 	}
@@ -367,23 +388,60 @@ func TestNATSRoles(t *testing.T) {
 			t.Fatalf("%s: no permissions violation", subject)
 		}
 	}
+	// Discovery crosses the import too, every service answering one
+	// request (`nats micro ls` as a caller).
+	inbox := viewer.NewRespInbox()
+	infos, err := viewer.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := viewer.PublishRequest("$SRV.INFO", inbox, nil); err != nil {
+		t.Fatal(err)
+	}
+	var answers int
+	var sawResults bool
+	for {
+		m, err := infos.NextMsg(2 * time.Second)
+		if err != nil {
+			break
+		}
+		answers++
+		sawResults = sawResults || strings.Contains(string(m.Data), `"kanade.results.list"`)
+	}
+	if answers < 2 || !sawResults {
+		t.Fatalf("viewer's $SRV.INFO: %d answers, results among them %v", answers, sawResults)
+	}
 	refused(viewer, "kanade.jobs.exec", `{"job_id":"inventory","target":{"all":true}}`)
 	refused(viewer, "kanade.jobs.kill", `{"job_id":"inventory"}`)
 	refused(viewer, "kanade.jobs.put", `{"id":"x"}`)
 	refused(operator, "kanade.accounts.list", `{}`)
-	if r := natsCall(t, operator, "kanade.jobs.put", `{"id":"inventory","version":"1.0.0","execute":{"shell":"sh","script":"true","timeout":"30s"}}`, nil); r.status != 200 {
+	refused(operator, "$JS.API.STREAM.INFO.RESULTS", ``)
+	// The requests name someone else, in both ways a caller might try;
+	// the server's stamp wins.
+	impostor := nats.Header{}
+	impostor.Set("Kanade-Actor", "admin")
+	impostor.Set("Nats-Request-Info", `{"acc":"KANADE","user":"admin"}`)
+	if r := natsCall(t, operator, "kanade.jobs.put", `{"id":"inventory","version":"1.0.0","execute":{"shell":"sh","script":"true","timeout":"30s"}}`, impostor); r.status != 200 {
 		t.Fatalf("operator job put over NATS: %+v", r)
 	}
+	if r := natsCall(t, operator, "kanade.jobs.exec", `{"job_id":"inventory","target":{"all":true}}`, impostor); r.status >= 500 {
+		t.Fatalf("operator exec over NATS: %+v", r)
+	}
 	admin := login(t, p.HTTP+"/api", "admin", "first-pass-1")
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		_, _, body := call(t, "GET", p.HTTP+"/api/audit?action=job_upsert", admin.Token, "")
-		if strings.Contains(body, `"actor":"nats"`) && strings.Contains(body, `"target":"inventory"`) {
-			break
+	for _, action := range []string{"job_upsert", "exec"} {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			_, _, body := call(t, "GET", p.HTTP+"/api/audit?action="+action, admin.Token, "")
+			if strings.Contains(body, `"actor":"nats:ophelia"`) && strings.Contains(body, `"target":"inventory"`) {
+				if strings.Contains(body, `"actor":"admin"`) {
+					t.Fatalf("the %s record names the impostor's actor: %s", action, body)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s by nats:ophelia in the trail: %s", action, body)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no NATS caller's job_upsert in the trail: %s", body)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -7,19 +7,21 @@ import (
 	"strings"
 
 	"github.com/kanade-go/kanade/natsauth"
+	"github.com/kanade-go/kanade/node"
 )
 
 // natsUsers prints a nats-server configuration for `kanade serve
-// --nats-config`: the backend's account (a backend user with every right,
-// an operator) and one account per agent (user = pc_id), each with a new
-// random password (see natsauth).
+// --nats-config`: the backend's account (a backend user with every right),
+// one account per API caller (an operator, --viewers, --operators,
+// --admins) and one per agent (user = pc_id), each with a new random
+// password (see natsauth).
 func natsUsers(args []string) error {
 	f := newFlags("nats-users")
 	agents := f.String("agents", "", "comma list of pc_ids, one agent user each")
 	agentsFile := f.String("agents-file", "", "file with one pc_id a line (# comments allowed)")
 	backend := f.String("backend", "backend", `name of the backend user (everything); "" = none`)
-	operator := f.String("operator", "operator", `name of the operator user (API, discovery, reading streams); "" = none`)
-	roles := roleFlags(f)
+	operator := f.String("operator", "operator", `name of a NATS user with the operator tier, as --operators; "" = none`)
+	roles := roleFlags(f, operator)
 	if err := f.parse(args); err != nil {
 		return err
 	}
@@ -45,16 +47,15 @@ func natsUsers(args []string) error {
 			return fmt.Errorf("--agents-file: %w", err)
 		}
 	}
-	layout, err := natsauth.Fleet(pcs, *backend, *operator)
+	layout, err := natsauth.Fleet(pcs, *backend)
 	if err != nil {
 		return err
 	}
-	tiered, err := roles()
-	if err != nil {
+	// The tiered users call the API, each from an account of its own.
+	if layout.Callers, err = roles(); err != nil {
 		return err
 	}
-	// The tiered users call the API: they are the backend account's.
-	layout.Backend = append(layout.Backend, tiered...)
+	layout.API = node.Definitions()
 	conf, err := natsauth.Render(layout)
 	if err != nil {
 		return err

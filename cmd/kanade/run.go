@@ -42,7 +42,7 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	execID := f.String("exec-id", "", "exec_id, so kill.{exec_id} can stop the run")
 	runAs := f.String("run-as", "system", "system, user or system_gui")
 	asJSON := f.Bool("json", false, "print the ExecResult JSON instead of its outputs")
-	actor := f.String("actor", defaultActor(), "who runs it, for the audit record")
+	actor := f.String("actor", defaultActor(), "who runs it, for the audit record (a NATS API caller is recorded as itself)")
 	if err := f.parse(args); err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"net/mail"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 
@@ -41,6 +42,16 @@ type Service struct {
 	log      *slog.Logger
 	now      func() time.Time
 	dummy    string // a hash checked for unknown users, so they cost as much
+
+	mail      *Mail
+	publicURL string
+	// bg owns the mails sent after forgot-password answered; bgStop
+	// cancels them at Stop.
+	bg     sync.WaitGroup
+	bgCtx  context.Context
+	bgStop context.CancelFunc
+	// sending bounds the background mails in flight.
+	sending chan struct{}
 }
 
 func unauthorized(text string) error { return api.Errorf(http.StatusUnauthorized, "%s", text) }
@@ -434,10 +445,17 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (any, error) {
 		}
 	case email == "":
 		return nil, api.BadRequest("password or email required")
-	default:
+	case !s.mail.Configured():
 		return nil, api.BadRequest("[mail] not configured — set a password instead of emailing a setup link")
+	case s.linkBase() == "":
+		return nil, api.Errorf(http.StatusInternalServerError, "cannot determine link base URL (set [server] public_url)")
 	}
-	hash, err := HashPassword(*req.Password)
+	// Email only: a password nobody knows until the setup link sets one.
+	pw := newUUID()
+	if req.Password != nil {
+		pw = *req.Password
+	}
+	hash, err := HashPassword(pw)
 	if err != nil {
 		return nil, err
 	}
@@ -456,7 +474,15 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return api.Created(map[string]bool{"setup_link_sent": false}), nil
+	sent := false
+	if req.Password == nil {
+		if err := s.sendLink(ctx, user, email, purposeSetup); err != nil {
+			s.log.Warn("account created, setup link not mailed", "username", user, "err", err)
+		} else {
+			sent = true
+		}
+	}
+	return api.Created(map[string]bool{"setup_link_sent": sent}), nil
 }
 
 // UpdateRequest is PATCH /api/accounts/{username}: absent keys stay.
@@ -540,9 +566,10 @@ func (s *Service) Update(ctx context.Context, req UpdateRequest) error {
 	})
 }
 
-// Delete removes an account, never the last enabled admin.
+// Delete removes an account, never the last enabled admin, and its setup
+// link.
 func (s *Service) Delete(ctx context.Context, user string) error {
-	return s.store.Update(ctx, func(accts map[string]*Account, _ map[string]*Group) error {
+	err := s.store.Update(ctx, func(accts map[string]*Account, _ map[string]*Group) error {
 		a := accts[user]
 		if a == nil {
 			return api.NotFound("no such account")
@@ -553,6 +580,10 @@ func (s *Service) Delete(ctx context.Context, user string) error {
 		delete(accts, user)
 		return nil
 	})
+	if err == nil {
+		s.dropSetup(ctx, user)
+	}
+	return err
 }
 
 // bootstrap seeds the first admin (must change its password) when no

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -36,6 +38,15 @@ func Definitions() []api.Definition {
 				Tier: api.TierViewer, Audit: "account.mfa_enable"},
 			{Name: "mfa_disable", Subject: "kanade.auth.mfa_disable", HTTP: "POST /api/auth/mfa/disable",
 				Tier: api.TierViewer, Audit: "account.mfa_disable"},
+			// Links from mail: the token is the credential. Setting a
+			// password is audited by its handler (actor auth); forgot
+			// changes nothing by itself and answers before it mails.
+			{Name: "password_setup_info", Subject: "kanade.auth.password_setup_info", HTTP: "GET /api/auth/password-setup/{token}",
+				Tier: api.TierPublic},
+			{Name: "password_setup", Subject: "kanade.auth.password_setup", HTTP: "POST /api/auth/password-setup/{token}",
+				Tier: api.TierPublic},
+			{Name: "forgot_password", Subject: "kanade.auth.forgot_password", HTTP: "POST /api/auth/forgot-password",
+				Tier: api.TierPublic},
 		}},
 		{Service: "accounts", Endpoints: []api.Endpoint{
 			{Name: "list", Subject: "kanade.accounts.list", HTTP: "GET /api/accounts", Tier: api.TierAdmin},
@@ -45,6 +56,8 @@ func Definitions() []api.Definition {
 				Audit: "account.update", AuditTarget: "username"},
 			{Name: "delete", Subject: "kanade.accounts.delete", HTTP: "DELETE /api/accounts/{username}", Tier: api.TierAdmin,
 				Audit: "account.delete", AuditTarget: "username"},
+			// Audited by its handler, which records whether the mail went.
+			{Name: "reset_link", Subject: "kanade.accounts.reset_link", HTTP: "POST /api/accounts/{username}/reset-link", Tier: api.TierAdmin},
 			{Name: "groups_list", Subject: "kanade.permission_groups.list", HTTP: "GET /api/permission-groups", Tier: api.TierAdmin},
 			{Name: "groups_create", Subject: "kanade.permission_groups.create", HTTP: "POST /api/permission-groups", Tier: api.TierAdmin,
 				Audit: "permission_group.create", AuditTarget: "name"},
@@ -69,7 +82,11 @@ type Options struct {
 	// BootstrapUser and BootstrapPassword seed the first admin when no
 	// account exists (KANADE_BOOTSTRAP_ADMIN_USER / _PASSWORD).
 	BootstrapUser, BootstrapPassword string
-	Now                              func() time.Time
+	// Mail is the SMTP relay of setup and reset links (nil: no mail);
+	// PublicURL is the dashboard's address the links start with.
+	Mail      *Mail
+	PublicURL string
+	Now       func() time.Time
 }
 
 // Running are the started services.
@@ -90,6 +107,16 @@ func Start(ctx context.Context, o Options) (*Running, error) {
 		o.SessionTTL = DefaultSessionTTL
 	}
 	o.SessionTTL = min(max(o.SessionTTL, time.Hour), 8760*time.Hour)
+	if o.Mail != nil {
+		if err := o.Mail.check(); err != nil {
+			return nil, fmt.Errorf("accounts: %w", err)
+		}
+	}
+	if o.PublicURL != "" {
+		if u, err := url.Parse(o.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("accounts: public URL %q: want http(s)://host[/path]", o.PublicURL)
+		}
+	}
 	js, err := jetstream.New(o.Conn)
 	if err != nil {
 		return nil, fmt.Errorf("accounts: %w", err)
@@ -113,7 +140,9 @@ func Start(ctx context.Context, o Options) (*Running, error) {
 		return nil, err
 	}
 	s := &Service{store: st, secret: secret, ttl: o.SessionTTL, throttle: th, aud: o.Audit,
-		log: o.Logger, now: o.Now, dummy: dummy}
+		log: o.Logger, now: o.Now, dummy: dummy, mail: o.Mail, publicURL: o.PublicURL}
+	s.bgCtx, s.bgStop = context.WithCancel(context.Background())
+	s.sending = make(chan struct{}, 8)
 	if err := s.bootstrap(ctx, o.BootstrapUser, o.BootstrapPassword); err != nil {
 		return nil, err
 	}
@@ -129,7 +158,7 @@ func Start(ctx context.Context, o Options) (*Running, error) {
 	return r, nil
 }
 
-// Stop stops answering.
+// Stop stops answering, then cancels and waits out the mails being sent.
 func (r *Running) Stop() error {
 	var first error
 	for _, s := range r.svcs {
@@ -137,6 +166,8 @@ func (r *Running) Stop() error {
 			first = err
 		}
 	}
+	r.Svc.bgStop()
+	r.Svc.bg.Wait()
 	return first
 }
 
@@ -184,6 +215,34 @@ func (s *Service) services(o Options) []api.Service {
 			}) (any, error) {
 				return nil, s.MFADisable(ctx, actor, p.Code)
 			}),
+			"password_setup_info": with(func(ctx context.Context, _ string, p struct {
+				Token string `json:"token"`
+			}) (any, error) {
+				return s.SetupInfo(ctx, p.Token)
+			}),
+			"password_setup": func(ctx context.Context, r api.Request) (any, error) {
+				var p struct {
+					Token    string `json:"token"`
+					Password string `json:"password"`
+				}
+				if err := api.Params(r, &p); err != nil {
+					return nil, err
+				}
+				if err := s.SetupPassword(ctx, p.Token, p.Password, r.Addr()); err != nil {
+					return nil, err
+				}
+				return api.Reply{Status: http.StatusOK}, nil
+			},
+			"forgot_password": func(ctx context.Context, r api.Request) (any, error) {
+				var p struct {
+					Username string `json:"username"`
+				}
+				// Always 200: a malformed body learns nothing either.
+				if api.Params(r, &p) == nil {
+					s.ForgotPassword(p.Username)
+				}
+				return api.Reply{Status: http.StatusOK}, nil
+			},
 		},
 		{
 			"list":   with(func(ctx context.Context, _ string, _ none) (any, error) { return s.List(ctx) }),
@@ -194,6 +253,15 @@ func (s *Service) services(o Options) []api.Service {
 			}) (any, error) {
 				return nil, s.Delete(ctx, p.Username)
 			}),
+			"reset_link": func(ctx context.Context, r api.Request) (any, error) {
+				var p struct {
+					Username string `json:"username"`
+				}
+				if err := api.Params(r, &p); err != nil {
+					return nil, err
+				}
+				return nil, s.ResetLink(ctx, api.CallerActor(r), p.Username, r.Addr())
+			},
 			"groups_list":   with(func(ctx context.Context, _ string, _ none) (any, error) { return s.Groups(ctx) }),
 			"groups_create": with(func(ctx context.Context, _ string, p GroupRequest) (any, error) { return s.CreateGroup(ctx, p) }),
 			"groups_update": with(func(ctx context.Context, _ string, p GroupRequest) (any, error) { return nil, s.UpdateGroup(ctx, p) }),

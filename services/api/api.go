@@ -122,13 +122,67 @@ type Request struct {
 	maxPayload int64        // the connection's; 0 in a hand-made Request
 }
 
-// Actor is who makes the request, as the caller named it in HeaderActor;
-// "" when nobody did.
-func (r Request) Actor() string { return r.Header.Get(HeaderActor) }
+// Actor is who makes the request: "nats:<user>" when nats-server named
+// the caller (a request from another account, through a service import:
+// the API callers' accounts), whatever the request says; else as the
+// caller named it in HeaderActor (the gateway, the backend's own tools);
+// "" when nobody did. (Services refuse a stamped request that is not an
+// API caller's own before any handler sees it.)
+func (r Request) Actor() string {
+	if ci, ok := r.natsCaller(); ok {
+		if ci.User != "" {
+			return "nats:" + ci.User
+		}
+		return "nats:@" + ci.Account // an import without share names no user
+	}
+	return r.Header.Get(HeaderActor)
+}
 
-// Addr is the caller's network address as the gateway saw it; "" when the
-// caller came over NATS.
-func (r Request) Addr() string { return r.Header.Get(HeaderAddr) }
+// Addr is the caller's network address: as the gateway saw it, or as
+// nats-server saw a caller from another account; "" when unknown.
+func (r Request) Addr() string {
+	if ci, ok := r.natsCaller(); ok {
+		return ci.Host
+	}
+	return r.Header.Get(HeaderAddr)
+}
+
+// CallerAccountPrefix starts the NATS account of each API caller, the
+// user alone in it (natsauth.CallerAccount: "USER_" + user).
+const CallerAccountPrefix = "USER_"
+
+// natsClientInfo is the part of nats-server's Nats-Request-Info this
+// package reads.
+type natsClientInfo struct {
+	Account string `json:"acc"`
+	User    string `json:"user"`
+	Host    string `json:"host"`
+}
+
+// caller tells a request an API caller sent itself: the account is its
+// own. A service's answer that a caller routed back in as a request (its
+// reply naming a subject its account imports) is stamped with the
+// service's own account and user instead.
+func (ci natsClientInfo) caller() bool {
+	return ci.User != "" && ci.Account == CallerAccountPrefix+ci.User
+}
+
+// natsCaller reads HeaderRequestInfo. nats-server sets it on every request
+// that crosses into this account through a service import, replacing one
+// the requester wrote, so it names the caller; within the backend's own
+// account nobody but the backend's users can set it.
+func (r Request) natsCaller() (natsClientInfo, bool) {
+	info := r.Header.Get(HeaderRequestInfo)
+	if info == "" {
+		return natsClientInfo{}, false
+	}
+	var ci natsClientInfo
+	if json.Unmarshal([]byte(info), &ci) != nil || (ci.User == "" && ci.Account == "") {
+		// Unreadable: nobody to name, and not the header's claim either.
+		return natsClientInfo{Account: "unknown"}, true
+	}
+	return ci, true
+}
 
 // ContentType is the request's Content-Type header ("" if none).
 func (r Request) ContentType() string { return r.Header.Get("Content-Type") }
@@ -332,6 +386,15 @@ func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, ep Endpoint, 
 		}
 	}()
 	r := Request{Subject: req.Subject(), Data: req.Data(), Header: req.Headers(), log: log, ints: ep.IntParams, maxPayload: nc.MaxPayload()}
+	if ci, ok := r.natsCaller(); ok && !ci.caller() {
+		// Stamped, but not by an API caller's own request: the answer of
+		// some service, sent by a caller to a reply subject its account
+		// imports, coming back as a request under the service's name.
+		log.Warn("request refused: it came through an import from an account that is not an API caller's",
+			"account", ci.Account, "user", ci.User)
+		fail(&Error{Status: http.StatusForbidden, Message: "request refused: not sent by an API caller of its own account"})
+		return
+	}
 	rec := auditStart(ctx, aud, ep, r)
 	if rec.err != nil {
 		log.Error("audit record failed; request refused", "err", rec.err)

@@ -17,7 +17,7 @@ import (
 
 // Entry is what one audit record says about one call.
 type Entry struct {
-	Actor  string // the user; "nats:<user>" or "nats" for NATS callers; "scheduler"
+	Actor  string // the user; "nats:<user>" for NATS callers ("nats" from the backend's account); "scheduler"
 	Action string // "exec", "job.put", "account.create"
 	Target string // the thing acted on ("" when none)
 	Addr   string // the caller's address, as the gateway saw it
@@ -41,20 +41,11 @@ const HeaderSource = "Kanade-Source"
 // boundary through a shared service import: the caller's account and user.
 const HeaderRequestInfo = "Nats-Request-Info"
 
-// CallerActor names who makes r: the actor the gateway (or a trusted tool)
-// put in HeaderActor; else "nats:<user>" when the server named the NATS
-// user; else "nats".
+// CallerActor names who makes r (see Request.Actor); "nats" for a caller
+// of the backend's own account that named no one.
 func CallerActor(r Request) string {
 	if a := strings.TrimSpace(r.Actor()); a != "" {
 		return a
-	}
-	if info := r.Header.Get(HeaderRequestInfo); info != "" {
-		var ci struct {
-			User string `json:"user"`
-		}
-		if json.Unmarshal([]byte(info), &ci) == nil && ci.User != "" {
-			return "nats:" + ci.User
-		}
 	}
 	return "nats"
 }
@@ -136,15 +127,16 @@ func AuditPayload(r Request, targetKey string) (json.RawMessage, string) {
 	}
 	redact(obj)
 	// Upstream's caller merge: who (sub) and through what (source: the
-	// client's X-Kanade-Source, "spa" for the dashboard), unless the
-	// request named them itself.
-	if _, ok := obj["sub"]; !ok {
-		obj["sub"] = CallerActor(r)
-	}
-	if src := strings.TrimSpace(r.Header.Get(HeaderSource)); src != "" {
-		if _, ok := obj["source"]; !ok {
-			obj["source"] = src
-		}
+	// client's X-Kanade-Source, "spa" for the dashboard), over any "sub"
+	// or "source" of the request's own, which would otherwise name
+	// someone else beside the record's actor. A NATS API caller's source
+	// is "nats": its headers are its own to write.
+	obj["sub"] = CallerActor(r)
+	delete(obj, "source")
+	if _, stamped := r.natsCaller(); stamped {
+		obj["source"] = "nats"
+	} else if src := strings.TrimSpace(r.Header.Get(HeaderSource)); src != "" {
+		obj["source"] = src
 	}
 	target := ""
 	if targetKey != "" {

@@ -100,3 +100,53 @@ func TestAuditBeforeTheChange(t *testing.T) {
 		t.Fatalf("NATS caller actor %q", got)
 	}
 }
+
+// TestCallerActorFromTheServer: a request that nats-server stamped (it
+// came through a service import) names the user the server saw, whatever
+// the caller wrote in HeaderActor; one it did not stamp names whom the
+// backend's own caller named.
+func TestCallerActorFromTheServer(t *testing.T) {
+	req := func(h map[string]string) api.Request {
+		r := api.Request{Header: micro.Headers{}}
+		for k, v := range h {
+			r.Header[k] = []string{v}
+		}
+		return r
+	}
+	cases := []struct {
+		name      string
+		h         map[string]string
+		actor     string
+		addr      string
+		callActor string
+	}{
+		{"the gateway's", map[string]string{api.HeaderActor: "alice", api.HeaderAddr: "10.0.0.9"}, "alice", "10.0.0.9", "alice"},
+		{"a backend tool that named no one", nil, "", "", "nats"},
+		{"a caller's, stamped", map[string]string{api.HeaderActor: "admin", api.HeaderAddr: "1.2.3.4",
+			api.HeaderRequestInfo: `{"acc":"USER_vic","user":"vic","host":"127.0.0.1","rtt":1}`}, "nats:vic", "127.0.0.1", "nats:vic"},
+		{"stamped without share", map[string]string{api.HeaderActor: "admin",
+			api.HeaderRequestInfo: `{"acc":"USER_vic"}`}, "nats:@USER_vic", "", "nats:@USER_vic"},
+		{"stamped, unreadable", map[string]string{api.HeaderActor: "admin",
+			api.HeaderRequestInfo: `{`}, "nats:@unknown", "", "nats:@unknown"},
+	}
+	for _, c := range cases {
+		r := req(c.h)
+		if got := r.Actor(); got != c.actor {
+			t.Errorf("%s: Actor %q, want %q", c.name, got, c.actor)
+		}
+		if got := r.Addr(); got != c.addr {
+			t.Errorf("%s: Addr %q, want %q", c.name, got, c.addr)
+		}
+		if got := api.CallerActor(r); got != c.callActor {
+			t.Errorf("%s: CallerActor %q, want %q", c.name, got, c.callActor)
+		}
+	}
+	// The record's payload names the same caller, whatever the body says.
+	r := req(map[string]string{api.HeaderSource: "spa", "Content-Type": "application/json",
+		api.HeaderRequestInfo: `{"acc":"USER_vic","user":"vic"}`})
+	r.Data = []byte(`{"job_id":"x","sub":"admin","source":"spa"}`)
+	payload, _ := api.AuditPayload(r, "job_id")
+	if got := string(payload); !strings.Contains(got, `"sub":"nats:vic"`) || !strings.Contains(got, `"source":"nats"`) || strings.Contains(got, "admin") {
+		t.Errorf("payload of a stamped request: %s", got)
+	}
+}

@@ -3,6 +3,9 @@ package groups
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
+	"maps"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -268,5 +271,47 @@ func TestGroupContacts(t *testing.T) {
 	// A group named only by its contacts is in the overview.
 	if _, body := e.call(t, "kanade.groups.list", ``); body != `{"groups":[{"name":"lab","members":[],"has_config":false,"emails":["a@localhost","ops@example.com"]}]}` {
 		t.Errorf("overview %s", body)
+	}
+}
+
+// TestGroupDefSchemaFollowsTheType: the schema served at
+// /api/schemas/group-def.json names exactly GroupDef's and Origin's
+// fields, over NATS as the gateway asks for it.
+func TestGroupDefSchemaFollowsTheType(t *testing.T) {
+	e := start(t, true)
+	code, body := e.call(t, "kanade.schemas.group_def", ``)
+	if code != "" {
+		t.Fatalf("schema: %s %s", code, body)
+	}
+	var s struct {
+		Properties map[string]any `json:"properties"`
+		Defs       struct {
+			Origin struct {
+				Properties map[string]any `json:"properties"`
+			} `json:"Origin"`
+		} `json:"$defs"`
+	}
+	if err := json.Unmarshal([]byte(body), &s); err != nil {
+		t.Fatalf("schema is not JSON: %v", err)
+	}
+	fields := func(v any) []string {
+		var out []string
+		rt := reflect.TypeOf(v)
+		for i := range rt.NumField() {
+			out = append(out, strings.Split(rt.Field(i).Tag.Get("json"), ",")[0])
+		}
+		slices.Sort(out)
+		return out
+	}
+	keys := func(m map[string]any) []string {
+		out := slices.Collect(maps.Keys(m))
+		slices.Sort(out)
+		return out
+	}
+	if got, want := keys(s.Properties), fields(GroupDef{}); !slices.Equal(got, want) {
+		t.Errorf("schema properties %v, GroupDef fields %v", got, want)
+	}
+	if got, want := keys(s.Defs.Origin.Properties), fields(Origin{}); !slices.Equal(got, want) {
+		t.Errorf("schema Origin properties %v, Origin fields %v", got, want)
 	}
 }

@@ -2,6 +2,7 @@ package groups
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -59,6 +60,7 @@ func Definitions() []api.Definition {
 		{Name: "defs_yaml", Subject: "kanade.groups.defs_yaml", HTTP: "GET /api/group-defs/{id}/yaml", Tier: api.TierViewer},
 		{Name: "defs_members", Subject: "kanade.groups.defs_members", HTTP: "GET /api/group-defs/{id}/members", Tier: api.TierViewer},
 		{Name: "defs_delete", Subject: "kanade.groups.defs_delete", HTTP: "DELETE /api/group-defs/{id}", Tier: api.TierOperator, Audit: "group_def_delete", AuditTarget: "id"},
+		{Name: "defs_schema", Subject: "kanade.schemas.group_def", HTTP: "GET /api/schemas/group-def.json", Tier: api.TierViewer},
 	}}}
 }
 
@@ -189,6 +191,9 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 				return PutContacts(ctx, lazyKV(BucketGroupContacts), p.Name, *p.Emails)
 			},
 			"defs_list": func(ctx context.Context, r api.Request) (any, error) { return s.Defs.List(ctx) },
+			"defs_schema": func(context.Context, api.Request) (any, error) {
+				return json.RawMessage(groupDefSchema), nil
+			},
 			"defs_put": func(ctx context.Context, r api.Request) (any, error) {
 				return s.Defs.Put(ctx, r.Data, r.ContentType())
 			},

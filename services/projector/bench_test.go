@@ -244,7 +244,8 @@ func benchOnePerTx(b *testing.B, n *nodetest.Node, js jetstream.JetStream, count
 			if applied.Load() >= int64(count) {
 				return
 			}
-			if err := s.apply(s.decode(ctx, []jetstream.Msg{m})); err != nil {
+			items, _ := s.decode(ctx, []jetstream.Msg{m})
+			if err := s.apply(items); err != nil {
 				b.Error(err)
 			}
 			if applied.Add(1) == int64(count) {

@@ -43,9 +43,20 @@ type item struct {
 	size      int
 }
 
+// ObjectRetry is a result whose output object was not read on its
+// delivery attempt, for a reason that may pass.
+type ObjectRetry struct {
+	Seq      uint64 `json:"seq"`
+	Attempts int    `json:"attempts"` // made so far
+	Reason   string `json:"reason"`
+}
+
 // decode turns messages into items, reading large outputs back from the
-// object store. It only fails (returning nil) when ctx ends.
-func (s *stream) decode(ctx context.Context, msgs []jetstream.Msg) []item {
+// object store. It stops before a result whose output object could not be
+// read yet and attempts remain, returning the items before it and the
+// retry: that message and the ones after it are delivered again. It only
+// fails (returning nil) when ctx ends.
+func (s *stream) decode(ctx context.Context, msgs []jetstream.Msg) ([]item, *ObjectRetry) {
 	items := make([]item, 0, len(msgs))
 	applied := s.applied.Load()
 	for _, m := range msgs {
@@ -71,7 +82,18 @@ func (s *stream) decode(ctx context.Context, msgs []jetstream.Msg) []item {
 		if len(data) > s.p.o.MaxPayload {
 			it.reject = fmt.Errorf("payload of %d bytes exceeds the limit of %d", len(data), s.p.o.MaxPayload)
 		} else {
-			it.reject = s.decodeOne(ctx, &it, data)
+			try := objectTry{published: it.published, attempt: 1}
+			if r := s.retry; r != nil && r.Seq == it.seq {
+				try.attempt = r.Attempts + 1
+			}
+			try.final = try.attempt >= s.p.o.ObjectAttempts
+			it.reject = s.decodeOne(ctx, &it, data, try)
+			if again, ok := errors.AsType[*objectAgain](it.reject); ok {
+				return items, &ObjectRetry{Seq: it.seq, Attempts: try.attempt, Reason: again.Error()}
+			}
+			if s.retry != nil && s.retry.Seq == it.seq {
+				s.setRetry(nil)
+			}
 		}
 		if it.reject == nil && it.result != nil && !s.p.o.PlainOutputs {
 			// Compressed here, beside the writer rather than in its
@@ -82,10 +104,10 @@ func (s *stream) decode(ctx context.Context, msgs []jetstream.Msg) []item {
 		it.payload = data[:min(len(data), rejectPrefix)]
 		items = append(items, it)
 	}
-	return items
+	return items, nil
 }
 
-func (s *stream) decodeOne(ctx context.Context, it *item, data []byte) error {
+func (s *stream) decodeOne(ctx context.Context, it *item, data []byte, try objectTry) error {
 	switch s.kind {
 	case kindResult:
 		r, err := wire.DecodeResult(data)
@@ -94,10 +116,14 @@ func (s *stream) decodeOne(ctx context.Context, it *item, data []byte) error {
 		}
 		var errOut, errErr error
 		if r.StdoutObject != nil && *r.StdoutObject != "" {
-			r.Stdout, errOut = s.p.readOutput(ctx, *r.StdoutObject, r.Stdout)
+			if r.Stdout, errOut = s.p.readOutput(ctx, *r.StdoutObject, r.Stdout, try); isAgain(errOut) {
+				return errOut
+			}
 		}
 		if r.StderrObject != nil && *r.StderrObject != "" {
-			r.Stderr, errErr = s.p.readOutput(ctx, *r.StderrObject, r.Stderr)
+			if r.Stderr, errErr = s.p.readOutput(ctx, *r.StderrObject, r.Stderr, try); isAgain(errErr) {
+				return errErr
+			}
 		}
 		it.objReject = errors.Join(errOut, errErr)
 		it.result = &r
@@ -126,6 +152,11 @@ func (s *stream) decodeOne(ctx context.Context, it *item, data []byte) error {
 		it.exec = &e
 	}
 	return nil
+}
+
+func isAgain(err error) bool {
+	_, ok := errors.AsType[*objectAgain](err)
+	return ok
 }
 
 // outputStore returns the output bucket's handle, looked up once: the

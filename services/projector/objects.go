@@ -33,6 +33,14 @@ const (
 	DefaultObjectDeadline = 5 * time.Second
 )
 
+// Defaults of the redelivery of a result whose output object could not
+// be read yet (see Options.ObjectAttempts).
+const (
+	DefaultObjectAttempts = 3
+	DefaultObjectBackoff  = time.Second
+	maxObjectBackoff      = 30 * time.Second
+)
+
 // badObject is an object that will never read as an output: the result
 // is stored with a note, and the message is also recorded as a reject.
 type badObject struct{ reason string }
@@ -41,19 +49,42 @@ func (e *badObject) Error() string { return e.reason }
 
 func bad(format string, a ...any) error { return &badObject{reason: fmt.Sprintf(format, a...)} }
 
-// readOutput fetches an output the agent moved to the object store. It
-// never blocks longer than the object deadline. A missing object
-// (expired, or never uploaded) leaves a note in the output. A bad object,
-// or one not read by the deadline, leaves a note too and returns the
-// reason, for the reject. A stop (ctx ends) returns inline and no reason:
-// the batch is not committed then.
-func (p *Projector) readOutput(ctx context.Context, key, inline string) (string, error) {
+// objectAgain is an object not read on this attempt for a reason that
+// may pass (a timeout, an object not there yet, a NATS error): the message
+// is delivered again after a backoff, until the last attempt.
+type objectAgain struct {
+	key    string
+	reason string
+}
+
+func (e *objectAgain) Error() string {
+	return fmt.Sprintf("output object %s: %s", shortKey(e.key), e.reason)
+}
+
+// objectTry is one attempt at the outputs of a result.
+type objectTry struct {
+	published time.Time // the result's publish time
+	attempt   int       // 1 for the first delivery
+	final     bool      // no attempt follows: a passing failure is a note too
+}
+
+// readOutput fetches an output the agent moved to the object store. One
+// attempt never blocks longer than the object deadline.
+//
+// A failure that will not pass (the bucket is gone, the object was
+// deleted or aged out of the store, or its meta is bad) leaves a note in
+// the output at once; a bad meta or a timeout also returns the reason, for
+// the reject. A failure that may pass returns *objectAgain unless the try
+// is the last one, which leaves the note (naming the attempts) instead. A
+// stop (ctx ends) returns inline and no reason: the batch is not committed
+// then.
+func (p *Projector) readOutput(ctx context.Context, key, inline string, try objectTry) (string, error) {
 	note := func(why string) string {
-		k := key
-		if len(k) > 80 {
-			k = k[:80] + "…"
-		}
-		return inline + fmt.Sprintf("\n[kanade: output object %s/%s %s]\n", wire.ObjectStoreOutput, k, why)
+		return inline + fmt.Sprintf("\n[kanade: output object %s/%s %s]\n", wire.ObjectStoreOutput, shortKey(key), why)
+	}
+	after := ""
+	if try.attempt > 1 {
+		after = fmt.Sprintf(" after %d attempts", try.attempt)
 	}
 	deadline := p.o.ObjectDeadline
 	dctx, cancel := context.WithTimeout(ctx, deadline)
@@ -69,11 +100,22 @@ func (p *Projector) readOutput(ctx context.Context, key, inline string) (string,
 			return inline, nil
 		case errors.As(err, &bo):
 			return note("not read: " + bo.reason), fmt.Errorf("output object %s: %s", shortKey(key), bo.reason)
-		case errors.Is(err, jetstream.ErrObjectNotFound), errors.Is(err, jetstream.ErrBucketNotFound),
-			errors.Is(err, jetstream.ErrStreamNotFound):
-			return note("not found"), nil
+		case errors.Is(err, jetstream.ErrBucketNotFound), errors.Is(err, jetstream.ErrStreamNotFound):
+			return note("not found (no bucket)"), nil
+		case errors.Is(err, jetstream.ErrObjectNotFound):
+			if gone := p.objectGone(dctx, key, try.published); gone != "" {
+				return note("not found (" + gone + ")"), nil
+			}
+			if !try.final {
+				return "", &objectAgain{key: key, reason: "not found (not uploaded yet?)"}
+			}
+			return note("not found" + after), nil
 		case dctx.Err() != nil:
 			reason := fmt.Sprintf("not read within %s: %v", deadline, err)
+			if !try.final {
+				return "", &objectAgain{key: key, reason: reason}
+			}
+			reason = fmt.Sprintf("not read%s, the last %s", after, reason)
 			return note(reason), fmt.Errorf("output object %s: %s", shortKey(key), reason)
 		}
 		p.log.Warn("projector: read output object; retrying", "key", shortKey(key), "err", err)
@@ -82,6 +124,41 @@ func (p *Projector) readOutput(ctx context.Context, key, inline string) (string,
 		}
 		backoff = min(2*backoff, 2*time.Second)
 	}
+}
+
+// objectGone says why an object that is not found will not come: it was
+// deleted, or the object store no longer holds anything as old as the
+// result (the agent writes the object before the result, so the object
+// aged out or was pushed out by the store's limits). "" when it may still
+// come: the agent's upload, or the object store's replica, is behind.
+func (p *Projector) objectGone(ctx context.Context, key string, published time.Time) string {
+	if obs, err := p.outputStore(ctx); err == nil {
+		if info, err := obs.GetInfo(ctx, key, jetstream.GetObjectInfoShowDeleted()); err == nil && info.Deleted {
+			return "deleted"
+		}
+	}
+	st, err := p.outputStream(ctx)
+	if err != nil {
+		return ""
+	}
+	si, err := st.Info(ctx)
+	if err != nil {
+		return ""
+	}
+	if first := si.State.FirstTime; !published.IsZero() && published.Before(first) {
+		return "expired: the store's oldest message is newer than the result"
+	}
+	return ""
+}
+
+// objectBackoff is the wait before delivery attempt+1 of a result whose
+// object was not read on attempt.
+func (p *Projector) objectBackoff(attempt int) time.Duration {
+	d := p.o.ObjectBackoff
+	for i := 1; i < attempt && d < maxObjectBackoff; i++ {
+		d *= 2
+	}
+	return min(d, maxObjectBackoff)
 }
 
 func shortKey(k string) string {

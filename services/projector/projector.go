@@ -68,9 +68,19 @@ type Options struct {
 	// are stored zstd-compressed (store.EncodeOutput), and plain outputs of
 	// an existing database are compressed in the background.
 	PlainOutputs bool
-	// ObjectDeadline bounds the read of one output object (default
-	// DefaultObjectDeadline); past it the result is stored with a note.
+	// ObjectDeadline bounds one attempt at reading an output object
+	// (default DefaultObjectDeadline).
 	ObjectDeadline time.Duration
+	// ObjectAttempts is how many deliveries of a result may try its output
+	// object when the read fails for a reason that may pass (a timeout, an
+	// object not there yet, a NATS error); the last one stores the result
+	// with a note (default DefaultObjectAttempts; 1 notes at once). A bad
+	// or vanished object is a note at the first.
+	ObjectAttempts int
+	// ObjectBackoff is the wait before the second attempt; it doubles for
+	// each further one, up to 30 s (default DefaultObjectBackoff). The
+	// stream waits for the result meanwhile.
+	ObjectBackoff time.Duration
 	// NoService skips the micro service (tests, benchmarks).
 	NoService bool
 }
@@ -126,6 +136,12 @@ func Start(ctx context.Context, o Options) (*Projector, error) {
 	}
 	if o.ObjectDeadline <= 0 {
 		o.ObjectDeadline = DefaultObjectDeadline
+	}
+	if o.ObjectAttempts <= 0 {
+		o.ObjectAttempts = DefaultObjectAttempts
+	}
+	if o.ObjectBackoff <= 0 {
+		o.ObjectBackoff = DefaultObjectBackoff
 	}
 	if o.ReapInterval <= 0 {
 		o.ReapInterval = DefaultReapInterval

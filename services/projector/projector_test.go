@@ -227,7 +227,7 @@ func TestDeadline(t *testing.T) {
 }
 
 func TestObjectStoreOutput(t *testing.T) {
-	e := newEnv(t, Options{NoService: true})
+	e := newEnv(t, Options{NoService: true, ObjectBackoff: 50 * time.Millisecond})
 	ctx := context.Background()
 	obs, err := e.js.ObjectStore(ctx, wire.ObjectStoreOutput)
 	if err != nil {

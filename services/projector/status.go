@@ -57,6 +57,10 @@ type StreamStatus struct {
 	Rows    int64   `json:"rows"`
 	Rejects uint64  `json:"rejects"`
 	Rate    float64 `json:"rate_per_sec"` // over the last 10 s
+	// ObjectRetry is the result the stream waits for, when its output
+	// object was not read yet and it is delivered again (see
+	// Options.ObjectAttempts).
+	ObjectRetry *ObjectRetry `json:"object_retry,omitempty"`
 }
 
 // RowCounts are the projection's tables.
@@ -81,6 +85,7 @@ func (p *Projector) Status(ctx context.Context) (Status, error) {
 		ss := StreamStatus{
 			Stream: s.name, Consumer: s.durable, LastApplied: s.applied.Load(),
 			Applied: s.count.Load(), Rejects: s.rejects.Load(), Rate: s.rate.perSec(time.Now()),
+			ObjectRetry: s.retrying.Load(),
 		}
 		str, err := p.js.Stream(ctx, s.name)
 		if err != nil {

@@ -28,6 +28,10 @@ type stream struct {
 
 	cons    jetstream.Consumer
 	nextDel uint64 // consumer delivery sequence expected next (fetcher only)
+	// retry is the result whose output object is being waited for
+	// (fetcher only); retrying mirrors it for the status.
+	retry    *ObjectRetry
+	retrying atomic.Pointer[ObjectRetry]
 
 	applied   atomic.Uint64 // last applied stream sequence (as stored)
 	appliedAt atomic.Int64  // publish time of the last applied message, unix ns
@@ -181,7 +185,7 @@ func (s *stream) fetchLoop(ctx context.Context, batches chan<- batch) {
 		if err != nil {
 			s.log.Warn("projector fetch failed", "err", err)
 			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
-				if !s.reset(ctx, batches, nil) {
+				if !s.reset(ctx, batches, nil, 0) {
 					return
 				}
 			}
@@ -213,14 +217,29 @@ func (s *stream) fetchLoop(ctx context.Context, batches chan<- batch) {
 		}
 		if gap >= 0 {
 			s.log.Warn("projector delivery gap; restarting consumer at offset", "expected_delivery", s.nextDel)
-			if !s.reset(ctx, batches, msgs[:gap]) {
+			msgs = msgs[:gap]
+		}
+		items, again := s.decode(ctx, msgs)
+		if ctx.Err() != nil {
+			return
+		}
+		if again != nil || gap >= 0 {
+			// A message is delivered again by putting the consumer back
+			// at the offset once what came before it committed, not by a
+			// NAK: a NAK'd message comes back behind newer ones, which by
+			// then moved the offset past it (and the batch's order is the
+			// projection's). The stream waits for it meanwhile.
+			var wait time.Duration
+			if again != nil {
+				s.setRetry(again)
+				wait = s.p.objectBackoff(again.Attempts)
+				s.log.Warn("projector: output object not read; the result is delivered again",
+					"seq", again.Seq, "attempt", again.Attempts, "of", s.p.o.ObjectAttempts, "in", wait, "reason", again.Reason)
+			}
+			if !s.reset(ctx, batches, items, wait) {
 				return
 			}
 			continue
-		}
-		items := s.decode(ctx, msgs)
-		if ctx.Err() != nil {
-			return
 		}
 		select {
 		case batches <- batch{items: items}:
@@ -230,22 +249,22 @@ func (s *stream) fetchLoop(ctx context.Context, batches chan<- batch) {
 	}
 }
 
-// reset hands the messages before a fault to the applier, waits until they
-// commit, then recreates the consumer after the stored offset.
-func (s *stream) reset(ctx context.Context, batches chan<- batch, before []jetstream.Msg) bool {
+// reset hands the items before a fault to the applier, waits until they
+// commit, waits wait more, then recreates the consumer after the stored
+// offset: the messages delivered after those items come again.
+func (s *stream) reset(ctx context.Context, batches chan<- batch, before []item, wait time.Duration) bool {
 	done := make(chan struct{})
-	items := s.decode(ctx, before)
-	if ctx.Err() != nil {
-		return false
-	}
 	select {
-	case batches <- batch{items: items, done: done}:
+	case batches <- batch{items: before, done: done}:
 	case <-ctx.Done():
 		return false
 	}
 	select {
 	case <-done:
 	case <-ctx.Done():
+		return false
+	}
+	if wait > 0 && !sleep(ctx, wait) {
 		return false
 	}
 	for ctx.Err() == nil {
@@ -336,6 +355,12 @@ func (s *stream) applyLoop(ctx context.Context, batches <-chan batch) {
 			close(b.done)
 		}
 	}
+}
+
+// setRetry records the result waited for (nil: none).
+func (s *stream) setRetry(r *ObjectRetry) {
+	s.retry = r
+	s.retrying.Store(r)
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

@@ -15,6 +15,7 @@ import * as schedules from './page-schedules.js';
 import * as agents from './page-agents.js';
 import * as login from './page-login.js';
 import * as password from './page-password.js';
+import * as setup from './page-setup.js';
 import * as accounts from './page-accounts.js';
 import * as audit from './page-audit.js';
 import * as home from './page-home.js';
@@ -37,9 +38,17 @@ const routes = [
   { re: /^\/groups$/, page: groupsPage, nav: 'groups' },
   { re: /^\/login$/, page: login, nav: null },
   { re: /^\/change-password$/, page: password, nav: null },
+  { re: /^\/password-setup\/([^/]+)$/, page: setup, nav: null },
   { re: /^\/accounts$/, page: accounts, nav: 'accounts' },
   { re: /^\/audit$/, page: audit, nav: 'audit' },
 ];
+
+// Mailed links are paths (/password-setup/{token}, as upstream's): turn one
+// into this dashboard's hash route before anything asks who is logged in.
+{
+  const m = location.pathname.match(/^\/password-setup\/([^/]+)$/);
+  if (m) history.replaceState(null, '', `/#/password-setup/${m[1]}`);
+}
 
 const notFound = {
   title: 'Not found',
@@ -86,7 +95,7 @@ function show({ path, params }) {
 setUnauthorized((reason, hadToken) => {
   clearMe();
   const { path } = parseHash();
-  if (path === '/login') return;
+  if (path === '/login' || path.startsWith('/password-setup/')) return;
   const from = location.hash.replace(/^#/, '') || '/';
   // A first visit just needs a login; a session that ended says why.
   const why = hadToken ? `Your session ended (${reason || 'the server refused the token'}). Log in again.` : 'Log in to go on.';

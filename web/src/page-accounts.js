@@ -20,6 +20,7 @@ function roleSelect(value, testid) {
 export function mount(main, { life }) {
   const latest = new Latest(life);
   const banner = h('p', { class: 'banner', role: 'alert', testid: 'accounts-error' });
+  const note = h('p', { class: 'muted', role: 'status', testid: 'accounts-note' });
   const tbody = h('tbody', { testid: 'accounts-body' }, h('tr', { class: 'empty' }, h('td', { colspan: 6 }, 'Loading…')));
 
   async function patch(user, body) {
@@ -34,16 +35,25 @@ export function mount(main, { life }) {
 
   async function add() {
     const user = h('input', { type: 'text', name: 'username', required: true, autocomplete: 'off', testid: 'account-username', 'aria-label': 'username' });
-    const pass = h('input', { type: 'password', name: 'password', required: true, autocomplete: 'new-password', testid: 'account-password', 'aria-label': 'password' });
+    const pass = h('input', { type: 'password', name: 'password', autocomplete: 'new-password', testid: 'account-password', 'aria-label': 'password' });
+    const email = h('input', { type: 'email', name: 'email', autocomplete: 'off', testid: 'account-email', 'aria-label': 'email' });
     const role = roleSelect('viewer', 'account-role');
     const ok = await modal({
       title: 'Add account', testid: 'account-dialog', submitLabel: 'Add',
       body: [
         h('label', { class: 'field' }, h('span', { class: 'label' }, 'Username'), user),
         h('label', { class: 'field' }, h('span', { class: 'label' }, 'Password (at least 8 characters)'), pass),
+        h('label', { class: 'field' }, h('span', { class: 'label' }, 'Email (without a password: a setup link is mailed)'), email),
         h('label', { class: 'field' }, h('span', { class: 'label' }, 'Role'), role),
       ],
-      onSubmit: () => api('POST', '/api/accounts', { body: { username: user.value.trim(), password: pass.value, role: role.value } }),
+      onSubmit: async () => {
+        const body = { username: user.value.trim(), role: role.value };
+        if (pass.value) body.password = pass.value;
+        if (email.value.trim()) body.email = email.value.trim();
+        const res = await api('POST', '/api/accounts', { body });
+        note.textContent = res && res.setup_link_sent ? `A setup link was mailed to ${body.email}.`
+          : (!body.password ? 'The account was made, but its setup link could not be mailed: send a reset link.' : '');
+      },
     });
     if (ok) load();
   }
@@ -56,6 +66,17 @@ export function mount(main, { life }) {
       onSubmit: () => api('PATCH', `/api/accounts/${encodeURIComponent(a.username)}`, { body: { password: pass.value } }),
     });
     load();
+  }
+
+  async function resetLink(a) {
+    banner.textContent = '';
+    note.textContent = '';
+    try {
+      await api('POST', `/api/accounts/${encodeURIComponent(a.username)}/reset-link`);
+      note.textContent = `A reset link was mailed to ${a.email}.`;
+    } catch (err) {
+      banner.textContent = errorText(err);
+    }
   }
 
   async function remove(a) {
@@ -85,6 +106,7 @@ export function mount(main, { life }) {
       h('td', { class: 'actions' },
         h('button', { type: 'button', class: 'small', testid: 'account-toggle', onclick: () => patch(a.username, { disabled: !disabled }) }, disabled ? 'Enable' : 'Disable'),
         h('button', { type: 'button', class: 'small', testid: 'account-set-password', onclick: () => setPassword(a) }, 'Set password…'),
+        a.email ? h('button', { type: 'button', class: 'small', testid: 'account-reset-link', onclick: () => resetLink(a) }, 'Mail reset link') : null,
         h('button', { type: 'button', class: 'small danger-text', testid: 'account-delete', onclick: () => remove(a) }, 'Delete')));
   }
 
@@ -102,7 +124,7 @@ export function mount(main, { life }) {
   replace(main, h('section', { class: 'page accounts', testid: 'accounts-page' },
     h('div', { class: 'page-head' }, h('h1', {}, 'Accounts'), h('span', { class: 'spacer' }),
       h('button', { type: 'button', class: 'primary', testid: 'add-account', onclick: add }, 'Add account')),
-    banner,
+    banner, note,
     h('div', { class: 'table-wrap' }, h('table', { class: 'accounts', testid: 'accounts-table' },
       h('thead', {}, h('tr', {},
         h('th', { scope: 'col' }, 'Username'), h('th', { scope: 'col' }, 'Role'), h('th', { scope: 'col' }, 'State'),

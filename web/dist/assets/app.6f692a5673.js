@@ -13,9 +13,10 @@ import * as executions from './page-executions.6af734d37d.js';
 import * as jobs from './page-jobs.8032129946.js';
 import * as schedules from './page-schedules.4c018e82ad.js';
 import * as agents from './page-agents.2741d2e3b1.js';
-import * as login from './page-login.9f6c244684.js';
-import * as password from './page-password.c1f74d140e.js';
-import * as accounts from './page-accounts.998c4e7604.js';
+import * as login from './page-login.5bfd191224.js';
+import * as password from './page-password.bf69382a72.js';
+import * as setup from './page-setup.ce09595091.js';
+import * as accounts from './page-accounts.75cdf5e15a.js';
 import * as audit from './page-audit.79841239e5.js';
 import * as home from './page-home.3ef7091d34.js';
 import * as agent from './page-agent.cf1ae93915.js';
@@ -37,9 +38,17 @@ const routes = [
   { re: /^\/groups$/, page: groupsPage, nav: 'groups' },
   { re: /^\/login$/, page: login, nav: null },
   { re: /^\/change-password$/, page: password, nav: null },
+  { re: /^\/password-setup\/([^/]+)$/, page: setup, nav: null },
   { re: /^\/accounts$/, page: accounts, nav: 'accounts' },
   { re: /^\/audit$/, page: audit, nav: 'audit' },
 ];
+
+// Mailed links are paths (/password-setup/{token}, as upstream's): turn one
+// into this dashboard's hash route before anything asks who is logged in.
+{
+  const m = location.pathname.match(/^\/password-setup\/([^/]+)$/);
+  if (m) history.replaceState(null, '', `/#/password-setup/${m[1]}`);
+}
 
 const notFound = {
   title: 'Not found',
@@ -86,7 +95,7 @@ function show({ path, params }) {
 setUnauthorized((reason, hadToken) => {
   clearMe();
   const { path } = parseHash();
-  if (path === '/login') return;
+  if (path === '/login' || path.startsWith('/password-setup/')) return;
   const from = location.hash.replace(/^#/, '') || '/';
   // A first visit just needs a login; a session that ended says why.
   const why = hadToken ? `Your session ended (${reason || 'the server refused the token'}). Log in again.` : 'Log in to go on.';

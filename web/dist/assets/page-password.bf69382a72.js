@@ -78,7 +78,7 @@ function mfaSection(me) {
     replace(box, h('h2', {}, 'Two-factor authentication'),
       h('p', {}, 'Add this secret to an authenticator app (or open the link on the phone), then enter the code it shows.'),
       h('p', { class: 'mono', testid: 'mfa-secret' }, offer.secret),
-      h('p', { class: 'mono ellipsis' }, h('a', { href: offer.otpauth_url }, offer.otpauth_url)),
+      h('p', { class: 'mono ellipsis' }, h('a', { href: offer.otpauth_url, testid: 'mfa-otpauth' }, offer.otpauth_url)),
       h('label', { class: 'field' }, h('span', { class: 'label' }, 'Code'), code), error,
       h('button', { type: 'button', class: 'primary', testid: 'mfa-verify', onclick: run(async () => {
         await api('POST', '/api/auth/mfa/verify', { body: { secret: offer.secret, code: code.value.trim() } });

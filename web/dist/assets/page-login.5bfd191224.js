@@ -63,10 +63,28 @@ export function mount(main, { params }) {
     }
   } }, 'Use an API token…');
 
+  // Always the same answer: whether the name exists is not told.
+  const forgotNote = h('p', { class: 'muted', role: 'status', testid: 'forgot-note' });
+  const forgot = h('button', { type: 'button', class: 'small', testid: 'forgot-password', onclick: async () => {
+    forgotNote.textContent = '';
+    if (!user.value.trim()) {
+      forgotNote.textContent = 'Enter your username first.';
+      user.focus();
+      return;
+    }
+    try {
+      await api('POST', '/api/auth/forgot-password', { body: { username: user.value.trim() }, login: true });
+      forgotNote.textContent = 'If the account has an email address (and the server sends mail), a reset link is on its way.';
+    } catch (err) {
+      forgotNote.textContent = errorText(err);
+    }
+  } }, 'Forgot password?');
+
   replace(main, h('section', { class: 'page login', testid: 'login-page' },
     h('h1', {}, 'Log in to kanade'),
     reason ? h('p', { class: 'muted', testid: 'login-reason' }, reason) : null,
     form,
+    h('p', {}, forgot), forgotNote,
     h('p', { class: 'muted' }, 'Or, with the token the server was started with (--api-token): ', useToken)));
   user.focus();
 }
