@@ -63,7 +63,10 @@ func TestListPagesWithCursor(t *testing.T) {
 	const fleet = 1500
 	var recs []agentRec
 	for i := range fleet {
-		r := agentRec{pc: fmt.Sprintf("PC%05d", i), ver: "1.0." + fmt.Sprint(i%9), beat: now.Add(-time.Duration(i%300) * time.Second)}
+		r := agentRec{pc: fmt.Sprintf("PC%05d", i), ver: "1.0." + fmt.Sprint(i%9), beat: now.Add(-time.Duration(i%300) * time.Millisecond)}
+		if i%3 == 0 {
+			r.beat = r.beat.Add(-time.Hour) // offline, far from the 2-minute line
+		}
 		if i%5 != 0 {
 			r.host = fmt.Sprintf("host-%03d.a-rather-long-domain.example.internal", i%400) // ties and NULLs
 		}
