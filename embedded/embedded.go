@@ -51,6 +51,10 @@ type Options struct {
 	// Cluster, when its Listen is set, routes this server to the other
 	// nodes' embedded servers as one JetStream cluster.
 	Cluster Cluster
+	// MaxPayload, when set, is the server's max_payload in bytes (tests
+	// use a small one to reach paging with few rows); 0 keeps the
+	// config's or the server's default of 1 MiB.
+	MaxPayload int32
 }
 
 // Server is a running embedded nats-server.
@@ -87,6 +91,9 @@ func Start(o Options) (*Server, error) {
 	opts.NoSigs = true // the process owns its signals and its shutdown order
 	opts.DisableJetStreamBanner = true
 	opts.NoLog = false
+	if o.MaxPayload > 0 {
+		opts.MaxPayload = o.MaxPayload
+	}
 	switch o.Sync {
 	case SyncAlways, "":
 		opts.SyncAlways = true

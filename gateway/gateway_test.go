@@ -78,7 +78,7 @@ func (l *logs) wait(t *testing.T, d time.Duration, match func(map[string]any) bo
 	}
 }
 
-func startGateway(t *testing.T, n *nodetest.Node, o Options) *Gateway {
+func startGateway(t testing.TB, n *nodetest.Node, o Options) *Gateway {
 	t.Helper()
 	if o.Conn == nil {
 		o.Conn = n.Conn(t)

@@ -81,6 +81,10 @@ func (g *Gateway) serveEndpoint(w http.ResponseWriter, r *http.Request, ep *endp
 		msg.Header.Set(api.HeaderSource, src)
 	}
 
+	if ep.Paged && r.Method == http.MethodGet && !r.URL.Query().Has("limit") && !r.URL.Query().Has(api.ParamAfter) {
+		g.servePaged(w, r, ep, msg, params) // the whole array, streamed from pages
+		return
+	}
 	timeout := g.o.APITimeout
 	if ep.Timeout > timeout {
 		// A route that answers late (a run waits for its result): the
@@ -121,8 +125,8 @@ func (g *Gateway) serveEndpoint(w http.ResponseWriter, r *http.Request, ep *endp
 }
 
 // replyHeaders copies the headers a service set on a successful reply
-// (api.Reply) onto the response: Content-Type, Content-Disposition and
-// X-* headers (X-Total-Count), except the security headers the gateway
+// (api.Reply) onto the response: Content-Type, Content-Disposition, a
+// page's api.HeaderNext and X-* headers (X-Total-Count), except the security headers the gateway
 // sets itself. It returns the api.HeaderStatus status, 0 when absent or
 // not a 2xx-5xx code.
 func replyHeaders(h http.Header, rh nats.Header) int {
@@ -137,7 +141,7 @@ func replyHeaders(h http.Header, rh nats.Header) int {
 			if n, err := strconv.Atoi(vs[0]); err == nil && n >= 200 && n <= 599 {
 				status = n
 			}
-		case ck == "Content-Type", ck == "Content-Disposition",
+		case ck == "Content-Type", ck == "Content-Disposition", ck == http.CanonicalHeaderKey(api.HeaderNext),
 			strings.HasPrefix(ck, "X-") && !securityHeader[ck]:
 			h.Set(ck, vs[0])
 		}

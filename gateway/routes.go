@@ -30,6 +30,9 @@ type Route struct {
 	// Timeout, when set, replaces the gateway's API timeout for this
 	// route (api.MetaTimeout).
 	Timeout time.Duration
+	// Paged: the endpoint answers its array a page at a time
+	// (api.MetaPaged); a GET without the client's limit is streamed whole.
+	Paged bool
 }
 
 // Pattern is the ServeMux pattern: "GET /api/results/{result_id}".
@@ -55,7 +58,7 @@ func RoutesOf(defs []api.Definition) []Route {
 			if err != nil {
 				panic(err) // a definition is code: its test shows this
 			}
-			r.Tier, r.Timeout = ep.Tier, ep.Timeout
+			r.Tier, r.Timeout, r.Paged = ep.Tier, ep.Timeout, ep.Paged
 			out = append(out, r)
 		}
 	}
@@ -165,6 +168,7 @@ func Discover(ctx context.Context, nc *nats.Conn, maxWait, quiet time.Duration) 
 				continue
 			}
 			r.Tier = ep.Metadata[api.MetaTier]
+			r.Paged = ep.Metadata[api.MetaPaged] == "true"
 			routes = append(routes, r)
 		}
 	}
@@ -321,7 +325,7 @@ func stricter(routes, defined []Route) {
 func sameRoutes(a, b []Route) bool {
 	return slices.EqualFunc(a, b, func(x, y Route) bool {
 		return x.Pattern() == y.Pattern() && x.Subject == y.Subject && x.Service == y.Service && x.Tier == y.Tier &&
-			slices.Equal(x.IntParams, y.IntParams) && x.Timeout == y.Timeout
+			slices.Equal(x.IntParams, y.IntParams) && x.Timeout == y.Timeout && x.Paged == y.Paged
 	})
 }
 

@@ -36,18 +36,29 @@ func Logger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
+// Option changes the embedded server a test starts.
+type Option func(*embedded.Options)
+
+// MaxPayload sets the server's max_payload: a small one makes a list page
+// with a few hundred rows instead of thousands.
+func MaxPayload(n int32) Option { return func(o *embedded.Options) { o.MaxPayload = n } }
+
 // Start starts an embedded server with the streams, and opens a store.
 // Both stop at the end of the test.
-func Start(t testing.TB) *Node {
+func Start(t testing.TB, opts ...Option) *Node {
 	t.Helper()
 	dir := t.TempDir()
 	log := Logger(t)
-	srv, err := embedded.Start(embedded.Options{
+	eo := embedded.Options{
 		StoreDir: filepath.Join(dir, "nats"),
 		Listen:   "127.0.0.1:0",
 		Sync:     embedded.SyncInterval,
 		Logger:   log,
-	})
+	}
+	for _, o := range opts {
+		o(&eo)
+	}
+	srv, err := embedded.Start(eo)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,9 @@ package agents
 import (
 	"context"
 	"database/sql"
+	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -126,11 +128,17 @@ type ListParams struct {
 	Status      string `json:"status"`
 	Limit       *int64 `json:"limit"`
 	Offset      int64  `json:"offset"`
-	MetaAny     string `json:"meta_any"`
-	MetaKey     string `json:"meta_key"`
-	MetaValue   string `json:"meta_value"`
-	Sort        string `json:"sort"`
-	Dir         string `json:"dir"`
+	// After is the cursor of a page (api.HeaderNext of the one before),
+	// when Limit is absent: see Page.Paged.
+	After string `json:"after"`
+	// PageBytes is the reply budget of a page (api.Request.PageBudget):
+	// a page reads no more rows than could fit it. 0: PageRows.
+	PageBytes int    `json:"-"`
+	MetaAny   string `json:"meta_any"`
+	MetaKey   string `json:"meta_key"`
+	MetaValue string `json:"meta_value"`
+	Sort      string `json:"sort"`
+	Dir       string `json:"dir"`
 
 	Meta []MetaCond `json:"-"`
 }
@@ -259,7 +267,24 @@ type Page struct {
 	Online  int64
 	Offline int64
 	Counted bool // limit given: Online/Offline are sent
+	// Paged: no limit was given, so Rows is one page of the whole list in
+	// its order, More says rows follow, and Keys holds each row's cursor
+	// (by pc_id), which asks for the rows after it. Without a limit the
+	// whole fleet is upstream's answer; one NATS reply cannot carry it past
+	// a few thousand agents, so it comes a page at a time (the gateway
+	// joins the pages into one array).
+	Paged bool
+	More  bool
+	Keys  map[string]string
 }
+
+// PageRows bounds the rows a page reads; the bytes that fit max_payload
+// bound it further (see Page.Fit).
+const PageRows = 5000
+
+// minRowBytes is about the smallest a row encodes to (its keys alone
+// take most of it): a page of b bytes cannot hold more than b/minRowBytes.
+const minRowBytes = 300
 
 // Reply is the page with its X-Total-Count, X-Online-Count and
 // X-Offline-Count headers.
@@ -274,6 +299,67 @@ func (p Page) Reply() api.Reply {
 		rows = []Row{}
 	}
 	return api.Reply{Header: h, Body: rows}
+}
+
+// Fit is the reply of a page: as Reply when a limit was given, else the
+// rows that fit budget bytes (api.FitPage) with the next page's cursor.
+func (p Page) Fit(budget int) (api.Reply, error) {
+	if !p.Paged {
+		return p.Reply(), nil
+	}
+	rep := p.Reply()
+	return api.FitPage(p.Rows, p.More, budget, func(r Row) string { return p.Keys[r.PCID] }, rep.Header)
+}
+
+// pageKey is where a row stands in the list's order: whether its sort
+// value is missing (NULL, or a metadata key the PC lacks), the value,
+// and the pc_id that breaks ties. Its cursor is the JSON of the three,
+// base64url encoded: opaque to callers.
+type pageKey struct {
+	Missing bool
+	Value   string
+	PCID    string
+}
+
+func (k pageKey) cursor() string {
+	b, _ := json.Marshal([]any{k.Missing, k.Value, k.PCID})
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func parseCursor(c string) (pageKey, error) {
+	var k pageKey
+	var t []json.RawMessage
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err == nil {
+		err = json.Unmarshal(b, &t)
+	}
+	if err == nil && len(t) == 3 {
+		err = errors.Join(json.Unmarshal(t[0], &k.Missing), json.Unmarshal(t[1], &k.Value), json.Unmarshal(t[2], &k.PCID))
+	} else if err == nil {
+		err = errors.New("not three values")
+	}
+	if err != nil {
+		return k, api.BadRequest("parameter after: not a cursor of this list (the %s header of the page before)", api.HeaderNext)
+	}
+	return k, nil
+}
+
+// compare orders two keys as the list does: present values first, then
+// by value (dir), then pc_id ascending.
+func (k pageKey) compare(o pageKey, desc bool) int {
+	switch {
+	case k.Missing != o.Missing:
+		if o.Missing {
+			return -1
+		}
+		return 1
+	case k.Value != o.Value:
+		if desc {
+			return strings.Compare(o.Value, k.Value)
+		}
+		return strings.Compare(k.Value, o.Value)
+	}
+	return strings.Compare(k.PCID, o.PCID)
 }
 
 // List answers the agents list. Every filter runs in SQLite (the regexes
@@ -358,6 +444,27 @@ func List(ctx context.Context, db *store.DB, meta *Meta, p ListParams, now time.
 	if p.Offset < 0 || (p.Limit != nil && *p.Limit < 0) {
 		return Page{}, api.BadRequest("limit and offset must not be negative")
 	}
+	paged := p.Limit == nil
+	var after *pageKey
+	if p.After != "" {
+		if !paged {
+			return Page{}, api.BadRequest("parameter after pages the list without a limit; with limit, page with offset")
+		}
+		k, err := parseCursor(p.After)
+		if err != nil {
+			return Page{}, err
+		}
+		after, p.Offset = &k, 0
+	}
+	limit := p.Limit
+	rowsPerPage := PageRows
+	if p.PageBytes > 0 {
+		rowsPerPage = max(1, min(PageRows, p.PageBytes/minRowBytes))
+	}
+	if paged {
+		n := int64(rowsPerPage + 1) // one more tells whether rows follow
+		limit = &n
+	}
 
 	cond := func(withStatus bool) (string, []any) {
 		w, a := slices.Clone(where), slices.Clone(args)
@@ -376,28 +483,71 @@ func List(ctx context.Context, db *store.DB, meta *Meta, p ListParams, now time.
 		dir = "DESC"
 	}
 	var out []Row
+	var keys []pageKey
 	var err error
 	if metaSort == "" {
-		q := `SELECT ` + rowColumns + ` FROM agents` + w + fmt.Sprintf(` ORDER BY (%s IS NULL), %s %s, pc_id ASC`, col, col, dir)
-		if p.Limit != nil {
+		if after != nil {
+			// The rows after the cursor in (col IS NULL, col dir, pc_id).
+			cmp := ">"
+			if desc {
+				cmp = "<"
+			}
+			kw := fmt.Sprintf(`(%[1]s IS NULL AND pc_id > ?)`, col)
+			ka := []any{after.PCID}
+			if !after.Missing {
+				kw = fmt.Sprintf(`((%[1]s IS NOT NULL AND (%[1]s %[2]s ? OR (%[1]s = ? AND pc_id > ?))) OR %[1]s IS NULL)`, col, cmp)
+				ka = []any{after.Value, after.Value, after.PCID}
+			}
+			if w == "" {
+				w = " WHERE " + kw
+			} else {
+				w += " AND " + kw
+			}
+			a = append(a, ka...)
+		}
+		// The sort value comes with the row, as the cursor's key.
+		q := `SELECT ` + rowColumns + `, ` + col + ` FROM agents` + w + fmt.Sprintf(` ORDER BY (%s IS NULL), %s %s, pc_id ASC`, col, col, dir)
+		if limit != nil {
 			q += ` LIMIT ? OFFSET ?`
-			a = append(a, *p.Limit, p.Offset)
+			a = append(a, *limit, p.Offset)
 		} else if p.Offset > 0 {
 			q += ` LIMIT -1 OFFSET ?`
 			a = append(a, p.Offset)
 		}
-		out, err = queryRows(ctx, db, now, q, a...)
+		out, keys, err = queryKeyedRows(ctx, db, now, q, a...)
 	} else {
-		out, err = metaSorted(ctx, db, meta, now, w, a, metaSort, desc, p.Offset, p.Limit)
+		out, keys, err = metaSorted(ctx, db, meta, now, w, a, metaSort, desc, p.Offset, limit, after)
 	}
 	if err != nil {
 		return Page{}, err
+	}
+	var more bool
+	var pageKeys map[string]string
+	if paged {
+		if more = len(out) > rowsPerPage; more {
+			out, keys = out[:rowsPerPage], keys[:rowsPerPage]
+		}
+		pageKeys = make(map[string]string, len(out))
+		for i, k := range keys {
+			pageKeys[out[i].PCID] = k.cursor()
+		}
 	}
 	for i := range out {
 		out[i].Meta = meta.Get(out[i].PCID)
 	}
 
-	page := Page{Rows: out, Total: p.Offset + int64(len(out))}
+	page := Page{Rows: out, Total: p.Offset + int64(len(out)), Paged: paged, More: more, Keys: pageKeys}
+	if paged && after == nil && more {
+		// Upstream's total without a limit is offset + the rows answered:
+		// all the matches past the offset, counted now since they come in
+		// pages. Later pages (after set) leave it as their own.
+		cw, ca := cond(true)
+		var total int64
+		if err := db.R.QueryRowContext(ctx, `SELECT COUNT(*) FROM agents`+cw, ca...).Scan(&total); err != nil {
+			return Page{}, queryError(ctx, "count agents failed", err)
+		}
+		page.Total = max(total, p.Offset)
+	}
 	if p.Limit != nil {
 		page.Counted = true
 		cw, ca := cond(false)
@@ -419,6 +569,39 @@ func List(ctx context.Context, db *store.DB, meta *Meta, p ListParams, now time.
 	}
 	return page, nil
 }
+
+// queryKeyedRows runs a row query whose last column is the sort value,
+// and gives each row's pageKey.
+func queryKeyedRows(ctx context.Context, db *store.DB, now time.Time, q string, args ...any) ([]Row, []pageKey, error) {
+	rows, err := db.R.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, nil, queryError(ctx, "list agents failed", err)
+	}
+	defer rows.Close()
+	var out []Row
+	var keys []pageKey
+	for rows.Next() {
+		var v sql.NullString
+		r, err := scanRow(keyedScan{rows, &v}, now)
+		if err != nil {
+			return nil, nil, queryError(ctx, "list agents failed", err)
+		}
+		out = append(out, r)
+		keys = append(keys, pageKey{Missing: !v.Valid, Value: v.String, PCID: r.PCID})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, queryError(ctx, "list agents failed", err)
+	}
+	return out, keys, nil
+}
+
+// keyedScan scans a row's columns and then its sort value.
+type keyedScan struct {
+	rows *sql.Rows
+	key  *sql.NullString
+}
+
+func (k keyedScan) Scan(dest ...any) error { return k.rows.Scan(append(dest, k.key)...) }
 
 // queryRows runs a row query.
 func queryRows(ctx context.Context, db *store.DB, now time.Time, q string, args ...any) ([]Row, error) {
@@ -444,42 +627,40 @@ func queryRows(ctx context.Context, db *store.DB, now time.Time, q string, args 
 // metaSorted is a page ordered by a metadata value, case-insensitively,
 // PCs without the key last either way, then by pc_id: the matching pc_ids
 // come from SQL, are ordered here, and only the page's rows are read.
-func metaSorted(ctx context.Context, db *store.DB, meta *Meta, now time.Time, where string, args []any, key string, desc bool, offset int64, limit *int64) ([]Row, error) {
+func metaSorted(ctx context.Context, db *store.DB, meta *Meta, now time.Time, where string, args []any, key string, desc bool, offset int64, limit *int64, after *pageKey) ([]Row, []pageKey, error) {
 	rows, err := db.R.QueryContext(ctx, `SELECT pc_id FROM agents`+where, args...)
 	if err != nil {
-		return nil, queryError(ctx, "list agents failed", err)
+		return nil, nil, queryError(ctx, "list agents failed", err)
 	}
 	var ids []string
 	for rows.Next() {
 		var pc string
 		if err := rows.Scan(&pc); err != nil {
 			rows.Close()
-			return nil, queryError(ctx, "list agents failed", err)
+			return nil, nil, queryError(ctx, "list agents failed", err)
 		}
 		ids = append(ids, pc)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, queryError(ctx, "list agents failed", err)
+		return nil, nil, queryError(ctx, "list agents failed", err)
 	}
 	vals := meta.Values(key)
-	slices.SortFunc(ids, func(x, y string) int {
-		vx, okx := vals[x]
-		vy, oky := vals[y]
-		switch {
-		case okx != oky:
-			if okx {
+	keyOf := func(pc string) pageKey {
+		v, ok := vals[pc]
+		return pageKey{Missing: !ok, Value: v, PCID: pc}
+	}
+	slices.SortFunc(ids, func(x, y string) int { return keyOf(x).compare(keyOf(y), desc) })
+	if after != nil {
+		// The ids past the cursor: sorted, so the first one past it on.
+		i, _ := slices.BinarySearchFunc(ids, *after, func(pc string, k pageKey) int {
+			if keyOf(pc).compare(k, desc) <= 0 {
 				return -1
 			}
 			return 1
-		case vx != vy:
-			if desc {
-				return strings.Compare(vy, vx)
-			}
-			return strings.Compare(vx, vy)
-		}
-		return strings.Compare(x, y)
-	})
+		})
+		ids = ids[i:]
+	}
 	lo := min(int(offset), len(ids))
 	hi := len(ids)
 	if limit != nil {
@@ -489,19 +670,21 @@ func metaSorted(ctx context.Context, db *store.DB, meta *Meta, now time.Time, wh
 	b, _ := json.Marshal(window)
 	got, err := queryRows(ctx, db, now, `SELECT `+rowColumns+` FROM agents WHERE pc_id IN (SELECT value FROM json_each(?))`, string(b))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	byPC := make(map[string]Row, len(got))
 	for _, r := range got {
 		byPC[r.PCID] = r
 	}
 	out := make([]Row, 0, len(window))
+	keys := make([]pageKey, 0, len(window))
 	for _, pc := range window {
 		if r, ok := byPC[pc]; ok {
 			out = append(out, r)
+			keys = append(keys, keyOf(pc))
 		}
 	}
-	return out, nil
+	return out, keys, nil
 }
 
 func likeEscape(s string) string {

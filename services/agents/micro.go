@@ -52,7 +52,7 @@ type Service struct {
 // Definitions are the agents service's endpoints.
 func Definitions() []api.Definition {
 	return []api.Definition{{Service: "agents", Endpoints: []api.Endpoint{
-		{Name: "list", Subject: "kanade.agents.list", HTTP: "GET /api/agents", IntParams: []string{"limit", "offset"}, Tier: api.TierViewer},
+		{Name: "list", Subject: "kanade.agents.list", HTTP: "GET /api/agents", IntParams: []string{"limit", "offset"}, Tier: api.TierViewer, Paged: true},
 		{Name: "versions", Subject: "kanade.agents.versions", HTTP: "GET /api/agents/versions", Tier: api.TierViewer},
 		{Name: "meta_keys", Subject: "kanade.agents.meta_keys", HTTP: "GET /api/agents/meta-keys", Tier: api.TierViewer},
 		{Name: "meta_bulk", Subject: "kanade.agents.meta_bulk", HTTP: "GET /api/agents/meta", Tier: api.TierViewer},
@@ -149,6 +149,7 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 				if err != nil {
 					return nil, err
 				}
+				p.PageBytes = r.PageBudget()
 				page, err := List(ctx, o.DB, s.Meta, p, time.Now())
 				if err != nil {
 					return nil, err
@@ -156,7 +157,7 @@ func Start(ctx context.Context, o Options) (*Service, error) {
 				for i := range page.Rows {
 					page.Rows[i].Groups = s.roster.GroupsOf(page.Rows[i].PCID)
 				}
-				return page.Reply(), nil
+				return page.Fit(r.PageBudget())
 			}),
 			"versions":  bounded(func(ctx context.Context, r api.Request) (any, error) { return Versions(ctx, o.DB, time.Now()) }),
 			"meta_keys": bounded(func(ctx context.Context, r api.Request) (any, error) { return s.Meta.Keys(), nil }),

@@ -49,6 +49,10 @@ const (
 	// MetaTimeout is how long the gateway waits for a reply on a route
 	// that answers later than its default (a Go duration: "1h0m15s").
 	MetaTimeout = "timeout"
+	// MetaPaged ("true") says the endpoint answers a list one page at a
+	// time (see Paged, HeaderNext): the gateway streams every page as one
+	// JSON array to an HTTP client that asked for no limit.
+	MetaPaged = "paged"
 )
 
 // Role tiers, lowest first, as upstream tiers its routes.
@@ -113,8 +117,9 @@ type Request struct {
 	Data    []byte
 	Header  micro.Headers
 
-	log  *slog.Logger // the endpoint's, for Params; nil in a hand-made Request
-	ints []string     // the endpoint's IntParams, for Params
+	log        *slog.Logger // the endpoint's, for Params; nil in a hand-made Request
+	ints       []string     // the endpoint's IntParams, for Params
+	maxPayload int64        // the connection's; 0 in a hand-made Request
 }
 
 // Actor is who makes the request: "nats:<user>" when nats-server named
@@ -207,6 +212,11 @@ type Endpoint struct {
 	// Timeout, when set, tells the gateway to wait this long for the
 	// reply instead of its default (see MetaTimeout).
 	Timeout time.Duration
+	// Paged says the endpoint answers a JSON array one page at a time:
+	// each reply fits max_payload (PageBudget, FitPage), names the next
+	// page's cursor in HeaderNext, and the request's ParamAfter asks for
+	// the page after it (see MetaPaged).
+	Paged   bool
 	Handler Handler
 }
 
@@ -273,6 +283,9 @@ func Start(nc *nats.Conn, s Service) (*Running, error) {
 		}
 		if ep.Timeout > 0 {
 			meta[MetaTimeout] = ep.Timeout.String()
+		}
+		if ep.Paged {
+			meta[MetaPaged] = "true"
 		}
 		h := ep.Handler
 		elog := log.With("endpoint", ep.Name)
@@ -372,7 +385,7 @@ func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, ep Endpoint, 
 			fail(&Error{Status: http.StatusInternalServerError, Message: "internal error"})
 		}
 	}()
-	r := Request{Subject: req.Subject(), Data: req.Data(), Header: req.Headers(), log: log, ints: ep.IntParams}
+	r := Request{Subject: req.Subject(), Data: req.Data(), Header: req.Headers(), log: log, ints: ep.IntParams, maxPayload: nc.MaxPayload()}
 	if ci, ok := r.natsCaller(); ok && !ci.caller() {
 		// Stamped, but not by an API caller's own request: the answer of
 		// some service, sent by a caller to a reply subject its account

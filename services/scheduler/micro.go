@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/kanade-go/kanade/services/api"
 )
@@ -96,7 +98,7 @@ func Definitions() []api.Definition {
 				Audit: "exec", AuditTarget: "job_id"},
 		}},
 		{Service: "schedules", Endpoints: []api.Endpoint{
-			{Name: "list", Subject: "kanade.schedules.list", HTTP: "GET /api/schedules", Tier: api.TierViewer},
+			{Name: "list", Subject: "kanade.schedules.list", HTTP: "GET /api/schedules", Tier: api.TierViewer, Paged: true},
 			{Name: "upcoming", Subject: "kanade.schedules.upcoming", HTTP: "GET /api/schedules/upcoming", IntParams: []string{"limit"}, Tier: api.TierViewer},
 			{Name: "coverage_summary", Subject: "kanade.schedules.coverage_summary", HTTP: "GET /api/schedules/coverage", Tier: api.TierViewer},
 			{Name: "get", Subject: "kanade.schedules.get", HTTP: "GET /api/schedules/{id}", Tier: api.TierViewer},
@@ -165,7 +167,7 @@ func services(cat *Catalog, eng *Engine, firer *Firer, clock Clock, log *slog.Lo
 		Audit:       aud,
 		Endpoints: defs[1].Bind(map[string]api.Handler{
 			"list": func(ctx context.Context, r api.Request) (any, error) {
-				return cat.ListSchedulesChecked(ctx)
+				return schedulesPage(ctx, cat, r)
 			},
 			"upcoming": with(func(ctx context.Context, p upcomingParams) (any, error) {
 				return eng.Upcoming(ctx, p.Limit)
@@ -218,3 +220,41 @@ func services(cat *Catalog, eng *Engine, firer *Firer, clock Clock, log *slog.Lo
 	}
 	return []api.Service{jobs, scheds}
 }
+
+// schedulesPage is one page of the schedules list, by id, after the
+// request's api.ParamAfter id: a bucket of many or large schedules is
+// answered in pages that each fit max_payload (the gateway joins them into
+// upstream's one array for HTTP).
+func schedulesPage(ctx context.Context, cat *Catalog, r api.Request) (any, error) {
+	var p struct {
+		After string `json:"after"`
+	}
+	if err := params(r, &p); err != nil {
+		return nil, err
+	}
+	list, err := cat.ListSchedulesChecked(ctx)
+	if err != nil {
+		return nil, err
+	}
+	items := make([]listedSchedule, 0, len(list))
+	for _, raw := range list {
+		var s struct {
+			ID string `json:"id"`
+		}
+		json.Unmarshal(raw, &s)
+		if p.After == "" || s.ID > p.After {
+			items = append(items, listedSchedule{s.ID, raw})
+		}
+	}
+	slices.SortFunc(items, func(a, b listedSchedule) int { return strings.Compare(a.id, b.id) })
+	return api.FitPage(items, false, r.PageBudget(), func(s listedSchedule) string { return s.id }, nil)
+}
+
+// listedSchedule is a schedule as listed, encoded as its JSON, with its id
+// as the page cursor.
+type listedSchedule struct {
+	id  string
+	raw json.RawMessage
+}
+
+func (s listedSchedule) MarshalJSON() ([]byte, error) { return s.raw, nil }
