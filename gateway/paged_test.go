@@ -224,7 +224,7 @@ func TestAgentsAndSchedulesPagedOverHTTP(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Upstream's order: updated_at descending, then pc_id.
+	// Upstream's order (with a limit): updated_at descending, then pc_id.
 	var want []string
 	for i := range fleet {
 		want = append(want, fmt.Sprintf("PC%05d", i))
@@ -242,7 +242,7 @@ func TestAgentsAndSchedulesPagedOverHTTP(t *testing.T) {
 		for _, r := range rows {
 			got = append(got, r.PCID)
 		}
-		w := want
+		w := slices.Sorted(slices.Values(want)) // the whole list: pc_id by default
 		if q.query != "" {
 			w = slices.Clone(want)
 			slices.Sort(w)

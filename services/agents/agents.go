@@ -417,7 +417,14 @@ func List(ctx context.Context, db *store.DB, meta *Meta, p ListParams, now time.
 	}
 
 	metaSort := ""
-	col := "updated_at"
+	col := "updated_at" // upstream's default
+	if p.Limit == nil && p.Sort == "" {
+		// The whole list comes in pages, and every heartbeat moves an
+		// agent's updated_at: in that order an agent that heartbeats
+		// while the list streams would be listed twice or not at all.
+		// By default the whole list is in pc_id order, which never moves.
+		col = "pc_id"
+	}
 	switch {
 	case strings.HasPrefix(p.Sort, "meta:"):
 		metaSort = strings.TrimPrefix(p.Sort, "meta:")

@@ -123,7 +123,8 @@ func TestListFiltersSortAndPaging(t *testing.T) {
 		total string
 		on    string
 	}{
-		{`{}`, []string{"PC3", "PC1", "PC2", "LAB9"}, "4", ""},                  // updated_at desc
+		{`{"limit":10}`, []string{"PC3", "PC1", "PC2", "LAB9"}, "4", "2"},       // updated_at desc
+		{`{}`, []string{"LAB9", "PC1", "PC2", "PC3"}, "4", ""},                  // the whole list: pc_id, which heartbeats do not move
 		{`{"sort":"pc_id"}`, []string{"LAB9", "PC1", "PC2", "PC3"}, "4", ""},    // asc by default
 		{`{"sort":"hostname"}`, []string{"PC1", "PC2", "LAB9", "PC3"}, "4", ""}, // NULLs last
 		{`{"sort":"hostname","dir":"desc"}`, []string{"LAB9", "PC2", "PC1", "PC3"}, "4", ""},

@@ -2,6 +2,7 @@ package agents
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/kanade-go/kanade/nodetest"
 	"github.com/kanade-go/kanade/services/api"
+	"github.com/kanade-go/kanade/store"
 )
 
 // pageAll pages kanade.agents.list without a limit, following the
@@ -91,6 +93,9 @@ func TestListPagesWithCursor(t *testing.T) {
 		json.Unmarshal(b, &p)
 		all := int64(fleet)
 		p.Limit = &all
+		if p.Sort == "" {
+			p.Sort = "pc_id" // the whole list's default (with a limit: upstream's updated_at)
+		}
 		want, err := List(context.Background(), n.DB, s.Meta, p, time.Now())
 		if err != nil {
 			t.Fatal(err)
@@ -127,6 +132,30 @@ func TestListPagesWithCursor(t *testing.T) {
 	for _, r := range recs {
 		if !seen[r.pc] {
 			t.Fatalf("%s missing after concurrent inserts", r.pc)
+		}
+	}
+
+	// The default whole list while every agent heartbeats between pages
+	// (each moves its updated_at, upstream's default order): each agent
+	// exactly once.
+	got, _ = pageAll(t, e, map[string]any{}, func() {
+		if err := n.DB.WriteTx(context.Background(), func(tx *sql.Tx) error {
+			_, err := tx.Exec(`UPDATE agents SET updated_at = ?, last_heartbeat = ?`, store.FormatTime(time.Now()), store.FormatTime(time.Now()))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	seen = map[string]bool{}
+	for _, pc := range got {
+		if seen[pc] {
+			t.Fatalf("default order: %s listed twice under heartbeats", pc)
+		}
+		seen[pc] = true
+	}
+	for _, r := range recs {
+		if !seen[r.pc] {
+			t.Fatalf("default order: %s missing under heartbeats", r.pc)
 		}
 	}
 
