@@ -122,18 +122,7 @@ func TestListPagesWithCursor(t *testing.T) {
 		}
 		insertAgents(t, n.DB, early...)
 	})
-	seen := map[string]bool{}
-	for _, pc := range got {
-		if seen[pc] {
-			t.Fatalf("%s listed twice", pc)
-		}
-		seen[pc] = true
-	}
-	for _, r := range recs {
-		if !seen[r.pc] {
-			t.Fatalf("%s missing after concurrent inserts", r.pc)
-		}
-	}
+	onceEach(t, "after concurrent inserts", got, recs)
 
 	// The default whole list while every agent heartbeats between pages
 	// (each moves its updated_at, upstream's default order): each agent
@@ -146,20 +135,26 @@ func TestListPagesWithCursor(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	seen = map[string]bool{}
+	onceEach(t, "the default order under heartbeats", got, recs)
+
+	if code, body, _ := e.call(t, "kanade.agents.list", `{"after":"bogus"}`); code != "400" {
+		t.Errorf("bad cursor: %s %s", code, body)
+	}
+}
+
+// onceEach fails unless got lists no pc_id twice and every one of recs.
+func onceEach(t *testing.T, when string, got []string, recs []agentRec) {
+	t.Helper()
+	seen := map[string]bool{}
 	for _, pc := range got {
 		if seen[pc] {
-			t.Fatalf("default order: %s listed twice under heartbeats", pc)
+			t.Fatalf("%s: %s listed twice", when, pc)
 		}
 		seen[pc] = true
 	}
 	for _, r := range recs {
 		if !seen[r.pc] {
-			t.Fatalf("default order: %s missing under heartbeats", r.pc)
+			t.Fatalf("%s: %s missing", when, r.pc)
 		}
-	}
-
-	if code, body, _ := e.call(t, "kanade.agents.list", `{"after":"bogus"}`); code != "400" {
-		t.Errorf("bad cursor: %s %s", code, body)
 	}
 }
