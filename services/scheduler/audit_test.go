@@ -142,14 +142,21 @@ func withRecorder(t *testing.T, logger *slog.Logger) func(*Options) {
 
 // Every kind of scheduled fire (a cron tick, a per_pc poll, a rollout
 // wave) leaves exactly one audit record, actor "scheduler", action
-// "exec", target the job (as upstream's), naming its schedule and exec,
+// "exec", target its job (as upstream's), naming its schedule and exec,
 // before any of its Commands is published.
 func TestScheduledFiresAuditedFirst(t *testing.T) {
 	r := startRigWith(t, t0, 1, withRecorder(t, nil), "PC-A", "PC-B")
 	r.fleet.set(func() { r.fleet.groups["PC-A"] = []string{"canary"} })
-	mustCall(t, r.nc, "kanade.schedules.put", "", `{"id":"plain","job_id":"echo","cron":"0 1 12 * * *","target":{"all":true}}`)
+	// A job each: per_pc "once" counts a PC's runs of its job, so the
+	// plain tick's or the wave's runs, if the fleet reported them before
+	// the poll read, would leave a PC out of it.
+	jobs := map[string]string{"plain": "echo-plain", "perpc": "echo", "waves": "echo-waves"}
+	for _, j := range []string{"echo-plain", "echo-waves"} {
+		mustCall(t, r.nc, "kanade.jobs.put", "", strings.Replace(echoJob, `"id":"echo"`, `"id":"`+j+`"`, 1))
+	}
+	mustCall(t, r.nc, "kanade.schedules.put", "", `{"id":"plain","job_id":"echo-plain","cron":"0 1 12 * * *","target":{"all":true}}`)
 	mustCall(t, r.nc, "kanade.schedules.put", "", `{"id":"perpc","when":{"per_pc":"once"},"job_id":"echo","target":{"all":true},"tz":"utc"}`)
-	mustCall(t, r.nc, "kanade.schedules.put", "", `{"id":"waves","when":{"calendar":{"at":"2026-06-01 12:01"}},"job_id":"echo","target":{"groups":["canary"]},"rollout":{"strategy":"wave","waves":[{"group":"canary","delay":"0s"}]},"tz":"utc"}`)
+	mustCall(t, r.nc, "kanade.schedules.put", "", `{"id":"waves","when":{"calendar":{"at":"2026-06-01 12:01"}},"job_id":"echo-waves","target":{"groups":["canary"]},"rollout":{"strategy":"wave","waves":[{"group":"canary","delay":"0s"}]},"tz":"utc"}`)
 	tr := followTrail(t, r.nc)
 	r.poll(t, minute(1), "plain", "perpc", "waves")
 	// Three records; Commands: commands.all, commands.pc.PC-A and -B,
@@ -168,7 +175,7 @@ func TestScheduledFiresAuditedFirst(t *testing.T) {
 		}
 		json.Unmarshal(rec.Payload, &p)
 		scheds[p.ScheduleID] = true
-		if rec.Action != "exec" || rec.Target == nil || *rec.Target != "echo" {
+		if rec.Action != "exec" || rec.Target == nil || *rec.Target != jobs[p.ScheduleID] {
 			t.Errorf("record %+v", rec)
 		}
 		if _, ok := recs[p.ExecID]; !ok {
