@@ -5,8 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"io"
-	"net"
-	"net/textproto"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kanade-go/kanade/nodetest"
 	"github.com/kanade-go/kanade/sim"
 	"github.com/kanade-go/kanade/wire"
 )
@@ -149,65 +148,20 @@ const e2ePublicURL = "http://kanade.e2e.invalid"
 // takes to dir (1.eml, 2.eml, …), for the browser script to read.
 func smtpToDir(t *testing.T, dir string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var (
-		wg sync.WaitGroup
 		mu sync.Mutex
 		n  int
 	)
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	serve := func(c net.Conn) {
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(time.Minute))
-		tp := textproto.NewConn(c)
-		tp.PrintfLine("220 e2e relay")
-		for {
-			line, err := tp.ReadLine()
-			if err != nil {
-				return
-			}
-			switch strings.ToUpper(strings.SplitN(line, " ", 2)[0]) {
-			case "EHLO", "HELO":
-				tp.PrintfLine("250-e2e relay\r\n250 8BITMIME")
-			case "DATA":
-				tp.PrintfLine("354 go on")
-				b, err := tp.ReadDotBytes()
-				if err != nil {
-					return
-				}
-				mu.Lock()
-				n++
-				name := filepath.Join(dir, strconv.Itoa(n)+".eml")
-				mu.Unlock()
-				// Written whole, then renamed: the reader never sees half.
-				if os.WriteFile(name+".tmp", b, 0o600) == nil {
-					os.Rename(name+".tmp", name)
-				}
-				tp.PrintfLine("250 queued")
-			case "QUIT":
-				tp.PrintfLine("221 bye")
-				return
-			default:
-				tp.PrintfLine("250 ok")
-			}
+	return nodetest.SMTP(t, func(m nodetest.Mail) {
+		mu.Lock()
+		n++
+		name := filepath.Join(dir, strconv.Itoa(n)+".eml")
+		mu.Unlock()
+		// Written whole, then renamed: the reader never sees half.
+		if os.WriteFile(name+".tmp", []byte(m.Data), 0o600) == nil {
+			os.Rename(name+".tmp", name)
 		}
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() { defer wg.Done(); serve(c) }()
-		}
-	}()
-	return ln.Addr().String()
+	})
 }
 
 func startDemo(t *testing.T, bin, token, mailRelay string) (httpURL, natsURL string) {

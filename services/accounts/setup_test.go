@@ -3,8 +3,6 @@ package accounts
 import (
 	"context"
 	"errors"
-	"net"
-	"net/textproto"
 	"regexp"
 	"strings"
 	"sync"
@@ -17,74 +15,11 @@ import (
 	"github.com/kanade-go/kanade/services/api"
 )
 
-// message is one mail the test relay took.
-type message struct {
-	from, to, data string
-}
-
-// smtpRelay is a minimal SMTP server on 127.0.0.1:0 that accepts every
-// message and hands it to the returned channel.
-func smtpRelay(t *testing.T) (string, <-chan message) {
+// smtpRelay is a test SMTP relay whose messages come on the channel.
+func smtpRelay(t *testing.T) (string, <-chan nodetest.Mail) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := make(chan message, 16)
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(time.Minute))
-				tp := textproto.NewConn(c)
-				tp.PrintfLine("220 test relay")
-				var m message
-				for {
-					line, err := tp.ReadLine()
-					if err != nil {
-						return
-					}
-					verb := strings.ToUpper(strings.SplitN(line, " ", 2)[0])
-					switch {
-					case verb == "EHLO" || verb == "HELO":
-						tp.PrintfLine("250-test relay\r\n250 8BITMIME")
-					case strings.HasPrefix(strings.ToUpper(line), "MAIL FROM:"):
-						m.from = line[10:]
-						tp.PrintfLine("250 ok")
-					case strings.HasPrefix(strings.ToUpper(line), "RCPT TO:"):
-						m.to = line[8:]
-						tp.PrintfLine("250 ok")
-					case verb == "DATA":
-						tp.PrintfLine("354 go on")
-						b, err := tp.ReadDotBytes()
-						if err != nil {
-							return
-						}
-						m.data = string(b)
-						tp.PrintfLine("250 queued")
-						got <- m
-						m = message{}
-					case verb == "QUIT":
-						tp.PrintfLine("221 bye")
-						return
-					default:
-						tp.PrintfLine("250 ok")
-					}
-				}
-			}()
-		}
-	}()
-	return ln.Addr().String(), got
+	got := make(chan nodetest.Mail, 16)
+	return nodetest.SMTP(t, func(m nodetest.Mail) { got <- m }), got
 }
 
 // clock is a settable time source.
@@ -107,19 +42,19 @@ func statusOf(err error) int {
 var linkRE = regexp.MustCompile(`http://kanade\.test/password-setup/([0-9a-f-]{36})`)
 
 // receive waits for the next mail and returns it with the token of its link.
-func receive(t *testing.T, got <-chan message) (message, string) {
+func receive(t *testing.T, got <-chan nodetest.Mail) (nodetest.Mail, string) {
 	t.Helper()
 	select {
 	case m := <-got:
-		sub := linkRE.FindStringSubmatch(m.data)
+		sub := linkRE.FindStringSubmatch(m.Data)
 		if sub == nil {
-			t.Fatalf("no link in the mail:\n%s", m.data)
+			t.Fatalf("no link in the mail:\n%s", m.Data)
 		}
 		return m, sub[1]
 	case <-time.After(30 * time.Second):
 		t.Fatal("no mail arrived")
 	}
-	return message{}, ""
+	return nodetest.Mail{}, ""
 }
 
 func startWithMail(t *testing.T, n *nodetest.Node, addr string, c *clock) *Service {
@@ -155,9 +90,9 @@ func TestSetupLinkByMail(t *testing.T) {
 		t.Fatalf("create: %+v", r)
 	}
 	m, token := receive(t, got)
-	if m.to != "<carol@example.test>" || !strings.Contains(m.data, "パスワードを設定") || !strings.Contains(m.data, "Set its password") ||
-		!strings.Contains(m.data, "2026-03-04 09:00 UTC") {
-		t.Fatalf("mail:\nto %s\n%s", m.to, m.data)
+	if m.To != "<carol@example.test>" || !strings.Contains(m.Data, "パスワードを設定") || !strings.Contains(m.Data, "Set its password") ||
+		!strings.Contains(m.Data, "2026-03-04 09:00 UTC") {
+		t.Fatalf("mail:\nto %s\n%s", m.To, m.Data)
 	}
 
 	// The token itself is nowhere in the bucket; its SHA-256 is.
@@ -218,8 +153,8 @@ func TestResetLinkExpiresAndIsOnePerUser(t *testing.T) {
 		t.Fatal(err)
 	}
 	m, first := receive(t, got)
-	if !strings.Contains(m.data, "A password reset was requested") {
-		t.Fatalf("not a reset mail:\n%s", m.data)
+	if !strings.Contains(m.Data, "A password reset was requested") {
+		t.Fatalf("not a reset mail:\n%s", m.Data)
 	}
 	c.add(SetupTTL - time.Minute)
 	if info, err := other.SetupInfo(ctx, first); err != nil || info["purpose"] != "reset" {
