@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/kanade-go/kanade/services/api"
 )
@@ -232,29 +230,9 @@ func schedulesPage(ctx context.Context, cat *Catalog, r api.Request) (any, error
 	if err := params(r, &p); err != nil {
 		return nil, err
 	}
-	list, err := cat.ListSchedulesChecked(ctx)
+	list, err := cat.ListSchedulesChecked(ctx, p.After)
 	if err != nil {
 		return nil, err
 	}
-	items := make([]listedSchedule, 0, len(list))
-	for _, raw := range list {
-		var s struct {
-			ID string `json:"id"`
-		}
-		json.Unmarshal(raw, &s)
-		if p.After == "" || s.ID > p.After {
-			items = append(items, listedSchedule{s.ID, raw})
-		}
-	}
-	slices.SortFunc(items, func(a, b listedSchedule) int { return strings.Compare(a.id, b.id) })
-	return api.FitPage(items, false, r.PageBudget(), func(s listedSchedule) string { return s.id }, nil)
+	return api.FitPage(list, false, r.PageBudget(), func(s CheckedSchedule) string { return s.Key }, nil)
 }
-
-// listedSchedule is a schedule as listed, encoded as its JSON, with its id
-// as the page cursor.
-type listedSchedule struct {
-	id  string
-	raw json.RawMessage
-}
-
-func (s listedSchedule) MarshalJSON() ([]byte, error) { return s.raw, nil }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -332,33 +333,49 @@ func (c *Catalog) listSchedules(ctx context.Context) ([]Schedule, []error, error
 }
 
 // ListSchedulesChecked is the schedules list the API answers: every stored
-// schedule as stored, and for one that cannot be used (written to the
-// bucket by something that did not validate it: upstream, a nats kv put)
-// an "error" field with the reason, since the engine does not fire it.
-func (c *Catalog) ListSchedulesChecked(ctx context.Context) ([]json.RawMessage, error) {
-	list, errs, err := c.listSchedules(ctx)
+// schedule whose key sorts after after ("" = from the start), by key, as
+// stored, and for one that cannot be used (written to the bucket by
+// something that did not validate it: upstream, a nats kv put) an "error"
+// field with the reason, since the engine does not fire it. Only the
+// schedules after the cursor are decoded and compiled: a paged list reads
+// the keys again per page, not every schedule's rules.
+func (c *Catalog) ListSchedulesChecked(ctx context.Context, after string) ([]CheckedSchedule, error) {
+	entries, err := listEntries(ctx, c.JS, c.Schedules)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("list schedules: %w", err)
 	}
-	out := make([]json.RawMessage, len(list))
-	for i, s := range list {
-		out[i] = s.Raw
-		err := errs[i]
+	slices.SortFunc(entries, func(a, b jetstream.KeyValueEntry) int { return strings.Compare(a.Key(), b.Key()) })
+	var out []CheckedSchedule
+	for _, e := range entries {
+		if e.Key() <= after {
+			continue
+		}
+		raw := json.RawMessage(e.Value())
+		s, err := decodeStored(e.Value())
 		if err == nil {
 			_, err = s.Compile()
 		}
-		if err == nil {
-			continue
+		if err != nil {
+			why := err.Error()
+			if raw, err = withField(raw, "error", why); err != nil {
+				// Not a JSON object at all: name it and say so.
+				raw, _ = json.Marshal(map[string]string{"id": e.Key(), "error": why})
+			}
 		}
-		raw, ferr := withField(s.Raw, "error", err.Error())
-		if ferr != nil {
-			// Not a JSON object at all: name it and say so.
-			raw, _ = json.Marshal(map[string]string{"id": s.ID, "error": err.Error()})
-		}
-		out[i] = raw
+		out = append(out, CheckedSchedule{Key: e.Key(), Raw: raw})
 	}
 	return out, nil
 }
+
+// CheckedSchedule is one schedule of the list, its JSON as answered and
+// its key (the page cursor).
+type CheckedSchedule struct {
+	Key string
+	Raw json.RawMessage
+}
+
+// MarshalJSON is the schedule as answered.
+func (s CheckedSchedule) MarshalJSON() ([]byte, error) { return s.Raw, nil }
 
 // GetSchedule returns one schedule; 404 if unknown.
 func (c *Catalog) GetSchedule(ctx context.Context, id string) (Schedule, error) {
