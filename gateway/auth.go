@@ -202,7 +202,7 @@ func (a *authenticator) refuse(w http.ResponseWriter, r *http.Request, err error
 	if !errors.As(err, &e) {
 		e = &errAuth{http.StatusServiceUnavailable, err.Error()}
 	}
-	a.log.Warn("request refused", "path", r.URL.Path, "status", e.status, "why", e.text)
+	a.log.Warn("request refused", "path", logPath(r.URL.Path), "status", e.status, "why", e.text)
 	if e.status == http.StatusUnauthorized && !a.accounts {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="kanade"`)
 	}

@@ -25,3 +25,18 @@ func TestClientAddrTrustsOnlyALocalProxy(t *testing.T) {
 		}
 	}
 }
+
+// TestLogPathKeepsNoLinkToken: a mailed link's token never reaches the
+// access log or the refusal log.
+func TestLogPathKeepsNoLinkToken(t *testing.T) {
+	tok := "0b9c6d0e-8f3a-4c1e-9d2b-5a7e3f1c2b4d"
+	for in, want := range map[string]string{
+		"/api/auth/password-setup/" + tok: "/api/auth/password-setup/***",
+		"/password-setup/" + tok:          "/password-setup/***",
+		"/api/results":                    "/api/results",
+	} {
+		if got := logPath(in); got != want {
+			t.Errorf("logPath(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

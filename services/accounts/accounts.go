@@ -13,6 +13,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/google/uuid"
 	"github.com/kanade-go/kanade/services/api"
 )
 
@@ -470,7 +471,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (any, error) {
 		return nil, api.Errorf(http.StatusInternalServerError, "cannot determine link base URL (set [server] public_url)")
 	}
 	// Email only: a password nobody knows until the setup link sets one.
-	pw := newUUID()
+	pw := uuid.NewString()
 	if req.Password != nil {
 		pw = *req.Password
 	}

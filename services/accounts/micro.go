@@ -39,8 +39,9 @@ func Definitions() []api.Definition {
 			{Name: "mfa_disable", Subject: "kanade.auth.mfa_disable", HTTP: "POST /api/auth/mfa/disable",
 				Tier: api.TierViewer, Audit: "account.mfa_disable"},
 			// Links from mail: the token is the credential. Setting a
-			// password is audited by its handler (actor auth); forgot
-			// changes nothing by itself and answers before it mails.
+			// password is audited by its handler (actor auth, before the
+			// change); forgot answers before it mails (and replaces the
+			// account's link: not audited, as upstream).
 			{Name: "password_setup_info", Subject: "kanade.auth.password_setup_info", HTTP: "GET /api/auth/password-setup/{token}",
 				Tier: api.TierPublic},
 			{Name: "password_setup", Subject: "kanade.auth.password_setup", HTTP: "POST /api/auth/password-setup/{token}",
@@ -56,8 +57,8 @@ func Definitions() []api.Definition {
 				Audit: "account.update", AuditTarget: "username"},
 			{Name: "delete", Subject: "kanade.accounts.delete", HTTP: "DELETE /api/accounts/{username}", Tier: api.TierAdmin,
 				Audit: "account.delete", AuditTarget: "username"},
-			// Audited by its handler, which records whether the mail went.
-			{Name: "reset_link", Subject: "kanade.accounts.reset_link", HTTP: "POST /api/accounts/{username}/reset-link", Tier: api.TierAdmin},
+			{Name: "reset_link", Subject: "kanade.accounts.reset_link", HTTP: "POST /api/accounts/{username}/reset-link", Tier: api.TierAdmin,
+				Audit: "account.reset_link", AuditTarget: "username"},
 			{Name: "groups_list", Subject: "kanade.permission_groups.list", HTTP: "GET /api/permission-groups", Tier: api.TierAdmin},
 			{Name: "groups_create", Subject: "kanade.permission_groups.create", HTTP: "POST /api/permission-groups", Tier: api.TierAdmin,
 				Audit: "permission_group.create", AuditTarget: "name"},
@@ -260,7 +261,7 @@ func (s *Service) services(o Options) []api.Service {
 				if err := api.Params(r, &p); err != nil {
 					return nil, err
 				}
-				return nil, s.ResetLink(ctx, api.CallerActor(r), p.Username, r.Addr())
+				return nil, s.ResetLink(ctx, p.Username)
 			},
 			"groups_list":   with(func(ctx context.Context, _ string, _ none) (any, error) { return s.Groups(ctx) }),
 			"groups_create": with(func(ctx context.Context, _ string, p GroupRequest) (any, error) { return s.CreateGroup(ctx, p) }),

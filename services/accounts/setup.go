@@ -2,7 +2,6 @@ package accounts
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -12,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kanade-go/kanade/services/api"
@@ -49,39 +49,16 @@ func hashToken(token string) string {
 	return hex.EncodeToString(h[:])
 }
 
-// newUUID is a random (version 4) UUID.
-func newUUID() string {
-	var b [16]byte
-	rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
-}
-
-// validToken tells whether s has a UUID's shape, so nothing else reaches a
-// KV key.
+// validToken tells whether s has a UUID's shape (the 36-character form
+// the links carry), so nothing else reaches a KV key.
 func validToken(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i, c := range s {
-		switch {
-		case i == 8 || i == 13 || i == 18 || i == 23:
-			if c != '-' {
-				return false
-			}
-		case '0' <= c && c <= '9', 'a' <= c && c <= 'f', 'A' <= c && c <= 'F':
-		default:
-			return false
-		}
-	}
-	return true
+	_, err := uuid.Parse(s)
+	return err == nil && len(s) == 36
 }
 
 // issueSetup makes a new link token for user, replacing any earlier one.
 func (s *Service) issueSetup(ctx context.Context, user, purpose string) (string, time.Time, error) {
-	token := newUUID()
+	token := uuid.NewString()
 	exp := s.now().Add(SetupTTL)
 	b, _ := json.Marshal(setupToken{Username: user, Purpose: purpose, ExpiresAt: exp})
 	kv := s.store.kv
@@ -170,7 +147,7 @@ func (s *Service) SetupInfo(ctx context.Context, token string) (map[string]strin
 // link (compare-and-set on its revision) and sets the password, leaving
 // disabled and the TOTP secret as they are.
 func (s *Service) SetupPassword(ctx context.Context, token, password, addr string) error {
-	if err := checkLinkPassword(password); err != nil {
+	if err := checkPassword(password); err != nil {
 		return err
 	}
 	t, rev, err := s.lookupSetup(ctx, token)
@@ -180,6 +157,11 @@ func (s *Service) SetupPassword(ctx context.Context, token, password, addr strin
 	hash, err := HashPassword(password)
 	if err != nil {
 		return err
+	}
+	// The record before the change, as for every mutation: no password is
+	// set through a link without it.
+	if err := s.record(ctx, "auth", "account.password_set_via_link", t.Username, addr, map[string]any{}); err != nil {
+		return api.Unavailable("audit trail unavailable, nothing was changed: %v", err)
 	}
 	used := t
 	used.Used = true
@@ -199,19 +181,7 @@ func (s *Service) SetupPassword(ctx context.Context, token, password, addr strin
 		a.PasswordHash, a.MustChangePW, a.UpdatedAt = hash, false, now
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	s.record(ctx, "auth", "account.password_set_via_link", t.Username, addr, map[string]any{})
-	return nil
-}
-
-// checkLinkPassword is upstream's length check, with this route's text.
-func checkLinkPassword(pw string) error {
-	if len([]rune(pw)) < 8 {
-		return api.BadRequest("password too short (min 8 chars)")
-	}
-	return nil
+	return err
 }
 
 // linkBase is where links point, without a trailing slash.
@@ -260,7 +230,7 @@ func (s *Service) ForgotPassword(username string) {
 }
 
 // ResetLink is POST /api/accounts/{username}/reset-link (admins).
-func (s *Service) ResetLink(ctx context.Context, actor, user, addr string) error {
+func (s *Service) ResetLink(ctx context.Context, user string) error {
 	if !s.mail.Configured() {
 		return api.BadRequest("[mail] not configured")
 	}
@@ -277,11 +247,9 @@ func (s *Service) ResetLink(ctx context.Context, actor, user, addr string) error
 	if s.linkBase() == "" {
 		return api.Errorf(http.StatusInternalServerError, "cannot determine link base URL (set [server] public_url)")
 	}
-	sendErr := s.sendLink(ctx, a.Username, a.Email, purposeReset)
-	if err := s.record(ctx, actor, "account.reset_link", a.Username, addr, map[string]any{"delivered": sendErr == nil}); err != nil {
-		return api.Unavailable("audit trail unavailable: %v", err)
-	}
-	if sendErr != nil {
+	// Its record is the endpoint's, written before this runs; a mail
+	// that did not go adds the second record with the 502.
+	if sendErr := s.sendLink(ctx, a.Username, a.Email, purposeReset); sendErr != nil {
 		s.log.Warn("reset link not mailed", "username", a.Username, "err", sendErr)
 		return api.Errorf(http.StatusBadGateway, "link generated but email delivery failed — check [mail] / SMTP")
 	}

@@ -149,7 +149,7 @@ func TestResetLinkExpiresAndIsOnePerUser(t *testing.T) {
 	if _, err := s.Create(ctx, CreateRequest{Username: "dave", Role: "viewer", Email: &email, Password: &pw}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.ResetLink(ctx, "admin", "dave", ""); err != nil {
+	if err := s.ResetLink(ctx, "dave"); err != nil {
 		t.Fatal(err)
 	}
 	m, first := receive(t, got)
@@ -169,7 +169,7 @@ func TestResetLinkExpiresAndIsOnePerUser(t *testing.T) {
 	s.ForgotPassword("nobody")
 	s.ForgotPassword("dave")
 	_, second := receive(t, got)
-	if err := s.ResetLink(ctx, "admin", "dave", ""); err != nil {
+	if err := s.ResetLink(ctx, "dave"); err != nil {
 		t.Fatal(err)
 	}
 	_, third := receive(t, got)
@@ -211,18 +211,18 @@ func TestLinksWithoutMail(t *testing.T) {
 		err.Error() != "[mail] not configured — set a password instead of emailing a setup link" {
 		t.Fatalf("email-only create without mail: %v", err)
 	}
-	if err := s.ResetLink(ctx, "admin", "admin", ""); statusOf(err) != 400 || err.Error() != "[mail] not configured" {
+	if err := s.ResetLink(ctx, "admin"); statusOf(err) != 400 || err.Error() != "[mail] not configured" {
 		t.Fatalf("reset link without mail: %v", err)
 	}
 	s.mail = &Mail{Addr: "127.0.0.1:1", From: "kanade@example.test"}
-	if err := s.ResetLink(ctx, "admin", "admin", ""); statusOf(err) != 409 || err.Error() != "account has no email on file" {
+	if err := s.ResetLink(ctx, "admin"); statusOf(err) != 409 || err.Error() != "account has no email on file" {
 		t.Fatalf("no email: %v", err)
 	}
 	pw := "erins-password"
 	if _, err := s.Create(ctx, CreateRequest{Username: "erin", Role: "viewer", Email: &email, Password: &pw}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.ResetLink(ctx, "admin", "erin", ""); statusOf(err) != 502 {
+	if err := s.ResetLink(ctx, "erin"); statusOf(err) != 502 {
 		t.Fatalf("relay down: %v", err)
 	}
 }
